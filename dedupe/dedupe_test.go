@@ -1,0 +1,244 @@
+package dedupe
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/onceplane/onceplane/event"
+)
+
+func hid(i int) event.Hash { return event.HashID(fmt.Sprintf("ev-%d", i)) }
+
+func TestRecordRoundTrip(t *testing.T) {
+	r := Record{Kind: KindClaim, Epoch: 7, Writer: "edge-a", Time: time.UnixMilli(1_700_000_000_123), DoneThrough: 41, IDs: []event.Hash{hid(1), hid(2)}}
+	b, err := r.Append(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Decode(b)
+	if err != nil || !reflect.DeepEqual(got, r) {
+		t.Fatalf("round trip: %v\n got %+v\nwant %+v", err, got, r)
+	}
+	for i := 0; i < len(b); i++ {
+		if _, err := Decode(b[:i]); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("truncated at %d accepted", i)
+		}
+	}
+	if _, err := Decode(append(b, 0)); err == nil {
+		t.Fatal("trailing byte accepted")
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	r := Record{Kind: KindTakeover, Epoch: 3, Writer: "w", Time: time.UnixMilli(5), IDs: []event.Hash{hid(9)}}
+	b, _ := r.Append(nil)
+	f.Add(b)
+	f.Add([]byte("OC\x01\x01"))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		r, err := Decode(in)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("error not ErrCorrupt: %v", err)
+			}
+			return
+		}
+		out, err := r.Append(nil)
+		if err != nil {
+			t.Fatalf("decoded record does not encode: %v", err)
+		}
+		if !bytes.Equal(canonical(t, out), canonical(t, in)) {
+			t.Fatalf("re-encoding differs")
+		}
+	})
+}
+
+// canonical re-decodes and re-encodes, since varints have several encodings.
+func canonical(t *testing.T, b []byte) []byte {
+	r, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := r.Append(nil)
+	return out
+}
+
+func TestClassifyPaths(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	s := New(Options{})
+	paths := s.Classify([]event.Hash{hid(1), hid(2), hid(1)}, now, nil)
+	want := []Path{PathBloomNegative, PathBloomNegative, PathInBatch}
+	if !reflect.DeepEqual(paths, want) {
+		t.Fatalf("paths %v", paths)
+	}
+	rec := s.Claim([]event.Hash{hid(1), hid(2)}, "a", now)
+	s.Apply(1, rec)
+	paths = s.Classify([]event.Hash{hid(1), hid(3)}, now, nil)
+	if paths[0] != PathExactHit || !paths[1].First() {
+		t.Fatalf("after claim: %v", paths)
+	}
+	// A new owner takes over before the batch is marked done: both IDs are uncertain.
+	n := New(Options{})
+	n.Apply(1, rec)
+	tk := n.Takeover("b", now)
+	n.Apply(2, tk)
+	if n.Uncertain() != 2 || n.Epoch() != 1 {
+		t.Fatalf("uncertain=%d epoch=%d", n.Uncertain(), n.Epoch())
+	}
+	if p := n.Classify([]event.Hash{hid(2)}, now, nil); p[0] != PathUncertainRerun {
+		t.Fatalf("uncertain path %v", p)
+	}
+	skip := New(Options{Policy: PolicySkip})
+	skip.Apply(1, rec)
+	skip.Apply(2, skip.Takeover("c", now))
+	if p := skip.Classify([]event.Hash{hid(2)}, now, nil); p[0] != PathUncertainSkip {
+		t.Fatalf("skip path %v", p)
+	}
+	// With the batch marked done in the log, a takeover finds nothing uncertain.
+	s.MarkDone(1)
+	d, ok := s.Done("a", now)
+	if !ok {
+		t.Fatal("no done record")
+	}
+	m := New(Options{})
+	m.Apply(1, rec)
+	m.Apply(3, d)
+	m.Apply(4, m.Takeover("b", now))
+	if m.Uncertain() != 0 {
+		t.Fatalf("uncertain after done: %d", m.Uncertain())
+	}
+}
+
+// broker models a JetStream pull consumer: unacked messages are redelivered
+// (in order) to whoever fetches next after the previous owner stopped.
+type broker struct {
+	msgs  []int
+	acked []bool
+}
+
+func (b *broker) fetch(n int) (idx []int) {
+	for i := range b.msgs {
+		if !b.acked[i] {
+			idx = append(idx, i)
+			if len(idx) == n {
+				break
+			}
+		}
+	}
+	return idx
+}
+
+// TestOwnersWithCrashesModel drives owners through random crashes against a
+// modelled log and broker and checks G1: every ID's handler runs at least once,
+// more than once only if it was uncertain, and decisions with and without the
+// Bloom pre-check are identical.
+func TestOwnersWithCrashesModel(t *testing.T) {
+	for seed := uint64(0); seed < 40; seed++ {
+		runModel(t, seed)
+	}
+}
+
+func FuzzOwnersModel(f *testing.F) {
+	f.Add(uint64(1))
+	f.Add(uint64(99))
+	f.Fuzz(func(t *testing.T, seed uint64) { runModel(t, seed) })
+}
+
+func runModel(t *testing.T, seed uint64) {
+	r := rand.New(rand.NewPCG(seed, 7))
+	const unique = 400
+	b := &broker{}
+	for i := 0; i < 1000; i++ {
+		id := r.IntN(unique)
+		if i < unique {
+			id = i
+		}
+		b.msgs = append(b.msgs, id)
+	}
+	b.acked = make([]bool, len(b.msgs))
+	var log []Record
+	runs := map[int]int{}
+	everUncertain := map[int]bool{}
+	now := time.Unix(1_700_000_000, 0)
+	for owner := 0; owner < 50; owner++ {
+		name := fmt.Sprintf("o%d", owner)
+		on, off := New(Options{}), New(Options{NoBloom: true})
+		for i, rec := range log {
+			on.Apply(uint64(i+1), rec)
+			off.Apply(uint64(i+1), rec)
+		}
+		tk := on.Takeover(name, now)
+		log = append(log, tk)
+		on.Apply(uint64(len(log)), tk)
+		off.Apply(uint64(len(log)), tk)
+		for i := 0; i < unique; i++ {
+			if on.IsUncertain(hid(i)) {
+				everUncertain[i] = true
+			}
+		}
+		crashAt := r.IntN(30)
+		for step := 0; ; step++ {
+			idx := b.fetch(1 + r.IntN(20))
+			if len(idx) == 0 {
+				break
+			}
+			hs := make([]event.Hash, len(idx))
+			for i, j := range idx {
+				hs[i] = hid(b.msgs[j])
+			}
+			pOn := on.Classify(hs, now, nil)
+			pOff := off.Classify(hs, now, nil)
+			var first []event.Hash
+			for i := range pOn {
+				if pOn[i].First() != pOff[i].First() {
+					t.Fatalf("seed %d: bloom changed a decision: %v vs %v", seed, pOn[i], pOff[i])
+				}
+				if pOn[i].First() {
+					first = append(first, hs[i])
+				}
+			}
+			if step == crashAt && r.IntN(2) == 0 {
+				break // crash before the claim
+			}
+			rec := on.Claim(first, name, now)
+			log = append(log, rec)
+			seq := uint64(len(log))
+			on.Apply(seq, rec)
+			off.Apply(seq, rec)
+			// Handler: with a crash, only a prefix of the first-time events runs.
+			limit := len(idx)
+			if step == crashAt {
+				limit = r.IntN(len(idx) + 1)
+			}
+			for i := 0; i < limit; i++ {
+				if pOn[i].First() {
+					runs[b.msgs[idx[i]]]++
+				}
+			}
+			if step == crashAt {
+				break // crash before the ack
+			}
+			for _, j := range idx {
+				b.acked[j] = true
+			}
+			on.MarkDone(seq)
+			off.MarkDone(seq)
+		}
+		if step := b.fetch(1); len(step) == 0 {
+			break
+		}
+	}
+	for i := 0; i < unique; i++ {
+		if runs[i] == 0 {
+			t.Fatalf("seed %d: id %d lost", seed, i)
+		}
+		if runs[i] > 1 && !everUncertain[i] {
+			t.Fatalf("seed %d: id %d ran %d times without being uncertain", seed, i, runs[i])
+		}
+	}
+}

@@ -1,0 +1,132 @@
+package dedupe
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/onceplane/onceplane/event"
+)
+
+// Kind is the type of a claim-log record.
+type Kind uint8
+
+const (
+	// KindClaim claims the first-time IDs of one batch.
+	KindClaim Kind = 1
+	// KindTakeover starts a new owner's epoch and carries the uncertain set forward.
+	KindTakeover Kind = 2
+	// KindDone only advances the done watermark (written when a partition goes idle).
+	KindDone Kind = 3
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindClaim:
+		return "claim"
+	case KindTakeover:
+		return "takeover"
+	case KindDone:
+		return "done"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Record is one entry of a partition's claim log.
+type Record struct {
+	Kind  Kind
+	Epoch uint64
+	// Writer names the edge that appended the record (at most 255 bytes).
+	Writer string
+	// Time is when the record was made (millisecond precision); claimed IDs
+	// are remembered for the window from this time.
+	Time time.Time
+	// DoneThrough is a claim-log sequence: every claim at or below it has had
+	// its handler finish and its batch acknowledged.
+	DoneThrough uint64
+	// IDs are the claimed hashes (KindClaim) or the carried uncertain set (KindTakeover).
+	IDs []event.Hash
+}
+
+const (
+	magic0, magic1 = 'O', 'C'
+	version        = 1
+	// MaxIDsPerRecord bounds a record's ID count (16 bytes each).
+	MaxIDsPerRecord = 1 << 16
+)
+
+// ErrCorrupt is returned for any record that does not decode.
+var ErrCorrupt = errors.New("corrupt claim record")
+
+// Append encodes r onto b.
+func (r Record) Append(b []byte) ([]byte, error) {
+	if len(r.Writer) > 255 {
+		return b, fmt.Errorf("encode record: writer %d bytes > 255", len(r.Writer))
+	}
+	if len(r.IDs) > MaxIDsPerRecord {
+		return b, fmt.Errorf("encode record: %d ids > %d", len(r.IDs), MaxIDsPerRecord)
+	}
+	b = append(b, magic0, magic1, version, byte(r.Kind))
+	b = binary.AppendUvarint(b, r.Epoch)
+	b = append(b, byte(len(r.Writer)))
+	b = append(b, r.Writer...)
+	b = binary.AppendVarint(b, r.Time.UnixMilli())
+	b = binary.AppendUvarint(b, r.DoneThrough)
+	b = binary.AppendUvarint(b, uint64(len(r.IDs)))
+	for _, h := range r.IDs {
+		b = binary.LittleEndian.AppendUint64(b, h.Hi)
+		b = binary.LittleEndian.AppendUint64(b, h.Lo)
+	}
+	return b, nil
+}
+
+// Decode parses one record. Any malformed input returns an error wrapping ErrCorrupt.
+func Decode(b []byte) (Record, error) {
+	var r Record
+	fail := func(what string) (Record, error) { return Record{}, fmt.Errorf("%w: %s", ErrCorrupt, what) }
+	if len(b) < 4 || b[0] != magic0 || b[1] != magic1 {
+		return fail("bad magic")
+	}
+	if b[2] != version {
+		return fail(fmt.Sprintf("version %d", b[2]))
+	}
+	r.Kind = Kind(b[3])
+	if r.Kind < KindClaim || r.Kind > KindDone {
+		return fail("unknown kind")
+	}
+	b = b[4:]
+	var n int
+	if r.Epoch, n = binary.Uvarint(b); n <= 0 {
+		return fail("epoch")
+	}
+	b = b[n:]
+	if len(b) < 1 || len(b) < 1+int(b[0]) {
+		return fail("writer")
+	}
+	r.Writer, b = string(b[1:1+int(b[0])]), b[1+int(b[0]):]
+	ms, n := binary.Varint(b)
+	if n <= 0 {
+		return fail("time")
+	}
+	r.Time, b = time.UnixMilli(ms), b[n:]
+	if r.DoneThrough, n = binary.Uvarint(b); n <= 0 {
+		return fail("done")
+	}
+	b = b[n:]
+	count, n := binary.Uvarint(b)
+	if n <= 0 {
+		return fail("count")
+	}
+	b = b[n:]
+	if count > MaxIDsPerRecord || uint64(len(b)) != count*16 {
+		return fail(fmt.Sprintf("count %d for %d bytes", count, len(b)))
+	}
+	if count > 0 {
+		r.IDs = make([]event.Hash, count)
+		for i := range r.IDs {
+			r.IDs[i] = event.Hash{Hi: binary.LittleEndian.Uint64(b[16*i:]), Lo: binary.LittleEndian.Uint64(b[16*i+8:])}
+		}
+	}
+	return r, nil
+}

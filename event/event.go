@@ -1,0 +1,136 @@
+// Package event defines the producer contract: how an event's ID is carried,
+// validated, hashed and mapped to a partition. It does no I/O.
+package event
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+
+	"github.com/zeebo/xxh3"
+)
+
+// Header names used on the wire.
+const (
+	// HeaderID is the standard JetStream de-duplication header; onceplane uses it as the event ID.
+	HeaderID = "Nats-Msg-Id"
+	// HeaderReason carries the DLQ reason.
+	HeaderReason = "Onceplane-Reason"
+	// HeaderPartition carries the partition an event was consumed from (DLQ, outputs).
+	HeaderPartition = "Onceplane-Partition"
+	// HeaderStreamSeq carries the ingest stream sequence (DLQ).
+	HeaderStreamSeq = "Onceplane-Stream-Seq"
+	// HeaderUncertain marks an output produced by an uncertain re-run.
+	HeaderUncertain = "Onceplane-Uncertain"
+)
+
+// MaxIDLen is the longest event ID accepted, in bytes.
+const MaxIDLen = 128
+
+// Hash is the compact 128-bit identity of an event ID (XXH3-128 of its bytes).
+// Claim logs store hashes, never raw IDs.
+type Hash struct{ Hi, Lo uint64 }
+
+// HashID returns the stable 128-bit hash of an event ID.
+func HashID(id string) Hash {
+	u := xxh3.HashString128(id)
+	return Hash{Hi: u.Hi, Lo: u.Lo}
+}
+
+// Partition returns the partition of id among n partitions. It is the same
+// function as NATS's subject-transform partition(n,1) (FNV-1a 32 of the token,
+// modulo n), so a stream transform and this code always agree.
+func Partition(id string, n int) int {
+	if n <= 0 {
+		return 0
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(id))
+	return int(h.Sum32() % uint32(n))
+}
+
+// Validation errors. Each names a DLQ reason.
+var (
+	ErrMissingID   = errors.New("missing-id")
+	ErrIDTooLong   = errors.New("id-too-long")
+	ErrIDCharset   = errors.New("id-invalid-charset")
+	ErrTooLarge    = errors.New("payload-too-large")
+	ErrMisrouted   = errors.New("misrouted")
+	ErrBadHeaders  = errors.New("undecodable-headers")
+	ErrHandlerFail = errors.New("handler-gave-up")
+)
+
+// ValidateID checks id against the contract: 1..MaxIDLen bytes of printable
+// ASCII (0x21-0x7e) other than '.', '*' and '>', so that it is one NATS
+// subject token.
+func ValidateID(id string) error {
+	if id == "" {
+		return ErrMissingID
+	}
+	if len(id) > MaxIDLen {
+		return fmt.Errorf("%w: %d bytes > %d", ErrIDTooLong, len(id), MaxIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if c < 0x21 || c > 0x7e || c == '.' || c == '*' || c == '>' {
+			return fmt.Errorf("%w: byte %#x at %d", ErrIDCharset, c, i)
+		}
+	}
+	return nil
+}
+
+// Limits bounds what an edge accepts. The zero value means the defaults.
+type Limits struct {
+	// MaxPayload is the largest payload accepted, in bytes. Zero means 64 KiB.
+	MaxPayload int
+}
+
+// DefaultMaxPayload is Limits.MaxPayload's zero-value meaning.
+const DefaultMaxPayload = 64 << 10
+
+func (l Limits) maxPayload() int {
+	if l.MaxPayload <= 0 {
+		return DefaultMaxPayload
+	}
+	return l.MaxPayload
+}
+
+// Event is one validated event as the handler sees it.
+type Event struct {
+	ID        string
+	Hash      Hash
+	Partition int
+	Data      []byte
+	// Headers are the message headers as received (may be nil).
+	Headers map[string][]string
+	// StreamSeq is the ingest stream sequence.
+	StreamSeq uint64
+	// Uncertain is true when the event is re-run because an earlier owner
+	// claimed it and may or may not have completed it.
+	Uncertain bool
+}
+
+// Check validates an event consumed from partition p of n: its ID, its size and
+// its routing. It returns the hash of a valid ID.
+func Check(id string, payloadLen, p, n int, lim Limits) (Hash, error) {
+	if err := ValidateID(id); err != nil {
+		return Hash{}, err
+	}
+	if payloadLen > lim.maxPayload() {
+		return Hash{}, fmt.Errorf("%w: %d bytes > %d", ErrTooLarge, payloadLen, lim.maxPayload())
+	}
+	if got := Partition(id, n); got != p {
+		return Hash{}, fmt.Errorf("%w: id hashes to partition %d, consumed from %d", ErrMisrouted, got, p)
+	}
+	return HashID(id), nil
+}
+
+// Reason returns the short DLQ reason of a validation error.
+func Reason(err error) string {
+	for _, e := range []error{ErrMissingID, ErrIDTooLong, ErrIDCharset, ErrTooLarge, ErrMisrouted, ErrBadHeaders, ErrHandlerFail} {
+		if errors.Is(err, e) {
+			return e.Error()
+		}
+	}
+	return "invalid"
+}
