@@ -15,7 +15,7 @@ import (
 func hid(i int) event.Hash { return event.HashID(fmt.Sprintf("ev-%d", i)) }
 
 func TestRecordRoundTrip(t *testing.T) {
-	r := Record{Kind: KindClaim, Epoch: 7, Writer: "edge-a", Time: time.UnixMilli(1_700_000_000_123), DoneThrough: 41, IDs: []event.Hash{hid(1), hid(2)}}
+	r := Record{Kind: KindClaim, Epoch: 7, Writer: "edge-a", Time: time.UnixMilli(1_700_000_000_123), DoneThrough: 41, Through: 9000, IDs: []event.Hash{hid(1), hid(2)}}
 	b, err := r.Append(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -100,7 +100,7 @@ func TestClassifyPaths(t *testing.T) {
 		t.Fatalf("skip path %v", p)
 	}
 	// With the batch marked done in the log, a takeover finds nothing uncertain.
-	s.MarkDone(1)
+	s.MarkDone(1, 10)
 	d, ok := s.Done("a", now)
 	if !ok {
 		t.Fatal("no done record")
@@ -112,25 +112,6 @@ func TestClassifyPaths(t *testing.T) {
 	if m.Uncertain() != 0 {
 		t.Fatalf("uncertain after done: %d", m.Uncertain())
 	}
-}
-
-// broker models a JetStream pull consumer: unacked messages are redelivered
-// (in order) to whoever fetches next after the previous owner stopped.
-type broker struct {
-	msgs  []int
-	acked []bool
-}
-
-func (b *broker) fetch(n int) (idx []int) {
-	for i := range b.msgs {
-		if !b.acked[i] {
-			idx = append(idx, i)
-			if len(idx) == n {
-				break
-			}
-		}
-	}
-	return idx
 }
 
 // TestOwnersWithCrashesModel drives owners through random crashes against a
@@ -152,20 +133,22 @@ func FuzzOwnersModel(f *testing.F) {
 func runModel(t *testing.T, seed uint64) {
 	r := rand.New(rand.NewPCG(seed, 7))
 	const unique = 400
-	b := &broker{}
+	// msgs models one partition of the ingest stream (sequence = index+1); a
+	// new owner consumes after the Through position recorded in the log.
+	var msgs []int
 	for i := 0; i < 1000; i++ {
 		id := r.IntN(unique)
 		if i < unique {
 			id = i
 		}
-		b.msgs = append(b.msgs, id)
+		msgs = append(msgs, id)
 	}
-	b.acked = make([]bool, len(b.msgs))
+	finished := false
 	var log []Record
 	runs := map[int]int{}
 	everUncertain := map[int]bool{}
 	now := time.Unix(1_700_000_000, 0)
-	for owner := 0; owner < 50; owner++ {
+	for owner := 0; owner < 60 && !finished; owner++ {
 		name := fmt.Sprintf("o%d", owner)
 		on, off := New(Options{}), New(Options{NoBloom: true})
 		for i, rec := range log {
@@ -182,14 +165,20 @@ func runModel(t *testing.T, seed uint64) {
 			}
 		}
 		crashAt := r.IntN(30)
+		cursor := int(on.Through())
 		for step := 0; ; step++ {
-			idx := b.fetch(1 + r.IntN(20))
+			var idx []int
+			for n := 1 + r.IntN(20); n > 0 && cursor < len(msgs); n-- {
+				idx = append(idx, cursor)
+				cursor++
+			}
 			if len(idx) == 0 {
+				finished = true
 				break
 			}
 			hs := make([]event.Hash, len(idx))
 			for i, j := range idx {
-				hs[i] = hid(b.msgs[j])
+				hs[i] = hid(msgs[j])
 			}
 			pOn := on.Classify(hs, now, nil)
 			pOff := off.Classify(hs, now, nil)
@@ -217,21 +206,27 @@ func runModel(t *testing.T, seed uint64) {
 			}
 			for i := 0; i < limit; i++ {
 				if pOn[i].First() {
-					runs[b.msgs[idx[i]]]++
+					runs[msgs[idx[i]]]++
 				}
 			}
 			if step == crashAt {
 				break // crash before the ack
 			}
-			for _, j := range idx {
-				b.acked[j] = true
+			through := uint64(idx[len(idx)-1] + 1)
+			on.MarkDone(seq, through)
+			off.MarkDone(seq, through)
+			// Sometimes the partition goes idle and writes a done record.
+			if r.IntN(4) == 0 {
+				if d, ok := on.Done(name, now); ok {
+					log = append(log, d)
+					on.Apply(uint64(len(log)), d)
+					off.Apply(uint64(len(log)), d)
+				}
 			}
-			on.MarkDone(seq)
-			off.MarkDone(seq)
 		}
-		if step := b.fetch(1); len(step) == 0 {
-			break
-		}
+	}
+	if !finished {
+		t.Fatalf("seed %d: no owner finished", seed)
 	}
 	for i := 0; i < unique; i++ {
 		if runs[i] == 0 {

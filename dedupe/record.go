@@ -45,6 +45,10 @@ type Record struct {
 	// DoneThrough is a claim-log sequence: every claim at or below it has had
 	// its handler finish and its batch acknowledged.
 	DoneThrough uint64
+	// Through is an ingest stream sequence: every event of the partition at or
+	// below it has been decided, handled and acknowledged. A new owner starts
+	// consuming after it.
+	Through uint64
 	// IDs are the claimed hashes (KindClaim) or the carried uncertain set (KindTakeover).
 	IDs []event.Hash
 }
@@ -73,6 +77,7 @@ func (r Record) Append(b []byte) ([]byte, error) {
 	b = append(b, r.Writer...)
 	b = binary.AppendVarint(b, r.Time.UnixMilli())
 	b = binary.AppendUvarint(b, r.DoneThrough)
+	b = binary.AppendUvarint(b, r.Through)
 	b = binary.AppendUvarint(b, uint64(len(r.IDs)))
 	for _, h := range r.IDs {
 		b = binary.LittleEndian.AppendUint64(b, h.Hi)
@@ -112,6 +117,10 @@ func Decode(b []byte) (Record, error) {
 	r.Time, b = time.UnixMilli(ms), b[n:]
 	if r.DoneThrough, n = binary.Uvarint(b); n <= 0 {
 		return fail("done")
+	}
+	b = b[n:]
+	if r.Through, n = binary.Uvarint(b); n <= 0 {
+		return fail("through")
 	}
 	b = b[n:]
 	count, n := binary.Uvarint(b)

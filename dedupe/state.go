@@ -73,16 +73,18 @@ type Options struct {
 
 // State is one partition's dedupe state. It is not safe for concurrent use.
 type State struct {
-	opt       Options
-	set       *idset.Set
-	bloom     *bloom.Filter
-	pending   map[uint64][]event.Hash // claim seq -> IDs claimed there, not yet done
-	uncertain map[event.Hash]struct{}
-	batch     map[event.Hash]struct{}
-	lastSeq   uint64
-	epoch     uint64
-	doneLocal uint64 // highest own claim seq whose batch finished
-	doneLog   uint64 // highest DoneThrough written to the log
+	opt        Options
+	set        *idset.Set
+	bloom      *bloom.Filter
+	pending    map[uint64][]event.Hash // claim seq -> IDs claimed there, not yet done
+	uncertain  map[event.Hash]struct{}
+	batch      map[event.Hash]struct{}
+	lastSeq    uint64
+	epoch      uint64
+	doneLocal  uint64 // highest own claim seq whose batch finished
+	doneLog    uint64 // highest DoneThrough written to the log
+	through    uint64 // highest ingest seq decided, handled and acked
+	throughLog uint64 // highest Through written to the log
 }
 
 // New returns an empty State.
@@ -166,7 +168,7 @@ func (s *State) Classify(hs []event.Hash, now time.Time, out []Path) []Path {
 // Claim returns the record that claims ids (the batch's first-time hashes)
 // and carries the done watermark. Append it conditionally on LastSeq, then Apply it.
 func (s *State) Claim(ids []event.Hash, writer string, now time.Time) Record {
-	return Record{Kind: KindClaim, Epoch: s.epoch, Writer: writer, Time: now, DoneThrough: s.doneLocal, IDs: ids}
+	return Record{Kind: KindClaim, Epoch: s.epoch, Writer: writer, Time: now, DoneThrough: s.doneLocal, Through: s.through, IDs: ids}
 }
 
 // Takeover returns the record that opens a new epoch for writer. It carries
@@ -188,23 +190,32 @@ func (s *State) Takeover(writer string, now time.Time) Record {
 			add(h)
 		}
 	}
-	return Record{Kind: KindTakeover, Epoch: s.epoch + 1, Writer: writer, Time: now, IDs: ids}
+	return Record{Kind: KindTakeover, Epoch: s.epoch + 1, Writer: writer, Time: now, Through: s.through, IDs: ids}
 }
 
 // Done returns a done-only record when the done watermark is ahead of the log.
 func (s *State) Done(writer string, now time.Time) (Record, bool) {
-	if s.doneLocal <= s.doneLog {
+	if s.doneLocal <= s.doneLog && s.through <= s.throughLog {
 		return Record{}, false
 	}
-	return Record{Kind: KindDone, Epoch: s.epoch, Writer: writer, Time: now, DoneThrough: s.doneLocal}, true
+	return Record{Kind: KindDone, Epoch: s.epoch, Writer: writer, Time: now, DoneThrough: s.doneLocal, Through: s.through}, true
 }
 
-// MarkDone records that the batch claimed at seq has finished (handled, acked).
-func (s *State) MarkDone(seq uint64) {
+// MarkDone records that a batch has finished (handled and acknowledged): its
+// claim at claim-log sequence seq (0 when it claimed nothing) and every event
+// through ingest sequence through.
+func (s *State) MarkDone(seq, through uint64) {
 	if seq > s.doneLocal {
 		s.doneLocal = seq
 	}
+	if through > s.through {
+		s.through = through
+	}
 }
+
+// Through is the ingest sequence through which the partition is done: a new
+// owner resumes consuming after it.
+func (s *State) Through() uint64 { return s.through }
 
 // Apply applies a record committed at claim-log sequence seq: one this owner
 // appended, or one read while rebuilding.
@@ -234,9 +245,20 @@ func (s *State) Apply(seq uint64, r Record) {
 			s.uncertain[h] = struct{}{}
 		}
 		s.doneLocal, s.doneLog = 0, 0
+		s.markThrough(r.Through)
 		return
 	}
 	s.markLogged(r.DoneThrough)
+	s.markThrough(r.Through)
+}
+
+func (s *State) markThrough(t uint64) {
+	if t > s.throughLog {
+		s.throughLog = t
+	}
+	if t > s.through {
+		s.through = t
+	}
 }
 
 func (s *State) markLogged(through uint64) {

@@ -1,0 +1,169 @@
+// Package claimlog is the region's authoritative idempotency store: one
+// JetStream subject per partition holding dedupe.Records, appended only with
+// Nats-Expected-Last-Subject-Sequence so that a stale owner loses the
+// compare-and-set and is fenced.
+package claimlog
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/onceplane/onceplane/dedupe"
+	"github.com/onceplane/onceplane/jetstream/streams"
+)
+
+// ErrFenced means another writer appended to the partition's claim log since
+// this writer's last append or read: the caller must stop owning the partition.
+var ErrFenced = errors.New("fenced: the claim log moved on")
+
+// Log appends to and replays one region's claim logs.
+type Log struct {
+	js     jetstream.JetStream
+	names  streams.Names
+	stream jetstream.Stream
+	// AppendTimeout bounds one publish attempt. Zero means 5 s.
+	AppendTimeout time.Duration
+}
+
+// Open binds to the region's claim stream.
+func Open(ctx context.Context, js jetstream.JetStream, names streams.Names) (*Log, error) {
+	s, err := js.Stream(ctx, names.ClaimStream())
+	if err != nil {
+		return nil, fmt.Errorf("claim stream %s: %w", names.ClaimStream(), err)
+	}
+	return &Log{js: js, names: names, stream: s}, nil
+}
+
+func isWrongLast(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// Append appends rec to partition p's log, conditional on the log's last
+// sequence being expected, and returns the record's sequence. A lost
+// compare-and-set returns ErrFenced. An ambiguous failure (timeout, core node
+// down) is resolved by reading the log back, retrying until ctx ends, so a
+// record is never appended twice nor reported lost when it landed.
+func (l *Log) Append(ctx context.Context, p int, expected uint64, rec dedupe.Record) (uint64, error) {
+	data, err := rec.Append(nil)
+	if err != nil {
+		return 0, fmt.Errorf("claim p%d: %w", p, err)
+	}
+	subj := l.names.Claims(p)
+	timeout := l.AppendTimeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	backoff := 20 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, timeout)
+		ack, err := l.js.PublishMsg(actx, &nats.Msg{Subject: subj, Data: data}, jetstream.WithExpectLastSequencePerSubject(expected))
+		cancel()
+		if err == nil {
+			return ack.Sequence, nil
+		}
+		if ctx.Err() != nil {
+			return 0, fmt.Errorf("claim p%d: %w", p, ctx.Err())
+		}
+		// Whether the append landed or not, the log now says what happened.
+		last, lastData, rerr := l.last(ctx, subj)
+		switch {
+		case rerr != nil:
+			// Cannot tell yet (core down or electing): wait and ask again.
+		case last > expected && bytes.Equal(lastData, data):
+			return last, nil // our append landed; its ack was lost
+		case last == 0 && expected > 0 && isWrongLast(err):
+			// Every record of this partition aged out of the log (idle for
+			// longer than the window): start the subject again from 0. Any
+			// other writer doing the same loses this compare-and-set.
+			expected = 0
+			continue
+		case last != expected:
+			return 0, fmt.Errorf("claim p%d: expected last %d, log at %d: %w", p, expected, last, ErrFenced)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("claim p%d: %w", p, ctx.Err())
+		case <-time.After(backoff):
+		}
+		if backoff < time.Second {
+			backoff *= 2
+		}
+	}
+}
+
+// last returns the sequence and data of the last record on subj (0 when none).
+func (l *Log) last(ctx context.Context, subj string) (uint64, []byte, error) {
+	gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	m, err := l.stream.GetLastMsgForSubject(gctx, subj)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil, nil
+	}
+	if err != nil {
+		return 0, nil, err
+	}
+	return m.Sequence, m.Data, nil
+}
+
+// LastSeq returns the sequence of partition p's last record, 0 when it has none.
+func (l *Log) LastSeq(ctx context.Context, p int) (uint64, error) {
+	seq, _, err := l.last(ctx, l.names.Claims(p))
+	if err != nil {
+		return 0, fmt.Errorf("claim p%d last: %w", p, err)
+	}
+	return seq, nil
+}
+
+// Replay calls fn, in order, for each record of partition p after sequence
+// from, up to the log's last record when Replay starts. It returns the last
+// sequence delivered (from when there was none). A record that does not
+// decode stops the replay with an error: an owner must not decide on a log it
+// cannot read.
+func (l *Log) Replay(ctx context.Context, p int, from uint64, fn func(seq uint64, r dedupe.Record)) (uint64, error) {
+	subj := l.names.Claims(p)
+	last, err := l.LastSeq(ctx, p)
+	if err != nil {
+		return from, err
+	}
+	if last <= from {
+		return from, nil
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if from > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from+1
+	}
+	cons, err := l.js.OrderedConsumer(ctx, l.names.ClaimStream(), cfg)
+	if err != nil {
+		return from, fmt.Errorf("claim p%d replay: %w", p, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(4096))
+	if err != nil {
+		return from, fmt.Errorf("claim p%d replay: %w", p, err)
+	}
+	defer it.Stop()
+	seq := from
+	for seq < last {
+		m, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return seq, fmt.Errorf("claim p%d replay at %d: %w", p, seq, err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return seq, fmt.Errorf("claim p%d replay metadata: %w", p, err)
+		}
+		rec, err := dedupe.Decode(m.Data())
+		if err != nil {
+			return seq, fmt.Errorf("claim p%d seq %d: %w", p, md.Sequence.Stream, err)
+		}
+		seq = md.Sequence.Stream
+		fn(seq, rec)
+	}
+	return seq, nil
+}

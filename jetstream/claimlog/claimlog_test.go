@@ -1,0 +1,85 @@
+package claimlog_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/onceplane/onceplane/dedupe"
+	"github.com/onceplane/onceplane/event"
+	"github.com/onceplane/onceplane/internal/coretest"
+	"github.com/onceplane/onceplane/jetstream/claimlog"
+	"github.com/onceplane/onceplane/jetstream/streams"
+)
+
+func setup(t *testing.T, cfg streams.Config) *claimlog.Log {
+	n := coretest.Start(t)
+	_, js := coretest.Connect(t, n.ClientURL())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := streams.Provision(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	l, err := claimlog.Open(ctx, js, cfg.Names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func TestAppendFencesStaleWriter(t *testing.T) {
+	l := setup(t, streams.Config{Partitions: 4, Memory: true})
+	ctx := context.Background()
+	now := time.Now()
+	a := dedupe.Record{Kind: dedupe.KindTakeover, Epoch: 1, Writer: "a", Time: now}
+	s1, err := l.Append(ctx, 2, 0, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := dedupe.Record{Kind: dedupe.KindTakeover, Epoch: 2, Writer: "b", Time: now}
+	s2, err := l.Append(ctx, 2, s1, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Writer a still believes the log ends at s1: it is fenced.
+	claim := dedupe.Record{Kind: dedupe.KindClaim, Epoch: 1, Writer: "a", Time: now, IDs: []event.Hash{event.HashID("x")}}
+	if _, err := l.Append(ctx, 2, s1, claim); !errors.Is(err, claimlog.ErrFenced) {
+		t.Fatalf("stale append: %v", err)
+	}
+	// Other partitions are independent.
+	if _, err := l.Append(ctx, 3, 0, claim); err != nil {
+		t.Fatal(err)
+	}
+	var got []dedupe.Record
+	last, err := l.Replay(ctx, 2, 0, func(seq uint64, r dedupe.Record) { got = append(got, r) })
+	if err != nil || last != s2 || len(got) != 2 || got[1].Writer != "b" {
+		t.Fatalf("replay: last=%d err=%v got=%+v", last, err, got)
+	}
+	// Replaying from s1 yields only the tail.
+	got = nil
+	if _, err := l.Replay(ctx, 2, s1, func(seq uint64, r dedupe.Record) { got = append(got, r) }); err != nil || len(got) != 1 {
+		t.Fatalf("tail replay: %v %d", err, len(got))
+	}
+}
+
+// TestAppendAfterLogAgedOut: when every record of an idle partition has aged
+// out of the log, the owner's next append starts the subject again.
+func TestAppendAfterLogAgedOut(t *testing.T) {
+	l := setup(t, streams.Config{Partitions: 1, Memory: true, Window: 100 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s1, err := l.Append(ctx, 0, 0, dedupe.Record{Kind: dedupe.KindTakeover, Epoch: 1, Writer: "a", Time: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// MaxAge is window+window/8+window: wait for the record to age out.
+	coretest.Eventually(t, 30*time.Second, "claim record to age out", func() bool {
+		seq, err := l.LastSeq(ctx, 0)
+		return err == nil && seq == 0
+	})
+	s2, err := l.Append(ctx, 0, s1, dedupe.Record{Kind: dedupe.KindDone, Epoch: 1, Writer: "a", Time: time.Now()})
+	if err != nil || s2 <= s1 {
+		t.Fatalf("append after age-out: %d %v", s2, err)
+	}
+}

@@ -1,0 +1,216 @@
+// Package streams names and provisions a region's JetStream streams: ingest
+// (partitioned by a subject transform), claim log, dead-letter queue and output.
+package streams
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Names derives every subject and stream name of one region.
+//
+//	producers publish    onceplane.<region>.in.<ID>     (header Nats-Msg-Id: <ID>)
+//	stored as            onceplane.<region>.part.<p>    p = FNV-1a(ID) mod partitions
+//	claim log            onceplane.<region>.claims.<p>
+//	dead letters         onceplane.<region>.dlq.<p>
+//	outputs (nats sink)  onceplane.<region>.out.<p>
+type Names struct{ Region string }
+
+func (n Names) region() string {
+	if n.Region == "" {
+		return "local"
+	}
+	return n.Region
+}
+
+func (n Names) prefix() string { return "onceplane." + n.region() }
+
+// Ingest is the subject a producer publishes event id to.
+func (n Names) Ingest(id string) string { return n.prefix() + ".in." + id }
+
+// IngestWildcard matches every ingest subject.
+func (n Names) IngestWildcard() string { return n.prefix() + ".in.*" }
+
+// Partition is the stored subject of partition p.
+func (n Names) Partition(p int) string { return n.prefix() + ".part." + strconv.Itoa(p) }
+
+// Claims is partition p's claim-log subject.
+func (n Names) Claims(p int) string { return n.prefix() + ".claims." + strconv.Itoa(p) }
+
+// DLQ is partition p's dead-letter subject.
+func (n Names) DLQ(p int) string { return n.prefix() + ".dlq." + strconv.Itoa(p) }
+
+// Output is partition p's output subject.
+func (n Names) Output(p int) string { return n.prefix() + ".out." + strconv.Itoa(p) }
+
+// Stream names.
+func (n Names) IngestStream() string { return "onceplane-" + n.region() + "-in" }
+func (n Names) ClaimStream() string  { return "onceplane-" + n.region() + "-claims" }
+func (n Names) DLQStream() string    { return "onceplane-" + n.region() + "-dlq" }
+func (n Names) OutputStream() string { return "onceplane-" + n.region() + "-out" }
+
+// Consumer is the durable consumer name of partition p.
+func (n Names) Consumer(p int) string { return "part-" + strconv.Itoa(p) }
+
+// MinDuplicates is the shortest Nats-Msg-Id window JetStream allows; "off"
+// for the ingest layer means this.
+const MinDuplicates = 100 * time.Millisecond
+
+// metaPartitions is the stream metadata key that pins the partition count.
+const metaPartitions = "onceplane.partitions"
+
+// Config describes a region's streams. The zero value is usable.
+type Config struct {
+	Names
+	// Partitions is the fixed partition count. Zero means 16.
+	Partitions int
+	// Replicas per stream (1 or 3). Zero means 1.
+	Replicas int
+	// Window is how long claims are remembered. Zero means 24 h. The claim log
+	// keeps records for Window plus Window/8 plus a grace of min(Window, 1m).
+	Window time.Duration
+	// IngestDuplicates is the ingest stream's Nats-Msg-Id window. Zero means
+	// 2 minutes; negative means off (MinDuplicates).
+	IngestDuplicates time.Duration
+	// IngestMaxAge is how long ingested events are kept. Zero means 24 h.
+	IngestMaxAge time.Duration
+	// OutputDuplicates is the output stream's Nats-Msg-Id window, which makes the
+	// nats sink idempotent across uncertain re-runs. Zero means 10 minutes.
+	OutputDuplicates time.Duration
+	// MaxMsgSize is the largest message any stream accepts. Zero means 1 MiB.
+	MaxMsgSize int32
+	// Memory stores streams in memory instead of files (tests, benchmarks).
+	Memory bool
+}
+
+func (c Config) withDefaults() Config {
+	if c.Partitions <= 0 {
+		c.Partitions = 16
+	}
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
+	if c.Window <= 0 {
+		c.Window = 24 * time.Hour
+	}
+	switch {
+	case c.IngestDuplicates == 0:
+		c.IngestDuplicates = 2 * time.Minute
+	case c.IngestDuplicates < 0:
+		c.IngestDuplicates = MinDuplicates
+	}
+	if c.IngestMaxAge <= 0 {
+		c.IngestMaxAge = 24 * time.Hour
+	}
+	if c.OutputDuplicates <= 0 {
+		c.OutputDuplicates = 10 * time.Minute
+	}
+	if c.MaxMsgSize <= 0 {
+		c.MaxMsgSize = 1 << 20
+	}
+	return c
+}
+
+// Defaults returns c with every zero field set to its default.
+func (c Config) Defaults() Config { return c.withDefaults() }
+
+// StreamConfigs returns the four stream configurations of c.
+func (c Config) StreamConfigs() []jetstream.StreamConfig {
+	c = c.withDefaults()
+	storage := jetstream.FileStorage
+	if c.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	meta := map[string]string{metaPartitions: strconv.Itoa(c.Partitions)}
+	claimAge := c.Window + c.Window/8 + min(time.Minute, c.Window)
+	base := func(name string, subjects ...string) jetstream.StreamConfig {
+		return jetstream.StreamConfig{
+			Name: name, Subjects: subjects, Storage: storage, Replicas: c.Replicas,
+			Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardOld,
+			MaxMsgSize: c.MaxMsgSize, Metadata: meta, AllowDirect: true,
+			MaxAge: 7 * 24 * time.Hour, Duplicates: 2 * time.Minute,
+		}
+	}
+	in := base(c.IngestStream(), c.IngestWildcard())
+	in.SubjectTransform = &jetstream.SubjectTransformConfig{
+		Source:      c.IngestWildcard(),
+		Destination: fmt.Sprintf("%s.part.{{partition(%d,1)}}", c.prefix(), c.Partitions),
+	}
+	in.Duplicates, in.MaxAge = c.IngestDuplicates, c.IngestMaxAge
+	if in.Duplicates > in.MaxAge {
+		in.Duplicates = in.MaxAge
+	}
+	claims := base(c.ClaimStream(), c.prefix()+".claims.*")
+	claims.MaxAge, claims.Duplicates = claimAge, MinDuplicates
+	claims.DenyDelete, claims.DenyPurge = true, true
+	dlq := base(c.DLQStream(), c.prefix()+".dlq.*")
+	out := base(c.OutputStream(), c.prefix()+".out.*")
+	out.Duplicates = c.OutputDuplicates
+	return []jetstream.StreamConfig{in, claims, dlq, out}
+}
+
+// ErrPartitionsChanged is returned when existing streams were made for a
+// different partition count: remapping IDs mid-window would break dedupe.
+var ErrPartitionsChanged = errors.New("partition count differs from the existing streams")
+
+// Provision creates the region's streams or updates them in place. It is
+// idempotent and safe to run from every core node at once. It refuses to
+// change the partition count and reports any change JetStream cannot make.
+func Provision(ctx context.Context, js jetstream.JetStream, c Config) error {
+	for _, want := range c.StreamConfigs() {
+		if err := provisionOne(ctx, js, want); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func provisionOne(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {
+	for attempt := 0; ; attempt++ {
+		s, err := js.Stream(ctx, want.Name)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			_, err = js.CreateStream(ctx, want)
+		case err == nil:
+			have := s.CachedInfo().Config
+			if p := have.Metadata[metaPartitions]; p != "" && p != want.Metadata[metaPartitions] {
+				return fmt.Errorf("stream %s: %w (have %s, want %s)", want.Name, ErrPartitionsChanged, p, want.Metadata[metaPartitions])
+			}
+			if have.Storage != want.Storage {
+				return fmt.Errorf("stream %s: storage %v cannot change to %v in place", want.Name, have.Storage, want.Storage)
+			}
+			_, err = js.UpdateStream(ctx, want)
+		}
+		if err == nil {
+			return nil
+		}
+		// Concurrent provisioning from several core nodes races on create;
+		// a cluster still electing leaders answers with timeouts. Retry both.
+		if attempt >= 20 || ctx.Err() != nil {
+			return fmt.Errorf("provision stream %s: %w", want.Name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("provision stream %s: %w", want.Name, ctx.Err())
+		case <-time.After(time.Duration(attempt+1) * 100 * time.Millisecond):
+		}
+	}
+}
+
+// PartitionCount reads the partition count pinned on the ingest stream.
+func PartitionCount(ctx context.Context, js jetstream.JetStream, n Names) (int, error) {
+	s, err := js.Stream(ctx, n.IngestStream())
+	if err != nil {
+		return 0, fmt.Errorf("ingest stream %s: %w", n.IngestStream(), err)
+	}
+	p, err := strconv.Atoi(s.CachedInfo().Config.Metadata[metaPartitions])
+	if err != nil || p <= 0 {
+		return 0, fmt.Errorf("ingest stream %s has no partition count", n.IngestStream())
+	}
+	return p, nil
+}

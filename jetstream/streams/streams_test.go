@@ -1,0 +1,66 @@
+package streams_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/onceplane/onceplane/event"
+	"github.com/onceplane/onceplane/internal/coretest"
+	"github.com/onceplane/onceplane/jetstream/streams"
+)
+
+// TestTransformMatchesPartition publishes IDs through the ingest subject
+// transform of a live server and checks that every stored subject is the
+// partition event.Partition computes, so copies of an ID always meet.
+func TestTransformMatchesPartition(t *testing.T) {
+	n := coretest.Start(t)
+	_, js := coretest.Connect(t, n.ClientURL())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := streams.Config{Partitions: 7, Memory: true}
+	if err := streams.Provision(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := streams.Provision(ctx, js, cfg); err != nil {
+		t.Fatalf("second provision not idempotent: %v", err)
+	}
+	const count = 500
+	for i := 0; i < count; i++ {
+		id := fmt.Sprintf("order-%d~x", i)
+		if _, err := js.Publish(ctx, cfg.Ingest(id), nil, jetstream.WithMsgID(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, _ := js.Stream(ctx, cfg.IngestStream())
+	for seq := uint64(1); seq <= count; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := m.Header.Get(event.HeaderID)
+		if want := cfg.Partition(event.Partition(id, 7)); m.Subject != want {
+			t.Fatalf("id %s stored on %s, want %s", id, m.Subject, want)
+		}
+	}
+	if p, err := streams.PartitionCount(ctx, js, cfg.Names); err != nil || p != 7 {
+		t.Fatalf("PartitionCount = %d, %v", p, err)
+	}
+	cfg.Partitions = 8
+	if err := streams.Provision(ctx, js, cfg); !errors.Is(err, streams.ErrPartitionsChanged) {
+		t.Fatalf("partition change not refused: %v", err)
+	}
+	// A safe change (longer window) is applied in place.
+	cfg.Partitions, cfg.Window = 7, 48*time.Hour
+	if err := streams.Provision(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	cs, _ := js.Stream(ctx, cfg.ClaimStream())
+	if got := cs.CachedInfo().Config.MaxAge; got != 48*time.Hour+6*time.Hour+time.Minute {
+		t.Fatalf("claim MaxAge after update = %v", got)
+	}
+}
