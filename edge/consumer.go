@@ -1,0 +1,586 @@
+// Package edge is the onceplane consumer library: it owns partitions of a
+// region's ingest stream, decides per event "first time or duplicate" with the
+// dedupe core, claims first-time IDs in the fenced claim log with one
+// conditional append per batch, runs the handler, dead-letters what cannot
+// be processed, and acknowledges.
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/onceplane/onceplane/dedupe"
+	"github.com/onceplane/onceplane/event"
+	"github.com/onceplane/onceplane/jetstream/claimlog"
+	"github.com/onceplane/onceplane/jetstream/streams"
+)
+
+// ErrFenced is returned for a partition whose claim log another owner took over.
+var ErrFenced = claimlog.ErrFenced
+
+// Stats are a Consumer's running totals.
+type Stats struct {
+	In, First, Duplicates, DLQ           int64
+	Done                                 int64    // events whose batch finished: handled or dead-lettered, and acked
+	ByPath                               [6]int64 // indexed by dedupe.Path
+	Uncertain, UncertainReruns           int64
+	ClaimAppends, HandlerRetries, Fenced int64
+	Owned                                int64
+}
+
+type counters struct {
+	in, first, dup, dlq, done atomic.Int64
+	byPath                    [6]atomic.Int64
+	uncertain, reruns         atomic.Int64
+	appends, retries, fenced  atomic.Int64
+	owned                     atomic.Int64
+}
+
+// Consumer runs the edge data path for its partitions.
+type Consumer struct {
+	js     jetstream.JetStream
+	h      Handler
+	o      Options
+	names  streams.Names
+	log    *claimlog.Log
+	nparts int
+	tracer trace.Tracer
+	lg     *slog.Logger
+	c      counters
+
+	mu    sync.Mutex
+	state map[int]string // partition -> "taking-over", "owned", "fenced", "failed: ..."
+}
+
+// New prepares a consumer on js. Run starts it.
+func New(js jetstream.JetStream, h Handler, o Options) *Consumer {
+	o = o.withDefaults()
+	tp := o.TracerProvider
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
+	return &Consumer{
+		js: js, h: h, o: o, names: streams.Names{Region: o.Region},
+		tracer: tp.Tracer("github.com/onceplane/onceplane/edge"),
+		lg:     o.Logger.With("edge", o.Name, "region", o.Region),
+		state:  map[int]string{},
+	}
+}
+
+// Name is the edge's writer name.
+func (c *Consumer) Name() string { return c.o.Name }
+
+// Stats returns the running totals.
+func (c *Consumer) Stats() Stats {
+	s := Stats{
+		In: c.c.in.Load(), Done: c.c.done.Load(), First: c.c.first.Load(), Duplicates: c.c.dup.Load(), DLQ: c.c.dlq.Load(),
+		Uncertain: c.c.uncertain.Load(), UncertainReruns: c.c.reruns.Load(),
+		ClaimAppends: c.c.appends.Load(), HandlerRetries: c.c.retries.Load(), Fenced: c.c.fenced.Load(),
+		Owned: c.c.owned.Load(),
+	}
+	for i := range s.ByPath {
+		s.ByPath[i] = c.c.byPath[i].Load()
+	}
+	return s
+}
+
+// Ready returns nil when every configured partition is owned and consuming.
+func (c *Consumer) Ready() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.nparts == 0 {
+		return errors.New("not started")
+	}
+	var bad []string
+	for p, s := range c.state {
+		if s != "owned" {
+			bad = append(bad, fmt.Sprintf("p%d %s", p, s))
+		}
+	}
+	if len(bad) > 0 {
+		slices.Sort(bad)
+		return errors.New(strings.Join(bad, "; "))
+	}
+	return nil
+}
+
+func (c *Consumer) setState(p int, s string) {
+	c.mu.Lock()
+	c.state[p] = s
+	c.mu.Unlock()
+}
+
+// Run owns the configured partitions until ctx ends. A partition that is
+// fenced or fails stops alone; the others keep running. Run returns nil when
+// ctx ends, or an error if it cannot start.
+func (c *Consumer) Run(ctx context.Context) error {
+	n, err := streams.PartitionCount(ctx, c.js, c.names)
+	if err != nil {
+		return fmt.Errorf("edge %s: %w", c.o.Name, err)
+	}
+	l, err := claimlog.Open(ctx, c.js, c.names)
+	if err != nil {
+		return fmt.Errorf("edge %s: %w", c.o.Name, err)
+	}
+	parts := c.o.Partitions
+	if parts == nil {
+		for p := 0; p < n; p++ {
+			parts = append(parts, p)
+		}
+	}
+	for _, p := range parts {
+		if p < 0 || p >= n {
+			return fmt.Errorf("edge %s: partition %d out of range [0,%d)", c.o.Name, p, n)
+		}
+	}
+	c.mu.Lock()
+	c.nparts, c.log = n, l
+	for _, p := range parts {
+		c.state[p] = "taking-over"
+	}
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := c.own(ctx, p)
+			switch {
+			case err == nil || ctx.Err() != nil:
+				c.setState(p, "released")
+				c.o.Metrics.OwnershipChanges.WithLabelValues(c.o.Region, "released").Inc()
+			case errors.Is(err, ErrFenced):
+				c.c.fenced.Add(1)
+				c.setState(p, "fenced")
+				c.o.Metrics.OwnershipChanges.WithLabelValues(c.o.Region, "fenced").Inc()
+				c.lg.Warn("partition fenced by a newer owner; stopped", "partition", p, "err", err)
+			default:
+				c.setState(p, "failed: "+err.Error())
+				c.o.Metrics.OwnershipChanges.WithLabelValues(c.o.Region, "failed").Inc()
+				c.lg.Error("partition stopped", "partition", p, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+type inMsg struct {
+	m  jetstream.Msg
+	at time.Time
+}
+
+// own takes partition p over and consumes it until ctx ends or it is fenced.
+func (c *Consumer) own(ctx context.Context, p int) error {
+	start := time.Now()
+	ctx, span := c.tracer.Start(ctx, "onceplane.takeover", trace.WithAttributes(c.attrs(p)...))
+	st := dedupe.New(dedupe.Options{Window: c.o.Window, ExpectedIDs: c.o.ExpectedIDs, NoBloom: c.o.NoBloom, Policy: c.o.Policy})
+	for attempt := 0; ; attempt++ {
+		if _, err := c.log.Replay(ctx, p, st.LastSeq(), st.Apply); err != nil {
+			span.End()
+			return fmt.Errorf("p%d rebuild: %w", p, err)
+		}
+		rec := st.Takeover(c.o.Name, time.Now())
+		seq, err := c.log.Append(ctx, p, st.LastSeq(), rec)
+		if errors.Is(err, ErrFenced) && attempt < 10 {
+			continue // another writer appended meanwhile: read the tail and try again
+		}
+		if err != nil {
+			span.End()
+			return fmt.Errorf("p%d takeover: %w", p, err)
+		}
+		st.Apply(seq, rec)
+		c.o.Metrics.ClaimAppends.WithLabelValues(c.o.Region, "takeover").Inc()
+		break
+	}
+	if u := st.Uncertain(); u > 0 {
+		c.c.uncertain.Add(int64(u))
+		c.o.Metrics.Uncertain.WithLabelValues(c.o.Region).Add(float64(u))
+	}
+	cons, err := c.consumer(ctx, p, st)
+	if err != nil {
+		span.End()
+		return err
+	}
+	took := time.Since(start)
+	span.SetAttributes(attribute.Int("onceplane.uncertain", st.Uncertain()), attribute.Int("onceplane.tracked", st.Tracked()),
+		attribute.Int64("onceplane.epoch", int64(st.Epoch())))
+	span.End()
+	c.o.Metrics.TakeoverSec.WithLabelValues(c.o.Region).Observe(took.Seconds())
+	c.o.Metrics.OwnershipChanges.WithLabelValues(c.o.Region, "acquired").Inc()
+	c.lg.Info("partition owned", "partition", p, "epoch", st.Epoch(), "tracked", st.Tracked(),
+		"uncertain", st.Uncertain(), "resume_after", st.Through(), "took", took)
+	c.setState(p, "owned")
+	c.c.owned.Add(1)
+	c.o.Metrics.OwnedPartitions.WithLabelValues(c.o.Region).Inc()
+	defer func() {
+		c.c.owned.Add(-1)
+		c.o.Metrics.OwnedPartitions.WithLabelValues(c.o.Region).Dec()
+	}()
+	return c.consume(ctx, p, st, cons)
+}
+
+// consumer creates this epoch's ingest consumer for p, starting after the
+// position recorded in the claim log, and deletes older epochs' consumers so
+// that a stale owner's pulls and acks reach nothing.
+func (c *Consumer) consumer(ctx context.Context, p int, st *dedupe.State) (jetstream.Consumer, error) {
+	name := fmt.Sprintf("p%d-e%d", p, st.Epoch())
+	cfg := jetstream.ConsumerConfig{
+		Durable: name, FilterSubject: c.names.Partition(p),
+		AckPolicy: jetstream.AckAllPolicy, AckWait: c.o.AckWait, MaxDeliver: -1,
+		MaxAckPending: 8 * c.o.BatchSize, InactiveThreshold: time.Hour,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+	if t := st.Through(); t > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, t+1
+	}
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.names.IngestStream(), cfg)
+	if err != nil {
+		return nil, fmt.Errorf("p%d consumer %s: %w", p, name, err)
+	}
+	prefix := fmt.Sprintf("p%d-e", p)
+	s, err := c.js.Stream(ctx, c.names.IngestStream())
+	if err != nil {
+		return cons, nil
+	}
+	lister := s.ConsumerNames(ctx)
+	for old := range lister.Name() {
+		if strings.HasPrefix(old, prefix) && old != name {
+			if e, err := strconv.ParseUint(old[len(prefix):], 10, 64); err == nil && e < st.Epoch() {
+				_ = s.DeleteConsumer(ctx, old)
+			}
+		}
+	}
+	return cons, nil
+}
+
+func (c *Consumer) attrs(p int) []attribute.KeyValue {
+	return []attribute.KeyValue{attribute.String("onceplane.region", c.o.Region), attribute.Int("onceplane.partition", p), attribute.String("onceplane.edge", c.o.Name)}
+}
+
+func (c *Consumer) consume(ctx context.Context, p int, st *dedupe.State, cons jetstream.Consumer) error {
+	it, err := cons.Messages(jetstream.PullMaxMessages(c.o.BatchSize))
+	if err != nil {
+		return fmt.Errorf("p%d messages: %w", p, err)
+	}
+	defer it.Stop()
+	msgs := make(chan inMsg, c.o.BatchSize)
+	lost := make(chan error, 1)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			m, err := it.Next()
+			if err != nil {
+				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					return
+				}
+				if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+					lost <- fmt.Errorf("p%d: consumer deleted by a newer owner: %w", p, ErrFenced)
+					return
+				}
+				c.lg.Debug("pull", "partition", p, "err", err)
+				continue
+			}
+			select {
+			case msgs <- inMsg{m, time.Now()}:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	idle := time.NewTimer(c.o.IdleFlush)
+	defer idle.Stop()
+	batch := make([]inMsg, 0, c.o.BatchSize)
+	w := newWork(c.o.BatchSize)
+	for {
+		batch = batch[:0]
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-lost:
+			return err
+		case <-idle.C:
+			if err := c.flushDone(ctx, p, st); err != nil {
+				return err
+			}
+			idle.Reset(c.o.IdleFlush)
+			continue
+		case m := <-msgs:
+			batch = append(batch, m)
+		}
+	drain:
+		for len(batch) < c.o.BatchSize {
+			select {
+			case m := <-msgs:
+				batch = append(batch, m)
+			default:
+				break drain
+			}
+		}
+		if err := c.process(ctx, p, st, batch, w); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		idle.Reset(c.o.IdleFlush)
+	}
+}
+
+// flushDone writes a done record when the partition is idle and the log lags.
+func (c *Consumer) flushDone(ctx context.Context, p int, st *dedupe.State) error {
+	rec, ok := st.Done(c.o.Name, time.Now())
+	if !ok {
+		return nil
+	}
+	seq, err := c.log.Append(ctx, p, st.LastSeq(), rec)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	st.Apply(seq, rec)
+	c.c.appends.Add(1)
+	c.o.Metrics.ClaimAppends.WithLabelValues(c.o.Region, "done").Inc()
+	return nil
+}
+
+// work holds a batch's scratch buffers, reused across batches.
+type work struct {
+	valid  []validMsg
+	hashes []event.Hash
+	paths  []dedupe.Path
+	first  []event.Hash
+	evs    []event.Event
+	from   []int // from[i] is the index in valid of evs[i]
+	dead   []deadMsg
+}
+
+type validMsg struct {
+	in  inMsg
+	id  string
+	h   event.Hash
+	seq uint64
+	at  time.Time
+}
+
+type deadMsg struct {
+	m      jetstream.Msg
+	id     string
+	seq    uint64
+	reason string
+	detail string
+}
+
+func newWork(n int) *work {
+	return &work{valid: make([]validMsg, 0, n), hashes: make([]event.Hash, 0, n), paths: make([]dedupe.Path, 0, n), first: make([]event.Hash, 0, n), evs: make([]event.Event, 0, n)}
+}
+
+// process runs the data path for one batch: validate, classify, claim
+// (conditional append), handle, dead-letter, acknowledge, mark done.
+func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch []inMsg, w *work) error {
+	ctx, span := c.tracer.Start(ctx, "onceplane.batch", trace.WithAttributes(append(c.attrs(p), attribute.Int("onceplane.batch_size", len(batch)))...))
+	defer span.End()
+	region := c.o.Region
+	c.c.in.Add(int64(len(batch)))
+	c.o.Metrics.EventsIn.WithLabelValues(region).Add(float64(len(batch)))
+	w.valid, w.hashes, w.dead = w.valid[:0], w.hashes[:0], w.dead[:0]
+	var maxSeq uint64
+	var last jetstream.Msg
+	for _, in := range batch {
+		var seq uint64
+		var stored time.Time
+		if md, err := in.m.Metadata(); err == nil {
+			seq, stored = md.Sequence.Stream, md.Timestamp
+		}
+		if seq >= maxSeq {
+			maxSeq, last = seq, in.m
+		}
+		hdr := in.m.Headers()
+		var id string
+		if hdr != nil {
+			id = hdr.Get(event.HeaderID)
+		}
+		h, err := event.Check(id, len(in.m.Data()), p, c.nparts, c.o.Limits)
+		if err != nil {
+			detail := err.Error()
+			if hdr == nil {
+				detail = "no headers (absent or undecodable): " + detail
+			}
+			w.dead = append(w.dead, deadMsg{m: in.m, id: id, seq: seq, reason: event.Reason(err), detail: detail})
+			continue
+		}
+		w.valid = append(w.valid, validMsg{in: in, id: id, h: h, seq: seq, at: stored})
+		w.hashes = append(w.hashes, h)
+	}
+
+	now := time.Now()
+	_, pre := c.tracer.Start(ctx, "onceplane.precheck")
+	w.paths = st.Classify(w.hashes, now, w.paths[:0])
+	pre.End()
+	w.first, w.evs, w.from = w.first[:0], w.evs[:0], w.from[:0]
+	reruns := 0
+	for i, path := range w.paths {
+		c.c.byPath[path].Add(1)
+		if !path.First() {
+			continue
+		}
+		v := w.valid[i]
+		w.first = append(w.first, v.h)
+		w.from = append(w.from, i)
+		unc := path == dedupe.PathUncertainRerun
+		if unc {
+			reruns++
+		}
+		w.evs = append(w.evs, event.Event{ID: v.id, Hash: v.h, Partition: p, Data: v.in.m.Data(), Headers: v.in.m.Headers(), StreamSeq: v.seq, Uncertain: unc})
+	}
+	var claimSeq uint64
+	if len(w.first) > 0 {
+		rec := st.Claim(w.first, c.o.Name, now)
+		actx, as := c.tracer.Start(ctx, "onceplane.claim_append", trace.WithAttributes(attribute.Int("onceplane.claimed", len(w.first))))
+		t0 := time.Now()
+		seq, err := c.log.Append(actx, p, st.LastSeq(), rec)
+		c.o.Metrics.ClaimAppendSec.WithLabelValues(region).Observe(time.Since(t0).Seconds())
+		as.End()
+		if err != nil {
+			span.RecordError(err)
+			return err
+		}
+		st.Apply(seq, rec)
+		claimSeq = seq
+		c.c.appends.Add(1)
+		c.o.Metrics.ClaimAppends.WithLabelValues(region, "claim").Inc()
+	}
+	committed := time.Now()
+	nFirst := int64(len(w.evs))
+	c.c.first.Add(nFirst)
+	c.c.dup.Add(int64(len(w.paths)) - nFirst)
+	c.c.reruns.Add(int64(reruns))
+	c.countPaths(w.paths)
+	if reruns > 0 {
+		c.o.Metrics.UncertainReruns.WithLabelValues(region).Add(float64(reruns))
+	}
+	for i, v := range w.valid {
+		c.o.Metrics.DecisionSec.WithLabelValues(region).Observe(committed.Sub(v.in.at).Seconds())
+		if c.o.OnDecision != nil {
+			c.o.OnDecision(Decision{Partition: p, ID: v.id, Path: w.paths[i], Received: v.in.at, Stored: v.at, Committed: committed})
+		}
+	}
+
+	if len(w.evs) > 0 {
+		hctx, hs := c.tracer.Start(ctx, "onceplane.handler", trace.WithAttributes(attribute.Int("onceplane.events", len(w.evs))))
+		t0 := time.Now()
+		final, retries, err := runHandler(hctx, c.h, w.evs, c.o.Retry)
+		c.o.Metrics.HandlerSec.WithLabelValues(region).Observe(time.Since(t0).Seconds())
+		hs.End()
+		if retries > 0 {
+			c.c.retries.Add(int64(retries))
+			c.o.Metrics.HandlerRetries.WithLabelValues(region).Add(float64(retries))
+		}
+		if err != nil {
+			return err
+		}
+		for i, e := range final {
+			if e != nil {
+				ev := w.evs[i]
+				w.dead = append(w.dead, deadMsg{m: w.valid[w.from[i]].in.m, id: ev.ID, seq: ev.StreamSeq, reason: event.ErrHandlerFail.Error(), detail: e.Error()})
+			}
+		}
+	}
+	if len(w.dead) > 0 {
+		dctx, ds := c.tracer.Start(ctx, "onceplane.dlq", trace.WithAttributes(attribute.Int("onceplane.dead", len(w.dead))))
+		err := c.deadLetter(dctx, p, w.dead)
+		ds.End()
+		if err != nil {
+			return err
+		}
+	}
+	_, ack := c.tracer.Start(ctx, "onceplane.ack")
+	if last != nil {
+		_ = last.Ack() // AckAll: covers the whole batch; a lost ack only causes a redelivery, decided as a duplicate
+	}
+	ack.End()
+	st.MarkDone(claimSeq, maxSeq)
+	c.c.done.Add(int64(len(batch)))
+	return nil
+}
+
+func (c *Consumer) countPaths(paths []dedupe.Path) {
+	var n [6]int
+	for _, p := range paths {
+		n[p]++
+	}
+	for p, k := range n {
+		if k > 0 {
+			c.o.Metrics.Decisions.WithLabelValues(c.o.Region, dedupe.Path(p).String()).Add(float64(k))
+		}
+	}
+}
+
+// deadLetter publishes dead events to p's DLQ subject with the reason in
+// headers and waits for every ack, retrying until ctx ends: an event is
+// acknowledged on the ingest stream only once its dead letter is stored.
+// The DLQ message ID is derived from the ingest sequence, so a retry after a
+// crash stores it once.
+func (c *Consumer) deadLetter(ctx context.Context, p int, dead []deadMsg) error {
+	for _, d := range dead {
+		hdr := nats.Header{}
+		for k, v := range d.m.Headers() {
+			if k != event.HeaderID {
+				hdr[k] = v
+			}
+		}
+		hdr.Set(event.HeaderReason, d.reason)
+		hdr.Set("Onceplane-Detail", truncate(d.detail, 512))
+		hdr.Set(event.HeaderPartition, strconv.Itoa(p))
+		hdr.Set(event.HeaderStreamSeq, strconv.FormatUint(d.seq, 10))
+		if d.id != "" {
+			hdr.Set("Onceplane-Event-Id", truncate(d.id, 256))
+		}
+		hdr.Set(event.HeaderID, fmt.Sprintf("dlq-%s-%d-%d", c.o.Region, p, d.seq))
+		msg := &nats.Msg{Subject: c.names.DLQ(p), Header: hdr, Data: d.m.Data()}
+		for backoff := 20 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := c.js.PublishMsg(pctx, msg)
+			cancel()
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			c.lg.Warn("dead-letter publish failed; retrying", "partition", p, "err", err)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(backoff):
+			}
+		}
+		c.c.dlq.Add(1)
+		c.o.Metrics.DLQ.WithLabelValues(c.o.Region, d.reason).Inc()
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}

@@ -1,0 +1,328 @@
+package edge_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/onceplane/onceplane/edge"
+	"github.com/onceplane/onceplane/event"
+	"github.com/onceplane/onceplane/internal/coretest"
+	"github.com/onceplane/onceplane/internal/verify"
+	"github.com/onceplane/onceplane/internal/workload"
+	"github.com/onceplane/onceplane/jetstream/streams"
+	"github.com/onceplane/onceplane/producer"
+	"github.com/onceplane/onceplane/sink"
+)
+
+type region struct {
+	url string
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	cfg streams.Config
+}
+
+func newRegion(t *testing.T, cfg streams.Config) *region {
+	t.Helper()
+	n := coretest.Start(t)
+	nc, js := coretest.Connect(t, n.ClientURL())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := streams.Provision(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	return &region{url: n.ClientURL(), nc: nc, js: js, cfg: cfg}
+}
+
+// startEdge runs a consumer with a nats+ledger sink until the test ends.
+func (r *region) startEdge(t *testing.T, o edge.Options, ledger string, extra ...edge.Handler) *edge.Consumer {
+	t.Helper()
+	l, err := sink.OpenLedger(ledger, o.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	chain := sink.Chain(append(extra, l, &sink.NATS{JS: r.js, Names: r.cfg.Names}))
+	if o.Logger == nil {
+		o.Logger = coretest.Quiet
+	}
+	c := edge.New(r.js, chain, o)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return c
+}
+
+func (r *region) publish(t *testing.T, plan workload.Plan) (ids []string, unique int) {
+	t.Helper()
+	ids, unique = plan.IDs()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := workload.Publish(ctx, producer.New(r.js, r.cfg.Region), plan, ids, 2048, nil); err != nil {
+		t.Fatal(err)
+	}
+	return ids, unique
+}
+
+func (r *region) stored(t *testing.T) uint64 {
+	n, err := verify.StreamMsgs(context.Background(), r.js, r.cfg.IngestStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// checkOnce asserts the output stream holds every ID of ids exactly once.
+func (r *region) checkOnce(t *testing.T, ids []string) map[string]int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	counts, err := verify.OutputCounts(ctx, r.js, r.cfg.Names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	for id := range want {
+		if counts[id] != 1 {
+			t.Errorf("id %s in output %d times", id, counts[id])
+		}
+	}
+	if len(counts) != len(want) {
+		t.Errorf("output has %d distinct ids, want %d", len(counts), len(want))
+	}
+	return counts
+}
+
+func ledgerCounts(t *testing.T, path string) (map[string]int, map[string]bool) {
+	t.Helper()
+	lines, err := sink.ReadLedger(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts, unc := map[string]int{}, map[string]bool{}
+	for _, l := range lines {
+		counts[l.ID]++
+		if l.Uncertain {
+			unc[l.ID] = true
+		}
+	}
+	return counts, unc
+}
+
+// TestExactlyOnce50K: 50,000 events with 30 % duplicates, ingest duplicate
+// window off: the output stream holds every unique ID once and the ledger
+// shows one invocation per unique ID.
+func TestExactlyOnce50K(t *testing.T) {
+	r := newRegion(t, streams.Config{Partitions: 8, IngestDuplicates: -1})
+	ledger := filepath.Join(t.TempDir(), "ledger.jsonl")
+	c := r.startEdge(t, edge.Options{Name: "edge-a"}, ledger)
+	ids, unique := r.publish(t, workload.Plan{Events: 50_000, DupRate: 0.3, Gap: 10000, Seed: 1})
+	stored := r.stored(t)
+	coretest.Eventually(t, 2*time.Minute, "edge to decide every stored event", func() bool { return c.Stats().Done >= int64(stored) })
+	s := c.Stats()
+	if s.First != int64(unique) {
+		t.Fatalf("first-time = %d, want %d unique", s.First, unique)
+	}
+	if s.Duplicates != int64(stored)-int64(unique) || s.Duplicates < 10_000 {
+		t.Fatalf("duplicates decided by the edge = %d, stored %d, unique %d", s.Duplicates, stored, unique)
+	}
+	r.checkOnce(t, ids)
+	counts, _ := ledgerCounts(t, ledger)
+	for id, n := range counts {
+		if n != 1 {
+			t.Fatalf("ledger: %s invoked %d times", id, n)
+		}
+	}
+	if len(counts) != unique {
+		t.Fatalf("ledger has %d ids, want %d", len(counts), unique)
+	}
+	t.Logf("stored %d, unique %d, paths %v, appends %d", stored, unique, s.ByPath, s.ClaimAppends)
+}
+
+// TestTwoOwnersFenced: two edges forced to own the same partitions; the
+// claim log's conditional appends let one win and no effect happens twice.
+func TestTwoOwnersFenced(t *testing.T) {
+	r := newRegion(t, streams.Config{Partitions: 2, IngestDuplicates: -1})
+	dir := t.TempDir()
+	ids, unique := r.publish(t, workload.Plan{Events: 20_000, DupRate: 0.2, Gap: 1000, Seed: 2})
+	stored := r.stored(t)
+	a := r.startEdge(t, edge.Options{Name: "edge-a", BatchSize: 100}, filepath.Join(dir, "a.jsonl"))
+	b := r.startEdge(t, edge.Options{Name: "edge-b", BatchSize: 100}, filepath.Join(dir, "b.jsonl"))
+	coretest.Eventually(t, 2*time.Minute, "every unique id in the output", func() bool {
+		n, _ := verify.StreamMsgs(context.Background(), r.js, r.cfg.OutputStream())
+		return n >= uint64(unique)
+	})
+	coretest.Eventually(t, time.Minute, "every partition decided by its final owner", func() bool {
+		return a.Stats().Fenced+b.Stats().Fenced >= 2 || a.Stats().Owned+b.Stats().Owned == 2
+	})
+	r.checkOnce(t, ids)
+	ca, ua := ledgerCounts(t, filepath.Join(dir, "a.jsonl"))
+	cb, ub := ledgerCounts(t, filepath.Join(dir, "b.jsonl"))
+	for id := range ca {
+		if cb[id] > 0 && !ua[id] && !ub[id] {
+			t.Fatalf("%s handled by both edges without being uncertain", id)
+		}
+	}
+	t.Logf("stored %d unique %d; a: %+v; b: %+v", stored, unique, a.Stats(), b.Stats())
+}
+
+// TestWindowExpiry: an ID re-sent after its window is processed again.
+func TestWindowExpiry(t *testing.T) {
+	window := 2 * time.Second
+	r := newRegion(t, streams.Config{Partitions: 1, IngestDuplicates: -1, Window: window, IngestMaxAge: window})
+	ledger := filepath.Join(t.TempDir(), "ledger.jsonl")
+	c := r.startEdge(t, edge.Options{Name: "edge-w", Window: window}, ledger)
+	pr := producer.New(r.js, "local")
+	ctx := context.Background()
+	send := func(id string) {
+		if _, err := pr.Publish(ctx, id, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send("order-1")
+	coretest.Eventually(t, 10*time.Second, "first decision", func() bool { return c.Stats().First == 1 })
+	first := time.Now()
+	// Inside the window (after the ingest layer's 100 ms): a duplicate.
+	coretest.Eventually(t, time.Second, "ingest window to pass", func() bool { return time.Since(first) > 200*time.Millisecond })
+	send("order-1")
+	coretest.Eventually(t, 10*time.Second, "duplicate decision", func() bool { return c.Stats().Duplicates == 1 })
+	// After window + window/8: first time again.
+	coretest.Eventually(t, 10*time.Second, "window to pass", func() bool { return time.Since(first) > window+window/8+100*time.Millisecond })
+	send("order-1")
+	coretest.Eventually(t, 10*time.Second, "re-processed after the window", func() bool { return c.Stats().First == 2 })
+	counts, _ := ledgerCounts(t, ledger)
+	if counts["order-1"] != 2 {
+		t.Fatalf("ledger invocations = %d, want 2", counts["order-1"])
+	}
+}
+
+type flaky struct {
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+// Handle fails "retry-*" twice, always fails "fail-*", panics on "panic-*".
+func (f *flaky) Handle(_ context.Context, evs []event.Event) []error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	errs := make([]error, len(evs))
+	for i, ev := range evs {
+		f.calls[ev.ID]++
+		switch {
+		case strings.HasPrefix(ev.ID, "panic-"):
+			panic("boom " + ev.ID)
+		case strings.HasPrefix(ev.ID, "fail-"):
+			errs[i] = errors.New("permanent failure")
+		case strings.HasPrefix(ev.ID, "retry-") && f.calls[ev.ID] <= 2:
+			errs[i] = errors.New("transient failure")
+		}
+	}
+	return errs
+}
+
+// TestBadInputToDLQ: every kind of bad input lands in the DLQ with its
+// reason while good events keep flowing through the same partition.
+func TestBadInputToDLQ(t *testing.T) {
+	r := newRegion(t, streams.Config{Partitions: 1, IngestDuplicates: -1})
+	ledger := filepath.Join(t.TempDir(), "ledger.jsonl")
+	f := &flaky{calls: map[string]int{}}
+	c := r.startEdge(t, edge.Options{Name: "edge-bad", BatchSize: 16, Limits: event.Limits{MaxPayload: 1024},
+		Retry: edge.Retry{Attempts: 3, Initial: time.Millisecond, Max: 5 * time.Millisecond}}, ledger, f)
+	ctx := context.Background()
+	subj := r.cfg.Ingest("x")
+	pub := func(m *nats.Msg) {
+		t.Helper()
+		if _, err := r.js.PublishMsg(ctx, m); err != nil {
+			t.Fatalf("publish %v: %v", m.Header, err)
+		}
+	}
+	withID := func(id string, data []byte) *nats.Msg {
+		m := nats.NewMsg(subj)
+		m.Header.Set(event.HeaderID, id)
+		m.Data = data
+		return m
+	}
+	good := 0
+	pubGood := func() {
+		good++
+		pub(withID(fmt.Sprintf("good-%d", good), []byte("ok")))
+	}
+	pubGood()
+	pub(&nats.Msg{Subject: subj, Data: []byte("no headers at all")})
+	pubGood()
+	pub(withID(strings.Repeat("L", 200), []byte("id too long")))
+	pubGood()
+	pub(withID("bad\tid", []byte("tab in id")))
+	pubGood()
+	pub(withID("big-1", make([]byte, 4096)))
+	pubGood()
+	pub(withID("fail-1", []byte("handler always fails")))
+	pubGood()
+	pub(withID("panic-1", []byte("handler panics")))
+	pubGood()
+	pub(withID("retry-1", []byte("fails twice then works")))
+	pubGood()
+	// Undecodable headers, sent as raw protocol by a hostile client.
+	raw := "NATS/1.0\r\n\x00\x01garbage-without-colon\r\n\r\n"
+	payload := "body"
+	conn := rawConn(t, r.url)
+	fmt.Fprintf(conn, "HPUB %s %d %d\r\n%s%s\r\nPING\r\n", subj, len(raw), len(raw)+len(payload), raw, payload)
+	pubGood()
+	// Misrouted: the subject token hashes elsewhere than the header ID (2 partitions needed to see it; here p=0 always).
+	wantDLQ := map[string]int{"missing-id": 2, "id-too-long": 1, "id-invalid-charset": 1, "payload-too-large": 1, "handler-gave-up": 2}
+	total := 0
+	for _, n := range wantDLQ {
+		total += n
+	}
+	coretest.Eventually(t, 30*time.Second, "dead letters", func() bool {
+		n, _ := verify.StreamMsgs(ctx, r.js, r.cfg.DLQStream())
+		return n >= uint64(total) && c.Stats().Done >= int64(good+8)
+	})
+	dead, err := verify.ReadStream(ctx, r.js, r.cfg.DLQStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, d := range dead {
+		got[nats.Header(d.Header).Get(event.HeaderReason)]++
+	}
+	for reason, n := range wantDLQ {
+		if got[reason] != n {
+			t.Errorf("DLQ reason %s: %d, want %d (all: %v)", reason, got[reason], n, got)
+		}
+	}
+	counts := r.checkOnce(t, append(goodIDs(good), "retry-1"))
+	if counts["fail-1"] != 0 || counts["panic-1"] != 0 {
+		t.Fatal("failed events reached the output")
+	}
+	// Three attempts each (a panic in the same batch adds isolated calls).
+	if f.calls["fail-1"] < 3 || f.calls["retry-1"] < 3 {
+		t.Fatalf("retries: fail-1 %d, retry-1 %d", f.calls["fail-1"], f.calls["retry-1"])
+	}
+}
+
+func goodIDs(n int) []string {
+	var ids []string
+	for i := 1; i <= n; i++ {
+		ids = append(ids, fmt.Sprintf("good-%d", i))
+	}
+	return ids
+}
+
+func rawConn(t *testing.T, url string) *os.File {
+	t.Helper()
+	return rawDial(t, url)
+}

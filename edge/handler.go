@@ -1,0 +1,157 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime/debug"
+	"time"
+
+	"github.com/onceplane/onceplane/event"
+)
+
+// Handler processes first-time events. Handle returns one error per event,
+// in order (a nil slice means all succeeded). Events whose error is non-nil
+// are retried with backoff, then sent to the dead-letter stream, unless the
+// error wraps ErrUnavailable, which is retried until it clears.
+type Handler interface {
+	Handle(ctx context.Context, events []event.Event) []error
+}
+
+// HandlerFunc adapts a per-event function to Handler. A panic fails only
+// the event that caused it.
+type HandlerFunc func(ctx context.Context, ev event.Event) error
+
+// Handle calls f for each event.
+func (f HandlerFunc) Handle(ctx context.Context, evs []event.Event) []error {
+	var errs []error
+	for i, ev := range evs {
+		if err := callSafely(func() error { return f(ctx, ev) }); err != nil {
+			if errs == nil {
+				errs = make([]error, len(evs))
+			}
+			errs[i] = err
+		}
+	}
+	return errs
+}
+
+// ErrUnavailable marks a handler error as the sink being unreachable rather
+// than the event being bad: it is retried without limit and never
+// dead-lettered (the partition waits for the sink).
+var ErrUnavailable = errors.New("sink unavailable")
+
+// Retry configures handler retries. The zero value is usable.
+type Retry struct {
+	// Attempts is the number of calls per event before it is dead-lettered. Zero means 5.
+	Attempts int
+	// Initial is the first backoff. Zero means 50 ms.
+	Initial time.Duration
+	// Max caps the backoff. Zero means 2 s.
+	Max time.Duration
+}
+
+func (r Retry) withDefaults() Retry {
+	if r.Attempts <= 0 {
+		r.Attempts = 5
+	}
+	if r.Initial <= 0 {
+		r.Initial = 50 * time.Millisecond
+	}
+	if r.Max <= 0 {
+		r.Max = 2 * time.Second
+	}
+	return r
+}
+
+// backoff returns the wait before attempt n (1-based), exponential with full jitter.
+func (r Retry) backoff(n int) time.Duration {
+	d := r.Initial << min(n-1, 20)
+	if d > r.Max || d <= 0 {
+		d = r.Max
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+func callSafely(f func() error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("handler panic: %v\n%s", v, debug.Stack())
+		}
+	}()
+	return f()
+}
+
+// runHandler calls h for evs until each event succeeded or gave up. It returns
+// the final error of every event that gave up (nil entries succeeded) and the
+// number of retries made. It returns early only when ctx ends.
+func runHandler(ctx context.Context, h Handler, evs []event.Event, r Retry) (final []error, retries int, err error) {
+	final = make([]error, len(evs))
+	todo := make([]int, len(evs))
+	for i := range todo {
+		todo[i] = i
+	}
+	attempts := make([]int, len(evs))
+	for round := 1; len(todo) > 0; round++ {
+		batch := make([]event.Event, len(todo))
+		for j, i := range todo {
+			batch[j] = evs[i]
+		}
+		errs := handleIsolated(ctx, h, batch)
+		var next []int
+		for j, i := range todo {
+			var e error
+			if j < len(errs) {
+				e = errs[j]
+			}
+			if e == nil {
+				final[i] = nil
+				continue
+			}
+			final[i] = e
+			if !errors.Is(e, ErrUnavailable) {
+				attempts[i]++
+				if attempts[i] >= r.Attempts {
+					continue // gave up
+				}
+			}
+			next = append(next, i)
+		}
+		if len(next) == 0 {
+			break
+		}
+		retries += len(next)
+		todo = next
+		select {
+		case <-ctx.Done():
+			return final, retries, ctx.Err()
+		case <-time.After(r.backoff(min(round, 30))):
+		}
+	}
+	return final, retries, nil
+}
+
+// handleIsolated calls h for the batch; if the call panics, it calls h once
+// per event so that only the event that panics fails.
+func handleIsolated(ctx context.Context, h Handler, batch []event.Event) []error {
+	var errs []error
+	perr := callSafely(func() error { errs = h.Handle(ctx, batch); return nil })
+	if perr == nil {
+		return errs
+	}
+	errs = make([]error, len(batch))
+	if len(batch) == 1 {
+		errs[0] = perr
+		return errs
+	}
+	for i := range batch {
+		var one []error
+		if err := callSafely(func() error { one = h.Handle(ctx, batch[i:i+1]); return nil }); err != nil {
+			errs[i] = err
+		} else if len(one) > 0 {
+			errs[i] = one[0]
+		}
+	}
+	return errs
+}

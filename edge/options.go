@@ -1,0 +1,97 @@
+package edge
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/onceplane/onceplane/dedupe"
+	"github.com/onceplane/onceplane/event"
+	"github.com/onceplane/onceplane/telemetry"
+)
+
+// Options configures a Consumer. The zero value consumes every partition of
+// region "local" with the defaults below.
+type Options struct {
+	// Region names the streams to consume (see streams.Names). Zero means "local".
+	Region string
+	// Name identifies this edge in claim records (at most 255 bytes). Zero
+	// means hostname-pid.
+	Name string
+	// Partitions lists the partitions this edge owns. Nil means all of them.
+	Partitions []int
+	// BatchSize is the most events decided, claimed and acknowledged together.
+	// Zero means 500.
+	BatchSize int
+	// AckWait is the ingest consumer's redelivery timeout. Zero means 30 s.
+	AckWait time.Duration
+	// IdleFlush is how long a partition waits without events before it writes
+	// a done record, shrinking the uncertain set of a crash. Zero means 200 ms.
+	IdleFlush time.Duration
+
+	// Window is how long a claimed ID is remembered. Zero means 24 h.
+	Window time.Duration
+	// ExpectedIDs pre-sizes each partition's exact set and Bloom filter for that
+	// many IDs per window. Zero means grow as needed.
+	ExpectedIDs int
+	// NoBloom turns the Bloom pre-check off. Decisions are the same either way.
+	NoBloom bool
+	// Policy applies to uncertain IDs delivered again. Zero means dedupe.PolicyRerun.
+	Policy dedupe.Policy
+
+	// Limits bounds accepted events. Zero means event defaults (64 KiB payload).
+	Limits event.Limits
+	// Retry configures handler retries before dead-lettering.
+	Retry Retry
+
+	// Metrics receives counters and histograms. Nil means a private registry.
+	Metrics *telemetry.Metrics
+	// TracerProvider creates spans. Nil means the global provider.
+	TracerProvider trace.TracerProvider
+	// Logger receives logs. Nil means slog.Default().
+	Logger *slog.Logger
+	// OnDecision, when set, is called once per decided event after its claim
+	// is committed (simulation reports, tests). It must be fast.
+	OnDecision func(Decision)
+}
+
+// Decision describes one event's dedupe decision, for OnDecision.
+type Decision struct {
+	Partition int
+	ID        string
+	Path      dedupe.Path
+	// Received is when the edge received the event; Stored is when the
+	// ingest stream stored it; Committed is when its claim was durable (or the
+	// duplicate verdict was reached).
+	Received, Stored, Committed time.Time
+}
+
+func (o Options) withDefaults() Options {
+	if o.Region == "" {
+		o.Region = "local"
+	}
+	if o.Name == "" {
+		h, _ := os.Hostname()
+		o.Name = fmt.Sprintf("%s-%d", h, os.Getpid())
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 500
+	}
+	if o.AckWait <= 0 {
+		o.AckWait = 30 * time.Second
+	}
+	if o.IdleFlush <= 0 {
+		o.IdleFlush = 200 * time.Millisecond
+	}
+	if o.Metrics == nil {
+		o.Metrics = telemetry.NewMetrics()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	o.Retry = o.Retry.withDefaults()
+	return o
+}

@@ -1,0 +1,82 @@
+// Package verify reads what a run left in the output and dead-letter streams
+// and the ledger, so tests, drills and the simulation count effects exactly.
+package verify
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/onceplane/onceplane/event"
+	"github.com/onceplane/onceplane/jetstream/streams"
+)
+
+// Msg is one stored message's ID and headers.
+type Msg struct {
+	ID      string
+	Subject string
+	Header  map[string][]string
+	Data    []byte
+}
+
+// ReadStream returns every message currently in stream.
+func ReadStream(ctx context.Context, js jetstream.JetStream, stream string) ([]Msg, error) {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", stream, err)
+	}
+	n := info.State.Msgs
+	if n == 0 {
+		return nil, nil
+	}
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", stream, err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", stream, err)
+	}
+	defer it.Stop()
+	out := make([]Msg, 0, n)
+	for uint64(len(out)) < n {
+		m, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return out, fmt.Errorf("read %s after %d of %d: %w", stream, len(out), n, err)
+		}
+		h := m.Headers()
+		out = append(out, Msg{ID: h.Get(event.HeaderID), Subject: m.Subject(), Header: h, Data: m.Data()})
+	}
+	return out, nil
+}
+
+// OutputCounts returns how many times each event ID is in the region's output stream.
+func OutputCounts(ctx context.Context, js jetstream.JetStream, n streams.Names) (map[string]int, error) {
+	msgs, err := ReadStream(ctx, js, n.OutputStream())
+	if err != nil {
+		return nil, err
+	}
+	counts := make(map[string]int, len(msgs))
+	for _, m := range msgs {
+		counts[m.ID]++
+	}
+	return counts, nil
+}
+
+// StreamMsgs returns the number of messages stored in stream.
+func StreamMsgs(ctx context.Context, js jetstream.JetStream, stream string) (uint64, error) {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return 0, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Msgs, nil
+}

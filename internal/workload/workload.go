@@ -1,0 +1,107 @@
+// Package workload generates and publishes deterministic event loads with a
+// chosen share of duplicates, for tests, the simulation and benchmarks.
+package workload
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/onceplane/onceplane/producer"
+)
+
+// Plan describes a load. The zero value is 1,000 events, 30 % duplicates.
+type Plan struct {
+	// Events is the total number of events published, duplicates included.
+	Events int
+	// DupRate is the share of events that re-send an earlier ID.
+	DupRate float64
+	// Gap is the minimum distance, in events, between an ID and its re-send
+	// (keeps re-sends outside the ingest stream's own duplicate window).
+	Gap int
+	// Seed makes the plan reproducible.
+	Seed uint64
+	// Prefix starts every ID.
+	Prefix string
+	// PayloadSize is the payload length in bytes. Zero means 128.
+	PayloadSize int
+}
+
+// IDs returns the plan's event IDs in publish order and the number of unique IDs.
+func (p Plan) IDs() (ids []string, unique int) {
+	if p.Events == 0 {
+		p.Events, p.DupRate = 1000, 0.3
+	}
+	r := rand.New(rand.NewPCG(p.Seed, 0x0ce))
+	ids = make([]string, 0, p.Events)
+	for i := 0; i < p.Events; i++ {
+		if i > p.Gap && r.Float64() < p.DupRate {
+			ids = append(ids, ids[r.IntN(i-p.Gap)])
+			continue
+		}
+		ids = append(ids, fmt.Sprintf("%s%08d-%04x", p.Prefix, unique, r.Uint32()&0xffff))
+		unique++
+	}
+	return ids, unique
+}
+
+// Payload returns a payload of the plan's size for id.
+func (p Plan) Payload(id string) []byte {
+	n := p.PayloadSize
+	if n <= 0 {
+		n = 128
+	}
+	b := make([]byte, n)
+	copy(b, id)
+	return b
+}
+
+// Publish publishes ids as an at-least-once producer does: asynchronously,
+// at most window in flight, retrying every publish that is not acked (core
+// node down, timeout) until it is or ctx ends. progress, if set, is called
+// with the number of events acked so far.
+func Publish(ctx context.Context, pr *producer.Producer, p Plan, ids []string, window int, progress func(acked int)) error {
+	if window <= 0 {
+		window = 4096
+	}
+	acked := 0
+	for start := 0; start < len(ids); start += window {
+		pending := ids[start:min(start+window, len(ids))]
+		for backoff := 20 * time.Millisecond; len(pending) > 0; backoff = min(2*backoff, time.Second) {
+			futs := make([]jetstream.PubAckFuture, len(pending))
+			for i, id := range pending {
+				futs[i], _ = pr.PublishAsync(ctx, id, p.Payload(id))
+			}
+			var failed []string
+			for i, f := range futs {
+				if f == nil {
+					failed = append(failed, pending[i])
+					continue
+				}
+				select {
+				case <-f.Ok():
+					acked++
+				case <-f.Err():
+					failed = append(failed, pending[i])
+				case <-ctx.Done():
+					return fmt.Errorf("publish: %w", ctx.Err())
+				}
+			}
+			pending = failed
+			if len(failed) > 0 {
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("publish: %w", ctx.Err())
+				case <-time.After(backoff):
+				}
+			}
+		}
+		if progress != nil {
+			progress(acked)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,76 @@
+// Package producer is the Go helper for the onceplane producer contract:
+// publish an event to onceplane.<region>.in.<ID> with the header
+// Nats-Msg-Id: <ID>. Any NATS client in any language can do the same.
+package producer
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+
+	"github.com/onceplane/onceplane/event"
+	"github.com/onceplane/onceplane/jetstream/streams"
+	"github.com/onceplane/onceplane/telemetry"
+)
+
+// Producer publishes events to one region's ingest stream.
+type Producer struct {
+	js    jetstream.JetStream
+	names streams.Names
+}
+
+// New returns a Producer for region ("" means "local").
+func New(js jetstream.JetStream, region string) *Producer {
+	return &Producer{js: js, names: streams.Names{Region: region}}
+}
+
+// Msg builds the message for an event, carrying the trace context of ctx.
+func (p *Producer) Msg(ctx context.Context, id string, data []byte) (*nats.Msg, error) {
+	if err := event.ValidateID(id); err != nil {
+		return nil, fmt.Errorf("publish %q: %w", id, err)
+	}
+	m := &nats.Msg{Subject: p.names.Ingest(id), Header: nats.Header{}, Data: data}
+	m.Header.Set(event.HeaderID, id)
+	otel.GetTextMapPropagator().Inject(ctx, telemetry.HeaderCarrier(m.Header))
+	return m, nil
+}
+
+// Publish publishes one event and waits for the stream's ack. A duplicate
+// inside the ingest stream's Nats-Msg-Id window is acked with Duplicate set.
+func (p *Producer) Publish(ctx context.Context, id string, data []byte) (*jetstream.PubAck, error) {
+	m, err := p.Msg(ctx, id, data)
+	if err != nil {
+		return nil, err
+	}
+	ack, err := p.js.PublishMsg(ctx, m)
+	if err != nil {
+		return nil, fmt.Errorf("publish %q: %w", id, err)
+	}
+	return ack, nil
+}
+
+// PublishAsync publishes one event without waiting; see jetstream.PublishMsgAsync.
+func (p *Producer) PublishAsync(ctx context.Context, id string, data []byte) (jetstream.PubAckFuture, error) {
+	m, err := p.Msg(ctx, id, data)
+	if err != nil {
+		return nil, err
+	}
+	f, err := p.js.PublishMsgAsync(m)
+	if err != nil {
+		return nil, fmt.Errorf("publish %q: %w", id, err)
+	}
+	return f, nil
+}
+
+// Wait blocks until every async publish has been acked or ctx ends.
+func (p *Producer) Wait(ctx context.Context) error {
+	select {
+	case <-p.js.PublishAsyncComplete():
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for publish acks: %w", ctx.Err())
+	}
+}

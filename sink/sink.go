@@ -1,0 +1,266 @@
+// Package sink holds the edge binary's built-in handlers: nats (republish to
+// the output stream with Nats-Msg-Id = event ID, so effects are idempotent),
+// http (POST, 2xx = done), ledger (one JSON line per invocation) and stdout.
+package sink
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/onceplane/onceplane/edge"
+	"github.com/onceplane/onceplane/event"
+	"github.com/onceplane/onceplane/jetstream/streams"
+)
+
+// NATS republishes each event to its partition's output subject with
+// Nats-Msg-Id set to the event ID: within the output stream's duplicate
+// window a repeat (an uncertain re-run) is stored once.
+type NATS struct {
+	JS    jetstream.JetStream
+	Names streams.Names
+	// Timeout bounds waiting for the batch's acks. Zero means 5 s.
+	Timeout time.Duration
+}
+
+// Handle publishes the batch asynchronously and waits for every ack.
+func (s *NATS) Handle(ctx context.Context, evs []event.Event) []error {
+	timeout := s.Timeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	futs := make([]jetstream.PubAckFuture, len(evs))
+	errs := make([]error, len(evs))
+	failed := false
+	for i, ev := range evs {
+		hdr := nats.Header{}
+		hdr.Set(event.HeaderID, ev.ID)
+		hdr.Set(event.HeaderPartition, strconv.Itoa(ev.Partition))
+		if ev.Uncertain {
+			hdr.Set(event.HeaderUncertain, "true")
+		}
+		f, err := s.JS.PublishMsgAsync(&nats.Msg{Subject: s.Names.Output(ev.Partition), Header: hdr, Data: ev.Data})
+		if err != nil {
+			errs[i], failed = fmt.Errorf("output %s: %w: %w", ev.ID, edge.ErrUnavailable, err), true
+			continue
+		}
+		futs[i] = f
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for i, f := range futs {
+		if f == nil {
+			continue
+		}
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			var apiErr *jetstream.APIError
+			if errors.As(err, &apiErr) && apiErr.ErrorCode != 0 && apiErr.Code < 500 {
+				errs[i] = fmt.Errorf("output %s: %w", evs[i].ID, err) // rejected by the stream: a bad event
+			} else {
+				errs[i] = fmt.Errorf("output %s: %w: %w", evs[i].ID, edge.ErrUnavailable, err)
+			}
+			failed = true
+		case <-timer.C:
+			errs[i], failed = fmt.Errorf("output %s: %w: ack timeout", evs[i].ID, edge.ErrUnavailable), true
+		case <-ctx.Done():
+			errs[i], failed = ctx.Err(), true
+		}
+	}
+	if !failed {
+		return nil
+	}
+	return errs
+}
+
+// HTTP POSTs each event's payload to URL; a 2xx answer means done, 5xx and
+// transport errors mean the sink is unavailable (retried without limit), any
+// other status is the event's failure (retried, then dead-lettered).
+type HTTP struct {
+	URL    string
+	Client *http.Client // nil means a client with a 10 s timeout
+}
+
+// Handle posts each event.
+func (s *HTTP) Handle(ctx context.Context, evs []event.Event) []error {
+	client := s.Client
+	if client == nil {
+		client = &http.Client{Timeout: 10 * time.Second}
+	}
+	var errs []error
+	for i, ev := range evs {
+		if err := s.post(ctx, client, ev); err != nil {
+			if errs == nil {
+				errs = make([]error, len(evs))
+			}
+			errs[i] = err
+		}
+	}
+	return errs
+}
+
+func (s *HTTP) post(ctx context.Context, client *http.Client, ev event.Event) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.URL, bytes.NewReader(ev.Data))
+	if err != nil {
+		return fmt.Errorf("http sink: %w", err)
+	}
+	req.Header.Set("Idempotency-Key", ev.ID)
+	req.Header.Set(event.HeaderPartition, strconv.Itoa(ev.Partition))
+	if ev.Uncertain {
+		req.Header.Set(event.HeaderUncertain, "true")
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("http sink %s: %w: %w", ev.ID, edge.ErrUnavailable, err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode/100 == 2:
+		return nil
+	case resp.StatusCode >= 500:
+		return fmt.Errorf("http sink %s: %w: status %d", ev.ID, edge.ErrUnavailable, resp.StatusCode)
+	default:
+		return fmt.Errorf("http sink %s: status %d", ev.ID, resp.StatusCode)
+	}
+}
+
+// LedgerLine is one ledger entry: one handler invocation.
+type LedgerLine struct {
+	ID        string    `json:"id"`
+	Partition int       `json:"partition"`
+	Seq       uint64    `json:"seq"`
+	Edge      string    `json:"edge"`
+	Uncertain bool      `json:"uncertain,omitempty"`
+	Time      time.Time `json:"time"`
+}
+
+// Ledger appends one JSON line per handler invocation to a file, written
+// (not buffered) before Handle returns, so a killed process loses no line.
+type Ledger struct {
+	mu   sync.Mutex
+	f    *os.File
+	w    *bufio.Writer
+	edge string
+}
+
+// OpenLedger opens (appending) or creates the ledger file at path.
+func OpenLedger(path, edgeName string) (*Ledger, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	return &Ledger{f: f, w: bufio.NewWriterSize(f, 256<<10), edge: edgeName}, nil
+}
+
+// Handle records each event.
+func (l *Ledger) Handle(_ context.Context, evs []event.Event) []error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now().UTC()
+	enc := json.NewEncoder(l.w)
+	for _, ev := range evs {
+		_ = enc.Encode(LedgerLine{ID: ev.ID, Partition: ev.Partition, Seq: ev.StreamSeq, Edge: l.edge, Uncertain: ev.Uncertain, Time: now})
+	}
+	if err := l.w.Flush(); err != nil {
+		errs := make([]error, len(evs))
+		for i := range errs {
+			errs[i] = fmt.Errorf("ledger: %w: %w", edge.ErrUnavailable, err)
+		}
+		return errs
+	}
+	return nil
+}
+
+// Close closes the file.
+func (l *Ledger) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_ = l.w.Flush()
+	return l.f.Close()
+}
+
+// ReadLedger reads every line of a ledger file.
+func ReadLedger(path string) ([]LedgerLine, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []LedgerLine
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var l LedgerLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			return out, fmt.Errorf("ledger line %d: %w", len(out)+1, err)
+		}
+		out = append(out, l)
+	}
+	return out, sc.Err()
+}
+
+// Writer prints one line per event (ID, partition, payload size) to W.
+type Writer struct {
+	mu sync.Mutex
+	W  io.Writer
+}
+
+// Handle prints the batch.
+func (s *Writer) Handle(_ context.Context, evs []event.Event) []error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ev := range evs {
+		fmt.Fprintf(s.W, "%s\tp%d\tseq=%d\t%d bytes\n", ev.ID, ev.Partition, ev.StreamSeq, len(ev.Data))
+	}
+	return nil
+}
+
+// Chain runs handlers in order for each batch; an event is done when every
+// handler succeeded for it, and only the events that succeeded so far go on
+// to the next handler.
+type Chain []edge.Handler
+
+// Handle runs the chain.
+func (c Chain) Handle(ctx context.Context, evs []event.Event) []error {
+	errs := make([]error, len(evs))
+	idx := make([]int, len(evs))
+	for i := range idx {
+		idx[i] = i
+	}
+	cur := evs
+	failed := false
+	for _, h := range c {
+		res := h.Handle(ctx, cur)
+		if res == nil {
+			continue
+		}
+		var nextEvs []event.Event
+		var nextIdx []int
+		for j, ev := range cur {
+			if j < len(res) && res[j] != nil {
+				errs[idx[j]], failed = res[j], true
+				continue
+			}
+			nextEvs, nextIdx = append(nextEvs, ev), append(nextIdx, idx[j])
+		}
+		cur, idx = nextEvs, nextIdx
+	}
+	if !failed {
+		return nil
+	}
+	return errs
+}

@@ -1,0 +1,73 @@
+// Package telemetry wires onceplane's observability: Prometheus metrics, the
+// OpenTelemetry tracer chosen by the standard OTEL_* variables, trace-context
+// propagation through NATS headers, and the admin HTTP endpoints.
+package telemetry
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics are the counters and histograms an edge exports. Build one per
+// process with NewMetrics; a nil *Metrics is never passed around: use Discard.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	EventsIn         *prometheus.CounterVec   // region
+	Decisions        *prometheus.CounterVec   // region, path
+	Uncertain        *prometheus.CounterVec   // region: IDs found uncertain at takeover
+	UncertainReruns  *prometheus.CounterVec   // region
+	DLQ              *prometheus.CounterVec   // region, reason
+	ClaimAppends     *prometheus.CounterVec   // region, kind
+	ClaimAppendSec   *prometheus.HistogramVec // region
+	HandlerSec       *prometheus.HistogramVec // region
+	DecisionSec      *prometheus.HistogramVec // region: receive to claim committed
+	HandlerRetries   *prometheus.CounterVec   // region
+	OwnershipChanges *prometheus.CounterVec   // region, change (acquired, fenced, released, failed)
+	TakeoverSec      *prometheus.HistogramVec // region
+	OwnedPartitions  *prometheus.GaugeVec     // region
+	TrackedIDs       *prometheus.GaugeVec     // region, partition
+	TrackedBytes     *prometheus.GaugeVec     // region, partition
+}
+
+var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
+
+// NewMetrics registers onceplane's metrics (and Go runtime metrics) in a new registry.
+func NewMetrics() *Metrics {
+	r := prometheus.NewRegistry()
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	f := func(c prometheus.Collector) { r.MustRegister(c) }
+	cv := func(name, help string, labels ...string) *prometheus.CounterVec {
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "onceplane", Name: name, Help: help}, labels)
+		f(c)
+		return c
+	}
+	hv := func(name, help string, labels ...string) *prometheus.HistogramVec {
+		h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "onceplane", Name: name, Help: help, Buckets: latencyBuckets}, labels)
+		f(h)
+		return h
+	}
+	gv := func(name, help string, labels ...string) *prometheus.GaugeVec {
+		g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "onceplane", Name: name, Help: help}, labels)
+		f(g)
+		return g
+	}
+	return &Metrics{
+		Registry:         r,
+		EventsIn:         cv("events_in_total", "Events consumed from the ingest stream.", "region"),
+		Decisions:        cv("decisions_total", "Dedupe decisions by path (bloom-negative, exact-miss, uncertain-rerun: first time; exact-hit, in-batch, uncertain-skip: duplicate).", "region", "path"),
+		Uncertain:        cv("uncertain_total", "IDs found uncertain (claimed, not known done) when taking a partition over.", "region"),
+		UncertainReruns:  cv("uncertain_reruns_total", "Uncertain IDs delivered again and handled again under the rerun policy.", "region"),
+		DLQ:              cv("dlq_total", "Events sent to the dead-letter stream, by reason.", "region", "reason"),
+		ClaimAppends:     cv("claim_appends_total", "Conditional appends to claim logs, by record kind.", "region", "kind"),
+		ClaimAppendSec:   hv("claim_append_seconds", "Latency of one conditional claim append.", "region"),
+		HandlerSec:       hv("handler_seconds", "Latency of one handler call for a batch.", "region"),
+		DecisionSec:      hv("decision_seconds", "Receive-to-committed latency of a dedupe decision.", "region"),
+		HandlerRetries:   cv("handler_retries_total", "Handler retries after an error or panic.", "region"),
+		OwnershipChanges: cv("ownership_changes_total", "Partition ownership changes seen by this edge.", "region", "change"),
+		TakeoverSec:      hv("takeover_seconds", "Time from starting to own a partition to consuming it (replay + fence).", "region"),
+		OwnedPartitions:  gv("owned_partitions", "Partitions this edge currently owns.", "region"),
+		TrackedIDs:       gv("tracked_ids", "IDs in the exact set of an owned partition.", "region", "partition"),
+		TrackedBytes:     gv("tracked_bytes", "Bytes held by the exact set and Bloom filter of an owned partition.", "region", "partition"),
+	}
+}
