@@ -272,7 +272,48 @@ func (c *Consumer) attrs(p int) []attribute.KeyValue {
 	return []attribute.KeyValue{attribute.String("onceplane.region", c.o.Region), attribute.Int("onceplane.partition", p), attribute.String("onceplane.edge", c.o.Name)}
 }
 
+// errGap means the client missed a delivery (consumer sequence jumped):
+// nothing after the gap may be processed or acknowledged.
+var errGap = errors.New("delivery gap")
+
+// consume runs p's batches. When the client misses a delivery (a slow
+// consumer drop, a pull answered to an inbox lost in a reconnect), acking
+// past it with AckAll would lose it, so the partition rewinds its consumer to
+// the done position and carries on; what was already decided comes back as
+// duplicates.
 func (c *Consumer) consume(ctx context.Context, p int, st *dedupe.State, cons jetstream.Consumer) error {
+	w := newWork(c.o.BatchSize)
+	for {
+		err := c.consumeUntilGap(ctx, p, st, cons, w)
+		if !errors.Is(err, errGap) {
+			return err
+		}
+		c.lg.Warn("delivery gap; rewinding the consumer to the done position", "partition", p, "through", st.Through(), "err", err)
+		c.o.Metrics.Rewinds.WithLabelValues(c.o.Region).Inc()
+		for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
+			if cons, err = c.rewind(ctx, p, st); err == nil {
+				break
+			}
+			c.lg.Warn("rewind failed; retrying", "partition", p, "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+		}
+	}
+}
+
+// rewind recreates this epoch's consumer to start after st.Through().
+func (c *Consumer) rewind(ctx context.Context, p int, st *dedupe.State) (jetstream.Consumer, error) {
+	name := fmt.Sprintf("p%d-e%d", p, st.Epoch())
+	if err := c.js.DeleteConsumer(ctx, c.names.IngestStream(), name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("p%d rewind: %w", p, err)
+	}
+	return c.consumer(ctx, p, st)
+}
+
+func (c *Consumer) consumeUntilGap(ctx context.Context, p int, st *dedupe.State, cons jetstream.Consumer, w *work) error {
 	it, err := cons.Messages(jetstream.PullMaxMessages(c.o.BatchSize))
 	if err != nil {
 		return fmt.Errorf("p%d messages: %w", p, err)
@@ -283,6 +324,7 @@ func (c *Consumer) consume(ctx context.Context, p int, st *dedupe.State, cons je
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() {
+		var lastDelivered uint64
 		for {
 			m, err := it.Next()
 			if err != nil {
@@ -296,6 +338,14 @@ func (c *Consumer) consume(ctx context.Context, p int, st *dedupe.State, cons je
 				c.lg.Debug("pull", "partition", p, "err", err)
 				continue
 			}
+			if md, err := m.Metadata(); err == nil {
+				d := md.Sequence.Consumer
+				if lastDelivered != 0 && d != lastDelivered+1 {
+					lost <- fmt.Errorf("p%d: delivery %d after %d: %w", p, d, lastDelivered, errGap)
+					return
+				}
+				lastDelivered = d
+			}
 			select {
 			case msgs <- inMsg{m, time.Now()}:
 			case <-stop:
@@ -306,7 +356,6 @@ func (c *Consumer) consume(ctx context.Context, p int, st *dedupe.State, cons je
 	idle := time.NewTimer(c.o.IdleFlush)
 	defer idle.Stop()
 	batch := make([]inMsg, 0, c.o.BatchSize)
-	w := newWork(c.o.BatchSize)
 	for {
 		batch = batch[:0]
 		select {

@@ -25,6 +25,7 @@ type Metrics struct {
 	HandlerRetries   *prometheus.CounterVec   // region
 	OwnershipChanges *prometheus.CounterVec   // region, change (acquired, fenced, released, failed)
 	TakeoverSec      *prometheus.HistogramVec // region
+	Rewinds          *prometheus.CounterVec   // region: consumer rewinds after a delivery gap
 	OwnedPartitions  *prometheus.GaugeVec     // region
 	TrackedIDs       *prometheus.GaugeVec     // region, partition
 	TrackedBytes     *prometheus.GaugeVec     // region, partition
@@ -66,6 +67,7 @@ func NewMetrics() *Metrics {
 		HandlerRetries:   cv("handler_retries_total", "Handler retries after an error or panic.", "region"),
 		OwnershipChanges: cv("ownership_changes_total", "Partition ownership changes seen by this edge.", "region", "change"),
 		TakeoverSec:      hv("takeover_seconds", "Time from starting to own a partition to consuming it (replay + fence).", "region"),
+		Rewinds:          cv("rewinds_total", "Consumer rewinds to the done position after the client missed a delivery.", "region"),
 		OwnedPartitions:  gv("owned_partitions", "Partitions this edge currently owns.", "region"),
 		TrackedIDs:       gv("tracked_ids", "IDs in the exact set of an owned partition.", "region", "partition"),
 		TrackedBytes:     gv("tracked_bytes", "Bytes held by the exact set and Bloom filter of an owned partition.", "region", "partition"),

@@ -80,3 +80,43 @@ func StreamMsgs(ctx context.Context, js jetstream.JetStream, stream string) (uin
 	}
 	return info.State.Msgs, nil
 }
+
+// Drained reports whether, for every partition, the newest-epoch ingest
+// consumer has nothing pending and nothing awaiting acknowledgement, and
+// every partition has such a consumer.
+func Drained(ctx context.Context, js jetstream.JetStream, n streams.Names, partitions int) (bool, error) {
+	s, err := js.Stream(ctx, n.IngestStream())
+	if err != nil {
+		return false, err
+	}
+	newest := map[int]*jetstream.ConsumerInfo{}
+	epochOf := func(name string) (p int, e uint64, ok bool) {
+		_, err := fmt.Sscanf(name, "p%d-e%d", &p, &e)
+		return p, e, err == nil
+	}
+	lister := s.ListConsumers(ctx)
+	for ci := range lister.Info() {
+		p, e, ok := epochOf(ci.Name)
+		if !ok {
+			continue
+		}
+		if cur, seen := newest[p]; seen {
+			if _, ce, _ := epochOf(cur.Name); ce > e {
+				continue
+			}
+		}
+		newest[p] = ci
+	}
+	if err := lister.Err(); err != nil {
+		return false, err
+	}
+	if len(newest) < partitions {
+		return false, nil
+	}
+	for _, ci := range newest {
+		if ci.NumPending > 0 || ci.NumAckPending > 0 {
+			return false, nil
+		}
+	}
+	return true, nil
+}

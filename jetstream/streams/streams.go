@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -77,7 +78,9 @@ type Config struct {
 	// IngestDuplicates is the ingest stream's Nats-Msg-Id window. Zero means
 	// 2 minutes; negative means off (MinDuplicates).
 	IngestDuplicates time.Duration
-	// IngestMaxAge is how long ingested events are kept. Zero means 24 h.
+	// IngestMaxAge is how long ingested events are kept. Zero means Window. It
+	// may not exceed Window: a partition idle for longer than its claim log
+	// keeps records must not find older events to re-process.
 	IngestMaxAge time.Duration
 	// OutputDuplicates is the output stream's Nats-Msg-Id window, which makes the
 	// nats sink idempotent across uncertain re-runs. Zero means 10 minutes.
@@ -105,7 +108,7 @@ func (c Config) withDefaults() Config {
 		c.IngestDuplicates = MinDuplicates
 	}
 	if c.IngestMaxAge <= 0 {
-		c.IngestMaxAge = 24 * time.Hour
+		c.IngestMaxAge = c.Window
 	}
 	if c.OutputDuplicates <= 0 {
 		c.OutputDuplicates = 10 * time.Minute
@@ -162,6 +165,9 @@ var ErrPartitionsChanged = errors.New("partition count differs from the existing
 // idempotent and safe to run from every core node at once. It refuses to
 // change the partition count and reports any change JetStream cannot make.
 func Provision(ctx context.Context, js jetstream.JetStream, c Config) error {
+	if d := c.withDefaults(); d.IngestMaxAge > d.Window {
+		return fmt.Errorf("provision: ingest max age %v exceeds the dedupe window %v", d.IngestMaxAge, d.Window)
+	}
 	for _, want := range c.StreamConfigs() {
 		if err := provisionOne(ctx, js, want); err != nil {
 			return err
@@ -172,34 +178,65 @@ func Provision(ctx context.Context, js jetstream.JetStream, c Config) error {
 
 func provisionOne(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {
 	for attempt := 0; ; attempt++ {
-		s, err := js.Stream(ctx, want.Name)
-		switch {
-		case errors.Is(err, jetstream.ErrStreamNotFound):
-			_, err = js.CreateStream(ctx, want)
-		case err == nil:
-			have := s.CachedInfo().Config
-			if p := have.Metadata[metaPartitions]; p != "" && p != want.Metadata[metaPartitions] {
-				return fmt.Errorf("stream %s: %w (have %s, want %s)", want.Name, ErrPartitionsChanged, p, want.Metadata[metaPartitions])
-			}
-			if have.Storage != want.Storage {
-				return fmt.Errorf("stream %s: storage %v cannot change to %v in place", want.Name, have.Storage, want.Storage)
-			}
-			_, err = js.UpdateStream(ctx, want)
+		err := provisionAttempt(ctx, js, want)
+		if err == nil || errors.Is(err, ErrPartitionsChanged) || errors.Is(err, errImmutable) {
+			return err
 		}
-		if err == nil {
-			return nil
-		}
-		// Concurrent provisioning from several core nodes races on create;
-		// a cluster still electing leaders answers with timeouts. Retry both.
-		if attempt >= 20 || ctx.Err() != nil {
+		// Concurrent provisioning from several core nodes races on create (a
+		// clustered create that loses the race may get no answer), and a
+		// cluster still electing leaders times out. Retry both.
+		if attempt >= 30 || ctx.Err() != nil {
 			return fmt.Errorf("provision stream %s: %w", want.Name, err)
 		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("provision stream %s: %w", want.Name, ctx.Err())
-		case <-time.After(time.Duration(attempt+1) * 100 * time.Millisecond):
+		case <-time.After(time.Duration(min(attempt+1, 10)) * 100 * time.Millisecond):
 		}
 	}
+}
+
+var errImmutable = errors.New("cannot change in place")
+
+// provisionAttempt creates or updates one stream, bounded to 5 s.
+func provisionAttempt(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, want.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = js.CreateStream(ctx, want)
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	have := s.CachedInfo().Config
+	if p := have.Metadata[metaPartitions]; p != "" && p != want.Metadata[metaPartitions] {
+		return fmt.Errorf("stream %s: %w (have %s, want %s)", want.Name, ErrPartitionsChanged, p, want.Metadata[metaPartitions])
+	}
+	if have.Storage != want.Storage {
+		return fmt.Errorf("stream %s: storage %v %w to %v", want.Name, have.Storage, errImmutable, want.Storage)
+	}
+	if same(have, want) {
+		return nil
+	}
+	_, err = js.UpdateStream(ctx, want)
+	return err
+}
+
+// same reports whether have already has every setting Provision manages, so
+// that restarts and concurrent provisioning make no meta-group proposals.
+func same(have, want jetstream.StreamConfig) bool {
+	tr := func(t *jetstream.SubjectTransformConfig) jetstream.SubjectTransformConfig {
+		if t == nil {
+			return jetstream.SubjectTransformConfig{}
+		}
+		return *t
+	}
+	return slices.Equal(have.Subjects, want.Subjects) && have.Replicas == want.Replicas &&
+		have.MaxAge == want.MaxAge && have.Duplicates == want.Duplicates && have.MaxMsgSize == want.MaxMsgSize &&
+		have.DenyDelete == want.DenyDelete && have.DenyPurge == want.DenyPurge && have.AllowDirect == want.AllowDirect &&
+		tr(have.SubjectTransform) == tr(want.SubjectTransform) && have.Metadata[metaPartitions] == want.Metadata[metaPartitions]
 }
 
 // PartitionCount reads the partition count pinned on the ingest stream.

@@ -1,0 +1,156 @@
+// Command edge runs a onceplane edge node: it owns partitions of a region's
+// ingest stream, dedupes every event against the fenced claim log and hands
+// first-time events to built-in sinks.
+//
+//	edge -nats nats://127.0.0.1:4222 -sink nats
+//	edge -sink nats,ledger -ledger ./ledger.jsonl -partitions 0-7
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/onceplane/onceplane/dedupe"
+	"github.com/onceplane/onceplane/edge"
+	"github.com/onceplane/onceplane/internal/cli"
+	"github.com/onceplane/onceplane/jetstream/streams"
+	"github.com/onceplane/onceplane/sink"
+	"github.com/onceplane/onceplane/telemetry"
+)
+
+func main() {
+	var (
+		o                                         edge.Options
+		url, parts, sinks, ledger, httpURL, admin string
+		policy, logLevel, traceFile, statsFile    string
+	)
+	flag.StringVar(&url, "nats", "nats://127.0.0.1:4222", "core node URL(s), comma-separated")
+	flag.StringVar(&o.Region, "region", "local", "region whose streams to consume")
+	flag.StringVar(&o.Name, "name", "", "edge name in claim records (default hostname-pid)")
+	flag.StringVar(&parts, "partitions", "", "partitions to own, e.g. 0-3,8 (default all)")
+	flag.IntVar(&o.BatchSize, "batch", 500, "events per batch (one claim append each)")
+	flag.DurationVar(&o.AckWait, "ack-wait", 30*time.Second, "ingest redelivery timeout")
+	flag.DurationVar(&o.Window, "window", 24*time.Hour, "dedupe window (must match the core's)")
+	flag.IntVar(&o.ExpectedIDs, "expected-ids", 0, "IDs per partition per window to pre-size for (0: grow)")
+	flag.BoolVar(&o.NoBloom, "no-bloom", false, "turn the Bloom pre-check off")
+	flag.StringVar(&policy, "uncertain", "rerun", "policy for uncertain IDs: rerun or skip")
+	flag.IntVar(&o.Limits.MaxPayload, "max-payload", 64<<10, "largest accepted payload in bytes")
+	flag.IntVar(&o.Retry.Attempts, "retry-attempts", 5, "handler attempts before dead-lettering")
+	flag.StringVar(&sinks, "sink", "nats", "comma-separated sinks, run in order: nats, http, ledger, stdout")
+	flag.StringVar(&ledger, "ledger", "ledger.jsonl", "ledger sink file")
+	flag.StringVar(&httpURL, "http-url", "", "http sink URL")
+	flag.StringVar(&admin, "admin", "127.0.0.1:9222", "admin HTTP address for /metrics, /healthz, /readyz (empty: off)")
+	flag.StringVar(&traceFile, "trace-file", "", "write spans as JSON lines to this file (else OTEL_* variables decide)")
+	flag.StringVar(&statsFile, "stats-file", "", "write final stats as JSON here on shutdown")
+	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.Parse()
+	log := cli.Logger(logLevel)
+	o.Logger = log
+	var err error
+	if o.Partitions, err = cli.Ints(parts); err != nil {
+		cli.Fatal(log, "bad -partitions", err)
+	}
+	switch policy {
+	case "rerun":
+		o.Policy = dedupe.PolicyRerun
+	case "skip":
+		o.Policy = dedupe.PolicySkip
+	default:
+		cli.Fatal(log, "bad -uncertain", fmt.Errorf("%q: want rerun or skip", policy))
+	}
+	ctx, stop := cli.SignalContext()
+	defer stop()
+	shutdownTracing, err := telemetry.SetupTracing(ctx, telemetry.TracingOptions{Service: "onceplane-edge", File: traceFile})
+	if err != nil {
+		cli.Fatal(log, "tracing", err)
+	}
+	defer func() { _ = shutdownTracing(context.Background()) }()
+
+	nc, err := nats.Connect(url, nats.Name("onceplane-edge"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("nats async error", "err", err) }))
+	if err != nil {
+		cli.Fatal(log, "connect", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		cli.Fatal(log, "jetstream", err)
+	}
+	if o.Name == "" {
+		h, _ := os.Hostname()
+		o.Name = fmt.Sprintf("%s-%d", h, os.Getpid())
+	}
+	h, closeSinks, err := buildSinks(sinks, js, o, ledger, httpURL)
+	if err != nil {
+		cli.Fatal(log, "sinks", err)
+	}
+	defer closeSinks()
+	o.Metrics = telemetry.NewMetrics()
+	c := edge.New(js, h, o)
+	if admin != "" {
+		a, err := telemetry.StartAdmin(admin, o.Metrics, c.Ready, log)
+		if err != nil {
+			cli.Fatal(log, "admin", err)
+		}
+		defer a.Close(context.Background())
+		log.Info("admin listening", "addr", a.Addr())
+	}
+	log.Info("edge starting", "name", o.Name, "region", o.Region, "sinks", sinks)
+	if err := c.Run(ctx); err != nil {
+		cli.Fatal(log, "run", err)
+	}
+	s := c.Stats()
+	log.Info("edge stopped", "in", s.In, "first", s.First, "duplicates", s.Duplicates, "dlq", s.DLQ,
+		"uncertain", s.Uncertain, "reruns", s.UncertainReruns, "fenced", s.Fenced)
+	if statsFile != "" {
+		writeStats(log, statsFile, s)
+	}
+}
+
+func writeStats(log *slog.Logger, path string, s edge.Stats) {
+	b, _ := json.MarshalIndent(s, "", "  ")
+	if err := os.WriteFile(path, b, 0o640); err != nil {
+		log.Error("stats file", "err", err)
+	}
+}
+
+func buildSinks(list string, js jetstream.JetStream, o edge.Options, ledger, httpURL string) (edge.Handler, func(), error) {
+	var chain sink.Chain
+	closers := []func(){}
+	for _, name := range strings.Split(list, ",") {
+		switch strings.TrimSpace(name) {
+		case "nats":
+			chain = append(chain, &sink.NATS{JS: js, Names: streams.Names{Region: o.Region}})
+		case "http":
+			if httpURL == "" {
+				return nil, nil, fmt.Errorf("sink http needs -http-url")
+			}
+			chain = append(chain, &sink.HTTP{URL: httpURL})
+		case "ledger":
+			l, err := sink.OpenLedger(ledger, o.Name)
+			if err != nil {
+				return nil, nil, err
+			}
+			chain = append(chain, l)
+			closers = append(closers, func() { l.Close() })
+		case "stdout":
+			chain = append(chain, &sink.Writer{W: os.Stdout})
+		default:
+			return nil, nil, fmt.Errorf("unknown sink %q (want nats, http, ledger, stdout)", name)
+		}
+	}
+	return chain, func() {
+		for _, c := range closers {
+			c()
+		}
+	}, nil
+}
