@@ -19,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -62,6 +63,8 @@ type Consumer struct {
 	lg     *slog.Logger
 	c      counters
 
+	decisionSec prometheus.Observer
+
 	mu    sync.Mutex
 	state map[int]string // partition -> "taking-over", "owned", "fenced", "failed: ..."
 }
@@ -75,9 +78,10 @@ func New(js jetstream.JetStream, h Handler, o Options) *Consumer {
 	}
 	return &Consumer{
 		js: js, h: h, o: o, names: streams.Names{Region: o.Region},
-		tracer: tp.Tracer("github.com/onceplane/onceplane/edge"),
-		lg:     o.Logger.With("edge", o.Name, "region", o.Region),
-		state:  map[int]string{},
+		decisionSec: o.Metrics.DecisionSec.WithLabelValues(o.Region),
+		tracer:      tp.Tracer("github.com/onceplane/onceplane/edge"),
+		lg:          o.Logger.With("edge", o.Name, "region", o.Region),
+		state:       map[int]string{},
 	}
 }
 
@@ -444,6 +448,7 @@ func newWork(n int) *work {
 // process runs the data path for one batch: validate, classify, claim
 // (conditional append), handle, dead-letter, acknowledge, mark done.
 func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch []inMsg, w *work) error {
+	started := time.Now()
 	ctx, span := c.tracer.Start(ctx, "onceplane.batch", trace.WithAttributes(append(c.attrs(p), attribute.Int("onceplane.batch_size", len(batch)))...))
 	defer span.End()
 	region := c.o.Region
@@ -525,10 +530,10 @@ func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch [
 	if reruns > 0 {
 		c.o.Metrics.UncertainReruns.WithLabelValues(region).Add(float64(reruns))
 	}
-	for i, v := range w.valid {
-		c.o.Metrics.DecisionSec.WithLabelValues(region).Observe(committed.Sub(v.in.at).Seconds())
-		if c.o.OnDecision != nil {
-			c.o.OnDecision(Decision{Partition: p, ID: v.id, Path: w.paths[i], Received: v.in.at, Stored: v.at, Committed: committed})
+	c.decisionSec.Observe(committed.Sub(started).Seconds())
+	if c.o.OnDecision != nil {
+		for i, v := range w.valid {
+			c.o.OnDecision(Decision{Partition: p, ID: v.id, Path: w.paths[i], Stored: v.at, Received: v.in.at, Started: started, Committed: committed})
 		}
 	}
 

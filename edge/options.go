@@ -63,10 +63,12 @@ type Decision struct {
 	Partition int
 	ID        string
 	Path      dedupe.Path
-	// Received is when the edge received the event; Stored is when the
-	// ingest stream stored it; Committed is when its claim was durable (or the
-	// duplicate verdict was reached).
-	Received, Stored, Committed time.Time
+	// Stored is when the ingest stream stored the event; Received is when
+	// the edge received it; Started is when its batch started being decided;
+	// Committed is when its claim was durable (or the duplicate verdict was
+	// reached). Committed-Started is the dedupe cost; Committed-Stored
+	// includes queueing.
+	Stored, Received, Started, Committed time.Time
 }
 
 func (o Options) withDefaults() Options {

@@ -21,7 +21,7 @@ type Metrics struct {
 	ClaimAppends     *prometheus.CounterVec   // region, kind
 	ClaimAppendSec   *prometheus.HistogramVec // region
 	HandlerSec       *prometheus.HistogramVec // region
-	DecisionSec      *prometheus.HistogramVec // region: receive to claim committed
+	DecisionSec      *prometheus.HistogramVec // region: batch start to claim durable
 	HandlerRetries   *prometheus.CounterVec   // region
 	OwnershipChanges *prometheus.CounterVec   // region, change (acquired, fenced, released, failed)
 	TakeoverSec      *prometheus.HistogramVec // region
@@ -63,7 +63,7 @@ func NewMetrics() *Metrics {
 		ClaimAppends:     cv("claim_appends_total", "Conditional appends to claim logs, by record kind.", "region", "kind"),
 		ClaimAppendSec:   hv("claim_append_seconds", "Latency of one conditional claim append.", "region"),
 		HandlerSec:       hv("handler_seconds", "Latency of one handler call for a batch.", "region"),
-		DecisionSec:      hv("decision_seconds", "Receive-to-committed latency of a dedupe decision.", "region"),
+		DecisionSec:      hv("decision_seconds", "Latency of deciding one batch: from its start to its claim being durable.", "region"),
 		HandlerRetries:   cv("handler_retries_total", "Handler retries after an error or panic.", "region"),
 		OwnershipChanges: cv("ownership_changes_total", "Partition ownership changes seen by this edge.", "region", "change"),
 		TakeoverSec:      hv("takeover_seconds", "Time from starting to own a partition to consuming it (replay + fence).", "region"),

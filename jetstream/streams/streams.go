@@ -92,6 +92,7 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
+	c.Region = c.region()
 	if c.Partitions <= 0 {
 		c.Partitions = 16
 	}

@@ -1,0 +1,44 @@
+package sim
+
+import (
+	"sync"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// Latency is a concurrency-safe HDR histogram of durations (1 µs to 1 min, 3 digits).
+type Latency struct {
+	mu sync.Mutex
+	h  *hdrhistogram.Histogram
+}
+
+// NewLatency returns an empty histogram.
+func NewLatency() *Latency {
+	return &Latency{h: hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3)}
+}
+
+// Record adds one observation.
+func (l *Latency) Record(d time.Duration) {
+	us := d.Microseconds()
+	if us < 1 {
+		us = 1
+	}
+	l.mu.Lock()
+	_ = l.h.RecordValue(us)
+	l.mu.Unlock()
+}
+
+// Quantiles summarises the histogram.
+type Quantiles struct {
+	Count              int64
+	P50, P90, P99, Max time.Duration
+}
+
+// Quantiles returns p50, p90, p99 and max.
+func (l *Latency) Quantiles() Quantiles {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	q := func(p float64) time.Duration { return time.Duration(l.h.ValueAtQuantile(p)) * time.Microsecond }
+	return Quantiles{Count: l.h.TotalCount(), P50: q(50), P90: q(90), P99: q(99), Max: time.Duration(l.h.Max()) * time.Microsecond}
+}
