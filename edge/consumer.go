@@ -28,6 +28,7 @@ import (
 	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/jetstream/claimlog"
 	"github.com/onceplane/onceplane/jetstream/streams"
+	"github.com/onceplane/onceplane/telemetry"
 )
 
 // ErrFenced is returned for a partition whose claim log another owner took over.
@@ -426,12 +427,16 @@ type work struct {
 }
 
 type validMsg struct {
-	in  inMsg
-	id  string
-	h   event.Hash
-	seq uint64
-	at  time.Time
+	in     inMsg
+	id     string
+	h      event.Hash
+	seq    uint64
+	at     time.Time
+	traced trace.SpanContext // the producer's span, when the event carries one
 }
+
+// maxTracedPerBatch bounds per-event spans in one batch.
+const maxTracedPerBatch = 64
 
 type deadMsg struct {
 	m      jetstream.Msg
@@ -457,6 +462,7 @@ func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch [
 	w.valid, w.hashes, w.dead = w.valid[:0], w.hashes[:0], w.dead[:0]
 	var maxSeq uint64
 	var last jetstream.Msg
+	traced := 0
 	for _, in := range batch {
 		var seq uint64
 		var stored time.Time
@@ -480,7 +486,14 @@ func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch [
 			w.dead = append(w.dead, deadMsg{m: in.m, id: id, seq: seq, reason: event.Reason(err), detail: detail})
 			continue
 		}
-		w.valid = append(w.valid, validMsg{in: in, id: id, h: h, seq: seq, at: stored})
+		v := validMsg{in: in, id: id, h: h, seq: seq, at: stored}
+		if traced < maxTracedPerBatch && hasTraceParent(hdr) {
+			v.traced = trace.SpanContextFromContext(telemetry.Propagator().Extract(context.Background(), telemetry.HeaderCarrier(hdr)))
+			if v.traced.IsValid() {
+				traced++
+			}
+		}
+		w.valid = append(w.valid, v)
 		w.hashes = append(w.hashes, h)
 	}
 
@@ -531,6 +544,9 @@ func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch [
 		c.o.Metrics.UncertainReruns.WithLabelValues(region).Add(float64(reruns))
 	}
 	c.decisionSec.Observe(committed.Sub(started).Seconds())
+	if traced > 0 {
+		c.traceDecisions(ctx, p, w, started, committed)
+	}
 	if c.o.OnDecision != nil {
 		for i, v := range w.valid {
 			c.o.OnDecision(Decision{Partition: p, ID: v.id, Path: w.paths[i], Stored: v.at, Received: v.in.at, Started: started, Committed: committed})
@@ -573,6 +589,33 @@ func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch [
 	st.MarkDone(claimSeq, maxSeq)
 	c.c.done.Add(int64(len(batch)))
 	return nil
+}
+
+// traceDecisions records one onceplane.decide span per traced event, a child
+// of the producer's span, so a trace follows the event into the edge.
+func (c *Consumer) traceDecisions(ctx context.Context, p int, w *work, started, committed time.Time) {
+	batchLink := trace.LinkFromContext(ctx)
+	for i, v := range w.valid {
+		if !v.traced.IsValid() {
+			continue
+		}
+		pctx := trace.ContextWithRemoteSpanContext(context.Background(), v.traced)
+		_, sp := c.tracer.Start(pctx, "onceplane.decide", trace.WithTimestamp(started), trace.WithLinks(batchLink),
+			trace.WithAttributes(append(c.attrs(p), attribute.String("onceplane.event_id", v.id),
+				attribute.String("onceplane.path", w.paths[i].String()), attribute.Int64("onceplane.stream_seq", int64(v.seq)))...))
+		sp.End(trace.WithTimestamp(committed))
+	}
+}
+
+func hasTraceParent(h nats.Header) bool {
+	if h == nil {
+		return false
+	}
+	if _, ok := h["traceparent"]; ok {
+		return true
+	}
+	_, ok := h["Traceparent"]
+	return ok
 }
 
 func (c *Consumer) countPaths(paths []dedupe.Path) {

@@ -326,3 +326,30 @@ func rawConn(t *testing.T, url string) *os.File {
 	t.Helper()
 	return rawDial(t, url)
 }
+
+// TestMisrouted: an event whose Nats-Msg-Id hashes to another partition than
+// the subject token it was published under would escape its partition's
+// dedupe; it is dead-lettered as misrouted and good events keep flowing.
+func TestMisrouted(t *testing.T) {
+	r := newRegion(t, streams.Config{Partitions: 4, IngestDuplicates: -1})
+	c := r.startEdge(t, edge.Options{Name: "edge-m"}, filepath.Join(t.TempDir(), "l.jsonl"))
+	token, header := "a", "b"
+	for i := 0; event.Partition(token, 4) == event.Partition(header, 4); i++ {
+		header = fmt.Sprintf("b%d", i)
+	}
+	m := nats.NewMsg(r.cfg.Ingest(token))
+	m.Header.Set(event.HeaderID, header)
+	ctx := context.Background()
+	if _, err := r.js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := producer.New(r.js, "local").Publish(ctx, "fine", nil); err != nil {
+		t.Fatal(err)
+	}
+	coretest.Eventually(t, 10*time.Second, "both decided", func() bool { return c.Stats().Done == 2 })
+	dead, err := verify.ReadStream(ctx, r.js, r.cfg.DLQStream())
+	if err != nil || len(dead) != 1 || nats.Header(dead[0].Header).Get(event.HeaderReason) != "misrouted" {
+		t.Fatalf("dlq %+v %v", dead, err)
+	}
+	r.checkOnce(t, []string{"fine"})
+}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"go.opentelemetry.io/otel"
 
 	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/jetstream/streams"
@@ -34,7 +33,7 @@ func (p *Producer) Msg(ctx context.Context, id string, data []byte) (*nats.Msg, 
 	}
 	m := &nats.Msg{Subject: p.names.Ingest(id), Header: nats.Header{}, Data: data}
 	m.Header.Set(event.HeaderID, id)
-	otel.GetTextMapPropagator().Inject(ctx, telemetry.HeaderCarrier(m.Header))
+	telemetry.Propagator().Inject(ctx, telemetry.HeaderCarrier(m.Header))
 	return m, nil
 }
 

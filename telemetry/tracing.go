@@ -70,6 +70,10 @@ func SetupTracing(ctx context.Context, o TracingOptions) (func(context.Context) 
 	return tp.Shutdown, nil
 }
 
+// Propagator returns the W3C trace-context propagator onceplane uses on
+// NATS headers, whatever the global propagator is.
+func Propagator() propagation.TextMapPropagator { return propagation.TraceContext{} }
+
 // HeaderCarrier carries W3C trace context in NATS message headers.
 type HeaderCarrier nats.Header
 

@@ -17,7 +17,9 @@ func TestProvisionR3(t *testing.T) {
 	errs := make(chan error, len(nodes))
 	for _, n := range nodes {
 		_, js := coretest.Connect(t, n.ClientURL())
-		go func() { errs <- streams.Provision(ctx, js, streams.Config{Names: streams.Names{Region: "r3"}, Replicas: 3, Partitions: 4}) }()
+		go func() {
+			errs <- streams.Provision(ctx, js, streams.Config{Names: streams.Names{Region: "r3"}, Replicas: 3, Partitions: 4})
+		}()
 	}
 	for range nodes {
 		if err := <-errs; err != nil {
