@@ -1,0 +1,126 @@
+package gossip
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+)
+
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func start(t *testing.T, name string, key []byte, seeds ...string) *Cluster {
+	t.Helper()
+	c, err := Start(Options{Name: name, Key: key, Seeds: seeds, Meta: Meta{Region: "local", Role: "edge", Admin: "127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Shutdown() })
+	return c
+}
+
+var key = []byte("0123456789abcdef0123456789abcdef")
+
+// TestJoinFailLeave: members find each other through one seed, a member
+// that stops without a word is declared failed within the Fast profile's
+// budget (2 s), and a graceful leave is reported as such.
+func TestJoinFailLeave(t *testing.T) {
+	a := start(t, "a", key)
+	b := start(t, "b", key, a.Addr())
+	c := start(t, "c", key, a.Addr())
+	d := start(t, "d", key, b.Addr())
+	for _, m := range []*Cluster{a, b, c, d} {
+		eventually(t, 5*time.Second, m.Name()+" sees four members", func() bool { return len(m.Names()) == 4 })
+	}
+	if got := a.Members()[1].Meta; got.Region != "local" || got.Role != "edge" {
+		t.Fatalf("meta not propagated: %+v", got)
+	}
+	ev := a.Subscribe()
+	killed := time.Now()
+	_ = c.Shutdown() // like kill -9: no leave message
+	var failedAfter time.Duration
+	eventually(t, 5*time.Second, "c declared failed", func() bool {
+		for {
+			select {
+			case e := <-ev:
+				if e.Member.Name == "c" && e.Kind == Failed {
+					failedAfter = e.At.Sub(killed)
+					return true
+				}
+			default:
+				return false
+			}
+		}
+	})
+	t.Logf("failure detected after %v", failedAfter)
+	if failedAfter > 2*time.Second {
+		t.Errorf("detection took %v > 2s", failedAfter)
+	}
+	if err := d.Leave(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "d reported as left", func() bool {
+		for {
+			select {
+			case e := <-ev:
+				if e.Member.Name == "d" && e.Kind == Left {
+					return true
+				}
+			default:
+				return false
+			}
+		}
+	})
+	eventually(t, 5*time.Second, "two members left", func() bool { return slices.Equal(a.Names(), []string{"a", "b"}) })
+}
+
+// TestWrongKeyRefused: a member without the cluster's key cannot join.
+func TestWrongKeyRefused(t *testing.T) {
+	a := start(t, "a", key)
+	bad := start(t, "intruder", []byte("ffffffffffffffffffffffffffffffff"), a.Addr())
+	plain := start(t, "plain", nil, a.Addr())
+	// Give the intruders several rejoin rounds.
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		if len(a.Names()) != 1 || len(bad.Names()) != 1 || len(plain.Names()) != 1 {
+			t.Fatalf("a member without the key joined: %v / %v / %v", a.Names(), bad.Names(), plain.Names())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := Start(Options{Name: "short", Key: []byte("short")}); err == nil {
+		t.Fatal("5-byte key accepted")
+	}
+}
+
+// TestRejoinAfterRestart: a member that crashed and restarts on the same
+// address is merged back by the periodic re-join, whoever it seeds from.
+func TestRejoinAfterRestart(t *testing.T) {
+	a := start(t, "a", key)
+	b, err := Start(Options{Name: "b", Key: key, Seeds: []string{a.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "a and b", func() bool { return len(a.Names()) == 2 })
+	addr := b.Addr()
+	_ = b.Shutdown()
+	eventually(t, 5*time.Second, "b failed", func() bool { return len(a.Names()) == 1 })
+	// a seeds from b's address: when b comes back, a's re-join finds it.
+	a.SetSeeds([]string{addr})
+	var port int
+	fmt.Sscanf(addr[len("127.0.0.1:"):], "%d", &port)
+	b2, err := Start(Options{Name: "b", Key: key, BindPort: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Shutdown()
+	eventually(t, 10*time.Second, "b merged back", func() bool { return len(a.Names()) == 2 && len(b2.Names()) == 2 })
+}
