@@ -66,8 +66,10 @@ type Consumer struct {
 
 	decisionSec prometheus.Observer
 
-	mu    sync.Mutex
-	state map[int]string // partition -> "taking-over", "owned", "fenced", "failed: ..."
+	mu     sync.Mutex
+	state  map[int]string // partition -> "taking-over", "owned", "fenced", "failed: ..."
+	runs   map[int]*partRun
+	fenced map[int]time.Time
 }
 
 // New prepares a consumer on js. Run starts it.
@@ -83,6 +85,8 @@ func New(js jetstream.JetStream, h Handler, o Options) *Consumer {
 		tracer:      tp.Tracer("github.com/onceplane/onceplane/edge"),
 		lg:          o.Logger.With("edge", o.Name, "region", o.Region),
 		state:       map[int]string{},
+		runs:        map[int]*partRun{},
+		fenced:      map[int]time.Time{},
 	}
 }
 
@@ -129,68 +133,15 @@ func (c *Consumer) setState(p int, s string) {
 	c.mu.Unlock()
 }
 
-// Run owns the configured partitions until ctx ends. A partition that is
-// fenced or fails stops alone; the others keep running. Run returns nil when
-// ctx ends, or an error if it cannot start.
-func (c *Consumer) Run(ctx context.Context) error {
-	n, err := streams.PartitionCount(ctx, c.js, c.names)
-	if err != nil {
-		return fmt.Errorf("edge %s: %w", c.o.Name, err)
-	}
-	l, err := claimlog.Open(ctx, c.js, c.names)
-	if err != nil {
-		return fmt.Errorf("edge %s: %w", c.o.Name, err)
-	}
-	parts := c.o.Partitions
-	if parts == nil {
-		for p := 0; p < n; p++ {
-			parts = append(parts, p)
-		}
-	}
-	for _, p := range parts {
-		if p < 0 || p >= n {
-			return fmt.Errorf("edge %s: partition %d out of range [0,%d)", c.o.Name, p, n)
-		}
-	}
-	c.mu.Lock()
-	c.nparts, c.log = n, l
-	for _, p := range parts {
-		c.state[p] = "taking-over"
-	}
-	c.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, p := range parts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := c.own(ctx, p)
-			switch {
-			case err == nil || ctx.Err() != nil:
-				c.setState(p, "released")
-				c.o.Metrics.OwnershipChanges.WithLabelValues(c.o.Region, "released").Inc()
-			case errors.Is(err, ErrFenced):
-				c.c.fenced.Add(1)
-				c.setState(p, "fenced")
-				c.o.Metrics.OwnershipChanges.WithLabelValues(c.o.Region, "fenced").Inc()
-				c.lg.Warn("partition fenced by a newer owner; stopped", "partition", p, "err", err)
-			default:
-				c.setState(p, "failed: "+err.Error())
-				c.o.Metrics.OwnershipChanges.WithLabelValues(c.o.Region, "failed").Inc()
-				c.lg.Error("partition stopped", "partition", p, "err", err)
-			}
-		}()
-	}
-	wg.Wait()
-	return nil
-}
-
 type inMsg struct {
 	m  jetstream.Msg
 	at time.Time
 }
 
-// own takes partition p over and consumes it until ctx ends or it is fenced.
-func (c *Consumer) own(ctx context.Context, p int) error {
+// own takes partition p over and consumes it until ctx ends, release is
+// closed (graceful handoff: finish the batch in hand, record it done), or it
+// is fenced.
+func (c *Consumer) own(ctx context.Context, p int, release <-chan struct{}) error {
 	start := time.Now()
 	ctx, span := c.tracer.Start(ctx, "onceplane.takeover", trace.WithAttributes(c.attrs(p)...))
 	st := dedupe.New(dedupe.Options{Window: c.o.Window, ExpectedIDs: c.o.ExpectedIDs, NoBloom: c.o.NoBloom, Policy: c.o.Policy})
@@ -230,13 +181,14 @@ func (c *Consumer) own(ctx context.Context, p int) error {
 	c.lg.Info("partition owned", "partition", p, "epoch", st.Epoch(), "tracked", st.Tracked(),
 		"uncertain", st.Uncertain(), "resume_after", st.Through(), "took", took)
 	c.setState(p, "owned")
+	c.notify(OwnershipEvent{Partition: p, Change: "acquired", At: time.Now(), Took: took, Epoch: st.Epoch(), Uncertain: st.Uncertain(), Tracked: st.Tracked()})
 	c.c.owned.Add(1)
 	c.o.Metrics.OwnedPartitions.WithLabelValues(c.o.Region).Inc()
 	defer func() {
 		c.c.owned.Add(-1)
 		c.o.Metrics.OwnedPartitions.WithLabelValues(c.o.Region).Dec()
 	}()
-	return c.consume(ctx, p, st, cons)
+	return c.consume(ctx, p, st, cons, release)
 }
 
 // consumer creates this epoch's ingest consumer for p, starting after the
@@ -286,10 +238,10 @@ var errGap = errors.New("delivery gap")
 // past it with AckAll would lose it, so the partition rewinds its consumer to
 // the done position and carries on; what was already decided comes back as
 // duplicates.
-func (c *Consumer) consume(ctx context.Context, p int, st *dedupe.State, cons jetstream.Consumer) error {
+func (c *Consumer) consume(ctx context.Context, p int, st *dedupe.State, cons jetstream.Consumer, release <-chan struct{}) error {
 	w := newWork(c.o.BatchSize)
 	for {
-		err := c.consumeUntilGap(ctx, p, st, cons, w)
+		err := c.consumeUntilGap(ctx, p, st, cons, w, release)
 		if !errors.Is(err, errGap) {
 			return err
 		}
@@ -318,7 +270,7 @@ func (c *Consumer) rewind(ctx context.Context, p int, st *dedupe.State) (jetstre
 	return c.consumer(ctx, p, st)
 }
 
-func (c *Consumer) consumeUntilGap(ctx context.Context, p int, st *dedupe.State, cons jetstream.Consumer, w *work) error {
+func (c *Consumer) consumeUntilGap(ctx context.Context, p int, st *dedupe.State, cons jetstream.Consumer, w *work, release <-chan struct{}) error {
 	it, err := cons.Messages(jetstream.PullMaxMessages(c.o.BatchSize))
 	if err != nil {
 		return fmt.Errorf("p%d messages: %w", p, err)
@@ -366,6 +318,10 @@ func (c *Consumer) consumeUntilGap(ctx context.Context, p int, st *dedupe.State,
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-release:
+			// Graceful handoff: the batch in hand is done; record it so the
+			// next owner starts with nothing uncertain.
+			return c.flushDone(ctx, p, st)
 		case err := <-lost:
 			return err
 		case <-idle.C:

@@ -22,7 +22,21 @@ type Options struct {
 	// means hostname-pid.
 	Name string
 	// Partitions lists the partitions this edge owns. Nil means all of them.
+	// Ignored when Membership is set.
 	Partitions []int
+	// Membership, when set, makes ownership follow the live members:
+	// failover.Assign decides who should own each partition; the claim log's
+	// fencing decides who may write. Name must be this edge's member name.
+	Membership Membership
+	// HandoffDelay is how long an edge waits before taking a partition whose
+	// previous owner is alive, so that owner can release it gracefully. Zero
+	// means 300 ms.
+	HandoffDelay time.Duration
+	// RefenceDelay is how long an edge leaves a partition it was fenced from
+	// before taking it back if membership still assigns it. Zero means 2 s.
+	RefenceDelay time.Duration
+	// ShutdownGrace bounds a graceful release. Zero means 5 s.
+	ShutdownGrace time.Duration
 	// BatchSize is the most events decided, claimed and acknowledged together.
 	// Zero means 500.
 	BatchSize int
@@ -53,6 +67,8 @@ type Options struct {
 	TracerProvider trace.TracerProvider
 	// Logger receives logs. Nil means slog.Default().
 	Logger *slog.Logger
+	// OnOwnership, when set, is called on every ownership change of this edge.
+	OnOwnership func(OwnershipEvent)
 	// OnDecision, when set, is called once per decided event after its claim
 	// is committed (simulation reports, tests). It must be fast.
 	OnDecision func(Decision)
@@ -87,6 +103,15 @@ func (o Options) withDefaults() Options {
 	}
 	if o.IdleFlush <= 0 {
 		o.IdleFlush = 200 * time.Millisecond
+	}
+	if o.HandoffDelay <= 0 {
+		o.HandoffDelay = 300 * time.Millisecond
+	}
+	if o.RefenceDelay <= 0 {
+		o.RefenceDelay = 2 * time.Second
+	}
+	if o.ShutdownGrace <= 0 {
+		o.ShutdownGrace = 5 * time.Second
 	}
 	if o.Metrics == nil {
 		o.Metrics = telemetry.NewMetrics()

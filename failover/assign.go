@@ -46,7 +46,7 @@ func Assign(members []string, n int) []string {
 	ms := slices.Clone(members)
 	slices.Sort(ms)
 	ms = slices.Compact(ms)
-	limit := (n+len(ms)-1)/len(ms) + 1
+	limit := (n + len(ms) - 1) / len(ms)
 	type pair struct {
 		s uint64
 		p int

@@ -28,7 +28,7 @@ func TestDeterministicAndOrderFree(t *testing.T) {
 	}
 }
 
-// TestBalance: no member owns more than ceil(P/N)+1 partitions.
+// TestBalance: no member owns more than ceil(P/N) partitions.
 func TestBalance(t *testing.T) {
 	for _, p := range []int{1, 7, 16, 32, 64, 256} {
 		for n := 1; n <= 9; n++ {
@@ -41,8 +41,8 @@ func TestBalance(t *testing.T) {
 				counts[o]++
 			}
 			for m, c := range counts {
-				if c > (p+n-1)/n+1 {
-					t.Fatalf("P=%d N=%d: %s owns %d > ceil(P/N)+1", p, n, m, c)
+				if c > (p+n-1)/n {
+					t.Fatalf("P=%d N=%d: %s owns %d > ceil(P/N)", p, n, m, c)
 				}
 			}
 		}

@@ -103,6 +103,9 @@ type Cluster struct {
 	opt     Options
 	mu      sync.Mutex
 	subs    []chan Event
+	changes chan struct{}
+	members map[string]Member // live members, kept from the event callbacks
+	addr    string
 	leaving map[string]bool // members that announced a graceful leave
 	del     *delegate
 	stop    chan struct{}
@@ -150,7 +153,7 @@ func Start(o Options) (*Cluster, error) {
 		cfg.SecretKey = o.Key
 	}
 	cfg.Logger = slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug)
-	c := &Cluster{opt: o, stop: make(chan struct{}), done: make(chan struct{}), leaving: map[string]bool{}}
+	c := &Cluster{opt: o, stop: make(chan struct{}), done: make(chan struct{}), leaving: map[string]bool{}, changes: make(chan struct{}, 1), members: map[string]Member{}}
 	meta, err := json.Marshal(o.Meta)
 	if err != nil || len(meta) > memberlist.MetaMaxSize {
 		return nil, fmt.Errorf("gossip meta: %d bytes (max %d): %v", len(meta), memberlist.MetaMaxSize, err)
@@ -164,6 +167,8 @@ func Start(o Options) (*Cluster, error) {
 	}
 	c.ml = ml
 	c.opt.Name = cfg.Name
+	ln := ml.LocalNode()
+	c.addr = net.JoinHostPort(ln.Addr.String(), strconv.Itoa(int(ln.Port)))
 	if len(o.Seeds) > 0 {
 		_, _ = ml.Join(c.others(o.Seeds))
 	}
@@ -175,17 +180,18 @@ func Start(o Options) (*Cluster, error) {
 func (c *Cluster) Name() string { return c.opt.Name }
 
 // Addr is this member's gossip address (host:port).
-func (c *Cluster) Addr() string {
-	n := c.ml.LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-}
+func (c *Cluster) Addr() string { return c.addr }
 
 // Members returns the live members, this one included, sorted by name.
+// (It reads a copy kept from memberlist's event callbacks: the nodes that
+// memberlist.Members returns are mutated under its lock afterwards.)
 func (c *Cluster) Members() []Member {
-	var out []Member
-	for _, n := range c.ml.Members() {
-		out = append(out, toMember(n))
+	c.mu.Lock()
+	out := make([]Member, 0, len(c.members))
+	for _, m := range c.members {
+		out = append(out, m)
 	}
+	c.mu.Unlock()
 	slices.SortFunc(out, func(a, b Member) int {
 		if a.Name < b.Name {
 			return -1
@@ -198,11 +204,15 @@ func (c *Cluster) Members() []Member {
 	return out
 }
 
-// Names returns the live members' names, sorted.
+// Names returns the names of the live members that have this member's
+// role, sorted: for an edge, the edges that share out the partitions (a
+// drill observer or a core node in the same cluster is not one of them).
 func (c *Cluster) Names() []string {
 	var out []string
 	for _, m := range c.Members() {
-		out = append(out, m.Name)
+		if m.Meta.Role == c.opt.Meta.Role {
+			out = append(out, m.Name)
+		}
 	}
 	return out
 }
@@ -229,7 +239,15 @@ func (c *Cluster) publish(e Event) {
 		default:
 		}
 	}
+	select {
+	case c.changes <- struct{}{}:
+	default:
+	}
 }
+
+// Changes receives a value after any membership change; several changes
+// may be coalesced into one value. Read Names or Members for the new view.
+func (c *Cluster) Changes() <-chan struct{} { return c.changes }
 
 // SetSeeds replaces the addresses the periodic re-join uses.
 func (c *Cluster) SetSeeds(seeds []string) {
@@ -290,8 +308,8 @@ func (c *Cluster) rejoinLoop() {
 		case <-t.C:
 		}
 		live := map[string]bool{}
-		for _, n := range c.ml.Members() {
-			live[net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))] = true
+		for _, m := range c.Members() {
+			live[m.Addr] = true
 		}
 		c.mu.Lock()
 		seeds := c.opt.Seeds
@@ -342,6 +360,7 @@ func (e *events) NotifyJoin(n *memberlist.Node) {
 	m := toMember(n)
 	e.c.mu.Lock()
 	delete(e.c.leaving, m.Name)
+	e.c.members[m.Name] = m
 	e.c.mu.Unlock()
 	e.c.publish(Event{Kind: Joined, Member: m, At: time.Now()})
 }
@@ -354,16 +373,20 @@ func (e *events) NotifyLeave(n *memberlist.Node) {
 		k = Left
 	}
 	delete(e.c.leaving, m.Name)
+	delete(e.c.members, m.Name)
 	e.c.mu.Unlock()
 	e.c.publish(Event{Kind: k, Member: m, At: time.Now()})
 }
 
 func (e *events) NotifyUpdate(n *memberlist.Node) {
 	m := toMember(n)
+	e.c.mu.Lock()
 	if m.Meta.Leaving {
-		e.c.mu.Lock()
 		e.c.leaving[m.Name] = true
-		e.c.mu.Unlock()
 	}
+	if _, ok := e.c.members[m.Name]; ok {
+		e.c.members[m.Name] = m
+	}
+	e.c.mu.Unlock()
 	e.c.publish(Event{Kind: Updated, Member: m, At: time.Now()})
 }
