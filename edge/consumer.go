@@ -107,6 +107,20 @@ func (c *Consumer) Stats() Stats {
 	return s
 }
 
+// Owned returns the partitions this edge owns and consumes now, in order.
+func (c *Consumer) Owned() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var ps []int
+	for p, s := range c.state {
+		if s == "owned" {
+			ps = append(ps, p)
+		}
+	}
+	slices.Sort(ps)
+	return ps
+}
+
 // Ready returns nil when every configured partition is owned and consuming.
 func (c *Consumer) Ready() error {
 	c.mu.Lock()

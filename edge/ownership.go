@@ -34,7 +34,8 @@ type OwnershipEvent struct {
 	Epoch     uint64
 	Uncertain int
 	Tracked   int
-	Err       error
+	// Error says why, for "fenced" and "failed".
+	Error string `json:",omitempty"`
 }
 
 type partRun struct {
@@ -217,12 +218,12 @@ func (c *Consumer) acquire(p int) {
 			c.mu.Unlock()
 			c.setState(p, "fenced")
 			c.o.Metrics.OwnershipChanges.WithLabelValues(c.o.Region, "fenced").Inc()
-			c.notify(OwnershipEvent{Partition: p, Change: "fenced", At: now, Err: err})
+			c.notify(OwnershipEvent{Partition: p, Change: "fenced", At: now, Error: err.Error()})
 			c.lg.Warn("partition fenced by a newer owner; stopped", "partition", p, "err", err)
 		default:
 			c.setState(p, "failed: "+err.Error())
 			c.o.Metrics.OwnershipChanges.WithLabelValues(c.o.Region, "failed").Inc()
-			c.notify(OwnershipEvent{Partition: p, Change: "failed", At: now, Err: err})
+			c.notify(OwnershipEvent{Partition: p, Change: "failed", At: now, Error: err.Error()})
 			c.lg.Error("partition stopped", "partition", p, "err", err)
 		}
 	}()

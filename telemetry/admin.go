@@ -18,9 +18,15 @@ type Admin struct {
 	ln  net.Listener
 }
 
+// Route is an extra admin endpoint.
+type Route struct {
+	Path    string
+	Handler http.Handler
+}
+
 // StartAdmin listens on addr (host:port; port 0 picks one) and serves the
 // admin endpoints. ready reports readiness for /readyz (nil: always ready).
-func StartAdmin(addr string, m *Metrics, ready func() error, log *slog.Logger) (*Admin, error) {
+func StartAdmin(addr string, m *Metrics, ready func() error, log *slog.Logger, routes ...Route) (*Admin, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin listen %s: %w", addr, err)
@@ -37,6 +43,9 @@ func StartAdmin(addr string, m *Metrics, ready func() error, log *slog.Logger) (
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	for _, r := range routes {
+		mux.Handle(r.Path, r.Handler)
+	}
 	a := &Admin{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln}
 	go func() {
 		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/onceplane/onceplane/dedupe"
 	"github.com/onceplane/onceplane/edge"
+	"github.com/onceplane/onceplane/gossip"
 	"github.com/onceplane/onceplane/internal/cli"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/sink"
@@ -32,6 +33,8 @@ func main() {
 		o                                         edge.Options
 		url, parts, sinks, ledger, httpURL, admin string
 		policy, logLevel, traceFile, statsFile    string
+		gossipBind, gossipSeeds, gossipKeyFile    string
+		gossipProfile                             string
 	)
 	flag.StringVar(&url, "nats", "nats://127.0.0.1:4222", "core node URL(s), comma-separated")
 	flag.StringVar(&o.Region, "region", "local", "region whose streams to consume")
@@ -51,6 +54,10 @@ func main() {
 	flag.StringVar(&admin, "admin", "127.0.0.1:9222", "admin HTTP address for /metrics, /healthz, /readyz (empty: off)")
 	flag.StringVar(&traceFile, "trace-file", "", "write spans as JSON lines to this file (else OTEL_* variables decide)")
 	flag.StringVar(&statsFile, "stats-file", "", "write final stats as JSON here on shutdown")
+	flag.StringVar(&gossipBind, "gossip", "", "gossip listen host:port; set it to share partitions with the other edges by membership (empty: own -partitions statically)")
+	flag.StringVar(&gossipSeeds, "gossip-seeds", "", "comma-separated gossip addresses of other edges")
+	flag.StringVar(&gossipKeyFile, "gossip-key-file", "", "file holding the hex gossip encryption key (or set ONCEPLANE_GOSSIP_KEY)")
+	flag.StringVar(&gossipProfile, "gossip-profile", "fast", "failure detection timers: fast (~1-2 s) or lan (~5-7 s)")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	flag.Parse()
 	log := cli.Logger(logLevel)
@@ -95,9 +102,18 @@ func main() {
 	}
 	defer closeSinks()
 	o.Metrics = telemetry.NewMetrics()
+	var g *gossip.Cluster
+	if gossipBind != "" {
+		if g, err = startGossip(o, gossipBind, gossipSeeds, gossipKeyFile, gossipProfile, admin, log); err != nil {
+			cli.Fatal(log, "gossip", err)
+		}
+		o.Membership = g
+	}
+	var events ownershipLog
+	o.OnOwnership = events.add
 	c := edge.New(js, h, o)
 	if admin != "" {
-		a, err := telemetry.StartAdmin(admin, o.Metrics, c.Ready, log)
+		a, err := telemetry.StartAdmin(admin, o.Metrics, c.Ready, log, telemetry.Route{Path: "/status", Handler: statusHandler(c, g, &events)})
 		if err != nil {
 			cli.Fatal(log, "admin", err)
 		}
@@ -107,6 +123,13 @@ func main() {
 	log.Info("edge starting", "name", o.Name, "region", o.Region, "sinks", sinks)
 	if err := c.Run(ctx); err != nil {
 		cli.Fatal(log, "run", err)
+	}
+	if g != nil {
+		// Partitions are released (batches finished, done recorded): now
+		// tell the others, who take them over at once.
+		if err := g.Leave(2 * time.Second); err != nil {
+			log.Warn("gossip leave", "err", err)
+		}
 	}
 	s := c.Stats()
 	log.Info("edge stopped", "in", s.In, "first", s.First, "duplicates", s.Duplicates, "dlq", s.DLQ,

@@ -1,0 +1,266 @@
+package drill
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"syscall"
+	"time"
+)
+
+// Report is what one drill measured.
+type Report struct {
+	Drill string
+	Edges int
+	// Detected is from the failure to the observer's gossip declaring it;
+	// TakenOver is from the failure to every partition being owned again.
+	Detected, TakenOver time.Duration
+	// Steps lists what the drill did, with timings.
+	Steps             []string
+	Published, Unique int
+	// Lost counts unique IDs missing from the output stream; DuplicateEffects
+	// extra copies there.
+	Lost, DuplicateEffects int
+	// Uncertain and UncertainReruns are the edges' totals; ExtraHandlerRuns
+	// counts ledger invocations beyond one per ID, UnexplainedReruns those
+	// for IDs never flagged uncertain (must be 0).
+	Uncertain, UncertainReruns          int64
+	ExtraHandlerRuns, UnexplainedReruns int
+	Fenced                              int64
+	// MaxOwned is the most partitions one edge owned after a scale-out, and
+	// Bound is ceil(P/N)+1.
+	MaxOwned, Bound int
+}
+
+// OK reports whether the drill kept G1: nothing lost, no duplicate effect,
+// every extra handler run explained by the uncertain set.
+func (r *Report) OK() bool {
+	return r.Lost == 0 && r.DuplicateEffects == 0 && r.UnexplainedReruns == 0 && (r.Bound == 0 || r.MaxOwned <= r.Bound)
+}
+
+func (r *Report) step(format string, a ...any) { r.Steps = append(r.Steps, fmt.Sprintf(format, a...)) }
+
+// Print writes the report.
+func (r *Report) Print(w io.Writer) {
+	fmt.Fprintf(w, "\n== drill %s (%d edges) ==\n", r.Drill, r.Edges)
+	for _, s := range r.Steps {
+		fmt.Fprintf(w, "  - %s\n", s)
+	}
+	if r.Detected > 0 {
+		fmt.Fprintf(w, "failure detected after    %v\n", r.Detected.Round(time.Millisecond))
+	}
+	if r.TakenOver > 0 {
+		fmt.Fprintf(w, "takeover finished after   %v (every partition owned again)\n", r.TakenOver.Round(time.Millisecond))
+	}
+	if r.Bound > 0 {
+		fmt.Fprintf(w, "max partitions per edge   %d (bound ceil(P/N)+1 = %d)\n", r.MaxOwned, r.Bound)
+	}
+	fmt.Fprintf(w, "events                    %d published, %d unique IDs\n", r.Published, r.Unique)
+	fmt.Fprintf(w, "events lost               %d\n", r.Lost)
+	fmt.Fprintf(w, "duplicate effects         %d\n", r.DuplicateEffects)
+	fmt.Fprintf(w, "uncertain                 %d (re-run %d; extra handler runs %d, unexplained %d)\n", r.Uncertain, r.UncertainReruns, r.ExtraHandlerRuns, r.UnexplainedReruns)
+	fmt.Fprintf(w, "fenced partitions         %d\n", r.Fenced)
+	verdict := "PASS"
+	if !r.OK() {
+		verdict = "FAIL"
+	}
+	fmt.Fprintf(w, "result                    %s\n", verdict)
+}
+
+// Names lists the drills Run knows.
+var Names = []string{"kill", "pause", "rolling", "scale"}
+
+// Run runs one drill: "kill" (kill -9 of the edge owning most partitions,
+// then restart), "pause" (SIGSTOP past failure detection, then SIGCONT:
+// the stale owner is fenced), "rolling" (graceful restart of every edge in
+// turn), "scale" (2 edges to 4 and back to 2).
+func Run(ctx context.Context, cfg Config, name string) (*Report, error) {
+	switch name {
+	case "kill", "pause", "rolling":
+	case "scale":
+		cfg.Edges = 2
+	default:
+		return nil, fmt.Errorf("unknown drill %q (want one of %v)", name, Names)
+	}
+	h, err := newHarness(ctx, cfg, name)
+	if err != nil {
+		return nil, err
+	}
+	defer h.close()
+	r := &Report{Drill: name, Edges: h.cfg.Edges}
+	for i := 0; i < h.cfg.Edges; i++ {
+		if _, err := h.startEdge(fmt.Sprintf("edge-%d", i)); err != nil {
+			return r, err
+		}
+	}
+	took, counts, err := h.waitOwned(ctx, h.running(), 30*time.Second)
+	if err != nil {
+		return r, err
+	}
+	r.step("%d edges own %d partitions after %v: %v", h.cfg.Edges, h.parts, took.Round(time.Millisecond), counts)
+	h.startLoad(ctx)
+	if err := h.waitSent(ctx, h.cfg.Events/3); err != nil {
+		return r, err
+	}
+	switch name {
+	case "kill":
+		err = h.kill(ctx, r)
+	case "pause":
+		err = h.pause(ctx, r)
+	case "rolling":
+		err = h.rolling(ctx, r)
+	case "scale":
+		err = h.scale(ctx, r)
+	}
+	if err != nil {
+		return r, err
+	}
+	return r, h.finish(ctx, r)
+}
+
+// busiest returns the running edge owning the most partitions.
+func (h *harness) busiest() *edgeProc {
+	var best *edgeProc
+	bestN := -1
+	for _, e := range h.running() {
+		if s, err := h.status(e); err == nil && len(s.Owned) > bestN {
+			best, bestN = e, len(s.Owned)
+		}
+	}
+	return best
+}
+
+func without(es []*edgeProc, x *edgeProc) []*edgeProc {
+	var out []*edgeProc
+	for _, e := range es {
+		if e != x {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (h *harness) kill(ctx context.Context, r *Report) error {
+	v := h.busiest()
+	t0 := time.Now()
+	v.p.Kill9()
+	r.step("kill -9 %s (pid %d) with %d of %d events sent", v.name, v.p.Pid(), h.sent.Load(), h.cfg.Events)
+	var err error
+	if r.Detected, err = h.waitDetected(ctx, v.name, t0, 15*time.Second); err != nil {
+		return err
+	}
+	if _, _, err = h.waitOwned(ctx, h.running(), 30*time.Second); err != nil {
+		return err
+	}
+	r.TakenOver = time.Since(t0)
+	if _, err := h.startEdge(v.name); err != nil {
+		return err
+	}
+	took, counts, err := h.waitOwned(ctx, h.running(), 30*time.Second)
+	r.step("restarted %s; partitions rebalanced after %v: %v", v.name, took.Round(time.Millisecond), counts)
+	return err
+}
+
+func (h *harness) pause(ctx context.Context, r *Report) error {
+	v := h.busiest()
+	t0 := time.Now()
+	if err := v.p.Pause(); err != nil {
+		return err
+	}
+	r.step("SIGSTOP %s with %d of %d events sent", v.name, h.sent.Load(), h.cfg.Events)
+	var err error
+	if r.Detected, err = h.waitDetected(ctx, v.name, t0, 15*time.Second); err != nil {
+		_ = v.p.Resume()
+		return err
+	}
+	if _, _, err = h.waitOwned(ctx, without(h.running(), v), 30*time.Second); err != nil {
+		_ = v.p.Resume()
+		return err
+	}
+	r.TakenOver = time.Since(t0)
+	// Stay paused a while longer, then wake the stale owner: its next claim
+	// append loses the compare-and-set and it stops those partitions.
+	time.Sleep(time.Second)
+	if err := v.p.Resume(); err != nil {
+		return err
+	}
+	r.step("SIGCONT %s after %v", v.name, time.Since(t0).Round(time.Millisecond))
+	took, counts, err := h.waitOwned(ctx, h.running(), 30*time.Second)
+	r.step("%s back in the membership; partitions rebalanced after %v: %v", v.name, took.Round(time.Millisecond), counts)
+	return err
+}
+
+func (h *harness) rolling(ctx context.Context, r *Report) error {
+	for _, e := range h.running() {
+		t0 := time.Now()
+		if err := e.p.Stop(10 * time.Second); err != nil && !isSignalExit(err) {
+			return fmt.Errorf("stop %s: %w", e.name, err)
+		}
+		if _, _, err := h.waitOwned(ctx, h.running(), 30*time.Second); err != nil {
+			return err
+		}
+		handed := time.Since(t0)
+		if _, err := h.startEdge(e.name); err != nil {
+			return err
+		}
+		took, _, err := h.waitOwned(ctx, h.running(), 30*time.Second)
+		if err != nil {
+			return err
+		}
+		r.step("restarted %s: its partitions owned by the others after %v, rebalanced %v after restart", e.name, handed.Round(time.Millisecond), took.Round(time.Millisecond))
+	}
+	return nil
+}
+
+func isSignalExit(err error) bool {
+	type exitErr interface{ Sys() any }
+	if e, ok := err.(exitErr); ok {
+		if ws, ok := e.Sys().(syscall.WaitStatus); ok {
+			return ws.Signaled()
+		}
+	}
+	return false
+}
+
+func (h *harness) scale(ctx context.Context, r *Report) error {
+	base := h.running()
+	var added []*edgeProc
+	for i := len(base); i < 2*len(base); i++ {
+		e, err := h.startEdge(fmt.Sprintf("edge-%d", i))
+		if err != nil {
+			return err
+		}
+		added = append(added, e)
+	}
+	n := len(h.running())
+	r.Bound = (h.parts+n-1)/n + 1
+	took, counts, err := h.waitOwned(ctx, h.running(), 30*time.Second)
+	if err != nil {
+		return err
+	}
+	// Handoffs from live owners finish over a few hundred milliseconds: poll
+	// until the split is within the bound (or report the worst seen).
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		_, counts, err = h.waitOwned(ctx, h.running(), 30*time.Second)
+		if err != nil {
+			return err
+		}
+		r.MaxOwned = 0
+		for _, c := range counts {
+			r.MaxOwned = max(r.MaxOwned, c)
+		}
+		if r.MaxOwned <= r.Bound-1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	r.step("scaled out %d -> %d edges; all partitions owned after %v; split %v", len(base), n, took.Round(time.Millisecond), counts)
+	for _, e := range added {
+		if err := e.p.Stop(10 * time.Second); err != nil && !isSignalExit(err) {
+			return err
+		}
+	}
+	took, counts, err = h.waitOwned(ctx, h.running(), 30*time.Second)
+	r.step("scaled in %d -> %d edges (graceful); all partitions owned after %v; split %v", n, len(h.running()), took.Round(time.Millisecond), counts)
+	return err
+}

@@ -1,0 +1,421 @@
+// Package drill runs failure drills against a region: it starts its own edge
+// processes (so it can kill, pause and restart them), drives a load with
+// duplicates, injects the failure, and reports when the failure was
+// detected, when every partition was owned again, and what the output
+// stream and the ledgers say: events lost, duplicate effects, uncertain re-runs.
+package drill
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/onceplane/onceplane/core"
+	"github.com/onceplane/onceplane/edge"
+	"github.com/onceplane/onceplane/gossip"
+	"github.com/onceplane/onceplane/internal/proc"
+	"github.com/onceplane/onceplane/internal/verify"
+	"github.com/onceplane/onceplane/internal/workload"
+	"github.com/onceplane/onceplane/jetstream/streams"
+	"github.com/onceplane/onceplane/producer"
+	"github.com/onceplane/onceplane/sink"
+)
+
+// Config describes where and how hard to drill. The zero value (with
+// EdgeBin set) drills an embedded single-node region.
+type Config struct {
+	// NATS is the region's core URL(s), comma-separated. Empty starts an
+	// embedded core node for the drill.
+	NATS string
+	// Region names the streams. Zero means "local".
+	Region string
+	// Partitions is used when the drill provisions the streams. Zero means 8.
+	Partitions int
+	// EdgeBin is the edge binary to run.
+	EdgeBin string
+	// Dir holds logs and ledgers. Empty means a temporary directory.
+	Dir string
+	// Edges is how many edges run. Zero means 3.
+	Edges int
+	// Events is the load size. Zero means 20,000.
+	Events int
+	// Rate paces the load in events per second. Zero means 5,000.
+	Rate int
+	// Batch is the edges' batch size. Zero means 200.
+	Batch int
+	// Logger receives progress. Nil means discard.
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.Region == "" {
+		c.Region = "local"
+	}
+	if c.Partitions <= 0 {
+		c.Partitions = 8
+	}
+	if c.Edges <= 0 {
+		c.Edges = 3
+	}
+	if c.Events <= 0 {
+		c.Events = 20_000
+	}
+	if c.Rate <= 0 {
+		c.Rate = 5_000
+	}
+	if c.Batch <= 0 {
+		c.Batch = 200
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+type edgeProc struct {
+	name, admin, gossip string
+	p                   *proc.Proc
+}
+
+type harness struct {
+	cfg      Config
+	names    streams.Names
+	parts    int
+	js       jetstream.JetStream
+	nc       *nats.Conn
+	node     *core.Node
+	observer *gossip.Cluster
+	failed   chan gossip.Event
+	edges    map[string]*edgeProc
+	gen      int
+	prefix   string
+	ids      []string
+	unique   int
+	loadDone chan error
+	sent     atomic.Int64
+	mu       sync.Mutex
+}
+
+func newHarness(ctx context.Context, cfg Config, drillName string) (*harness, error) {
+	cfg = cfg.withDefaults()
+	if cfg.Dir == "" {
+		d, err := os.MkdirTemp("", "onceplane-drill")
+		if err != nil {
+			return nil, err
+		}
+		cfg.Dir = d
+	}
+	h := &harness{cfg: cfg, names: streams.Names{Region: cfg.Region}, edges: map[string]*edgeProc{}, failed: make(chan gossip.Event, 64)}
+	url := cfg.NATS
+	if url == "" {
+		n, err := core.Start(ctx, core.Options{Port: -1, DataDir: filepath.Join(cfg.Dir, "core"), MaxMemory: 256 << 20, MaxStore: 4 << 30, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			return nil, err
+		}
+		h.node, url = n, n.ClientURL()
+	}
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1))
+	if err != nil {
+		h.close()
+		return nil, fmt.Errorf("drill connect: %w", err)
+	}
+	h.nc = nc
+	h.js, _ = jetstream.New(nc)
+	if h.parts, err = streams.PartitionCount(ctx, h.js, h.names); err != nil {
+		if err := streams.Provision(ctx, h.js, streams.Config{Names: h.names, Partitions: cfg.Partitions, IngestDuplicates: -1}); err != nil {
+			h.close()
+			return nil, err
+		}
+		h.parts = cfg.Partitions
+	}
+	if h.observer, err = gossip.Start(gossip.Options{Name: "drill-" + drillName, Meta: gossip.Meta{Role: "drill", Region: cfg.Region}}); err != nil {
+		h.close()
+		return nil, err
+	}
+	ev := h.observer.Subscribe()
+	go func() {
+		for e := range ev {
+			if e.Kind == gossip.Failed {
+				select {
+				case h.failed <- e:
+				default:
+				}
+			}
+		}
+	}()
+	h.prefix = fmt.Sprintf("%s-%d-", drillName, time.Now().UnixNano()%1_000_000_000)
+	h.cfg = cfg
+	return h, nil
+}
+
+func (h *harness) close() {
+	for _, e := range h.edges {
+		if !e.p.Exited() {
+			_ = e.p.Stop(5 * time.Second)
+		}
+	}
+	if h.observer != nil {
+		_ = h.observer.Shutdown()
+	}
+	if h.nc != nil {
+		h.nc.Close()
+	}
+	if h.node != nil {
+		h.node.Shutdown()
+	}
+}
+
+// startEdge starts (or restarts) edge name, seeded with the observer and
+// every running edge.
+func (h *harness) startEdge(name string) (*edgeProc, error) {
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	seeds := []string{h.observer.Addr()}
+	for _, e := range h.edges {
+		if !e.p.Exited() {
+			seeds = append(seeds, e.gossip)
+		}
+	}
+	e := &edgeProc{name: name, admin: fmt.Sprintf("127.0.0.1:%d", ports[0]), gossip: fmt.Sprintf("127.0.0.1:%d", ports[1])}
+	h.gen++
+	args := []string{"-nats", h.nc.ConnectedUrl(), "-region", h.cfg.Region, "-name", name,
+		"-gossip", e.gossip, "-gossip-seeds", strings.Join(seeds, ","), "-admin", e.admin,
+		"-sink", "ledger,nats", "-ledger", filepath.Join(h.cfg.Dir, name+".jsonl"),
+		"-batch", fmt.Sprint(h.cfg.Batch), "-log-level", "info",
+		"-stats-file", filepath.Join(h.cfg.Dir, fmt.Sprintf("%s.%d.stats.json", name, h.gen))}
+	if e.p, err = proc.Start(name, filepath.Join(h.cfg.Dir, name+".log"), h.cfg.EdgeBin, args...); err != nil {
+		return nil, err
+	}
+	h.edges[name] = e
+	h.observer.SetSeeds(append(seeds, e.gossip))
+	return e, nil
+}
+
+type status struct {
+	Name      string                `json:"name"`
+	Owned     []int                 `json:"owned"`
+	Stats     edge.Stats            `json:"stats"`
+	Members   []string              `json:"members"`
+	Ownership []edge.OwnershipEvent `json:"ownership"`
+}
+
+func (h *harness) status(e *edgeProc) (status, error) {
+	var s status
+	c := http.Client{Timeout: 500 * time.Millisecond}
+	resp, err := c.Get("http://" + e.admin + "/status")
+	if err != nil {
+		return s, err
+	}
+	defer resp.Body.Close()
+	return s, json.NewDecoder(resp.Body).Decode(&s)
+}
+
+// owners returns how many partitions each given edge owns, and whether
+// together they own every partition exactly once.
+func (h *harness) owners(es []*edgeProc) (map[string]int, bool) {
+	counts := map[string]int{}
+	seen := map[int]int{}
+	for _, e := range es {
+		s, err := h.status(e)
+		if err != nil {
+			counts[e.name+" (status: "+err.Error()+")"] = -1
+			return counts, false
+		}
+		counts[e.name] = len(s.Owned)
+		for _, p := range s.Owned {
+			seen[p]++
+		}
+	}
+	if len(seen) != h.parts {
+		return counts, false
+	}
+	for _, n := range seen {
+		if n != 1 {
+			return counts, false
+		}
+	}
+	return counts, true
+}
+
+func (h *harness) running() []*edgeProc {
+	var out []*edgeProc
+	for _, e := range h.edges {
+		if !e.p.Exited() {
+			out = append(out, e)
+		}
+	}
+	slices.SortFunc(out, func(a, b *edgeProc) int { return strings.Compare(a.name, b.name) })
+	return out
+}
+
+// waitOwned polls until es own every partition once; it returns how long that took.
+func (h *harness) waitOwned(ctx context.Context, es []*edgeProc, within time.Duration) (time.Duration, map[string]int, error) {
+	start := time.Now()
+	for {
+		counts, ok := h.owners(es)
+		if ok {
+			return time.Since(start), counts, nil
+		}
+		if time.Since(start) > within {
+			return 0, counts, fmt.Errorf("partitions not all owned by %d edges after %v: %v", len(es), within, counts)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, counts, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// startLoad publishes the load at the configured rate in the background.
+func (h *harness) startLoad(ctx context.Context) {
+	plan := workload.Plan{Events: h.cfg.Events, DupRate: 0.2, Gap: min(h.cfg.Events/10, 2_000), Seed: 5, Prefix: h.prefix}
+	h.ids, h.unique = plan.IDs()
+	h.loadDone = make(chan error, 1)
+	pr := producer.New(h.js, h.cfg.Region)
+	go func() {
+		chunk := max(h.cfg.Rate/20, 1)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; i < len(h.ids); i += chunk {
+			part := h.ids[i:min(i+chunk, len(h.ids))]
+			if err := workload.Publish(ctx, pr, plan, part, chunk, nil); err != nil {
+				h.loadDone <- err
+				return
+			}
+			h.sent.Add(int64(len(part)))
+			select {
+			case <-ctx.Done():
+				h.loadDone <- ctx.Err()
+				return
+			case <-tick.C:
+			}
+		}
+		h.loadDone <- nil
+	}()
+}
+
+// waitSent blocks until n events of the load are published.
+func (h *harness) waitSent(ctx context.Context, n int) error {
+	for h.sent.Load() < int64(n) {
+		select {
+		case err := <-h.loadDone:
+			h.loadDone <- err
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// waitDetected returns when the observer saw name fail, measured from t0.
+func (h *harness) waitDetected(ctx context.Context, name string, t0 time.Time, within time.Duration) (time.Duration, error) {
+	deadline := time.After(within)
+	for {
+		select {
+		case e := <-h.failed:
+			if e.Member.Name == name {
+				return e.At.Sub(t0), nil
+			}
+		case <-deadline:
+			return 0, fmt.Errorf("%s not declared failed within %v", name, within)
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// finish waits for the load and for every partition to drain, stops the
+// edges gracefully and counts what happened.
+func (h *harness) finish(ctx context.Context, r *Report) error {
+	if err := <-h.loadDone; err != nil {
+		return fmt.Errorf("load: %w", err)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		ok, err := verify.Drained(ctx, h.js, h.names, h.parts)
+		if err == nil && ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("region not drained after 2 minutes")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Stop the edges gracefully: each writes its stats file. Every edge that
+	// ran and was not killed has one.
+	for _, e := range h.running() {
+		_ = e.p.Stop(10 * time.Second)
+	}
+	files, _ := filepath.Glob(filepath.Join(h.cfg.Dir, "*.stats.json"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		var st edge.Stats
+		if json.Unmarshal(b, &st) == nil {
+			r.Uncertain += st.Uncertain
+			r.UncertainReruns += st.UncertainReruns
+			r.Fenced += st.Fenced
+		}
+	}
+	counts, err := verify.OutputCounts(ctx, h.js, h.names)
+	if err != nil {
+		return err
+	}
+	r.Published, r.Unique = len(h.ids), h.unique
+	seen := map[string]bool{}
+	for _, id := range h.ids {
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		switch n := counts[id]; {
+		case n == 0:
+			r.Lost++
+		case n > 1:
+			r.DuplicateEffects += n - 1
+		}
+	}
+	inv, unc := map[string]int{}, map[string]bool{}
+	for name := range h.edges {
+		lines, err := sink.ReadLedger(filepath.Join(h.cfg.Dir, name+".jsonl"))
+		if err != nil {
+			return err
+		}
+		for _, l := range lines {
+			if strings.HasPrefix(l.ID, h.prefix) {
+				inv[l.ID]++
+				if l.Uncertain {
+					unc[l.ID] = true
+				}
+			}
+		}
+	}
+	for id, n := range inv {
+		if n > 1 {
+			r.ExtraHandlerRuns += n - 1
+			if !unc[id] {
+				r.UnexplainedReruns++
+			}
+		}
+	}
+	return nil
+}
