@@ -158,19 +158,39 @@ type inMsg struct {
 func (c *Consumer) own(ctx context.Context, p int, release <-chan struct{}) error {
 	start := time.Now()
 	ctx, span := c.tracer.Start(ctx, "onceplane.takeover", trace.WithAttributes(c.attrs(p)...))
+	defer span.End()
+	// phase times one takeover phase as a child span and a histogram.
+	phase := func(name string, f func(context.Context) error) error {
+		pctx, ps := c.tracer.Start(ctx, "onceplane.takeover."+name)
+		t0 := time.Now()
+		err := f(pctx)
+		c.o.Metrics.TakeoverPhaseSec.WithLabelValues(c.o.Region, name).Observe(time.Since(t0).Seconds())
+		if err != nil {
+			ps.RecordError(err)
+		}
+		ps.End()
+		return err
+	}
 	st := dedupe.New(dedupe.Options{Window: c.o.Window, ExpectedIDs: c.o.ExpectedIDs, NoBloom: c.o.NoBloom, Policy: c.o.Policy})
 	for attempt := 0; ; attempt++ {
-		if _, err := c.log.Replay(ctx, p, st.LastSeq(), st.Apply); err != nil {
-			span.End()
+		// Rebuild: replay the claim log (from the start, then only the tail).
+		if err := phase("rebuild", func(ctx context.Context) error {
+			_, err := c.log.Replay(ctx, p, st.LastSeq(), st.Apply)
+			return err
+		}); err != nil {
 			return fmt.Errorf("p%d rebuild: %w", p, err)
 		}
+		// Fence: the takeover record, conditional on the replayed tail.
 		rec := st.Takeover(c.o.Name, time.Now())
-		seq, err := c.log.Append(ctx, p, st.LastSeq(), rec)
+		var seq uint64
+		err := phase("fence", func(ctx context.Context) (err error) {
+			seq, err = c.log.Append(ctx, p, st.LastSeq(), rec)
+			return err
+		})
 		if errors.Is(err, ErrFenced) && attempt < 10 {
 			continue // another writer appended meanwhile: read the tail and try again
 		}
 		if err != nil {
-			span.End()
 			return fmt.Errorf("p%d takeover: %w", p, err)
 		}
 		st.Apply(seq, rec)
@@ -181,9 +201,12 @@ func (c *Consumer) own(ctx context.Context, p int, release <-chan struct{}) erro
 		c.c.uncertain.Add(int64(u))
 		c.o.Metrics.Uncertain.WithLabelValues(c.o.Region).Add(float64(u))
 	}
-	cons, err := c.consumer(ctx, p, st)
-	if err != nil {
-		span.End()
+	// Resume: this epoch's consumer, after the recorded position.
+	var cons jetstream.Consumer
+	if err := phase("resume", func(ctx context.Context) (err error) {
+		cons, err = c.consumer(ctx, p, st)
+		return err
+	}); err != nil {
 		return err
 	}
 	took := time.Since(start)

@@ -25,6 +25,9 @@ type Metrics struct {
 	HandlerRetries   *prometheus.CounterVec   // region
 	OwnershipChanges *prometheus.CounterVec   // region, change (acquired, fenced, released, failed)
 	TakeoverSec      *prometheus.HistogramVec // region
+	TakeoverPhaseSec *prometheus.HistogramVec // region, phase (rebuild, fence, resume)
+	Members          *prometheus.GaugeVec     // region: live edges in the gossip view
+	MembershipEvents *prometheus.CounterVec   // region, kind (joined, left, failed, updated)
 	Rewinds          *prometheus.CounterVec   // region: consumer rewinds after a delivery gap
 	OwnedPartitions  *prometheus.GaugeVec     // region
 	TrackedIDs       *prometheus.GaugeVec     // region, partition
@@ -68,6 +71,9 @@ func NewMetrics() *Metrics {
 		OwnershipChanges: cv("ownership_changes_total", "Partition ownership changes seen by this edge.", "region", "change"),
 		TakeoverSec:      hv("takeover_seconds", "Time from starting to own a partition to consuming it (replay + fence).", "region"),
 		Rewinds:          cv("rewinds_total", "Consumer rewinds to the done position after the client missed a delivery.", "region"),
+		TakeoverPhaseSec: hv("takeover_phase_seconds", "Takeover phases: rebuild (claim-log replay), fence (takeover record), resume (consumer).", "region", "phase"),
+		Members:          gv("members", "Live edges in this edge's gossip view.", "region"),
+		MembershipEvents: cv("membership_events_total", "Gossip membership events seen by this edge.", "region", "kind"),
 		OwnedPartitions:  gv("owned_partitions", "Partitions this edge currently owns.", "region"),
 		TrackedIDs:       gv("tracked_ids", "IDs in the exact set of an owned partition.", "region", "partition"),
 		TrackedBytes:     gv("tracked_bytes", "Bytes held by the exact set and Bloom filter of an owned partition.", "region", "partition"),

@@ -108,6 +108,7 @@ func main() {
 			cli.Fatal(log, "gossip", err)
 		}
 		o.Membership = g
+		go watchMembership(g, o, log)
 	}
 	var events ownershipLog
 	o.OnOwnership = events.add

@@ -86,3 +86,13 @@ func statusHandler(c *edge.Consumer, g *gossip.Cluster, l *ownershipLog) http.Ha
 		_ = json.NewEncoder(w).Encode(s)
 	})
 }
+
+// watchMembership logs membership events and exports them as metrics.
+func watchMembership(g *gossip.Cluster, o edge.Options, log *slog.Logger) {
+	o.Metrics.Members.WithLabelValues(o.Region).Set(float64(len(g.Names())))
+	for e := range g.Subscribe() {
+		o.Metrics.MembershipEvents.WithLabelValues(o.Region, e.Kind.String()).Inc()
+		o.Metrics.Members.WithLabelValues(o.Region).Set(float64(len(g.Names())))
+		log.Info("membership", "event", e.Kind.String(), "member", e.Member.Name, "role", e.Member.Meta.Role, "members", len(g.Names()))
+	}
+}
