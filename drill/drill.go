@@ -6,6 +6,8 @@ import (
 	"io"
 	"syscall"
 	"time"
+
+	"github.com/onceplane/onceplane/internal/verify"
 )
 
 // Report is what one drill measured.
@@ -27,6 +29,9 @@ type Report struct {
 	Uncertain, UncertainReruns          int64
 	ExtraHandlerRuns, UnexplainedReruns int
 	Fenced                              int64
+	// Resumed is, for the core drill, from the node's death to the next
+	// output appearing.
+	Resumed time.Duration
 	// MaxOwned is the most partitions one edge owned after a scale-out, and
 	// Bound is ceil(P/N)+1.
 	MaxOwned, Bound int
@@ -52,6 +57,9 @@ func (r *Report) Print(w io.Writer) {
 	if r.TakenOver > 0 {
 		fmt.Fprintf(w, "takeover finished after   %v (every partition owned again)\n", r.TakenOver.Round(time.Millisecond))
 	}
+	if r.Resumed > 0 {
+		fmt.Fprintf(w, "processing resumed after  %v (next output after the node died)\n", r.Resumed.Round(time.Millisecond))
+	}
 	if r.Bound > 0 {
 		fmt.Fprintf(w, "max partitions per edge   %d (bound ceil(P/N)+1 = %d)\n", r.MaxOwned, r.Bound)
 	}
@@ -68,15 +76,16 @@ func (r *Report) Print(w io.Writer) {
 }
 
 // Names lists the drills Run knows.
-var Names = []string{"kill", "pause", "rolling", "scale"}
+var Names = []string{"kill", "pause", "rolling", "scale", "core"}
 
 // Run runs one drill: "kill" (kill -9 of the edge owning most partitions,
 // then restart), "pause" (SIGSTOP past failure detection, then SIGCONT:
 // the stale owner is fenced), "rolling" (graceful restart of every edge in
-// turn), "scale" (2 edges to 4 and back to 2).
+// turn), "scale" (2 edges to 4 and back to 2), "core" (kill -9 of one node
+// of a 3-node region with R3 streams; needs Config.CoreBin).
 func Run(ctx context.Context, cfg Config, name string) (*Report, error) {
 	switch name {
-	case "kill", "pause", "rolling":
+	case "kill", "pause", "rolling", "core":
 	case "scale":
 		cfg.Edges = 2
 	default:
@@ -111,6 +120,8 @@ func Run(ctx context.Context, cfg Config, name string) (*Report, error) {
 		err = h.rolling(ctx, r)
 	case "scale":
 		err = h.scale(ctx, r)
+	case "core":
+		err = h.coreKill(ctx, r)
 	}
 	if err != nil {
 		return r, err
@@ -262,5 +273,30 @@ func (h *harness) scale(ctx context.Context, r *Report) error {
 	}
 	took, counts, err = h.waitOwned(ctx, h.running(), 30*time.Second)
 	r.step("scaled in %d -> %d edges (graceful); all partitions owned after %v; split %v", n, len(h.running()), took.Round(time.Millisecond), counts)
+	return err
+}
+
+// coreKill kills one core node of the 3-node region under load and times
+// how long until outputs flow again.
+func (h *harness) coreKill(ctx context.Context, r *Report) error {
+	before, _ := verify.StreamMsgs(ctx, h.js, h.names.OutputStream())
+	v := h.cores[1]
+	t0 := time.Now()
+	v.Kill9()
+	r.step("kill -9 %s with %d of %d events sent (%d outputs so far)", v.Name, h.sent.Load(), h.cfg.Events, before)
+	deadline := t0.Add(time.Minute)
+	for {
+		n, err := verify.StreamMsgs(ctx, h.js, h.names.OutputStream())
+		if err == nil && n > before+uint64(h.cfg.Batch) {
+			r.Resumed = time.Since(t0)
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no output for a minute after %s died", v.Name)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	took, counts, err := h.waitOwned(ctx, h.running(), 30*time.Second)
+	r.step("edges still own every partition (%v after the kill): %v", took.Round(time.Millisecond), counts)
 	return err
 }

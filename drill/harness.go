@@ -23,11 +23,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/onceplane/onceplane/core"
+	"github.com/onceplane/onceplane/dedupe"
 	"github.com/onceplane/onceplane/edge"
+	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/gossip"
 	"github.com/onceplane/onceplane/internal/proc"
 	"github.com/onceplane/onceplane/internal/verify"
 	"github.com/onceplane/onceplane/internal/workload"
+	"github.com/onceplane/onceplane/jetstream/claimlog"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/producer"
 	"github.com/onceplane/onceplane/sink"
@@ -45,6 +48,9 @@ type Config struct {
 	Partitions int
 	// EdgeBin is the edge binary to run.
 	EdgeBin string
+	// CoreBin is the core binary, for the "core" drill, which runs its own
+	// 3-node region (R3 streams) so that it can kill one node.
+	CoreBin string
 	// Dir holds logs and ledgers. Empty means a temporary directory.
 	Dir string
 	// Edges is how many edges run. Zero means 3.
@@ -55,6 +61,10 @@ type Config struct {
 	Rate int
 	// Batch is the edges' batch size. Zero means 200.
 	Batch int
+	// PreloadIDs, when set, claims that many synthetic IDs in every
+	// partition's claim log before the edges start, so that a takeover has a
+	// realistic window to rebuild.
+	PreloadIDs int
 	// Logger receives progress. Nil means discard.
 	Logger *slog.Logger
 }
@@ -99,6 +109,8 @@ type harness struct {
 	observer *gossip.Cluster
 	failed   chan gossip.Event
 	edges    map[string]*edgeProc
+	cores    []*proc.Proc
+	url      string
 	gen      int
 	prefix   string
 	ids      []string
@@ -119,6 +131,16 @@ func newHarness(ctx context.Context, cfg Config, drillName string) (*harness, er
 	}
 	h := &harness{cfg: cfg, names: streams.Names{Region: cfg.Region}, edges: map[string]*edgeProc{}, failed: make(chan gossip.Event, 64)}
 	url := cfg.NATS
+	if drillName == "core" {
+		if cfg.CoreBin == "" {
+			return nil, fmt.Errorf("the core drill needs the core binary")
+		}
+		var err error
+		if url, err = h.startCores(ctx); err != nil {
+			h.close()
+			return nil, err
+		}
+	}
 	if url == "" {
 		n, err := core.Start(ctx, core.Options{Port: -1, DataDir: filepath.Join(cfg.Dir, "core"), MaxMemory: 256 << 20, MaxStore: 4 << 30, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
@@ -131,7 +153,7 @@ func newHarness(ctx context.Context, cfg Config, drillName string) (*harness, er
 		h.close()
 		return nil, fmt.Errorf("drill connect: %w", err)
 	}
-	h.nc = nc
+	h.nc, h.url = nc, url
 	h.js, _ = jetstream.New(nc)
 	if h.parts, err = streams.PartitionCount(ctx, h.js, h.names); err != nil {
 		if err := streams.Provision(ctx, h.js, streams.Config{Names: h.names, Partitions: cfg.Partitions, IngestDuplicates: -1}); err != nil {
@@ -139,6 +161,12 @@ func newHarness(ctx context.Context, cfg Config, drillName string) (*harness, er
 			return nil, err
 		}
 		h.parts = cfg.Partitions
+	}
+	if cfg.PreloadIDs > 0 {
+		if err := h.preload(ctx, cfg.PreloadIDs); err != nil {
+			h.close()
+			return nil, err
+		}
 	}
 	if h.observer, err = gossip.Start(gossip.Options{Name: "drill-" + drillName, Meta: gossip.Meta{Role: "drill", Region: cfg.Region}}); err != nil {
 		h.close()
@@ -175,6 +203,73 @@ func (h *harness) close() {
 	if h.node != nil {
 		h.node.Shutdown()
 	}
+	for _, c := range h.cores {
+		if !c.Exited() {
+			_ = c.Stop(5 * time.Second)
+		}
+	}
+}
+
+// streamsReady checks, with a bounded wait, that the region's streams exist.
+func (h *harness) streamsReady(ctx context.Context, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	nc, err := nats.Connect(url, nats.Timeout(time.Second))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	for _, sc := range (streams.Config{Names: h.names}).StreamConfigs() {
+		if _, err := js.Stream(ctx, sc.Name); err != nil {
+			return fmt.Errorf("stream %s: %w", sc.Name, err)
+		}
+	}
+	return nil
+}
+
+// startCores runs a 3-node region of core processes with R3 streams and
+// returns its client URLs once the streams exist.
+func (h *harness) startCores(ctx context.Context) (string, error) {
+	ports, err := freePorts(6)
+	if err != nil {
+		return "", err
+	}
+	var routes, urls []string
+	for i := 0; i < 3; i++ {
+		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", ports[i]))
+		routes = append(routes, fmt.Sprintf("127.0.0.1:%d", ports[3+i]))
+	}
+	for i := 0; i < 3; i++ {
+		name := fmt.Sprintf("core-%d", i)
+		p, err := proc.Start(name, filepath.Join(h.cfg.Dir, name+".log"), h.cfg.CoreBin,
+			"-name", name, "-region", h.cfg.Region, "-port", fmt.Sprint(ports[i]), "-data", filepath.Join(h.cfg.Dir, name),
+			"-cluster-port", fmt.Sprint(ports[3+i]), "-routes", strings.Join(routes, ","), "-replicas", "3",
+			"-partitions", fmt.Sprint(h.cfg.Partitions), "-ingest-dedupe", "off", "-log-level", "warn")
+		if err != nil {
+			return "", err
+		}
+		h.cores = append(h.cores, p)
+	}
+	url := strings.Join(urls, ",")
+	deadline := time.Now().Add(time.Minute)
+	var lastErr error
+	for {
+		if lastErr = h.streamsReady(ctx, url); lastErr == nil {
+			return url, nil
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("3-node region not ready after a minute: %w", lastErr)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // startEdge starts (or restarts) edge name, seeded with the observer and
@@ -192,7 +287,7 @@ func (h *harness) startEdge(name string) (*edgeProc, error) {
 	}
 	e := &edgeProc{name: name, admin: fmt.Sprintf("127.0.0.1:%d", ports[0]), gossip: fmt.Sprintf("127.0.0.1:%d", ports[1])}
 	h.gen++
-	args := []string{"-nats", h.nc.ConnectedUrl(), "-region", h.cfg.Region, "-name", name,
+	args := []string{"-nats", h.url, "-region", h.cfg.Region, "-name", name,
 		"-gossip", e.gossip, "-gossip-seeds", strings.Join(seeds, ","), "-admin", e.admin,
 		"-sink", "ledger,nats", "-ledger", filepath.Join(h.cfg.Dir, name+".jsonl"),
 		"-batch", fmt.Sprint(h.cfg.Batch), "-log-level", "info",
@@ -418,4 +513,40 @@ func (h *harness) finish(ctx context.Context, r *Report) error {
 		}
 	}
 	return nil
+}
+
+// preload appends n synthetic claimed IDs to every partition's claim log,
+// 1,000 per record, continuing after whatever the log already holds.
+func (h *harness) preload(ctx context.Context, n int) error {
+	l, err := claimlog.Open(ctx, h.js, h.names)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, h.parts)
+	for p := 0; p < h.parts; p++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			last, err := l.LastSeq(ctx, p)
+			if err != nil {
+				errs <- err
+				return
+			}
+			ids := make([]event.Hash, 1000)
+			for k := 0; k < n; k += len(ids) {
+				for j := range ids {
+					ids[j] = event.HashID(fmt.Sprintf("preload-%d-%d", p, k+j))
+				}
+				rec := dedupe.Record{Kind: dedupe.KindClaim, Writer: "drill-preload", Time: time.Now(), IDs: ids, DoneThrough: last}
+				if last, err = l.Append(ctx, p, last, rec); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
 }

@@ -19,7 +19,7 @@ func TestDrills(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
-			r, err := drill.Run(ctx, drill.Config{EdgeBin: bins.edge, Dir: t.TempDir(), Events: 8_000, Rate: 4_000}, name)
+			r, err := drill.Run(ctx, drill.Config{EdgeBin: bins.edge, CoreBin: bins.core, Dir: t.TempDir(), Events: 8_000, Rate: 4_000}, name)
 			if r != nil {
 				r.Print(os.Stdout)
 			}

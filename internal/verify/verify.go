@@ -5,6 +5,7 @@ package verify
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -20,8 +21,24 @@ type Msg struct {
 	Data    []byte
 }
 
-// ReadStream returns every message currently in stream.
+// ReadStream returns every message currently in stream. A read that stalls
+// (an ordered consumer placed while a clustered region is still noticing a
+// dead node) is retried with a fresh consumer, up to ctx's deadline.
 func ReadStream(ctx context.Context, js jetstream.JetStream, stream string) ([]Msg, error) {
+	var lastErr error
+	for attempt := 0; attempt < 5 && ctx.Err() == nil; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		out, err := readOnce(actx, js, stream)
+		cancel()
+		if err == nil {
+			return out, nil
+		}
+		lastErr = err
+	}
+	return nil, lastErr
+}
+
+func readOnce(ctx context.Context, js jetstream.JetStream, stream string) ([]Msg, error) {
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", stream, err)

@@ -75,16 +75,32 @@ func Publish(ctx context.Context, pr *producer.Producer, p Plan, ids []string, w
 			for i, id := range pending {
 				futs[i], _ = pr.PublishAsync(ctx, id, p.Payload(id))
 			}
+			// An ack can be lost with the connection it was due on (a core
+			// node killed): what is not acked in time is published again.
 			var failed []string
+			deadline := time.After(5 * time.Second)
+			expired := false
 			for i, f := range futs {
 				if f == nil {
 					failed = append(failed, pending[i])
+					continue
+				}
+				if expired {
+					select {
+					case <-f.Ok():
+						acked++
+					default:
+						failed = append(failed, pending[i])
+					}
 					continue
 				}
 				select {
 				case <-f.Ok():
 					acked++
 				case <-f.Err():
+					failed = append(failed, pending[i])
+				case <-deadline:
+					expired = true
 					failed = append(failed, pending[i])
 				case <-ctx.Done():
 					return fmt.Errorf("publish: %w", ctx.Err())
