@@ -207,7 +207,7 @@ func compare(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer nc.Close()
-	js, _ := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192))
+	js, _ := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192), jetstream.WithPublishAsyncTimeout(5*time.Second))
 	// Each run reads the same ingest stream (region "bench") and writes to an
 	// output stream of its own, so no run's outputs are another's duplicates.
 	in := streams.Config{Names: streams.Names{Region: "bench"}, Partitions: *partitions, IngestDuplicates: -1}

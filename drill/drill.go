@@ -279,14 +279,18 @@ func (h *harness) scale(ctx context.Context, r *Report) error {
 // coreKill kills one core node of the 3-node region under load and times
 // how long until outputs flow again.
 func (h *harness) coreKill(ctx context.Context, r *Report) error {
-	before, _ := verify.StreamMsgs(ctx, h.js, h.names.OutputStream())
+	bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	before, _ := verify.StreamMsgs(bctx, h.js, h.names.OutputStream())
+	cancel()
 	v := h.cores[1]
 	t0 := time.Now()
 	v.Kill9()
 	r.step("kill -9 %s with %d of %d events sent (%d outputs so far)", v.Name, h.sent.Load(), h.cfg.Events, before)
 	deadline := t0.Add(time.Minute)
 	for {
-		n, err := verify.StreamMsgs(ctx, h.js, h.names.OutputStream())
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		n, err := verify.StreamMsgs(sctx, h.js, h.names.OutputStream())
+		cancel()
 		if err == nil && n > before+uint64(h.cfg.Batch) {
 			r.Resumed = time.Since(t0)
 			break

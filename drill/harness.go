@@ -154,7 +154,7 @@ func newHarness(ctx context.Context, cfg Config, drillName string) (*harness, er
 		return nil, fmt.Errorf("drill connect: %w", err)
 	}
 	h.nc, h.url = nc, url
-	h.js, _ = jetstream.New(nc)
+	h.js, _ = jetstream.New(nc, jetstream.WithPublishAsyncTimeout(5*time.Second))
 	if h.parts, err = streams.PartitionCount(ctx, h.js, h.names); err != nil {
 		if err := streams.Provision(ctx, h.js, streams.Config{Names: h.names, Partitions: cfg.Partitions, IngestDuplicates: -1}); err != nil {
 			h.close()
@@ -444,7 +444,11 @@ func (h *harness) finish(ctx context.Context, r *Report) error {
 	}
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		ok, err := verify.Drained(ctx, h.js, h.names, h.parts)
+		// Bound each request: one sent just before a core node died gets no
+		// answer, and the drill's context allows minutes.
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ok, err := verify.Drained(dctx, h.js, h.names, h.parts)
+		cancel()
 		if err == nil && ok {
 			break
 		}
@@ -471,7 +475,9 @@ func (h *harness) finish(ctx context.Context, r *Report) error {
 			r.Fenced += st.Fenced
 		}
 	}
-	counts, err := verify.OutputCounts(ctx, h.js, h.names)
+	octx, cancel := context.WithTimeout(ctx, time.Minute)
+	counts, err := verify.OutputCounts(octx, h.js, h.names)
+	cancel()
 	if err != nil {
 		return err
 	}

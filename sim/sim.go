@@ -124,7 +124,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 		return nil, fmt.Errorf("sim connect: %w", err)
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192))
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192), jetstream.WithPublishAsyncTimeout(5*time.Second))
 	if err != nil {
 		return nil, err
 	}
@@ -160,7 +160,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 			return nil, err
 		}
 		defer enc.Close()
-		ejs, _ := jetstream.New(enc)
+		ejs, _ := jetstream.New(enc, jetstream.WithPublishAsyncTimeout(5*time.Second))
 		c := edge.New(ejs, &sink.NATS{JS: ejs, Names: scfg.Names}, edge.Options{
 			Name: fmt.Sprintf("edge-%d", i), Partitions: parts, BatchSize: cfg.BatchSize, NoBloom: cfg.NoBloom,
 			Metrics: metrics, Logger: cfg.Logger, OnDecision: onDecision,

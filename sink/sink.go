@@ -27,7 +27,9 @@ import (
 
 // NATS republishes each event to its partition's output subject with
 // Nats-Msg-Id set to the event ID: within the output stream's duplicate
-// window a repeat (an uncertain re-run) is stored once.
+// window a repeat (an uncertain re-run) is stored once. Create JS with
+// jetstream.WithPublishAsyncTimeout: an ack lost with a dead core node
+// otherwise stays pending forever and the sink eventually stalls.
 type NATS struct {
 	JS    jetstream.JetStream
 	Names streams.Names

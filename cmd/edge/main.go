@@ -88,7 +88,9 @@ func main() {
 		cli.Fatal(log, "connect", err)
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	// An async publish whose ack is lost with a dead core node must time out,
+	// or it stays pending forever and the sink eventually stalls.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(5*time.Second))
 	if err != nil {
 		cli.Fatal(log, "jetstream", err)
 	}
