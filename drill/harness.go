@@ -27,6 +27,7 @@ import (
 	"github.com/onceplane/onceplane/edge"
 	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/gossip"
+	"github.com/onceplane/onceplane/internal/ports"
 	"github.com/onceplane/onceplane/internal/proc"
 	"github.com/onceplane/onceplane/internal/verify"
 	"github.com/onceplane/onceplane/internal/workload"
@@ -234,20 +235,20 @@ func (h *harness) streamsReady(ctx context.Context, url string) error {
 // startCores runs a 3-node region of core processes with R3 streams and
 // returns its client URLs once the streams exist.
 func (h *harness) startCores(ctx context.Context) (string, error) {
-	ports, err := freePorts(6)
+	ps, err := ports.Free(6)
 	if err != nil {
 		return "", err
 	}
 	var routes, urls []string
 	for i := 0; i < 3; i++ {
-		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", ports[i]))
-		routes = append(routes, fmt.Sprintf("127.0.0.1:%d", ports[3+i]))
+		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", ps[i]))
+		routes = append(routes, fmt.Sprintf("127.0.0.1:%d", ps[3+i]))
 	}
 	for i := 0; i < 3; i++ {
 		name := fmt.Sprintf("core-%d", i)
 		p, err := proc.Start(name, filepath.Join(h.cfg.Dir, name+".log"), h.cfg.CoreBin,
-			"-name", name, "-region", h.cfg.Region, "-port", fmt.Sprint(ports[i]), "-data", filepath.Join(h.cfg.Dir, name),
-			"-cluster-port", fmt.Sprint(ports[3+i]), "-routes", strings.Join(routes, ","), "-replicas", "3",
+			"-name", name, "-region", h.cfg.Region, "-port", fmt.Sprint(ps[i]), "-data", filepath.Join(h.cfg.Dir, name),
+			"-cluster-port", fmt.Sprint(ps[3+i]), "-routes", strings.Join(routes, ","), "-replicas", "3",
 			"-partitions", fmt.Sprint(h.cfg.Partitions), "-ingest-dedupe", "off", "-log-level", "warn")
 		if err != nil {
 			return "", err
@@ -275,7 +276,7 @@ func (h *harness) startCores(ctx context.Context) (string, error) {
 // startEdge starts (or restarts) edge name, seeded with the observer and
 // every running edge.
 func (h *harness) startEdge(name string) (*edgeProc, error) {
-	ports, err := freePorts(2)
+	ps, err := ports.Free(2)
 	if err != nil {
 		return nil, err
 	}
@@ -285,11 +286,11 @@ func (h *harness) startEdge(name string) (*edgeProc, error) {
 			seeds = append(seeds, e.gossip)
 		}
 	}
-	e := &edgeProc{name: name, admin: fmt.Sprintf("127.0.0.1:%d", ports[0]), gossip: fmt.Sprintf("127.0.0.1:%d", ports[1])}
+	e := &edgeProc{name: name, admin: fmt.Sprintf("127.0.0.1:%d", ps[0]), gossip: fmt.Sprintf("127.0.0.1:%d", ps[1])}
 	h.gen++
 	args := []string{"-nats", h.url, "-region", h.cfg.Region, "-name", name,
 		"-gossip", e.gossip, "-gossip-seeds", strings.Join(seeds, ","), "-admin", e.admin,
-		"-sink", "ledger,nats", "-ledger", filepath.Join(h.cfg.Dir, name+".jsonl"),
+		"-sink", "nats,ledger", "-ledger", filepath.Join(h.cfg.Dir, name+".jsonl"),
 		"-batch", fmt.Sprint(h.cfg.Batch), "-log-level", "info",
 		"-stats-file", filepath.Join(h.cfg.Dir, fmt.Sprintf("%s.%d.stats.json", name, h.gen))}
 	if e.p, err = proc.Start(name, filepath.Join(h.cfg.Dir, name+".log"), h.cfg.EdgeBin, args...); err != nil {
@@ -300,16 +301,8 @@ func (h *harness) startEdge(name string) (*edgeProc, error) {
 	return e, nil
 }
 
-type status struct {
-	Name      string                `json:"name"`
-	Owned     []int                 `json:"owned"`
-	Stats     edge.Stats            `json:"stats"`
-	Members   []string              `json:"members"`
-	Ownership []edge.OwnershipEvent `json:"ownership"`
-}
-
-func (h *harness) status(e *edgeProc) (status, error) {
-	var s status
+func (h *harness) status(e *edgeProc) (edge.Status, error) {
+	var s edge.Status
 	c := http.Client{Timeout: 500 * time.Millisecond}
 	resp, err := c.Get("http://" + e.admin + "/status")
 	if err != nil {
@@ -453,7 +446,7 @@ func (h *harness) finish(ctx context.Context, r *Report) error {
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("region not drained after 2 minutes")
+			return fmt.Errorf("region not drained after 2 minutes: %s", h.diagnose(ctx))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -555,4 +548,24 @@ func (h *harness) preload(ctx context.Context, n int) error {
 	wg.Wait()
 	close(errs)
 	return <-errs
+}
+
+// diagnose describes the ingest consumers and the edges' ownership, for a
+// drill that did not drain.
+func (h *harness) diagnose(ctx context.Context) string {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var b strings.Builder
+	if s, err := h.js.Stream(ctx, h.names.IngestStream()); err == nil {
+		l := s.ListConsumers(ctx)
+		for ci := range l.Info() {
+			fmt.Fprintf(&b, "[%s pending=%d ackpending=%d waiting=%d ackfloor=%d] ", ci.Name, ci.NumPending, ci.NumAckPending, ci.NumWaiting, ci.AckFloor.Stream)
+		}
+	}
+	for _, e := range h.running() {
+		if st, err := h.status(e); err == nil {
+			fmt.Fprintf(&b, "[%s owns %v fenced=%d] ", e.name, st.Owned, st.Stats.Fenced)
+		}
+	}
+	return b.String()
 }

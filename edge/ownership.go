@@ -38,6 +38,16 @@ type OwnershipEvent struct {
 	Error string `json:",omitempty"`
 }
 
+// Status is an edge's /status document: what it owns, its totals, its view
+// of the membership and its recent ownership changes.
+type Status struct {
+	Name      string           `json:"name"`
+	Owned     []int            `json:"owned"`
+	Stats     Stats            `json:"stats"`
+	Members   []string         `json:"members,omitempty"`
+	Ownership []OwnershipEvent `json:"ownership"`
+}
+
 type partRun struct {
 	release chan struct{}
 	cancel  context.CancelFunc

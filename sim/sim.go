@@ -21,6 +21,7 @@ import (
 	"github.com/onceplane/onceplane/core"
 	"github.com/onceplane/onceplane/dedupe"
 	"github.com/onceplane/onceplane/edge"
+	"github.com/onceplane/onceplane/internal/ports"
 	"github.com/onceplane/onceplane/internal/verify"
 	"github.com/onceplane/onceplane/internal/workload"
 	"github.com/onceplane/onceplane/jetstream/streams"
@@ -269,12 +270,12 @@ func startCores(ctx context.Context, cfg Config, dir string) ([]string, func(), 
 		}
 		return []string{n.ClientURL()}, n.Shutdown, nil
 	}
-	ports, err := freePorts(3)
+	ps, err := ports.Free(3)
 	if err != nil {
 		return nil, nil, err
 	}
 	var routes []string
-	for _, p := range ports {
+	for _, p := range ps {
 		routes = append(routes, fmt.Sprintf("127.0.0.1:%d", p))
 	}
 	nodes := make([]*core.Node, 3)
@@ -283,7 +284,7 @@ func startCores(ctx context.Context, cfg Config, dir string) ([]string, func(), 
 		go func() {
 			var err error
 			nodes[i], err = core.Start(ctx, core.Options{Name: fmt.Sprintf("core-%d", i), Port: -1, DataDir: filepath.Join(dir, fmt.Sprintf("core-%d", i)),
-				ClusterPort: ports[i], Routes: routes, MaxMemory: 512 << 20, MaxStore: 8 << 30, Logger: quiet})
+				ClusterPort: ps[i], Routes: routes, MaxMemory: 512 << 20, MaxStore: 8 << 30, Logger: quiet})
 			errs <- err
 		}()
 	}

@@ -67,18 +67,9 @@ func (l *ownershipLog) list() []edge.OwnershipEvent {
 	return append([]edge.OwnershipEvent(nil), l.events...)
 }
 
-// Status is the /status document.
-type Status struct {
-	Name      string                `json:"name"`
-	Owned     []int                 `json:"owned"`
-	Stats     edge.Stats            `json:"stats"`
-	Members   []string              `json:"members,omitempty"`
-	Ownership []edge.OwnershipEvent `json:"ownership"`
-}
-
 func statusHandler(c *edge.Consumer, g *gossip.Cluster, l *ownershipLog) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		s := Status{Name: c.Name(), Owned: c.Owned(), Stats: c.Stats(), Ownership: l.list()}
+		s := edge.Status{Name: c.Name(), Owned: c.Owned(), Stats: c.Stats(), Ownership: l.list()}
 		if g != nil {
 			s.Members = g.Names()
 		}

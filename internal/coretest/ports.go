@@ -1,25 +1,17 @@
 package coretest
 
 import (
-	"net"
 	"testing"
+
+	"github.com/onceplane/onceplane/internal/ports"
 )
 
 // FreePorts returns n distinct free TCP ports on 127.0.0.1.
 func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
-	var ls []net.Listener
-	var ports []int
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	ps, err := ports.Free(n)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
+	return ps
 }
