@@ -168,7 +168,7 @@ func (h *harness) kill(ctx context.Context, r *Report) error {
 		return err
 	}
 	took, counts, err := h.waitOwned(ctx, h.running(), 30*time.Second)
-	r.step("restarted %s; partitions rebalanced after %v: %v", v.name, took.Round(time.Millisecond), counts)
+	r.step("restarted %s; every partition owned after %v (its share comes back after the handoff delay): %v", v.name, took.Round(time.Millisecond), counts)
 	return err
 }
 
