@@ -497,7 +497,6 @@ func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch [
 	w.first, w.evs, w.from = w.first[:0], w.evs[:0], w.from[:0]
 	reruns := 0
 	for i, path := range w.paths {
-		c.c.byPath[path].Add(1)
 		if !path.First() {
 			continue
 		}
@@ -611,6 +610,8 @@ func hasTraceParent(h nats.Header) bool {
 	return ok
 }
 
+// countPaths adds a batch's decisions to the totals and the metrics, once
+// per path rather than once per event.
 func (c *Consumer) countPaths(paths []dedupe.Path) {
 	var n [6]int
 	for _, p := range paths {
@@ -618,6 +619,7 @@ func (c *Consumer) countPaths(paths []dedupe.Path) {
 	}
 	for p, k := range n {
 		if k > 0 {
+			c.c.byPath[p].Add(int64(k))
 			c.o.Metrics.Decisions.WithLabelValues(c.o.Region, dedupe.Path(p).String()).Add(float64(k))
 		}
 	}

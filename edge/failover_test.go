@@ -74,6 +74,20 @@ func (m *member) leave() {
 	_ = m.g.Leave(time.Second)
 }
 
+// finishLoad waits for the producer and for every partition to drain, then
+// checks every ID is in the output exactly once.
+func (r *region) finishLoad(t *testing.T, pubDone <-chan error, parts int, ids []string) {
+	t.Helper()
+	if err := <-pubDone; err != nil {
+		t.Fatal(err)
+	}
+	coretest.Eventually(t, time.Minute, "drained", func() bool {
+		ok, _ := verify.Drained(context.Background(), r.js, r.cfg.Names, parts)
+		return ok
+	})
+	r.checkOnce(t, ids)
+}
+
 func ownedCounts(ms []*member) map[string]int64 {
 	out := map[string]int64{}
 	for _, m := range ms {
@@ -131,14 +145,7 @@ func TestFailoverCrash(t *testing.T) {
 	coretest.Eventually(t, 15*time.Second, "survivors own every partition", func() bool { return totalOwned(survivors) == parts })
 	tookOver := time.Since(killed)
 	detectedAfter := <-detected
-	if err := <-pubDone; err != nil {
-		t.Fatal(err)
-	}
-	coretest.Eventually(t, time.Minute, "drained", func() bool {
-		ok, _ := verify.Drained(context.Background(), r.js, r.cfg.Names, parts)
-		return ok
-	})
-	r.checkOnce(t, ids)
+	r.finishLoad(t, pubDone, parts, ids)
 	var uncertain, reruns int64
 	for _, m := range survivors {
 		uncertain += m.c.Stats().Uncertain
@@ -210,14 +217,7 @@ func TestScaleOutAndIn(t *testing.T) {
 	c.leave()
 	d.leave()
 	coretest.Eventually(t, 20*time.Second, "2 edges own 8 again", func() bool { return totalOwned([]*member{a, b}) == parts })
-	if err := <-pubDone; err != nil {
-		t.Fatal(err)
-	}
-	coretest.Eventually(t, time.Minute, "drained", func() bool {
-		ok, _ := verify.Drained(context.Background(), r.js, r.cfg.Names, parts)
-		return ok
-	})
-	r.checkOnce(t, ids)
+	r.finishLoad(t, pubDone, parts, ids)
 	var uncertain int64
 	for _, m := range four {
 		uncertain += m.c.Stats().Uncertain

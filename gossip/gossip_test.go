@@ -5,18 +5,9 @@ import (
 	"slices"
 	"testing"
 	"time"
-)
 
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+	"github.com/onceplane/onceplane/internal/coretest"
+)
 
 func start(t *testing.T, name string, key []byte, seeds ...string) *Cluster {
 	t.Helper()
@@ -39,7 +30,7 @@ func TestJoinFailLeave(t *testing.T) {
 	c := start(t, "c", key, a.Addr())
 	d := start(t, "d", key, b.Addr())
 	for _, m := range []*Cluster{a, b, c, d} {
-		eventually(t, 5*time.Second, m.Name()+" sees four members", func() bool { return len(m.Names()) == 4 })
+		coretest.Eventually(t, 5*time.Second, m.Name()+" sees four members", func() bool { return len(m.Names()) == 4 })
 	}
 	if got := a.Members()[1].Meta; got.Region != "local" || got.Role != "edge" {
 		t.Fatalf("meta not propagated: %+v", got)
@@ -48,7 +39,7 @@ func TestJoinFailLeave(t *testing.T) {
 	killed := time.Now()
 	_ = c.Shutdown() // like kill -9: no leave message
 	var failedAfter time.Duration
-	eventually(t, 5*time.Second, "c declared failed", func() bool {
+	coretest.Eventually(t, 5*time.Second, "c declared failed", func() bool {
 		for {
 			select {
 			case e := <-ev:
@@ -68,7 +59,7 @@ func TestJoinFailLeave(t *testing.T) {
 	if err := d.Leave(time.Second); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "d reported as left", func() bool {
+	coretest.Eventually(t, 5*time.Second, "d reported as left", func() bool {
 		for {
 			select {
 			case e := <-ev:
@@ -80,7 +71,7 @@ func TestJoinFailLeave(t *testing.T) {
 			}
 		}
 	})
-	eventually(t, 5*time.Second, "two members left", func() bool { return slices.Equal(a.Names(), []string{"a", "b"}) })
+	coretest.Eventually(t, 5*time.Second, "two members left", func() bool { return slices.Equal(a.Names(), []string{"a", "b"}) })
 }
 
 // TestWrongKeyRefused: a member without the cluster's key cannot join.
@@ -88,14 +79,10 @@ func TestWrongKeyRefused(t *testing.T) {
 	a := start(t, "a", key)
 	bad := start(t, "intruder", []byte("ffffffffffffffffffffffffffffffff"), a.Addr())
 	plain := start(t, "plain", nil, a.Addr())
-	// Give the intruders several rejoin rounds.
-	deadline := time.Now().Add(3 * time.Second)
-	for time.Now().Before(deadline) {
-		if len(a.Names()) != 1 || len(bad.Names()) != 1 || len(plain.Names()) != 1 {
-			t.Fatalf("a member without the key joined: %v / %v / %v", a.Names(), bad.Names(), plain.Names())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	// Give the intruders several rejoin rounds (every 2 s).
+	coretest.Never(t, 5*time.Second, "a member without the key joined", func() bool {
+		return len(a.Names()) != 1 || len(bad.Names()) != 1 || len(plain.Names()) != 1
+	})
 	if _, err := Start(Options{Name: "short", Key: []byte("short")}); err == nil {
 		t.Fatal("5-byte key accepted")
 	}
@@ -109,10 +96,10 @@ func TestRejoinAfterRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "a and b", func() bool { return len(a.Names()) == 2 })
+	coretest.Eventually(t, 5*time.Second, "a and b", func() bool { return len(a.Names()) == 2 })
 	addr := b.Addr()
 	_ = b.Shutdown()
-	eventually(t, 5*time.Second, "b failed", func() bool { return len(a.Names()) == 1 })
+	coretest.Eventually(t, 5*time.Second, "b failed", func() bool { return len(a.Names()) == 1 })
 	// a seeds from b's address: when b comes back, a's re-join finds it.
 	a.SetSeeds([]string{addr})
 	var port int
@@ -122,5 +109,5 @@ func TestRejoinAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b2.Shutdown()
-	eventually(t, 10*time.Second, "b merged back", func() bool { return len(a.Names()) == 2 && len(b2.Names()) == 2 })
+	coretest.Eventually(t, 10*time.Second, "b merged back", func() bool { return len(a.Names()) == 2 && len(b2.Names()) == 2 })
 }

@@ -98,3 +98,16 @@ func Eventually(t testing.TB, within time.Duration, what string, cond func() boo
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Never polls cond every 20 ms for the whole of within and fails the test
+// if it ever holds (for "this must not happen" checks).
+func Never(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if cond() {
+			t.Fatalf("%s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
