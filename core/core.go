@@ -32,6 +32,19 @@ type Options struct {
 	ClusterPort int
 	// Routes are the other core nodes of the region, as host:port cluster addresses.
 	Routes []string
+	// GatewayPort enables the gateway listener joining this region to others
+	// in a supercluster when non-zero (-1 picks a free port). A gateway node
+	// is always clustered: zero ClusterPort then means a free port.
+	GatewayPort int
+	// Gateways are the other regions and the URLs (host:port) that reach
+	// their gateway listeners, directly or through a WAN link.
+	Gateways []Gateway
+	// GatewayAdvertise is the gateway address told to other regions. Zero
+	// means the listen address. When every inter-region connection must go
+	// through a WAN proxy on one machine, set an address that refuses
+	// connections (see NoAdvertise) so that peers only dial the URLs
+	// configured in Gateways.
+	GatewayAdvertise string
 	// MaxMemory and MaxStore cap JetStream resources. Zero means 1 GiB and 16 GiB.
 	MaxMemory, MaxStore int64
 	// Logger receives server logs. Nil means slog.Default() at warn level and above.
@@ -66,6 +79,17 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
+// Gateway names a remote region (its JetStream cluster) and how to reach it.
+type Gateway struct {
+	Name string
+	URLs []string
+}
+
+// NoAdvertise is a gateway address that refuses connections at once: a
+// node advertising it keeps remote regions on their configured gateway URLs
+// (the WAN proxies) instead of dialing it directly after a reconnect.
+const NoAdvertise = "127.0.0.1:1"
+
 // Node is a running core node.
 type Node struct {
 	opt Options
@@ -89,6 +113,23 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		JetStreamMaxStore:  o.MaxStore,
 		MaxPayload:         8 << 20,
 		NoSigs:             true,
+	}
+	if o.GatewayPort != 0 {
+		if o.ClusterPort == 0 {
+			o.ClusterPort = -1
+		}
+		sopts.Gateway = server.GatewayOpts{Name: o.Region, Host: o.Host, Port: o.GatewayPort, Advertise: o.GatewayAdvertise}
+		for _, g := range o.Gateways {
+			rg := &server.RemoteGatewayOpts{Name: g.Name}
+			for _, a := range g.URLs {
+				u, err := url.Parse("nats://" + a)
+				if err != nil {
+					return nil, fmt.Errorf("core %s: gateway %s url %q: %w", o.Name, g.Name, a, err)
+				}
+				rg.URLs = append(rg.URLs, u)
+			}
+			sopts.Gateway.Gateways = append(sopts.Gateway.Gateways, rg)
+		}
 	}
 	if o.ClusterPort != 0 {
 		sopts.Cluster = server.ClusterOpts{Name: o.Region, Host: o.Host, Port: o.ClusterPort}
@@ -133,6 +174,14 @@ func (n *Node) WaitJetStream(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// GatewayAddr returns host:port of the gateway listener, or "" when none.
+func (n *Node) GatewayAddr() string {
+	if a := n.srv.GatewayAddr(); a != nil {
+		return a.String()
+	}
+	return ""
 }
 
 // Name returns the server name.

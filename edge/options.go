@@ -22,7 +22,8 @@ type Options struct {
 	// means hostname-pid.
 	Name string
 	// Partitions lists the partitions this edge owns. Nil means all of them.
-	// Ignored when Membership is set.
+	// With Membership, it lists the partitions the region's edges share
+	// (strict mode: the region's home partitions).
 	Partitions []int
 	// Membership, when set, makes ownership follow the live members:
 	// failover.Assign decides who should own each partition; the claim log's

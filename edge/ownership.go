@@ -109,10 +109,10 @@ func (c *Consumer) follow(ctx context.Context, n int) error {
 	for {
 		members := c.o.Membership.Names()
 		slices.Sort(members)
-		want := failover.Owned(members, n, c.o.Name)
+		want := failover.OwnedSome(members, n, c.o.Partitions, c.o.Name)
 		var prevOwner []string
 		if prev != nil {
-			prevOwner = failover.Assign(prev, n)
+			prevOwner = failover.AssignSome(prev, n, c.o.Partitions)
 		}
 		have := c.owned()
 		plan := failover.Diff(have, want)
@@ -146,7 +146,7 @@ func (c *Consumer) follow(ctx context.Context, n int) error {
 				case <-time.After(c.o.HandoffDelay):
 				}
 				for _, p := range ps {
-					if slices.Contains(failover.Owned(sortedNames(c.o.Membership), n, c.o.Name), p) {
+					if slices.Contains(failover.OwnedSome(sortedNames(c.o.Membership), n, c.o.Partitions, c.o.Name), p) {
 						c.acquire(p)
 					}
 				}

@@ -38,22 +38,36 @@ func score(member string, p int) uint64 {
 // going to the first member that still holds fewer than ceil(n/members). No
 // member owns more than that, and a join or leave moves little more than
 // the partitions that must move (TestMovement reports by how much).
-func Assign(members []string, n int) []string {
+func Assign(members []string, n int) []string { return AssignSome(members, n, nil) }
+
+// AssignSome is Assign restricted to the partitions in parts (nil means all
+// n): the others get no owner, and loads are bounded by ceil(len(parts)/members).
+// A strict-mode region shares only its home partitions among its edges.
+func AssignSome(members []string, n int, parts []int) []string {
 	out := make([]string, n)
-	if len(members) == 0 || n == 0 {
+	if parts == nil {
+		parts = make([]int, n)
+		for p := range parts {
+			parts[p] = p
+		}
+	}
+	if len(members) == 0 || len(parts) == 0 {
 		return out
 	}
 	ms := slices.Clone(members)
 	slices.Sort(ms)
 	ms = slices.Compact(ms)
-	limit := (n + len(ms) - 1) / len(ms)
+	limit := (len(parts) + len(ms) - 1) / len(ms)
 	type pair struct {
 		s uint64
 		p int
 		m int
 	}
-	pairs := make([]pair, 0, n*len(ms))
-	for p := 0; p < n; p++ {
+	pairs := make([]pair, 0, len(parts)*len(ms))
+	for _, p := range parts {
+		if p < 0 || p >= n {
+			continue
+		}
 		for i, m := range ms {
 			pairs = append(pairs, pair{score(m, p), p, i})
 		}
@@ -71,7 +85,7 @@ func Assign(members []string, n int) []string {
 		return a.m - b.m
 	})
 	load := make([]int, len(ms))
-	left := n
+	left := len(parts)
 	for _, pr := range pairs {
 		if out[pr.p] != "" || load[pr.m] >= limit {
 			continue
@@ -86,9 +100,12 @@ func Assign(members []string, n int) []string {
 }
 
 // Owned returns the partitions of n that member should own, in order.
-func Owned(members []string, n int, member string) []int {
+func Owned(members []string, n int, member string) []int { return OwnedSome(members, n, nil, member) }
+
+// OwnedSome is Owned under AssignSome.
+func OwnedSome(members []string, n int, parts []int, member string) []int {
 	var ps []int
-	for p, o := range Assign(members, n) {
+	for p, o := range AssignSome(members, n, parts) {
 		if o == member {
 			ps = append(ps, p)
 		}

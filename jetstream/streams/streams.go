@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,6 +21,12 @@ import (
 //	claim log            onceplane.<region>.claims.<p>
 //	dead letters         onceplane.<region>.dlq.<p>
 //	outputs (nats sink)  onceplane.<region>.out.<p>
+//	conflicts            onceplane.<region>.conflicts.<ID hash, hex>
+//
+// Across regions, a region's xclaims stream sources every other region's
+// claim log (subjects kept: onceplane.<other>.claims.<p>), and in strict mode
+// its home stream sources every region's ingest for its home partitions
+// (onceplane.<any>.part.<p>).
 type Names struct{ Region string }
 
 func (n Names) region() string {
@@ -49,11 +56,37 @@ func (n Names) DLQ(p int) string { return n.prefix() + ".dlq." + strconv.Itoa(p)
 // Output is partition p's output subject.
 func (n Names) Output(p int) string { return n.prefix() + ".out." + strconv.Itoa(p) }
 
+// Conflict is the subject of the conflict record for ID hash hexHash.
+func (n Names) Conflict(hexHash string) string { return n.prefix() + ".conflicts." + hexHash }
+
+// RemoteClaims matches every other region's claim-log subject of partition p
+// in the xclaims stream.
+func (n Names) RemoteClaims(p int) string { return "onceplane.*.claims." + strconv.Itoa(p) }
+
+// AnyPartition matches partition p's events from every region in the home stream.
+func (n Names) AnyPartition(p int) string { return "onceplane.*.part." + strconv.Itoa(p) }
+
+// RegionOf returns the region token of a onceplane subject ("" if none).
+func RegionOf(subject string) string {
+	const pre = "onceplane."
+	if !strings.HasPrefix(subject, pre) {
+		return ""
+	}
+	r, _, ok := strings.Cut(subject[len(pre):], ".")
+	if !ok {
+		return ""
+	}
+	return r
+}
+
 // Stream names.
-func (n Names) IngestStream() string { return "onceplane-" + n.region() + "-in" }
-func (n Names) ClaimStream() string  { return "onceplane-" + n.region() + "-claims" }
-func (n Names) DLQStream() string    { return "onceplane-" + n.region() + "-dlq" }
-func (n Names) OutputStream() string { return "onceplane-" + n.region() + "-out" }
+func (n Names) IngestStream() string   { return "onceplane-" + n.region() + "-in" }
+func (n Names) ClaimStream() string    { return "onceplane-" + n.region() + "-claims" }
+func (n Names) DLQStream() string      { return "onceplane-" + n.region() + "-dlq" }
+func (n Names) OutputStream() string   { return "onceplane-" + n.region() + "-out" }
+func (n Names) XClaimStream() string   { return "onceplane-" + n.region() + "-xclaims" }
+func (n Names) ConflictStream() string { return "onceplane-" + n.region() + "-conflicts" }
+func (n Names) HomeStream() string     { return "onceplane-" + n.region() + "-home" }
 
 // Consumer is the durable consumer name of partition p.
 func (n Names) Consumer(p int) string { return "part-" + strconv.Itoa(p) }
@@ -89,6 +122,18 @@ type Config struct {
 	MaxMsgSize int32
 	// Memory stores streams in memory instead of files (tests, benchmarks).
 	Memory bool
+
+	// Cluster places the region's streams in that JetStream cluster of a
+	// supercluster. Zero means the cluster of the server handling the request.
+	Cluster string
+	// Peers are the other regions. Non-empty adds the xclaims stream, which
+	// sources their claim logs (asynchronous cross-region dedupe, G2), and
+	// the conflicts stream.
+	Peers []string
+	// Home, when non-nil, is strict mode (G3): the partitions homed in this
+	// region. The home stream sources them from every region's ingest
+	// (this one's and the Peers'), and edges decide them there.
+	Home []int
 }
 
 func (c Config) withDefaults() Config {
@@ -155,7 +200,45 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 	dlq := base(c.DLQStream(), c.prefix()+".dlq.*")
 	out := base(c.OutputStream(), c.prefix()+".out.*")
 	out.Duplicates = c.OutputDuplicates
-	return []jetstream.StreamConfig{in, claims, dlq, out}
+	cfgs := []jetstream.StreamConfig{in, claims, dlq, out}
+	if len(c.Peers) > 0 {
+		x := base(c.XClaimStream())
+		x.Subjects = nil
+		x.MaxAge, x.Duplicates = claimAge, MinDuplicates
+		for _, peer := range c.Peers {
+			pn := Names{Region: peer}
+			x.Sources = append(x.Sources, &jetstream.StreamSource{Name: pn.ClaimStream(), FilterSubject: pn.prefix() + ".claims.*"})
+		}
+		// One record per conflicting ID: a per-subject unique constraint,
+		// so that every owner that rediscovers a conflict (after a takeover,
+		// on replay) records it once.
+		cf := base(c.ConflictStream(), c.prefix()+".conflicts.*")
+		cf.MaxAge, cf.Duplicates = claimAge, MinDuplicates
+		cf.MaxMsgsPerSubject, cf.Discard, cf.DiscardNewPerSubject = 1, jetstream.DiscardNew, true
+		cfgs = append(cfgs, x, cf)
+	}
+	if c.Home != nil {
+		h := base(c.HomeStream())
+		h.Subjects = nil
+		h.Duplicates, h.MaxAge = in.Duplicates, in.MaxAge
+		for _, r := range append([]string{c.Region}, c.Peers...) {
+			rn := Names{Region: r}
+			src := &jetstream.StreamSource{Name: rn.IngestStream()}
+			for _, p := range c.Home {
+				src.SubjectTransforms = append(src.SubjectTransforms, jetstream.SubjectTransformConfig{Source: rn.Partition(p), Destination: rn.Partition(p)})
+			}
+			if len(c.Home) > 0 {
+				h.Sources = append(h.Sources, src)
+			}
+		}
+		cfgs = append(cfgs, h)
+	}
+	if c.Cluster != "" {
+		for i := range cfgs {
+			cfgs[i].Placement = &jetstream.Placement{Cluster: c.Cluster}
+		}
+	}
+	return cfgs
 }
 
 // ErrPartitionsChanged is returned when existing streams were made for a
@@ -237,7 +320,14 @@ func same(have, want jetstream.StreamConfig) bool {
 	return slices.Equal(have.Subjects, want.Subjects) && have.Replicas == want.Replicas &&
 		have.MaxAge == want.MaxAge && have.Duplicates == want.Duplicates && have.MaxMsgSize == want.MaxMsgSize &&
 		have.DenyDelete == want.DenyDelete && have.DenyPurge == want.DenyPurge && have.AllowDirect == want.AllowDirect &&
-		tr(have.SubjectTransform) == tr(want.SubjectTransform) && have.Metadata[metaPartitions] == want.Metadata[metaPartitions]
+		tr(have.SubjectTransform) == tr(want.SubjectTransform) && have.Metadata[metaPartitions] == want.Metadata[metaPartitions] &&
+		have.MaxMsgsPerSubject == want.MaxMsgsPerSubject && sameSources(have.Sources, want.Sources)
+}
+
+func sameSources(have, want []*jetstream.StreamSource) bool {
+	return slices.EqualFunc(have, want, func(a, b *jetstream.StreamSource) bool {
+		return a.Name == b.Name && a.FilterSubject == b.FilterSubject && slices.Equal(a.SubjectTransforms, b.SubjectTransforms)
+	})
 }
 
 // PartitionCount reads the partition count pinned on the ingest stream.
