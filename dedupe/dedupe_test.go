@@ -237,3 +237,108 @@ func runModel(t *testing.T, seed uint64) {
 		}
 	}
 }
+
+// TestRemoteMergeModel checks merging other regions' claims against a model:
+// an ID claimed only elsewhere is a remote-claim duplicate, an ID claimed
+// here is an exact hit, and the conflicts reported over the run are exactly
+// the IDs claimed both here and elsewhere, whichever came first.
+func TestRemoteMergeModel(t *testing.T) {
+	for seed := range uint64(50) {
+		runRemoteModel(t, seed)
+	}
+}
+
+func FuzzRemoteMergeModel(f *testing.F) {
+	f.Add(uint64(1))
+	f.Fuzz(func(t *testing.T, seed uint64) { runRemoteModel(t, seed) })
+}
+
+func runRemoteModel(t *testing.T, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 7))
+	now := time.Unix(1_700_000_000, 0)
+	st := New(Options{Window: time.Hour, NoBloom: rng.IntN(2) == 0})
+	local, remote := map[int]bool{}, map[int]bool{}
+	reported := map[event.Hash]string{}
+	collect := func() {
+		for _, c := range st.Conflicts() {
+			if c.Region == "" {
+				t.Fatalf("seed %d: conflict without a region", seed)
+			}
+			reported[c.Hash] = c.Region
+		}
+	}
+	regions := []string{"eu-west", "ap-south"}
+	var seq uint64
+	for step := range 200 {
+		now = now.Add(time.Millisecond)
+		if rng.IntN(3) == 0 {
+			var ids []event.Hash
+			var ns []int
+			for range 1 + rng.IntN(5) {
+				n := rng.IntN(60)
+				ids, ns = append(ids, hid(n)), append(ns, n)
+			}
+			seq++
+			st.MergeRemote(regions[rng.IntN(2)], seq, Record{Kind: KindClaim, Writer: "w", Epoch: 1, Time: now, IDs: ids}, now)
+			for _, n := range ns {
+				remote[n] = true
+			}
+			collect()
+			continue
+		}
+		var hs []event.Hash
+		var ns []int
+		for range 1 + rng.IntN(6) {
+			n := rng.IntN(60)
+			hs, ns = append(hs, hid(n)), append(ns, n)
+		}
+		paths := st.Classify(hs, now, nil)
+		var first []event.Hash
+		seen := map[int]bool{}
+		for i, n := range ns {
+			var want Path
+			switch {
+			case seen[n]:
+				want = PathInBatch
+			case local[n]:
+				want = PathExactHit
+			case remote[n]:
+				want = PathRemoteHit
+			default:
+				want = PathExactMiss
+			}
+			seen[n] = true
+			got := paths[i]
+			if got == PathBloomNegative {
+				got = PathExactMiss
+			}
+			if got != want {
+				t.Fatalf("seed %d step %d: id %d path %v, want %v", seed, step, n, paths[i], want)
+			}
+			if paths[i].First() {
+				first = append(first, hs[i])
+				local[n] = true
+			}
+		}
+		if len(first) > 0 {
+			rec := st.Claim(first, "me", now)
+			st.Apply(st.LastSeq()+1, rec)
+		}
+		// A local claim that lands after a remote one (an owner that took
+		// over without having merged it yet) is a conflict too.
+		if rng.IntN(10) == 0 {
+			n := rng.IntN(60)
+			if !local[n] {
+				st.Apply(st.LastSeq()+1, Record{Kind: KindClaim, Writer: "other-owner", Time: now, IDs: []event.Hash{hid(n)}})
+				local[n] = true
+			}
+		}
+		collect()
+	}
+	for n := range 60 {
+		both := local[n] && remote[n]
+		if _, ok := reported[hid(n)]; ok != both {
+			t.Fatalf("seed %d: id %d local=%v remote=%v reported=%v", seed, n, local[n], remote[n], ok)
+		}
+	}
+}

@@ -33,10 +33,11 @@ const (
 	PathExactHit                   // duplicate: in the exact set
 	PathInBatch                    // duplicate: earlier in the same batch
 	PathUncertainSkip              // uncertain and PolicySkip: not run
-	numPaths
+	PathRemoteHit                  // duplicate: claimed in another region (replicated claim log)
+	NumPaths                       // the number of paths
 )
 
-var pathNames = [...]string{"bloom-negative", "exact-miss", "uncertain-rerun", "exact-hit", "in-batch", "uncertain-skip"}
+var pathNames = [...]string{"bloom-negative", "exact-miss", "uncertain-rerun", "exact-hit", "in-batch", "uncertain-skip", "remote-claim"}
 
 func (p Path) String() string {
 	if int(p) < len(pathNames) {
@@ -50,7 +51,7 @@ func (p Path) First() bool { return p <= PathUncertainRerun }
 
 // Paths lists every decision path, for metrics.
 func Paths() []Path {
-	ps := make([]Path, numPaths)
+	ps := make([]Path, NumPaths)
 	for i := range ps {
 		ps[i] = Path(i)
 	}
@@ -71,10 +72,28 @@ type Options struct {
 	Policy Policy
 }
 
+// Conflict is an ID claimed both in this region's claim log and in another
+// region's: in asynchronous mode, a race inside the replication lag. Both
+// regions ran the handler.
+type Conflict struct {
+	Hash event.Hash
+	// Region is the other region; Writer, Epoch and Time describe its claim
+	// (Time is the other writer's clock), Seq its position in this region's
+	// xclaims stream. They are zero when the local claim came second and the
+	// remote claim's details are not kept (Region is still set).
+	Region string
+	Writer string
+	Epoch  uint64
+	Time   time.Time
+	Seq    uint64
+}
+
 // State is one partition's dedupe state. It is not safe for concurrent use.
 type State struct {
 	opt        Options
 	set        *idset.Set
+	remote     map[string]*idset.Set // other regions' claims, merged from their replicated logs
+	conflicts  []Conflict
 	bloom      *bloom.Filter
 	pending    map[uint64][]event.Hash // claim seq -> IDs claimed there, not yet done
 	uncertain  map[event.Hash]struct{}
@@ -98,6 +117,7 @@ func New(o Options) *State {
 	s := &State{
 		opt:       o,
 		set:       idset.New(idset.Options{Window: o.Window, Slices: o.Slices, ExpectedIDs: o.ExpectedIDs}),
+		remote:    map[string]*idset.Set{},
 		pending:   map[uint64][]event.Hash{},
 		uncertain: map[event.Hash]struct{}{},
 		batch:     map[event.Hash]struct{}{},
@@ -127,12 +147,70 @@ func (s *State) IsUncertain(h event.Hash) bool { _, ok := s.uncertain[h]; return
 // Tracked returns the number of live IDs in the exact set.
 func (s *State) Tracked() int { return s.set.Len() }
 
-// Bytes returns the memory held by the exact set and the Bloom filter.
+// RemoteTracked returns the number of live IDs merged from other regions.
+func (s *State) RemoteTracked() int {
+	n := 0
+	for _, r := range s.remote {
+		n += r.Len()
+	}
+	return n
+}
+
+// Bytes returns the memory held by the exact sets (local and merged remote
+// claims) and the Bloom filter.
 func (s *State) Bytes() (exact, bloom int) {
 	if s.bloom != nil {
 		bloom = s.bloom.Bytes()
 	}
-	return s.set.Bytes(), bloom
+	exact = s.set.Bytes()
+	for _, r := range s.remote {
+		exact += r.Bytes()
+	}
+	return exact, bloom
+}
+
+// remoteClaimer returns the region whose merged claims hold h ("" if none).
+func (s *State) remoteClaimer(h event.Hash, now time.Time) string {
+	for region, r := range s.remote {
+		if r.Contains(h, now) {
+			return region
+		}
+	}
+	return ""
+}
+
+// MergeRemote merges a claim record of partition p from another region's
+// replicated claim log (seq is its position in the xclaims stream). IDs it
+// claims become duplicates here (PathRemoteHit); any already claimed in this
+// region are conflicts, returned by Conflicts. Takeover and done records
+// claim nothing new and are ignored. now is the local clock, for expiry.
+func (s *State) MergeRemote(region string, seq uint64, r Record, now time.Time) {
+	if r.Kind != KindClaim || len(r.IDs) == 0 {
+		return
+	}
+	set := s.remote[region]
+	if set == nil {
+		set = idset.New(idset.Options{Window: s.opt.Window, Slices: s.opt.Slices})
+		s.remote[region] = set
+	}
+	for _, h := range r.IDs {
+		if s.set.Contains(h, now) {
+			s.conflicts = append(s.conflicts, Conflict{Hash: h, Region: region, Writer: r.Writer, Epoch: r.Epoch, Time: r.Time, Seq: seq})
+		}
+		set.Add(h, r.Time)
+		if s.bloom != nil {
+			s.bloom.Add(h, r.Time)
+		}
+	}
+}
+
+// Conflicts returns and forgets the conflicts found since the last call.
+// The same ID may be reported again after a rebuild: recording must be
+// idempotent (the conflicts stream keeps one record per ID).
+func (s *State) Conflicts() []Conflict {
+	out := s.conflicts
+	s.conflicts = nil
+	return out
 }
 
 // Classify decides each hash of a batch, in order, at time now, appending one
@@ -149,7 +227,11 @@ func (s *State) Classify(hs []event.Hash, now time.Time, out []Path) []Path {
 		case s.bloom != nil && !s.bloom.MayContain(h, now):
 			out = append(out, PathBloomNegative)
 		case !s.set.Contains(h, now):
-			out = append(out, PathExactMiss)
+			if len(s.remote) > 0 && s.remoteClaimer(h, now) != "" {
+				out = append(out, PathRemoteHit)
+			} else {
+				out = append(out, PathExactMiss)
+			}
 		default:
 			if _, unc := s.uncertain[h]; unc {
 				if s.opt.Policy == PolicySkip {
@@ -229,6 +311,11 @@ func (s *State) Apply(seq uint64, r Record) {
 	switch r.Kind {
 	case KindClaim:
 		for _, h := range r.IDs {
+			if len(s.remote) > 0 && !s.set.Contains(h, r.Time) {
+				if region := s.remoteClaimer(h, r.Time); region != "" {
+					s.conflicts = append(s.conflicts, Conflict{Hash: h, Region: region})
+				}
+			}
 			s.set.Add(h, r.Time)
 			if s.bloom != nil {
 				s.bloom.Add(h, r.Time)

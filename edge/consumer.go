@@ -37,19 +37,23 @@ var ErrFenced = claimlog.ErrFenced
 // Stats are a Consumer's running totals.
 type Stats struct {
 	In, First, Duplicates, DLQ           int64
-	Done                                 int64    // events whose batch finished: handled or dead-lettered, and acked
-	ByPath                               [6]int64 // indexed by dedupe.Path
+	Done                                 int64                  // events whose batch finished: handled or dead-lettered, and acked
+	ByPath                               [dedupe.NumPaths]int64 // indexed by dedupe.Path
 	Uncertain, UncertainReruns           int64
 	ClaimAppends, HandlerRetries, Fenced int64
 	Owned                                int64
+	// RemoteMerged counts other regions' claim records merged; Conflicts the
+	// IDs this edge recorded as claimed here and in another region.
+	RemoteMerged, Conflicts int64
 }
 
 type counters struct {
 	in, first, dup, dlq, done atomic.Int64
-	byPath                    [6]atomic.Int64
+	byPath                    [dedupe.NumPaths]atomic.Int64
 	uncertain, reruns         atomic.Int64
 	appends, retries, fenced  atomic.Int64
 	owned                     atomic.Int64
+	remoteMerged, conflicts   atomic.Int64
 }
 
 // Consumer runs the edge data path for its partitions.
@@ -99,7 +103,7 @@ func (c *Consumer) Stats() Stats {
 		In: c.c.in.Load(), Done: c.c.done.Load(), First: c.c.first.Load(), Duplicates: c.c.dup.Load(), DLQ: c.c.dlq.Load(),
 		Uncertain: c.c.uncertain.Load(), UncertainReruns: c.c.reruns.Load(),
 		ClaimAppends: c.c.appends.Load(), HandlerRetries: c.c.retries.Load(), Fenced: c.c.fenced.Load(),
-		Owned: c.c.owned.Load(),
+		Owned: c.c.owned.Load(), RemoteMerged: c.c.remoteMerged.Load(), Conflicts: c.c.conflicts.Load(),
 	}
 	for i := range s.ByPath {
 		s.ByPath[i] = c.c.byPath[i].Load()
@@ -197,6 +201,35 @@ func (c *Consumer) own(ctx context.Context, p int, release <-chan struct{}) erro
 		c.o.Metrics.ClaimAppends.WithLabelValues(c.o.Region, "takeover").Inc()
 		break
 	}
+	// Merge: other regions' claims for p, up to now; then live (asynchronous mode).
+	var remote <-chan remoteRec
+	liveSince := time.Now()
+	if len(c.o.Peers) > 0 {
+		if err := phase("merge", func(pctx context.Context) error {
+			ch, caughtUp, err := c.followRemote(ctx, p)
+			if err != nil {
+				return err
+			}
+			remote = ch
+			for {
+				select {
+				case r := <-ch:
+					if err := c.mergeRemote(pctx, p, st, r, liveSince); err != nil {
+						return err
+					}
+				case <-caughtUp:
+					return nil
+				case <-pctx.Done():
+					return pctx.Err()
+				}
+			}
+		}); err != nil {
+			return fmt.Errorf("p%d merge remote claims: %w", p, err)
+		}
+	}
+	if err := c.recordConflicts(ctx, p, st); err != nil {
+		return fmt.Errorf("p%d conflicts: %w", p, err)
+	}
 	if u := st.Uncertain(); u > 0 {
 		c.c.uncertain.Add(int64(u))
 		c.o.Metrics.Uncertain.WithLabelValues(c.o.Region).Add(float64(u))
@@ -225,7 +258,7 @@ func (c *Consumer) own(ctx context.Context, p int, release <-chan struct{}) erro
 		c.c.owned.Add(-1)
 		c.o.Metrics.OwnedPartitions.WithLabelValues(c.o.Region).Dec()
 	}()
-	return c.consume(ctx, p, st, cons, release)
+	return c.consume(ctx, p, st, cons, release, remote, liveSince)
 }
 
 // consumer creates this epoch's ingest consumer for p, starting after the
@@ -234,7 +267,7 @@ func (c *Consumer) own(ctx context.Context, p int, release <-chan struct{}) erro
 func (c *Consumer) consumer(ctx context.Context, p int, st *dedupe.State) (jetstream.Consumer, error) {
 	name := fmt.Sprintf("p%d-e%d", p, st.Epoch())
 	cfg := jetstream.ConsumerConfig{
-		Durable: name, FilterSubject: c.names.Partition(p),
+		Durable: name, FilterSubject: c.inputFilter(p),
 		AckPolicy: jetstream.AckAllPolicy, AckWait: c.o.AckWait, MaxDeliver: -1,
 		MaxAckPending: 8 * c.o.BatchSize, InactiveThreshold: time.Hour,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
@@ -242,12 +275,12 @@ func (c *Consumer) consumer(ctx context.Context, p int, st *dedupe.State) (jetst
 	if t := st.Through(); t > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, t+1
 	}
-	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.names.IngestStream(), cfg)
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.inputStream(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("p%d consumer %s: %w", p, name, err)
 	}
 	prefix := fmt.Sprintf("p%d-e", p)
-	s, err := c.js.Stream(ctx, c.names.IngestStream())
+	s, err := c.js.Stream(ctx, c.inputStream())
 	if err != nil {
 		return cons, nil
 	}
@@ -260,6 +293,23 @@ func (c *Consumer) consumer(ctx context.Context, p int, st *dedupe.State) (jetst
 		}
 	}
 	return cons, nil
+}
+
+// inputStream is the stream partitions are consumed from: the region's
+// ingest, or in strict mode its home stream (every region's events for the
+// partitions homed here).
+func (c *Consumer) inputStream() string {
+	if c.o.Strict {
+		return c.names.HomeStream()
+	}
+	return c.names.IngestStream()
+}
+
+func (c *Consumer) inputFilter(p int) string {
+	if c.o.Strict {
+		return c.names.AnyPartition(p)
+	}
+	return c.names.Partition(p)
 }
 
 func (c *Consumer) attrs(p int) []attribute.KeyValue {
@@ -275,8 +325,9 @@ var errGap = errors.New("delivery gap")
 // past it with AckAll would lose it, so the partition rewinds its consumer to
 // the done position and carries on; what was already decided comes back as
 // duplicates.
-func (c *Consumer) consume(ctx context.Context, p int, st *dedupe.State, cons jetstream.Consumer, release <-chan struct{}) error {
+func (c *Consumer) consume(ctx context.Context, p int, st *dedupe.State, cons jetstream.Consumer, release <-chan struct{}, remote <-chan remoteRec, liveSince time.Time) error {
 	w := newWork(c.o.BatchSize)
+	w.remote, w.liveSince = remote, liveSince
 	for {
 		err := c.consumeUntilGap(ctx, p, st, cons, w, release)
 		if !errors.Is(err, errGap) {
@@ -301,7 +352,7 @@ func (c *Consumer) consume(ctx context.Context, p int, st *dedupe.State, cons je
 // rewind recreates this epoch's consumer to start after st.Through().
 func (c *Consumer) rewind(ctx context.Context, p int, st *dedupe.State) (jetstream.Consumer, error) {
 	name := fmt.Sprintf("p%d-e%d", p, st.Epoch())
-	if err := c.js.DeleteConsumer(ctx, c.names.IngestStream(), name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	if err := c.js.DeleteConsumer(ctx, c.inputStream(), name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, fmt.Errorf("p%d rewind: %w", p, err)
 	}
 	return c.consumer(ctx, p, st)
@@ -367,6 +418,14 @@ func (c *Consumer) consumeUntilGap(ctx context.Context, p int, st *dedupe.State,
 			}
 			idle.Reset(c.o.IdleFlush)
 			continue
+		case r := <-w.remote:
+			if err := c.mergeRemote(ctx, p, st, r, w.liveSince); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			continue
 		case m := <-msgs:
 			batch = append(batch, m)
 		}
@@ -417,6 +476,9 @@ type work struct {
 	evs    []event.Event
 	from   []int // from[i] is the index in valid of evs[i]
 	dead   []deadMsg
+
+	remote    <-chan remoteRec // other regions' claims (nil in one region or strict mode)
+	liveSince time.Time        // remote records stored after this are live (lag is measured)
 }
 
 type validMsg struct {
@@ -426,6 +488,8 @@ type validMsg struct {
 	seq    uint64
 	at     time.Time
 	traced trace.SpanContext // the producer's span, when the event carries one
+	origin string            // the region the event was published in
+	pub    time.Time         // the producer's publish time (HeaderPublished), else zero
 }
 
 // maxTracedPerBatch bounds per-event spans in one batch.
@@ -479,7 +543,12 @@ func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch [
 			w.dead = append(w.dead, deadMsg{m: in.m, id: id, seq: seq, reason: event.Reason(err), detail: detail})
 			continue
 		}
-		v := validMsg{in: in, id: id, h: h, seq: seq, at: stored}
+		v := validMsg{in: in, id: id, h: h, seq: seq, at: stored, origin: streams.RegionOf(in.m.Subject())}
+		if ps := hdr.Get(event.HeaderPublished); ps != "" {
+			if ns, err := strconv.ParseInt(ps, 10, 64); err == nil {
+				v.pub = time.Unix(0, ns)
+			}
+		}
 		if traced < maxTracedPerBatch && hasTraceParent(hdr) {
 			v.traced = trace.SpanContextFromContext(telemetry.Propagator().Extract(context.Background(), telemetry.HeaderCarrier(hdr)))
 			if v.traced.IsValid() {
@@ -525,6 +594,11 @@ func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch [
 		claimSeq = seq
 		c.c.appends.Add(1)
 		c.o.Metrics.ClaimAppends.WithLabelValues(region, "claim").Inc()
+		if w.remote != nil {
+			if err := c.recordConflicts(ctx, p, st); err != nil {
+				return err
+			}
+		}
 	}
 	committed := time.Now()
 	nFirst := int64(len(w.evs))
@@ -536,12 +610,13 @@ func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch [
 		c.o.Metrics.UncertainReruns.WithLabelValues(region).Add(float64(reruns))
 	}
 	c.decisionSec.Observe(committed.Sub(started).Seconds())
+	c.observeDedupeLatency(w, committed)
 	if traced > 0 {
 		c.traceDecisions(ctx, p, w, started, committed)
 	}
 	if c.o.OnDecision != nil {
 		for i, v := range w.valid {
-			c.o.OnDecision(Decision{Partition: p, ID: v.id, Path: w.paths[i], Stored: v.at, Received: v.in.at, Started: started, Committed: committed})
+			c.o.OnDecision(Decision{Partition: p, ID: v.id, Path: w.paths[i], Origin: v.origin, Published: v.pub, Stored: v.at, Received: v.in.at, Started: started, Committed: committed})
 		}
 	}
 
@@ -583,6 +658,22 @@ func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch [
 	return nil
 }
 
+// observeDedupeLatency records, per origin region, the time from each
+// event's publish (when the producer stamped it) to its decision.
+func (c *Consumer) observeDedupeLatency(w *work, committed time.Time) {
+	var last string
+	var obs prometheus.Observer
+	for _, v := range w.valid {
+		if v.pub.IsZero() {
+			continue
+		}
+		if obs == nil || v.origin != last {
+			last, obs = v.origin, c.o.Metrics.DedupeLatency.WithLabelValues(v.origin, c.o.Region)
+		}
+		obs.Observe(committed.Sub(v.pub).Seconds())
+	}
+}
+
 // traceDecisions records one onceplane.decide span per traced event, a child
 // of the producer's span, so a trace follows the event into the edge.
 func (c *Consumer) traceDecisions(ctx context.Context, p int, w *work, started, committed time.Time) {
@@ -594,7 +685,8 @@ func (c *Consumer) traceDecisions(ctx context.Context, p int, w *work, started, 
 		pctx := trace.ContextWithRemoteSpanContext(context.Background(), v.traced)
 		_, sp := c.tracer.Start(pctx, "onceplane.decide", trace.WithTimestamp(started), trace.WithLinks(batchLink),
 			trace.WithAttributes(append(c.attrs(p), attribute.String("onceplane.event_id", v.id),
-				attribute.String("onceplane.path", w.paths[i].String()), attribute.Int64("onceplane.stream_seq", int64(v.seq)))...))
+				attribute.String("onceplane.path", w.paths[i].String()), attribute.Int64("onceplane.stream_seq", int64(v.seq)),
+				attribute.String("onceplane.origin_region", v.origin))...))
 		sp.End(trace.WithTimestamp(committed))
 	}
 }
@@ -613,7 +705,7 @@ func hasTraceParent(h nats.Header) bool {
 // countPaths adds a batch's decisions to the totals and the metrics, once
 // per path rather than once per event.
 func (c *Consumer) countPaths(paths []dedupe.Path) {
-	var n [6]int
+	var n [dedupe.NumPaths]int
 	for _, p := range paths {
 		n[p]++
 	}

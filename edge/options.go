@@ -21,6 +21,15 @@ type Options struct {
 	// Name identifies this edge in claim records (at most 255 bytes). Zero
 	// means hostname-pid.
 	Name string
+	// Peers are the other regions of a multi-region deployment. Non-empty
+	// makes every owned partition merge their claims (replicated into this
+	// region's xclaims stream) into its pre-check state, skip IDs claimed
+	// elsewhere, and record conflicts (asynchronous mode, G2).
+	Peers []string
+	// Strict consumes the region's home stream (every region's events for
+	// the partitions homed here) instead of its ingest: strict mode, G3. Set
+	// Partitions to the home partitions.
+	Strict bool
 	// Partitions lists the partitions this edge owns. Nil means all of them.
 	// With Membership, it lists the partitions the region's edges share
 	// (strict mode: the region's home partitions).
@@ -80,6 +89,10 @@ type Decision struct {
 	Partition int
 	ID        string
 	Path      dedupe.Path
+	// Origin is the region the event was published in; Published the
+	// producer's publish time when it stamped one (event.HeaderPublished).
+	Origin    string
+	Published time.Time
 	// Stored is when the ingest stream stored the event; Received is when
 	// the edge received it; Started is when its batch started being decided;
 	// Committed is when its claim was durable (or the duplicate verdict was

@@ -22,6 +22,9 @@ const (
 	HeaderStreamSeq = "Onceplane-Stream-Seq"
 	// HeaderUncertain marks an output produced by an uncertain re-run.
 	HeaderUncertain = "Onceplane-Uncertain"
+	// HeaderPublished carries the producer's publish time (Unix nanoseconds),
+	// for dedupe latency across regions. Optional.
+	HeaderPublished = "Onceplane-Published"
 )
 
 // MaxIDLen is the longest event ID accepted, in bytes.

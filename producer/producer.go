@@ -6,6 +6,8 @@ package producer
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -33,6 +35,7 @@ func (p *Producer) Msg(ctx context.Context, id string, data []byte) (*nats.Msg, 
 	}
 	m := &nats.Msg{Subject: p.names.Ingest(id), Header: nats.Header{}, Data: data}
 	m.Header.Set(event.HeaderID, id)
+	m.Header.Set(event.HeaderPublished, strconv.FormatInt(time.Now().UnixNano(), 10))
 	telemetry.Propagator().Inject(ctx, telemetry.HeaderCarrier(m.Header))
 	return m, nil
 }

@@ -249,18 +249,25 @@ func StreamConfig(top topology.Topology, region string, memory bool, ingestDup t
 	return cfg
 }
 
-// provision creates every region's streams: sources need their origin
-// streams, so all regions' own streams come first.
+// provision creates every region's streams. A source whose origin stream
+// does not exist yet retries with a growing backoff (tens of seconds), so
+// every region's own streams come first and the sourcing streams after.
 func (c *Cluster) provision(ctx context.Context) error {
-	for _, r := range c.top.RegionNames() {
-		nc, js, err := c.Connect(r)
-		if err != nil {
-			return err
-		}
-		err = streams.Provision(ctx, js, c.StreamConfig(r))
-		nc.Close()
-		if err != nil {
-			return fmt.Errorf("supercluster: region %s: %w", r, err)
+	for _, pass := range []string{"own", "cross-region"} {
+		for _, r := range c.top.RegionNames() {
+			cfg := c.StreamConfig(r)
+			if pass == "own" {
+				cfg.Peers, cfg.Home = nil, nil
+			}
+			nc, js, err := c.Connect(r)
+			if err != nil {
+				return err
+			}
+			err = streams.Provision(ctx, js, cfg)
+			nc.Close()
+			if err != nil {
+				return fmt.Errorf("supercluster: region %s %s streams: %w", r, pass, err)
+			}
 		}
 	}
 	return nil

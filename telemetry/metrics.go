@@ -32,9 +32,16 @@ type Metrics struct {
 	OwnedPartitions  *prometheus.GaugeVec     // region
 	TrackedIDs       *prometheus.GaugeVec     // region, partition
 	TrackedBytes     *prometheus.GaugeVec     // region, partition
+	ReplicationLag   *prometheus.HistogramVec // from, to: a claim's append in one region to its merge by the owner in another
+	Conflicts        *prometheus.CounterVec   // region, peer: IDs claimed in both regions (recorded once per ID and region)
+	RemoteMerged     *prometheus.CounterVec   // region, peer: remote claim records merged by owners
+	DedupeLatency    *prometheus.HistogramVec // from, to: publish in region from to the decision in region to
 }
 
 var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
+
+// wanBuckets resolve round trips between regions (tens to hundreds of ms).
+var wanBuckets = []float64{.005, .01, .025, .05, .075, .1, .15, .2, .25, .3, .4, .5, .75, 1, 2, 5, 10}
 
 // NewMetrics registers onceplane's metrics (and Go runtime metrics) in a new registry.
 func NewMetrics() *Metrics {
@@ -51,6 +58,11 @@ func NewMetrics() *Metrics {
 		f(h)
 		return h
 	}
+	wv := func(name, help string, labels ...string) *prometheus.HistogramVec {
+		h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "onceplane", Name: name, Help: help, Buckets: wanBuckets}, labels)
+		f(h)
+		return h
+	}
 	gv := func(name, help string, labels ...string) *prometheus.GaugeVec {
 		g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "onceplane", Name: name, Help: help}, labels)
 		f(g)
@@ -59,7 +71,7 @@ func NewMetrics() *Metrics {
 	return &Metrics{
 		Registry:         r,
 		EventsIn:         cv("events_in_total", "Events consumed from the ingest stream.", "region"),
-		Decisions:        cv("decisions_total", "Dedupe decisions by path (bloom-negative, exact-miss, uncertain-rerun: first time; exact-hit, in-batch, uncertain-skip: duplicate).", "region", "path"),
+		Decisions:        cv("decisions_total", "Dedupe decisions by path (bloom-negative, exact-miss, uncertain-rerun: first time; exact-hit, in-batch, uncertain-skip, remote-claim: duplicate).", "region", "path"),
 		Uncertain:        cv("uncertain_total", "IDs found uncertain (claimed, not known done) when taking a partition over.", "region"),
 		UncertainReruns:  cv("uncertain_reruns_total", "Uncertain IDs delivered again and handled again under the rerun policy.", "region"),
 		DLQ:              cv("dlq_total", "Events sent to the dead-letter stream, by reason.", "region", "reason"),
@@ -77,5 +89,9 @@ func NewMetrics() *Metrics {
 		OwnedPartitions:  gv("owned_partitions", "Partitions this edge currently owns.", "region"),
 		TrackedIDs:       gv("tracked_ids", "IDs in the exact set of an owned partition.", "region", "partition"),
 		TrackedBytes:     gv("tracked_bytes", "Bytes held by the exact set and Bloom filter of an owned partition.", "region", "partition"),
+		ReplicationLag:   wv("replication_lag_seconds", "From a claim's append in region from (its writer's clock) to its merge by the partition owner in region to.", "from", "to"),
+		Conflicts:        cv("conflicts_total", "IDs claimed both in this region and in peer inside the replication lag (asynchronous mode), recorded once per ID.", "region", "peer"),
+		RemoteMerged:     cv("remote_claims_merged_total", "Claim records of other regions merged into owners' pre-check state.", "region", "peer"),
+		DedupeLatency:    wv("dedupe_latency_seconds", "From an event's publish in region from to its decision in region to (strict mode crosses the WAN).", "from", "to"),
 	}
 }

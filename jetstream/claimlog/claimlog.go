@@ -16,6 +16,7 @@ import (
 
 	"github.com/onceplane/onceplane/dedupe"
 	"github.com/onceplane/onceplane/jetstream/streams"
+	"github.com/onceplane/onceplane/telemetry"
 )
 
 // ErrFenced means another writer appended to the partition's claim log since
@@ -60,10 +61,17 @@ func (l *Log) Append(ctx context.Context, p int, expected uint64, rec dedupe.Rec
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
+	// The record carries the appender's trace context: an owner in another
+	// region that merges it continues the trace (cross-region replication).
+	hdr := nats.Header{}
+	telemetry.Propagator().Inject(ctx, telemetry.HeaderCarrier(hdr))
+	if len(hdr) == 0 {
+		hdr = nil
+	}
 	backoff := 20 * time.Millisecond
 	for {
 		actx, cancel := context.WithTimeout(ctx, timeout)
-		ack, err := l.js.PublishMsg(actx, &nats.Msg{Subject: subj, Data: data}, jetstream.WithExpectLastSequencePerSubject(expected))
+		ack, err := l.js.PublishMsg(actx, &nats.Msg{Subject: subj, Header: hdr, Data: data}, jetstream.WithExpectLastSequencePerSubject(expected))
 		cancel()
 		if err == nil {
 			return ack.Sequence, nil

@@ -1,0 +1,195 @@
+package edge
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/onceplane/onceplane/dedupe"
+	"github.com/onceplane/onceplane/event"
+	"github.com/onceplane/onceplane/jetstream/streams"
+	"github.com/onceplane/onceplane/telemetry"
+)
+
+// remoteRec is one claim record of another region, read from this region's
+// xclaims stream (the other regions' claim logs, sourced over the gateways).
+type remoteRec struct {
+	region string
+	seq    uint64 // position in the xclaims stream
+	rec    dedupe.Record
+	stored time.Time // when the xclaims stream stored it
+	sc     trace.SpanContext
+}
+
+// followRemote streams partition p's claims from the other regions, from the
+// start of the window and then live, until ctx ends. caughtUp is closed once
+// every record stored when it started has been delivered. Records that do not
+// decode are logged and skipped: a bad record from elsewhere must not stop
+// this region (the other region still sees its own claims and reports any
+// conflict).
+func (c *Consumer) followRemote(ctx context.Context, p int) (<-chan remoteRec, <-chan struct{}, error) {
+	cons, err := c.js.OrderedConsumer(ctx, c.names.XClaimStream(), jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{c.names.RemoteClaims(p)}, DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("p%d remote claims: %w", p, err)
+	}
+	caughtUp := make(chan struct{})
+	if info := cons.CachedInfo(); info == nil || info.NumPending == 0 {
+		close(caughtUp)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
+	if err != nil {
+		return nil, nil, fmt.Errorf("p%d remote claims: %w", p, err)
+	}
+	out := make(chan remoteRec, 256)
+	go func() {
+		defer it.Stop()
+		<-ctx.Done()
+	}()
+	go func() {
+		caught := false
+		select {
+		case <-caughtUp:
+			caught = true
+		default:
+		}
+		for {
+			m, err := it.Next()
+			if err != nil {
+				if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+					return
+				}
+				c.lg.Debug("remote claims", "partition", p, "err", err)
+				continue
+			}
+			md, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			rec, err := dedupe.Decode(m.Data())
+			if err != nil {
+				c.lg.Error("undecodable remote claim record skipped", "partition", p, "subject", m.Subject(), "seq", md.Sequence.Stream, "err", err)
+			} else {
+				r := remoteRec{region: streams.RegionOf(m.Subject()), seq: md.Sequence.Stream, rec: rec, stored: md.Timestamp}
+				if h := m.Headers(); hasTraceParent(h) {
+					r.sc = trace.SpanContextFromContext(telemetry.Propagator().Extract(context.Background(), telemetry.HeaderCarrier(h)))
+				}
+				select {
+				case out <- r:
+				case <-ctx.Done():
+					return
+				}
+			}
+			if !caught && md.NumPending == 0 {
+				caught = true
+				close(caughtUp)
+			}
+		}
+	}()
+	return out, caughtUp, nil
+}
+
+// mergeRemote folds one remote claim record into p's state, measures the
+// replication lag of live records, and records any conflict it reveals.
+func (c *Consumer) mergeRemote(ctx context.Context, p int, st *dedupe.State, r remoteRec, liveSince time.Time) error {
+	now := time.Now()
+	st.MergeRemote(r.region, r.seq, r.rec, now)
+	c.c.remoteMerged.Add(1)
+	c.o.Metrics.RemoteMerged.WithLabelValues(c.o.Region, r.region).Inc()
+	live := r.stored.After(liveSince)
+	if live && r.rec.Kind == dedupe.KindClaim {
+		c.o.Metrics.ReplicationLag.WithLabelValues(r.region, c.o.Region).Observe(now.Sub(r.rec.Time).Seconds())
+	}
+	if r.sc.IsValid() && live {
+		// Continue the remote claim append's trace into this region.
+		pctx := trace.ContextWithRemoteSpanContext(ctx, r.sc)
+		_, sp := c.tracer.Start(pctx, "onceplane.merge_remote", trace.WithAttributes(append(c.attrs(p),
+			attribute.String("onceplane.from_region", r.region), attribute.Int("onceplane.ids", len(r.rec.IDs)),
+			attribute.Float64("onceplane.replication_lag_ms", float64(now.Sub(r.rec.Time).Microseconds())/1000))...))
+		defer sp.End()
+	}
+	return c.recordConflicts(ctx, p, st)
+}
+
+// ConflictRecord is the conflicts stream's record of one ID claimed in two
+// regions. Each region that detects it writes one (on its own conflicts
+// stream, once per ID); together they give both sides.
+type ConflictRecord struct {
+	Hash       string    `json:"id_hash"`
+	Partition  int       `json:"partition"`
+	Region     string    `json:"region"` // the detecting region, whose claim log holds the ID
+	Edge       string    `json:"edge"`
+	DetectedAt time.Time `json:"detected_at"`
+	Remote     struct {
+		Region string    `json:"region"`
+		Writer string    `json:"writer,omitempty"`
+		Epoch  uint64    `json:"epoch,omitempty"`
+		Time   time.Time `json:"time,omitzero"`
+		Seq    uint64    `json:"xclaims_seq,omitempty"`
+	} `json:"remote"`
+}
+
+// HashHex is the conflict subject token of an ID hash.
+func HashHex(h event.Hash) string {
+	var b [16]byte
+	for i := range 8 {
+		b[i] = byte(h.Hi >> (56 - 8*i))
+		b[8+i] = byte(h.Lo >> (56 - 8*i))
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// recordConflicts writes the conflicts st found to the conflicts stream,
+// once per ID (the stream refuses a second record on the same subject), and
+// counts the new ones. It retries until stored: a conflict is never silent.
+func (c *Consumer) recordConflicts(ctx context.Context, p int, st *dedupe.State) error {
+	for _, cf := range st.Conflicts() {
+		rec := ConflictRecord{Hash: HashHex(cf.Hash), Partition: p, Region: c.o.Region, Edge: c.o.Name, DetectedAt: time.Now()}
+		rec.Remote.Region, rec.Remote.Writer, rec.Remote.Epoch, rec.Remote.Time, rec.Remote.Seq = cf.Region, cf.Writer, cf.Epoch, cf.Time, cf.Seq
+		data, _ := json.Marshal(rec)
+		msg := &nats.Msg{Subject: c.names.Conflict(rec.Hash), Data: data}
+		for backoff := 20 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := c.js.PublishMsg(pctx, msg)
+			cancel()
+			if err == nil {
+				c.c.conflicts.Add(1)
+				c.o.Metrics.Conflicts.WithLabelValues(c.o.Region, cf.Region).Inc()
+				c.lg.Warn("cross-region conflict", "partition", p, "id_hash", rec.Hash, "peer", cf.Region, "peer_writer", cf.Writer)
+				break
+			}
+			if strings.Contains(err.Error(), "maximum messages per subject") {
+				break // already recorded (a rebuild found it again)
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			c.lg.Warn("conflict record failed; retrying", "partition", p, "err", err)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(backoff):
+			}
+		}
+	}
+	return nil
+}
+
+// DecodeConflict decodes a conflicts stream record.
+func DecodeConflict(b []byte) (ConflictRecord, error) {
+	var r ConflictRecord
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("conflict record: %w", err)
+	}
+	return r, nil
+}
