@@ -3,14 +3,21 @@ package deploy
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/onceplane/onceplane/dedupe"
 	"github.com/onceplane/onceplane/edge"
 	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/internal/coretest"
+	"github.com/onceplane/onceplane/internal/verify"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/supercluster"
 	"github.com/onceplane/onceplane/topology"
@@ -21,7 +28,7 @@ func start(t *testing.T, top topology.Topology, o Options) *Deployment {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	o.Logger = coretest.Quiet
-	o.Cluster = supercluster.Options{DataDir: t.TempDir(), MemoryStreams: true, Logger: coretest.Quiet}
+	o.Cluster.DataDir, o.Cluster.MemoryStreams, o.Cluster.Logger = t.TempDir(), true, coretest.Quiet
 	d, err := Start(ctx, top, o)
 	if err != nil {
 		t.Fatal(err)
@@ -256,4 +263,180 @@ func otherOf(rs []string, r string) string {
 		}
 	}
 	return ""
+}
+
+// TestStrictMode is G3: every partition has a home region, events are
+// routed there and decided there. The same ID sent to two regions at once
+// and re-sent later has exactly one effect globally, no conflict exists, the
+// WAN shows in the dedupe latency of events published away from home, and
+// one event's trace holds spans from two regions under one trace ID.
+func TestStrictMode(t *testing.T) {
+	top := topology.Default()
+	top.Mode = topology.Strict
+	edgeSpans := tracetest.NewInMemoryExporter()
+	edgeTP := sdktrace.NewTracerProvider(sdktrace.WithSyncer(edgeSpans))
+	type lat struct {
+		from, to string
+		d        time.Duration
+	}
+	var mu sync.Mutex
+	var lats []lat
+	// The ingest layer's Nats-Msg-Id window is off (100 ms), so the copies
+	// reach the edges and the edges' dedupe is what is tested.
+	d := start(t, top, Options{Cluster: supercluster.Options{IngestDuplicates: -1}, TracerProvider: edgeTP, OnDecision: func(region string, dec edge.Decision) {
+		if !dec.Published.IsZero() && dec.Path.First() {
+			mu.Lock()
+			lats = append(lats, lat{dec.Origin, region, dec.Committed.Sub(dec.Published)})
+			mu.Unlock()
+		}
+	}})
+	regions := top.RegionNames()
+
+	const n = 9_000
+	var wg sync.WaitGroup
+	sent := 0
+	for _, r := range regions {
+		var ids []string
+		for k := range n {
+			ids = append(ids, fmt.Sprintf("ev-%d", k))
+		}
+		// Every region gets every ID: each one arrives three times, at about
+		// the same moment, from three regions.
+		sent += len(ids)
+		wg.Add(1)
+		go func() { defer wg.Done(); publish(t, d, r, ids) }()
+	}
+	wg.Wait()
+
+	// One traced event, published in us-east for a partition homed elsewhere.
+	prodSpans := tracetest.NewInMemoryExporter()
+	prodTP := sdktrace.NewTracerProvider(sdktrace.WithSyncer(prodSpans))
+	var tracedID string
+	for k := 0; ; k++ {
+		tracedID = fmt.Sprintf("traced-%d", k)
+		if top.Home(event.Partition(tracedID, top.Partitions)) != "us-east" {
+			break
+		}
+	}
+	ctx, span := prodTP.Tracer("producer").Start(context.Background(), "publish", trace.WithAttributes(attribute.String("onceplane.region", "us-east")))
+	if _, err := d.Producer("us-east").Publish(ctx, tracedID, nil); err != nil {
+		t.Fatal(err)
+	}
+	span.End()
+	sent++
+
+	// Strict mode decides each event once, at home: every copy stored in a
+	// home stream is decided there.
+	coretest.Eventually(t, 120*time.Second, "every ID handled", func() bool { return len(d.Effects.Counts()) > 0 && distinct(d) == n+1 })
+	coretest.Eventually(t, 60*time.Second, "all routed copies decided at home", func() bool { return totalDone(d) == homeMsgs(t, d) })
+	var dups int64
+	for _, r := range regions {
+		dups += d.Stats(r).Duplicates
+	}
+	t.Logf("%d copies sent, %d reached home streams, %d decided duplicate by the edges", sent, homeMsgs(t, d), dups)
+	if dups == 0 {
+		t.Fatal("no copy reached an edge as a duplicate: the test did not exercise edge dedupe")
+	}
+	counts := d.Effects.Counts()
+	global := map[string]int{}
+	for _, m := range counts {
+		for id, k := range m {
+			global[id] += k
+		}
+	}
+	for k := range n {
+		if id := fmt.Sprintf("ev-%d", k); global[id] != 1 {
+			t.Fatalf("%s: %d effects globally, want 1", id, global[id])
+		}
+	}
+	if len(global) != n+1 {
+		t.Fatalf("%d IDs have effects, want %d", len(global), n+1)
+	}
+	for _, r := range regions {
+		if c := d.Stats(r).Conflicts; c != 0 {
+			t.Fatalf("%s: %d conflicts in strict mode", r, c)
+		}
+		if got := len(counts[r]); got == 0 {
+			t.Fatalf("%s decided nothing: homes not spread", r)
+		}
+	}
+
+	// The WAN cost: first-time decisions of events published away from home
+	// wait at least the one-way delay; those published at home do not.
+	mu.Lock()
+	var cross, local []time.Duration
+	for _, l := range lats {
+		if l.from == l.to {
+			local = append(local, l.d)
+		} else if l.d < top.RTT(l.from, l.to)/2 {
+			t.Errorf("%s->%s decided in %v, less than the one-way delay %v", l.from, l.to, l.d, top.RTT(l.from, l.to)/2)
+		} else {
+			cross = append(cross, l.d)
+		}
+	}
+	mu.Unlock()
+	if len(cross) == 0 || len(local) == 0 {
+		t.Fatalf("latency samples: %d cross-region, %d in-region", len(cross), len(local))
+	}
+	t.Logf("first-time decisions: %d published at home (median %v), %d routed over the WAN (median %v)", len(local), median(local), len(cross), median(cross))
+
+	// The trace: the producer's span in us-east and the decision's span in
+	// the home region share one trace ID.
+	traceID := span.SpanContext().TraceID()
+	var decide sdktrace.ReadOnlySpan
+	coretest.Eventually(t, 10*time.Second, "decide span exported", func() bool {
+		for _, s := range edgeSpans.GetSpans().Snapshots() {
+			if s.Name() == "onceplane.decide" && s.SpanContext().TraceID() == traceID {
+				decide = s
+				return true
+			}
+		}
+		return false
+	})
+	attrs := map[string]string{}
+	for _, kv := range decide.Attributes() {
+		attrs[string(kv.Key)] = kv.Value.Emit()
+	}
+	home := top.Home(event.Partition(tracedID, top.Partitions))
+	if attrs["onceplane.region"] != home || attrs["onceplane.origin_region"] != "us-east" || attrs["onceplane.path"] == "" {
+		t.Fatalf("decide span attributes %v: want region %s, origin us-east, a path", attrs, home)
+	}
+	if decide.Parent().SpanID() != span.SpanContext().SpanID() {
+		t.Fatalf("decide span's parent %v is not the producer span %v", decide.Parent().SpanID(), span.SpanContext().SpanID())
+	}
+	t.Logf("trace %s: publish in us-east -> decide in %s (%s)", traceID, home, attrs["onceplane.path"])
+}
+
+func distinct(d *Deployment) int {
+	ids := map[string]bool{}
+	for _, m := range d.Effects.Counts() {
+		for id := range m {
+			ids[id] = true
+		}
+	}
+	return len(ids)
+}
+
+func homeMsgs(t *testing.T, d *Deployment) int64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var total int64
+	for _, r := range d.Topology().RegionNames() {
+		nc, js, err := d.Connect(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := verify.StreamMsgs(ctx, js, streams.Names{Region: r}.HomeStream())
+		nc.Close()
+		if err != nil {
+			return -1
+		}
+		total += int64(n)
+	}
+	return total
+}
+
+func median(ds []time.Duration) time.Duration {
+	slices.Sort(ds)
+	return ds[len(ds)/2]
 }
