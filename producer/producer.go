@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/onceplane/onceplane/event"
+	"github.com/onceplane/onceplane/jetstream/healconn"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/telemetry"
 )
@@ -21,12 +22,19 @@ import (
 type Producer struct {
 	js    jetstream.JetStream
 	names streams.Names
+	heal  *healconn.Healer
 }
 
 // New returns a Producer for region ("" means "local").
 func New(js jetstream.JetStream, region string) *Producer {
-	return &Producer{js: js, names: streams.Names{Region: region}}
+	return &Producer{js: js, names: streams.Names{Region: region}, heal: healconn.New(js.Conn(), 0)}
 }
+
+// Observe reports the outcome of an asynchronous publish (the error of its
+// future, nil on success), so that a connection a restarted core node keeps
+// answering with "no responders" is reconnected (see package healconn).
+// Publish does this by itself.
+func (p *Producer) Observe(err error) { p.heal.Observe(err) }
 
 // Msg builds the message for an event, carrying the trace context of ctx.
 func (p *Producer) Msg(ctx context.Context, id string, data []byte) (*nats.Msg, error) {
@@ -48,6 +56,7 @@ func (p *Producer) Publish(ctx context.Context, id string, data []byte) (*jetstr
 		return nil, err
 	}
 	ack, err := p.js.PublishMsg(ctx, m)
+	p.heal.Observe(err)
 	if err != nil {
 		return nil, fmt.Errorf("publish %q: %w", id, err)
 	}

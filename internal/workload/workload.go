@@ -97,7 +97,8 @@ func Publish(ctx context.Context, pr *producer.Producer, p Plan, ids []string, w
 				select {
 				case <-f.Ok():
 					acked++
-				case <-f.Err():
+				case err := <-f.Err():
+					pr.Observe(err)
 					failed = append(failed, pending[i])
 				case <-deadline:
 					expired = true

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/onceplane/onceplane/dedupe"
+	"github.com/onceplane/onceplane/jetstream/healconn"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/telemetry"
 )
@@ -28,6 +29,7 @@ type Log struct {
 	js     jetstream.JetStream
 	names  streams.Names
 	stream jetstream.Stream
+	heal   *healconn.Healer
 	// AppendTimeout bounds one publish attempt. Zero means 5 s.
 	AppendTimeout time.Duration
 }
@@ -38,7 +40,7 @@ func Open(ctx context.Context, js jetstream.JetStream, names streams.Names) (*Lo
 	if err != nil {
 		return nil, fmt.Errorf("claim stream %s: %w", names.ClaimStream(), err)
 	}
-	return &Log{js: js, names: names, stream: s}, nil
+	return &Log{js: js, names: names, stream: s, heal: healconn.New(js.Conn(), 0)}, nil
 }
 
 func isWrongLast(err error) bool {
@@ -73,6 +75,7 @@ func (l *Log) Append(ctx context.Context, p int, expected uint64, rec dedupe.Rec
 		actx, cancel := context.WithTimeout(ctx, timeout)
 		ack, err := l.js.PublishMsg(actx, &nats.Msg{Subject: subj, Header: hdr, Data: data}, jetstream.WithExpectLastSequencePerSubject(expected))
 		cancel()
+		l.heal.Observe(err)
 		if err == nil {
 			return ack.Sequence, nil
 		}
