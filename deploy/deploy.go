@@ -40,6 +40,12 @@ type Options struct {
 	TracerProvider trace.TracerProvider
 	// OnDecision is called for every decision of every edge (must be fast).
 	OnDecision func(region string, d edge.Decision)
+	// NoReplication runs the edges without merging other regions' claims
+	// (the streams still replicate): a baseline for what merging costs.
+	NoReplication bool
+	// OnReplicated is called for every live remote claim record merged, with
+	// its replication lag from region from to region to (must be fast).
+	OnReplicated func(from, to string, lag time.Duration)
 	// Logger receives logs. Nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -184,7 +190,7 @@ func (d *Deployment) StartEdge(region, name string) error {
 		return err
 	}
 	var peers []string
-	if !strict {
+	if !strict && !d.o.NoReplication {
 		for _, other := range d.top.RegionNames() {
 			if other != region {
 				peers = append(peers, other)
@@ -198,6 +204,9 @@ func (d *Deployment) StartEdge(region, name string) error {
 	}
 	if d.o.OnDecision != nil {
 		o.OnDecision = func(dec edge.Decision) { d.o.OnDecision(region, dec) }
+	}
+	if d.o.OnReplicated != nil {
+		o.OnReplicated = func(from string, lag time.Duration) { d.o.OnReplicated(from, region, lag) }
 	}
 	h := edge.HandlerFunc(func(_ context.Context, ev event.Event) error {
 		d.Effects.add(region, ev.ID)
@@ -318,6 +327,58 @@ func readConflicts(ctx context.Context, js jetstream.JetStream, n streams.Names)
 		out = append(out, rec)
 	}
 	return out, nil
+}
+
+// Replicated reports whether every region's owners have merged every claim
+// record the other regions have written so far (asynchronous mode).
+func (d *Deployment) Replicated(ctx context.Context) (bool, error) {
+	claims := map[string]uint64{}
+	for _, r := range d.top.RegionNames() {
+		nc, js, err := d.Connect(r)
+		if err != nil {
+			return false, err
+		}
+		n, err := verify.StreamMsgs(ctx, js, streams.Names{Region: r}.ClaimStream())
+		nc.Close()
+		if err != nil {
+			return false, err
+		}
+		claims[r] = n
+	}
+	for _, r := range d.top.RegionNames() {
+		var want uint64
+		for q, n := range claims {
+			if q != r {
+				want += n
+			}
+		}
+		if uint64(d.Stats(r).RemoteMerged) != want {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// Drained reports whether every region's input consumers have nothing
+// pending or unacknowledged.
+func (d *Deployment) Drained(ctx context.Context) (bool, error) {
+	for _, r := range d.top.RegionNames() {
+		nc, js, err := d.Connect(r)
+		if err != nil {
+			return false, err
+		}
+		n := streams.Names{Region: r}
+		parts := d.top.Partitions
+		if d.top.Mode == topology.Strict {
+			parts = len(d.top.HomePartitions(r))
+		}
+		ok, err := verify.Drained(ctx, js, n, parts, d.top.Mode == topology.Strict)
+		nc.Close()
+		if err != nil || !ok {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 // StopEdges stops region's edges (gracefully: batches in hand finish).

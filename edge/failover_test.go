@@ -82,7 +82,7 @@ func (r *region) finishLoad(t *testing.T, pubDone <-chan error, parts int, ids [
 		t.Fatal(err)
 	}
 	coretest.Eventually(t, time.Minute, "drained", func() bool {
-		ok, _ := verify.Drained(context.Background(), r.js, r.cfg.Names, parts)
+		ok, _ := verify.Drained(context.Background(), r.js, r.cfg.Names, parts, false)
 		return ok
 	})
 	r.checkOnce(t, ids)

@@ -108,7 +108,11 @@ func (c *Consumer) mergeRemote(ctx context.Context, p int, st *dedupe.State, r r
 	c.o.Metrics.RemoteMerged.WithLabelValues(c.o.Region, r.region).Inc()
 	live := r.stored.After(liveSince)
 	if live && r.rec.Kind == dedupe.KindClaim {
-		c.o.Metrics.ReplicationLag.WithLabelValues(r.region, c.o.Region).Observe(now.Sub(r.rec.Time).Seconds())
+		lag := now.Sub(r.rec.Time)
+		c.o.Metrics.ReplicationLag.WithLabelValues(r.region, c.o.Region).Observe(lag.Seconds())
+		if c.o.OnReplicated != nil {
+			c.o.OnReplicated(r.region, lag)
+		}
 	}
 	if r.sc.IsValid() && live {
 		// Continue the remote claim append's trace into this region.

@@ -208,7 +208,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 		if !pubFinished {
 			continue
 		}
-		ok, err := verify.Drained(ctx, js, scfg.Names, cfg.Partitions)
+		ok, err := verify.Drained(ctx, js, scfg.Names, cfg.Partitions, false)
 		if err == nil && ok {
 			break
 		}

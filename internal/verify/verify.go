@@ -98,11 +98,16 @@ func StreamMsgs(ctx context.Context, js jetstream.JetStream, stream string) (uin
 	return info.State.Msgs, nil
 }
 
-// Drained reports whether, for every partition, the newest-epoch ingest
-// consumer has nothing pending and nothing awaiting acknowledgement, and
-// every partition has such a consumer.
-func Drained(ctx context.Context, js jetstream.JetStream, n streams.Names, partitions int) (bool, error) {
-	s, err := js.Stream(ctx, n.IngestStream())
+// Drained reports whether, for every partition, the newest-epoch input
+// consumer (on the ingest stream, or the home stream in strict mode) has
+// nothing pending and nothing awaiting acknowledgement, and every partition
+// has such a consumer.
+func Drained(ctx context.Context, js jetstream.JetStream, n streams.Names, partitions int, strict bool) (bool, error) {
+	stream := n.IngestStream()
+	if strict {
+		stream = n.HomeStream()
+	}
+	s, err := js.Stream(ctx, stream)
 	if err != nil {
 		return false, err
 	}

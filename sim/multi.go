@@ -1,0 +1,526 @@
+package sim
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/onceplane/onceplane/dedupe"
+	"github.com/onceplane/onceplane/deploy"
+	"github.com/onceplane/onceplane/edge"
+	"github.com/onceplane/onceplane/event"
+	"github.com/onceplane/onceplane/internal/workload"
+	"github.com/onceplane/onceplane/supercluster"
+	"github.com/onceplane/onceplane/topology"
+)
+
+// MultiConfig describes a multi-region simulation. The zero value runs the
+// default: three regions, 60,000 events at 10,000 events/s, asynchronous
+// mode, and a 3-second cut of the us-east/eu-west link mid-load.
+type MultiConfig struct {
+	// Topology is the deployment. Zero (no regions) means topology.Default().
+	Topology topology.Topology
+	// Events is the number of unique IDs. Zero means 60,000.
+	Events int
+	// Rate is the publish rate across the simulation, events/s. Zero means 10,000.
+	Rate int
+	// DupRate is the share of IDs re-sent to the same region later. Zero means 0.2; negative none.
+	DupRate float64
+	// RetryRate is the share of IDs a producer re-sends at once, as after a
+	// lost ack. Zero means 0.05; negative none.
+	RetryRate float64
+	// CrossRate is the share of IDs re-sent to another region 1.5 s later
+	// (after their claims replicated). Zero means 0.1; negative none.
+	CrossRate float64
+	// RaceRate is the share of IDs sent to two regions at the same moment:
+	// races inside the replication lag. Zero means 0.005; negative none.
+	RaceRate float64
+	// Drill is "cut" (the first two regions' link, default), "core" (the
+	// last region's core nodes stopped and restarted) or "none".
+	Drill string
+	// DrillFor is how long the drill lasts. Zero means 3 s.
+	DrillFor time.Duration
+	// NoReplication runs the edges without merging other regions' claims,
+	// to measure what replication costs the in-region decision path.
+	NoReplication bool
+	// Dir holds core data. Empty means a temporary directory removed afterwards.
+	Dir string
+	// Seed makes the load reproducible.
+	Seed uint64
+	// Logger receives component logs. Nil means discard.
+	Logger *slog.Logger
+}
+
+func (c MultiConfig) withDefaults() MultiConfig {
+	if len(c.Topology.Regions) == 0 {
+		c.Topology = topology.Default()
+	}
+	c.Topology = c.Topology.Defaults()
+	if c.Events <= 0 {
+		c.Events = 60_000
+	}
+	if c.Rate <= 0 {
+		c.Rate = 10_000
+	}
+	rate := func(v *float64, def float64) {
+		switch {
+		case *v == 0:
+			*v = def
+		case *v < 0:
+			*v = 0
+		}
+	}
+	rate(&c.DupRate, 0.2)
+	rate(&c.RetryRate, 0.05)
+	rate(&c.CrossRate, 0.1)
+	rate(&c.RaceRate, 0.005)
+	if c.Drill == "" {
+		c.Drill = "cut"
+	}
+	if c.DrillFor <= 0 {
+		c.DrillFor = 3 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return c
+}
+
+// send is one scheduled publish.
+type send struct {
+	at     time.Duration
+	region string
+	id     string
+	kind   string // "first", "dup", "retry", "cross", "race"
+}
+
+// schedule builds the load: every ID once in its region, plus re-sends.
+func schedule(c MultiConfig) ([]send, map[string]int) {
+	rng := rand.New(rand.NewPCG(c.Seed, 0x6f6e6365))
+	regions := c.Topology.RegionNames()
+	step := time.Second / time.Duration(c.Rate)
+	var out []send
+	kinds := map[string]int{}
+	add := func(s send) { out = append(out, s); kinds[s.kind]++ }
+	for i := range c.Events {
+		at := time.Duration(i) * step
+		r := regions[i%len(regions)]
+		id := fmt.Sprintf("ev-%d", i)
+		add(send{at, r, id, "first"})
+		other := regions[(i+1+rng.IntN(max(1, len(regions)-1)))%len(regions)]
+		if len(regions) > 1 && rng.Float64() < c.RaceRate {
+			add(send{at, other, id, "race"})
+		}
+		if rng.Float64() < c.RetryRate {
+			add(send{at + time.Millisecond, r, id, "retry"})
+		}
+		if rng.Float64() < c.DupRate {
+			add(send{at + time.Duration(rng.IntN(2000))*time.Millisecond, r, id, "dup"})
+		}
+		if len(regions) > 1 && rng.Float64() < c.CrossRate {
+			add(send{at + 1500*time.Millisecond, other, id, "cross"})
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].at < out[j].at })
+	return out, kinds
+}
+
+// PairStats are latency quantiles between two regions.
+type PairStats struct {
+	From, To string
+	Lat      Quantiles
+}
+
+// RegionStats are one region's totals.
+type RegionStats struct {
+	Region                       string
+	Sent                         int
+	Decided, First, Dups         int64
+	ByPath                       map[string]int64
+	Conflicts                    int64
+	Effects                      int
+	DupEffects                   int // IDs handled more than once in this region (must be 0)
+	Decision                     Quantiles
+	DecidedDuringDrill           int64
+	Uncertain, DLQ, ClaimAppends int64
+}
+
+// DrillMark is a drill event on the timeline.
+type DrillMark struct {
+	At   time.Duration
+	What string
+}
+
+// MultiReport is what a multi-region simulation measured.
+type MultiReport struct {
+	Mode              topology.Mode
+	Regions           []RegionStats
+	Replication       []PairStats // claim append -> merged by the owner in the other region
+	Dedupe            []PairStats // publish -> decision, by origin and deciding region
+	Sent              map[string]int
+	Unique            int
+	Lost              int // IDs with no effect anywhere
+	TrueRaces         int // IDs with effects in two or more regions
+	ConflictsReported int // distinct IDs in the conflicts streams
+	Spurious, Missed  int // conflicts that are not races; races not reported
+	Drill             []DrillMark
+	Elapsed           time.Duration
+	OK                bool
+}
+
+// RunMulti runs the multi-region simulation, printing progress to progress.
+func RunMulti(ctx context.Context, cfg MultiConfig, progress io.Writer) (*MultiReport, error) {
+	cfg = cfg.withDefaults()
+	if progress == nil {
+		progress = io.Discard
+	}
+	dir := cfg.Dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "onceplane-sim")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	top := cfg.Topology
+	regions := top.RegionNames()
+	decision := map[string]*Latency{}
+	for _, r := range regions {
+		decision[r] = NewLatency()
+	}
+	var pmu sync.Mutex
+	repl, dd := map[[2]string]*Latency{}, map[[2]string]*Latency{}
+	pair := func(m map[[2]string]*Latency, a, b string) *Latency {
+		pmu.Lock()
+		defer pmu.Unlock()
+		l := m[[2]string{a, b}]
+		if l == nil {
+			l = NewLatency()
+			m[[2]string{a, b}] = l
+		}
+		return l
+	}
+	var drilling atomic.Bool
+	var duringDrill sync.Map // region -> *atomic.Int64
+	for _, r := range regions {
+		duringDrill.Store(r, new(atomic.Int64))
+	}
+	fmt.Fprintf(progress, "starting %d regions (%s), %d partitions, %s mode...\n", len(regions), joinRTT(top), top.Partitions, top.Mode)
+	t0 := time.Now()
+	d, err := deploy.Start(ctx, top, deploy.Options{
+		Cluster:       supercluster.Options{DataDir: dir, IngestDuplicates: -1, Logger: cfg.Logger},
+		Logger:        cfg.Logger,
+		NoReplication: cfg.NoReplication,
+		OnDecision: func(region string, dec edge.Decision) {
+			decision[region].Record(dec.Committed.Sub(dec.Started))
+			if !dec.Published.IsZero() && dec.Path.First() {
+				pair(dd, dec.Origin, region).Record(dec.Committed.Sub(dec.Published))
+			}
+			if drilling.Load() {
+				v, _ := duringDrill.Load(region)
+				v.(*atomic.Int64).Add(1)
+			}
+		},
+		OnReplicated: func(from, to string, lag time.Duration) { pair(repl, from, to).Record(lag) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	err = d.WaitReady(wctx)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(progress, "cluster ready in %.1fs\n", time.Since(t0).Seconds())
+
+	sends, kinds := schedule(cfg)
+	rep := &MultiReport{Mode: top.Mode, Sent: kinds, Unique: cfg.Events}
+	loadFor := sends[len(sends)-1].at
+	start := time.Now()
+	// The drill, at 40 % of the load.
+	drillDone := make(chan struct{})
+	go func() {
+		defer close(drillDone)
+		if cfg.Drill == "none" || len(regions) < 2 {
+			return
+		}
+		select {
+		case <-time.After(loadFor * 4 / 10):
+		case <-ctx.Done():
+			return
+		}
+		mark := func(what string) {
+			rep.Drill = append(rep.Drill, DrillMark{time.Since(start), what})
+			fmt.Fprintf(progress, "  [%5.1fs] drill: %s\n", time.Since(start).Seconds(), what)
+		}
+		drilling.Store(true)
+		switch cfg.Drill {
+		case "cut":
+			a, b := regions[0], regions[1]
+			d.Cut(a, b)
+			mark(fmt.Sprintf("cut %s <-> %s", a, b))
+			sleepCtx(ctx, cfg.DrillFor)
+			d.Heal(a, b)
+			mark(fmt.Sprintf("healed %s <-> %s", a, b))
+		case "core":
+			r := regions[len(regions)-1]
+			d.StopRegion(r)
+			mark("stopped the core nodes of " + r)
+			sleepCtx(ctx, cfg.DrillFor)
+			if err := d.StartRegion(ctx, r); err != nil {
+				mark("restart failed: " + err.Error())
+			} else {
+				mark("restarted the core nodes of " + r)
+			}
+		}
+		drilling.Store(false)
+	}()
+	// One publisher per region, paced on the schedule.
+	var published atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, len(regions))
+	for _, r := range regions {
+		var mine []send
+		for _, s := range sends {
+			if s.region == r {
+				mine = append(mine, s)
+			}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pr := d.Producer(r)
+			for i := 0; i < len(mine); {
+				now := time.Since(start)
+				j := i
+				for j < len(mine) && mine[j].at <= now {
+					j++
+				}
+				if j > i {
+					ids := make([]string, 0, j-i)
+					for _, s := range mine[i:j] {
+						ids = append(ids, s.id)
+					}
+					if err := workload.Publish(ctx, pr, workload.Plan{}, ids, len(ids), nil); err != nil {
+						errs <- err
+						return
+					}
+					published.Add(int64(len(ids)))
+					i = j
+					continue
+				}
+				sleepCtx(ctx, min(10*time.Millisecond, mine[i].at-now))
+			}
+		}()
+	}
+	ticker := time.NewTicker(time.Second)
+	pubDone := make(chan struct{})
+	go func() { wg.Wait(); close(pubDone) }()
+	var lastDecided int64
+	report := func() {
+		var decided, conflicts int64
+		for _, r := range regions {
+			s := d.Stats(r)
+			decided += s.In
+			conflicts += s.Conflicts
+		}
+		el := time.Since(start)
+		fmt.Fprintf(progress, "  [%5.1fs] published %d/%d  decided %d (%d/s)  conflicts %d  remaining ~%.0fs\n",
+			el.Seconds(), published.Load(), len(sends), decided, decided-lastDecided, conflicts, max(0, (loadFor-el).Seconds()))
+		lastDecided = decided
+	}
+wait:
+	for {
+		select {
+		case <-pubDone:
+			break wait
+		case err := <-errs:
+			return nil, err
+		case <-ticker.C:
+			report()
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	<-drillDone
+	// Settle: every input consumer drained, every claim merged everywhere.
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		drained, _ := d.Drained(sctx)
+		repd := true
+		if top.Mode == topology.Async && !cfg.NoReplication {
+			repd, _ = d.Replicated(sctx)
+		}
+		cancel()
+		if drained && repd {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("sim: not settled after 2 minutes (drained %v, replicated %v)", drained, repd)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-ticker.C:
+			report()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	ticker.Stop()
+	report()
+	rep.Elapsed = time.Since(start)
+	if err := rep.fill(ctx, d, cfg, sends, decision, repl, dd, &duringDrill); err != nil {
+		return nil, err
+	}
+	return rep, nil
+}
+
+func (rep *MultiReport) fill(ctx context.Context, d *deploy.Deployment, cfg MultiConfig, sends []send, decision map[string]*Latency, repl, dd map[[2]string]*Latency, during *sync.Map) error {
+	regions := cfg.Topology.RegionNames()
+	counts := d.Effects.Counts()
+	where := map[string][]string{} // id hash -> regions with an effect
+	for _, r := range regions {
+		s := d.Stats(r)
+		rs := RegionStats{Region: r, Decided: s.In, First: s.First, Dups: s.Duplicates, ByPath: map[string]int64{},
+			Conflicts: s.Conflicts, Effects: len(counts[r]), Decision: decision[r].Quantiles(),
+			Uncertain: s.Uncertain, DLQ: s.DLQ, ClaimAppends: s.ClaimAppends}
+		for _, p := range dedupe.Paths() {
+			rs.ByPath[p.String()] = s.ByPath[p]
+		}
+		for _, x := range sends {
+			if x.region == r {
+				rs.Sent++
+			}
+		}
+		v, _ := during.Load(r)
+		rs.DecidedDuringDrill = v.(*atomic.Int64).Load()
+		for id, k := range counts[r] {
+			if k > 1 {
+				rs.DupEffects++
+			}
+			h := edge.HashHex(event.HashID(id))
+			where[h] = append(where[h], r)
+		}
+		rep.Regions = append(rep.Regions, rs)
+	}
+	for i := range cfg.Events {
+		if len(where[edge.HashHex(event.HashID(fmt.Sprintf("ev-%d", i)))]) == 0 {
+			rep.Lost++
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conflicts, err := d.Conflicts(cctx)
+	if err != nil {
+		return err
+	}
+	reported := map[string]bool{}
+	for _, recs := range conflicts {
+		for _, c := range recs {
+			reported[c.Hash] = true
+		}
+	}
+	rep.ConflictsReported = len(reported)
+	for h, rs := range where {
+		if len(rs) > 1 {
+			rep.TrueRaces++
+			if !reported[h] {
+				rep.Missed++
+			}
+		}
+	}
+	for h := range reported {
+		if len(where[h]) < 2 {
+			rep.Spurious++
+		}
+	}
+	pairs := func(m map[[2]string]*Latency) []PairStats {
+		var out []PairStats
+		for k, l := range m {
+			out = append(out, PairStats{From: k[0], To: k[1], Lat: l.Quantiles()})
+		}
+		slices.SortFunc(out, func(a, b PairStats) int {
+			if a.From != b.From {
+				return indexOf(regions, a.From) - indexOf(regions, b.From)
+			}
+			return indexOf(regions, a.To) - indexOf(regions, b.To)
+		})
+		return out
+	}
+	rep.Replication, rep.Dedupe = pairs(repl), pairs(dd)
+	rep.OK = rep.Lost == 0 && rep.Spurious == 0 && (rep.Missed == 0 || cfg.NoReplication)
+	for _, r := range rep.Regions {
+		if r.DupEffects > 0 {
+			rep.OK = false
+		}
+	}
+	if cfg.Topology.Mode == topology.Strict && rep.TrueRaces > 0 {
+		rep.OK = false
+	}
+	return nil
+}
+
+func indexOf(xs []string, x string) int { return slices.Index(xs, x) }
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+func joinRTT(t topology.Topology) string {
+	s := ""
+	for i, l := range t.Links {
+		if i > 0 {
+			s += ", "
+		}
+		s += fmt.Sprintf("%s/%s %v", l.A, l.B, time.Duration(l.RTT))
+	}
+	return s
+}
+
+// Print writes the report as text: per region, per region pair, and the verdict.
+func (rep *MultiReport) Print(w io.Writer) {
+	ms := func(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d.Microseconds())/1000) }
+	fmt.Fprintf(w, "\n== onceplane multi-region simulation (%s mode) ==\n", rep.Mode)
+	fmt.Fprintf(w, "load: %d unique IDs; sends: %d first, %d in-region re-sends, %d producer retries, %d cross-region re-sends, %d two-region races; %.1fs\n",
+		rep.Unique, rep.Sent["first"], rep.Sent["dup"], rep.Sent["retry"], rep.Sent["cross"], rep.Sent["race"], rep.Elapsed.Seconds())
+	for _, m := range rep.Drill {
+		fmt.Fprintf(w, "drill at %5.1fs: %s\n", m.At.Seconds(), m.What)
+	}
+	fmt.Fprintf(w, "\n%-10s %7s %8s %7s %7s %9s %9s %8s %9s %8s %10s %12s\n", "region", "sent", "decided", "first", "dups", "exact-hit", "remote", "in-drill", "conflicts", "effects", "dup-effect", "decide p99ms")
+	for _, r := range rep.Regions {
+		fmt.Fprintf(w, "%-10s %7d %8d %7d %7d %9d %9d %8d %9d %8d %10d %12s\n", r.Region, r.Sent, r.Decided, r.First, r.Dups,
+			r.ByPath["exact-hit"]+r.ByPath["in-batch"], r.ByPath["remote-claim"], r.DecidedDuringDrill, r.Conflicts, r.Effects, r.DupEffects, ms(r.Decision.P99))
+	}
+	table := func(title string, ps []PairStats) {
+		if len(ps) == 0 {
+			return
+		}
+		fmt.Fprintf(w, "\n%s\n%-22s %8s %8s %8s %8s\n", title, "from -> to", "count", "p50 ms", "p99 ms", "max ms")
+		for _, p := range ps {
+			fmt.Fprintf(w, "%-22s %8d %8s %8s %8s\n", p.From+" -> "+p.To, p.Lat.Count, ms(p.Lat.P50), ms(p.Lat.P99), ms(p.Lat.Max))
+		}
+	}
+	table("replication lag (claim appended -> merged by the owner in the other region)", rep.Replication)
+	table("dedupe latency (publish -> first-time decision, by origin and deciding region)", rep.Dedupe)
+	verdict := "PASS"
+	if !rep.OK {
+		verdict = "FAIL"
+	}
+	fmt.Fprintf(w, "\nlost %d; true races (effects in two regions) %d; conflicts reported %d (%d not races, %d races unreported) -> %s\n",
+		rep.Lost, rep.TrueRaces, rep.ConflictsReported, rep.Spurious, rep.Missed, verdict)
+}
