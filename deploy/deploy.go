@@ -85,6 +85,19 @@ func (l *Ledger) Total() int {
 	return l.total
 }
 
+// Distinct is the number of IDs with an effect in some region.
+func (l *Ledger) Distinct() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	seen := map[string]bool{}
+	for _, m := range l.counts {
+		for id := range m {
+			seen[id] = true
+		}
+	}
+	return len(seen)
+}
+
 // Counts returns a copy of region -> ID -> effects.
 func (l *Ledger) Counts() map[string]map[string]int {
 	l.mu.Lock()
@@ -373,9 +386,30 @@ func (d *Deployment) Drained(ctx context.Context) (bool, error) {
 			parts = len(d.top.HomePartitions(r))
 		}
 		ok, err := verify.Drained(ctx, js, n, parts, d.top.Mode == topology.Strict)
+		if err == nil && ok && d.top.Mode == topology.Strict {
+			ok, err = sourcesCaughtUp(ctx, js, n.HomeStream())
+		}
 		nc.Close()
 		if err != nil || !ok {
 			return false, err
+		}
+	}
+	return true, nil
+}
+
+// sourcesCaughtUp reports whether stream's sources have nothing left to copy.
+func sourcesCaughtUp(ctx context.Context, js jetstream.JetStream, stream string) (bool, error) {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return false, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, src := range info.Sources {
+		if src.Lag > 0 || src.Error != nil {
+			return false, nil
 		}
 	}
 	return true, nil

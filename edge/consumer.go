@@ -419,11 +419,27 @@ func (c *Consumer) consumeUntilGap(ctx context.Context, p int, st *dedupe.State,
 			idle.Reset(c.o.IdleFlush)
 			continue
 		case r := <-w.remote:
+			// Merge what has arrived in one go, so that replication traffic
+			// costs the partition one loop turn, not one per record.
 			if err := c.mergeRemote(ctx, p, st, r, w.liveSince); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
 				return err
+			}
+		more:
+			for range 1024 {
+				select {
+				case r := <-w.remote:
+					if err := c.mergeRemote(ctx, p, st, r, w.liveSince); err != nil {
+						if ctx.Err() != nil {
+							return nil
+						}
+						return err
+					}
+				default:
+					break more
+				}
 			}
 			continue
 		case m := <-msgs:

@@ -364,11 +364,14 @@ wait:
 			repd, _ = d.Replicated(sctx)
 		}
 		cancel()
-		if drained && repd {
+		// Sources report no lag until they notice a healed link, so the
+		// effects themselves say when every ID has been decided somewhere.
+		if drained && repd && d.Effects.Distinct() >= cfg.Events {
 			break
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("sim: not settled after 2 minutes (drained %v, replicated %v)", drained, repd)
+			fmt.Fprintf(progress, "not settled after 2 minutes (drained %v, replicated %v, %d of %d IDs handled): reporting what happened\n", drained, repd, d.Effects.Distinct(), cfg.Events)
+			break
 		}
 		select {
 		case <-ctx.Done():
