@@ -3,11 +3,13 @@
 //
 //	core                                   one node, 127.0.0.1:4222, data in ./data/core-0
 //	core -name c1 -cluster-port 6222 -routes 127.0.0.1:6222,127.0.0.1:6223,127.0.0.1:6224 -replicas 3
+//	core -name e0 -region us-east -gateway-port 7222 -gateways 'eu-west=10.0.1.5:7222;ap-south=10.0.2.5:7222' -peers eu-west,ap-south
 package main
 
 import (
 	"context"
 	"flag"
+	"fmt"
 	"strings"
 	"time"
 
@@ -26,6 +28,8 @@ func main() {
 		ingestDedupe string
 		logLevel     string
 		noProvision  bool
+		gateways     string
+		peers, home  string
 	)
 	flag.StringVar(&o.Name, "name", "core-0", "server name, unique in the deployment")
 	flag.StringVar(&o.Region, "region", "local", "region (JetStream cluster name)")
@@ -34,6 +38,11 @@ func main() {
 	flag.StringVar(&o.DataDir, "data", "", "JetStream data directory (default ./data/<name>)")
 	flag.IntVar(&o.ClusterPort, "cluster-port", 0, "route port; non-zero joins a region cluster")
 	flag.StringVar(&routes, "routes", "", "comma-separated host:port route addresses of the region's core nodes")
+	flag.IntVar(&o.GatewayPort, "gateway-port", 0, "gateway port; non-zero joins other regions into a supercluster")
+	flag.StringVar(&gateways, "gateways", "", "other regions' gateways: 'region=host:port,host:port;region2=...' (a WAN link's address in a simulation)")
+	flag.StringVar(&o.GatewayAdvertise, "gateway-advertise", "", "gateway address told to other regions (default: the listen address; "+core.NoAdvertise+" keeps peers on -gateways)")
+	flag.StringVar(&peers, "peers", "", "other regions, comma-separated: provision the xclaims stream (their claim logs, sourced) and the conflicts stream, and place this region's streams in its cluster")
+	flag.StringVar(&home, "home", "", "strict mode: this region's home partitions (e.g. 0,3,6); provisions the home stream sourcing them from every region")
 	flag.Int64Var(&o.MaxMemory, "max-memory", 1<<30, "JetStream memory limit in bytes")
 	flag.Int64Var(&o.MaxStore, "max-store", 16<<30, "JetStream file store limit in bytes")
 	flag.IntVar(&cfg.Partitions, "partitions", 16, "partition count (fixed per deployment)")
@@ -50,6 +59,26 @@ func main() {
 		o.Routes = strings.Split(routes, ",")
 	}
 	cfg.Region = o.Region
+	for _, g := range strings.Split(gateways, ";") {
+		if g = strings.TrimSpace(g); g == "" {
+			continue
+		}
+		name, urls, ok := strings.Cut(g, "=")
+		if !ok {
+			cli.Fatal(log, "bad -gateways", fmt.Errorf("%q is not region=host:port,...", g))
+		}
+		o.Gateways = append(o.Gateways, core.Gateway{Name: name, URLs: strings.Split(urls, ",")})
+	}
+	if peers != "" {
+		cfg.Peers, cfg.Cluster = strings.Split(peers, ","), o.Region
+	}
+	if home != "" {
+		h, err := cli.Ints(home)
+		if err != nil {
+			cli.Fatal(log, "bad -home", err)
+		}
+		cfg.Home = h
+	}
 	if ingestDedupe == "off" {
 		cfg.IngestDuplicates = -1
 	} else {
@@ -89,6 +118,33 @@ func provision(ctx context.Context, n *core.Node, cfg streams.Config) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return err
+	}
+	// Sourcing streams come after the region's own and after the peers'
+	// claim logs exist: a source whose origin is missing backs off for tens
+	// of seconds.
+	own := cfg
+	own.Peers, own.Home = nil, nil
+	if err := streams.Provision(ctx, js, own); err != nil {
+		return err
+	}
+	if len(cfg.Peers) == 0 && cfg.Home == nil {
+		return nil
+	}
+	for _, peer := range cfg.Peers {
+		pn := streams.Names{Region: peer}
+		for {
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := js.Stream(sctx, pn.ClaimStream())
+			cancel()
+			if err == nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("waiting for region %s's streams: %w", peer, ctx.Err())
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
 	}
 	return streams.Provision(ctx, js, cfg)
 }

@@ -34,12 +34,14 @@ func main() {
 		url, parts, sinks, ledger, httpURL, admin string
 		policy, logLevel, traceFile, statsFile    string
 		gossipBind, gossipSeeds, gossipKeyFile    string
-		gossipProfile                             string
+		gossipProfile, peers                      string
 	)
 	flag.StringVar(&url, "nats", "nats://127.0.0.1:4222", "core node URL(s), comma-separated")
 	flag.StringVar(&o.Region, "region", "local", "region whose streams to consume")
 	flag.StringVar(&o.Name, "name", "", "edge name in claim records (default hostname-pid)")
-	flag.StringVar(&parts, "partitions", "", "partitions to own, e.g. 0-3,8 (default all)")
+	flag.StringVar(&parts, "partitions", "", "partitions to own, e.g. 0-3,8 (default all; with -gossip: the partitions the region's edges share)")
+	flag.StringVar(&peers, "peers", "", "other regions, comma-separated: merge their replicated claims and report conflicts (asynchronous cross-region mode)")
+	flag.BoolVar(&o.Strict, "strict", false, "strict cross-region mode: consume the region's home stream (set -partitions to the home partitions)")
 	flag.IntVar(&o.BatchSize, "batch", 500, "events per batch (one claim append each)")
 	flag.DurationVar(&o.AckWait, "ack-wait", 30*time.Second, "ingest redelivery timeout")
 	flag.DurationVar(&o.Window, "window", 24*time.Hour, "dedupe window (must match the core's)")
@@ -63,6 +65,9 @@ func main() {
 	log := cli.Logger(logLevel)
 	o.Logger = log
 	var err error
+	if peers != "" {
+		o.Peers = strings.Split(peers, ",")
+	}
 	if o.Partitions, err = cli.Ints(parts); err != nil {
 		cli.Fatal(log, "bad -partitions", err)
 	}

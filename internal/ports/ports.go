@@ -1,9 +1,22 @@
 // Package ports finds free TCP ports on the loopback interface.
 package ports
 
-import "net"
+import (
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+)
 
 // Free returns n distinct TCP ports on 127.0.0.1 that were free a moment ago.
+//
+// They are picked below the kernel's ephemeral range when it can tell it:
+// ports bound by ":0" come from that range, and so do the source ports of
+// every outgoing connection, so a port found free there can be taken as a
+// source port before the server that was meant to listen on it starts (or
+// restarts) — which happened under parallel tests.
 func Free(n int) ([]int, error) {
 	var ls []net.Listener
 	defer func() {
@@ -11,14 +24,36 @@ func Free(n int) ([]int, error) {
 			l.Close()
 		}
 	}()
+	lo := ephemeralStart()
 	var out []int
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for tries := 0; len(out) < n; tries++ {
+		addr := "127.0.0.1:0"
+		if lo > 11000 && tries < 50*n {
+			addr = fmt.Sprintf("127.0.0.1:%d", 10000+rand.IntN(lo-10000))
+		}
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
-			return nil, err
+			if addr == "127.0.0.1:0" {
+				return nil, err
+			}
+			continue
 		}
 		ls = append(ls, l)
 		out = append(out, l.Addr().(*net.TCPAddr).Port)
 	}
 	return out, nil
+}
+
+// ephemeralStart is the first port of the kernel's ephemeral range, 0 if unknown.
+func ephemeralStart() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	lo, _ := strconv.Atoi(f[0])
+	return lo
 }
