@@ -184,8 +184,13 @@ func (s *State) remoteClaimer(h event.Hash, now time.Time) string {
 // claims become duplicates here (PathRemoteHit); any already claimed in this
 // region are conflicts, returned by Conflicts. Takeover and done records
 // claim nothing new and are ignored. now is the local clock, for expiry.
+//
+// A record older than the window is ignored: its IDs are no longer
+// remembered anywhere, and an ID claimed here later than a window after it
+// is a legitimate new first time, not a conflict. (A race is only detected
+// when the replication lag is shorter than the window.)
 func (s *State) MergeRemote(region string, seq uint64, r Record, now time.Time) {
-	if r.Kind != KindClaim || len(r.IDs) == 0 {
+	if r.Kind != KindClaim || len(r.IDs) == 0 || now.Sub(r.Time) >= s.opt.Window {
 		return
 	}
 	set := s.remote[region]
@@ -234,6 +239,13 @@ func (s *State) Classify(hs []event.Hash, now time.Time, out []Path) []Path {
 			}
 		default:
 			if _, unc := s.uncertain[h]; unc {
+				// Claimed in another region too: its effect happened there
+				// (and the double claim is already a recorded conflict), so
+				// running it again here could only add a second effect.
+				if len(s.remote) > 0 && s.remoteClaimer(h, now) != "" {
+					out = append(out, PathRemoteHit)
+					continue
+				}
 				if s.opt.Policy == PolicySkip {
 					out = append(out, PathUncertainSkip)
 				} else {

@@ -218,7 +218,20 @@ func (c *Consumer) own(ctx context.Context, p int, release <-chan struct{}) erro
 						return err
 					}
 				case <-caughtUp:
-					return nil
+					// Everything stored when following began has been sent;
+					// merge what is still buffered before deciding anything,
+					// or an ID replicated before the takeover could be
+					// handled again here.
+					for {
+						select {
+						case r := <-ch:
+							if err := c.mergeRemote(pctx, p, st, r, liveSince); err != nil {
+								return err
+							}
+						default:
+							return nil
+						}
+					}
 				case <-pctx.Done():
 					return pctx.Err()
 				}

@@ -161,20 +161,30 @@ func (c *Consumer) recordConflicts(ctx context.Context, p int, st *dedupe.State)
 		rec := ConflictRecord{Hash: HashHex(cf.Hash), Partition: p, Region: c.o.Region, Edge: c.o.Name, DetectedAt: time.Now()}
 		rec.Remote.Region, rec.Remote.Writer, rec.Remote.Epoch, rec.Remote.Time, rec.Remote.Seq = cf.Region, cf.Writer, cf.Epoch, cf.Time, cf.Seq
 		data, _ := json.Marshal(rec)
-		msg := &nats.Msg{Subject: c.names.Conflict(rec.Hash), Data: data}
+		msg := &nats.Msg{Subject: c.names.Conflict(rec.Hash, cf.Region), Data: data}
+		counted := func() {
+			c.c.conflicts.Add(1)
+			c.o.Metrics.Conflicts.WithLabelValues(c.o.Region, cf.Region).Inc()
+			c.lg.Warn("cross-region conflict", "partition", p, "id_hash", rec.Hash, "peer", cf.Region, "peer_writer", cf.Writer)
+		}
+		ambiguous := false // an earlier attempt may have landed without its ack
 		for backoff := 20 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			_, err := c.js.PublishMsg(pctx, msg)
 			cancel()
 			if err == nil {
-				c.c.conflicts.Add(1)
-				c.o.Metrics.Conflicts.WithLabelValues(c.o.Region, cf.Region).Inc()
-				c.lg.Warn("cross-region conflict", "partition", p, "id_hash", rec.Hash, "peer", cf.Region, "peer_writer", cf.Writer)
+				counted()
 				break
 			}
 			if strings.Contains(err.Error(), "maximum messages per subject") {
-				break // already recorded (a rebuild found it again)
+				// Already recorded: by a rebuild that found it again, or by
+				// this loop's earlier attempt whose ack was lost.
+				if ambiguous {
+					counted()
+				}
+				break
 			}
+			ambiguous = true
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}

@@ -135,8 +135,17 @@ func provision(ctx context.Context, n *core.Node, cfg streams.Config) error {
 		for {
 			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			_, err := js.Stream(sctx, pn.ClaimStream())
+			var n int
+			if err == nil {
+				n, err = streams.PartitionCount(sctx, js, pn)
+			}
 			cancel()
 			if err == nil {
+				// The same ID must map to the same partition everywhere, or
+				// owners merge other regions' claims of the wrong IDs.
+				if want := cfg.Defaults().Partitions; n != want {
+					return fmt.Errorf("region %s has %d partitions, this one %d: %w", peer, n, want, streams.ErrPartitionsChanged)
+				}
 				break
 			}
 			select {

@@ -21,7 +21,7 @@ import (
 //	claim log            onceplane.<region>.claims.<p>
 //	dead letters         onceplane.<region>.dlq.<p>
 //	outputs (nats sink)  onceplane.<region>.out.<p>
-//	conflicts            onceplane.<region>.conflicts.<ID hash, hex>
+//	conflicts            onceplane.<region>.conflicts.<ID hash, hex>.<peer region>
 //
 // Across regions, a region's xclaims stream sources every other region's
 // claim log (subjects kept: onceplane.<other>.claims.<p>), and in strict mode
@@ -56,8 +56,12 @@ func (n Names) DLQ(p int) string { return n.prefix() + ".dlq." + strconv.Itoa(p)
 // Output is partition p's output subject.
 func (n Names) Output(p int) string { return n.prefix() + ".out." + strconv.Itoa(p) }
 
-// Conflict is the subject of the conflict record for ID hash hexHash.
-func (n Names) Conflict(hexHash string) string { return n.prefix() + ".conflicts." + hexHash }
+// Conflict is the subject of the record of a conflict on ID hash hexHash
+// with region peer: one per ID and pair, so that a three-region race keeps
+// both of its pairs.
+func (n Names) Conflict(hexHash, peer string) string {
+	return n.prefix() + ".conflicts." + hexHash + "." + peer
+}
 
 // RemoteClaims matches every other region's claim-log subject of partition p
 // in the xclaims stream.
@@ -212,7 +216,7 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 		// One record per conflicting ID: a per-subject unique constraint,
 		// so that every owner that rediscovers a conflict (after a takeover,
 		// on replay) records it once.
-		cf := base(c.ConflictStream(), c.prefix()+".conflicts.*")
+		cf := base(c.ConflictStream(), c.prefix()+".conflicts.*.*")
 		cf.MaxAge, cf.Duplicates = claimAge, MinDuplicates
 		cf.MaxMsgsPerSubject, cf.Discard, cf.DiscardNewPerSubject = 1, jetstream.DiscardNew, true
 		cfgs = append(cfgs, x, cf)
