@@ -416,16 +416,14 @@ func homeMsgs(t *testing.T, d *Deployment) int64 {
 	return total
 }
 
-// eventually polls cond until it holds or within passes.
-func eventually(within time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
+// idBatch returns k IDs prefix-0 .. prefix-(k-1) and adds them to *all.
+func idBatch(all *[]string, prefix string, k int) []string {
+	ids := make([]string, 0, k)
+	for i := range k {
+		ids = append(ids, fmt.Sprintf("%s-%d", prefix, i))
 	}
-	return true
+	*all = append(*all, ids...)
+	return ids
 }
 
 func median(ds []time.Duration) time.Duration {
@@ -508,14 +506,7 @@ func TestLinkCutAndHeal(t *testing.T) {
 		publish(t, d, region, ids)
 		stored += int64(len(ids))
 	}
-	batch := func(prefix string, k int) []string {
-		var ids []string
-		for i := range k {
-			ids = append(ids, fmt.Sprintf("%s-%d", prefix, i))
-		}
-		published = append(published, ids...)
-		return ids
-	}
+	batch := func(prefix string, k int) []string { return idBatch(&published, prefix, k) }
 	send("us-east", batch("before-e", 2000)...)
 	send("eu-west", batch("before-w", 2000)...)
 	waitSettled(t, d, stored)
@@ -549,14 +540,7 @@ func TestRegionCoreRestart(t *testing.T) {
 	top := topology.Default()
 	d := startWith(t, top, Options{}, false)
 	var published []string
-	batch := func(prefix string, k int) []string {
-		var ids []string
-		for i := range k {
-			ids = append(ids, fmt.Sprintf("%s-%d", prefix, i))
-		}
-		published = append(published, ids...)
-		return ids
-	}
+	batch := func(prefix string, k int) []string { return idBatch(&published, prefix, k) }
 	handled := func(ids []string) func() bool {
 		return func() bool {
 			where := map[string]bool{}
@@ -587,7 +571,7 @@ func TestRegionCoreRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	publish(t, d, "eu-west", batch("w-after", 1000))
-	if !eventually(60*time.Second, handled(published)) {
+	if !coretest.Within(60*time.Second, handled(published)) {
 		t.Fatalf("not every event handled after the restart: ready: %v; eu-west stats %+v", d.Ready(), d.Stats("eu-west"))
 	}
 	coretest.Eventually(t, 120*time.Second, "claims replicated", func() bool { return replicated(t, d) })

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"sort"
 	"sync"
@@ -182,15 +181,11 @@ func RunMulti(ctx context.Context, cfg MultiConfig, progress io.Writer) (*MultiR
 	if progress == nil {
 		progress = io.Discard
 	}
-	dir := cfg.Dir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "onceplane-sim")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(d)
-		dir = d
+	dir, cleanup, err := dataDir(cfg.Dir)
+	if err != nil {
+		return nil, err
 	}
+	defer cleanup()
 	top := cfg.Topology
 	regions := top.RegionNames()
 	decision := map[string]*Latency{}

@@ -100,21 +100,30 @@ type Report struct {
 	ExactlyOnce            bool
 }
 
+// dataDir returns dir, or when it is empty a temporary directory that
+// cleanup removes.
+func dataDir(dir string) (string, func(), error) {
+	if dir != "" {
+		return dir, func() {}, nil
+	}
+	d, err := os.MkdirTemp("", "onceplane-sim")
+	if err != nil {
+		return "", nil, err
+	}
+	return d, func() { os.RemoveAll(d) }, nil
+}
+
 // Run runs the simulation, printing progress to progress (may be nil).
 func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 	cfg = cfg.withDefaults()
 	if progress == nil {
 		progress = io.Discard
 	}
-	dir := cfg.Dir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "onceplane-sim")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(d)
-		dir = d
+	dir, cleanup, err := dataDir(cfg.Dir)
+	if err != nil {
+		return nil, err
 	}
+	defer cleanup()
 	urls, stop, err := startCores(ctx, cfg, dir)
 	if err != nil {
 		return nil, err

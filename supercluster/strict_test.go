@@ -44,7 +44,7 @@ func TestStrictRoutingSurvivesACut(t *testing.T) {
 	if err := workload.Publish(ctx, pr, workload.Plan{}, ids[2000:], 500, nil); err != nil {
 		t.Fatal(err)
 	}
-	if !eventually(60*time.Second, func() bool { return msgs(t, west, "onceplane-eu-west-home") == 3000 }) {
+	if !coretest.Within(60*time.Second, func() bool { return msgs(t, west, "onceplane-eu-west-home") == 3000 }) {
 		s, _ := west.Stream(ctx, "onceplane-eu-west-home")
 		info, _ := s.Info(ctx)
 		for _, src := range info.Sources {
@@ -52,15 +52,4 @@ func TestStrictRoutingSurvivesACut(t *testing.T) {
 		}
 		t.Fatalf("home stream has %d of 3000", msgs(t, west, "onceplane-eu-west-home"))
 	}
-}
-
-func eventually(within time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return true
 }

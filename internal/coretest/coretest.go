@@ -87,16 +87,25 @@ func Connect(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
 	return nc, js
 }
 
-// Eventually polls cond every 20 ms until it is true or the deadline passes.
+// Eventually polls cond every 20 ms until it is true or the deadline passes, failing the test then.
 func Eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
+	if !Within(within, cond) {
+		t.Fatalf("timed out after %v waiting for %s", within, what)
+	}
+}
+
+// Within polls cond every 20 ms until it is true (true) or within passes
+// (false), for tests that report more than a timeout when it fails.
+func Within(within time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(within)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
+			return false
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	return true
 }
 
 // Never polls cond every 20 ms for the whole of within and fails the test
