@@ -209,6 +209,9 @@ func (s *State) MergeRemote(region string, seq uint64, r Record, now time.Time) 
 	}
 }
 
+// PendingConflicts is the number of conflicts Conflicts would return.
+func (s *State) PendingConflicts() int { return len(s.conflicts) }
+
 // Conflicts returns and forgets the conflicts found since the last call.
 // The same ID may be reported again after a rebuild: recording must be
 // idempotent (the conflicts stream keeps one record per ID).

@@ -88,7 +88,8 @@ func replicated(t *testing.T, d *Deployment) bool {
 func TestAsyncCrossRegion(t *testing.T) {
 	top := topology.Default()
 	t0 := time.Now()
-	d := start(t, top, Options{})
+	spans := tracetest.NewInMemoryExporter()
+	d := start(t, top, Options{TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))})
 	t.Logf("started in %v", time.Since(t0))
 	regions := top.RegionNames()
 
@@ -234,6 +235,41 @@ func TestAsyncCrossRegion(t *testing.T) {
 	if raced == 0 {
 		t.Error("no race happened: the test did not exercise conflicts")
 	}
+
+	// A conflict's trace: the merge in one region continues the trace of the
+	// claim append in the other, and says it found a conflict.
+	batchRegion := map[trace.TraceID]string{}
+	var merges []sdktrace.ReadOnlySpan
+	for _, sp := range spans.GetSpans().Snapshots() {
+		switch sp.Name() {
+		case "onceplane.batch":
+			batchRegion[sp.SpanContext().TraceID()] = attr(sp, "onceplane.region")
+		case "onceplane.merge_remote":
+			if attr(sp, "onceplane.path") == "conflict" {
+				merges = append(merges, sp)
+			}
+		}
+	}
+	linked := 0
+	for _, m := range merges {
+		from := batchRegion[m.SpanContext().TraceID()]
+		if from != "" && from != attr(m, "onceplane.region") && from == attr(m, "onceplane.from_region") {
+			linked++
+		}
+	}
+	t.Logf("%d merge spans found conflicts; %d continue the trace of the other region's claim batch", len(merges), linked)
+	if linked == 0 {
+		t.Error("no conflict trace spans two regions")
+	}
+}
+
+func attr(s sdktrace.ReadOnlySpan, key string) string {
+	for _, kv := range s.Attributes() {
+		if string(kv.Key) == key {
+			return kv.Value.Emit()
+		}
+	}
+	return ""
 }
 
 // HashOf is the conflict-record form of an event ID's hash.

@@ -119,7 +119,11 @@ func (c *Consumer) mergeRemote(ctx context.Context, p int, st *dedupe.State, r r
 		pctx := trace.ContextWithRemoteSpanContext(ctx, r.sc)
 		_, sp := c.tracer.Start(pctx, "onceplane.merge_remote", trace.WithAttributes(append(c.attrs(p),
 			attribute.String("onceplane.from_region", r.region), attribute.Int("onceplane.ids", len(r.rec.IDs)),
-			attribute.Float64("onceplane.replication_lag_ms", float64(now.Sub(r.rec.Time).Microseconds())/1000))...))
+			attribute.Float64("onceplane.replication_lag_ms", float64(now.Sub(r.rec.Time).Microseconds())/1000),
+			attribute.Int("onceplane.conflicts", st.PendingConflicts()))...))
+		if st.PendingConflicts() > 0 {
+			sp.SetAttributes(attribute.String("onceplane.path", "conflict"))
+		}
 		defer sp.End()
 	}
 	return c.recordConflicts(ctx, p, st)

@@ -253,21 +253,36 @@ func StreamConfig(top topology.Topology, region string, memory bool, ingestDup t
 // does not exist yet retries with a growing backoff (tens of seconds), so
 // every region's own streams come first and the sourcing streams after.
 func (c *Cluster) provision(ctx context.Context) error {
+	// Regions provision concurrently: each stream create is a meta-group
+	// proposal that crosses the WAN, so one region after another adds up.
 	for _, pass := range []string{"own", "cross-region"} {
-		for _, r := range c.top.RegionNames() {
-			cfg := c.StreamConfig(r)
-			if pass == "own" {
-				cfg.Peers, cfg.Home = nil, nil
-			}
-			nc, js, err := c.Connect(r)
-			if err != nil {
-				return err
-			}
-			err = streams.Provision(ctx, js, cfg)
-			nc.Close()
-			if err != nil {
-				return fmt.Errorf("supercluster: region %s %s streams: %w", r, pass, err)
-			}
+		regions := c.top.RegionNames()
+		errs := make(chan error, len(regions))
+		for _, r := range regions {
+			go func() {
+				cfg := c.StreamConfig(r)
+				if pass == "own" {
+					cfg.Peers, cfg.Home = nil, nil
+				}
+				nc, js, err := c.Connect(r)
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer nc.Close()
+				if err := streams.Provision(ctx, js, cfg); err != nil {
+					errs <- fmt.Errorf("supercluster: region %s %s streams: %w", r, pass, err)
+					return
+				}
+				errs <- nil
+			}()
+		}
+		var all []error
+		for range regions {
+			all = append(all, <-errs)
+		}
+		if err := errors.Join(all...); err != nil {
+			return err
 		}
 	}
 	return nil
