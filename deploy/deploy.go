@@ -40,6 +40,8 @@ type Options struct {
 	TracerProvider trace.TracerProvider
 	// OnDecision is called for every decision of every edge (must be fast).
 	OnDecision func(region string, d edge.Decision)
+	// OnOwnership is called for every ownership change of every edge.
+	OnOwnership func(region, edge string, e edge.OwnershipEvent)
 	// NoReplication runs the edges without merging other regions' claims
 	// (the streams still replicate): a baseline for what merging costs.
 	NoReplication bool
@@ -217,6 +219,9 @@ func (d *Deployment) StartEdge(region, name string) error {
 	}
 	if d.o.OnDecision != nil {
 		o.OnDecision = func(dec edge.Decision) { d.o.OnDecision(region, dec) }
+	}
+	if d.o.OnOwnership != nil {
+		o.OnOwnership = func(e edge.OwnershipEvent) { d.o.OnOwnership(region, name, e) }
 	}
 	if d.o.OnReplicated != nil {
 		o.OnReplicated = func(from string, lag time.Duration) { d.o.OnReplicated(from, region, lag) }
@@ -413,6 +418,31 @@ func sourcesCaughtUp(ctx context.Context, js jetstream.JetStream, stream string)
 		}
 	}
 	return true, nil
+}
+
+// RestartEdge stops the named edge of region gracefully (its batches in
+// hand finish and are recorded done) and starts it again: its partitions are
+// taken over anew (rebuild, merge, fence, resume).
+func (d *Deployment) RestartEdge(region, name string) error {
+	d.mu.Lock()
+	var keep []*runningEdge
+	var stop *runningEdge
+	for _, e := range d.edges[region] {
+		if e.c.Name() == name && stop == nil {
+			stop = e
+			continue
+		}
+		keep = append(keep, e)
+	}
+	d.edges[region] = keep
+	d.mu.Unlock()
+	if stop == nil {
+		return fmt.Errorf("deploy: no edge %q in %s", name, region)
+	}
+	stop.cancel()
+	<-stop.done
+	stop.nc.Close()
+	return d.StartEdge(region, name)
 }
 
 // StopEdges stops region's edges (gracefully: batches in hand finish).

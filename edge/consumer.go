@@ -164,10 +164,12 @@ func (c *Consumer) own(ctx context.Context, p int, release <-chan struct{}) erro
 	ctx, span := c.tracer.Start(ctx, "onceplane.takeover", trace.WithAttributes(c.attrs(p)...))
 	defer span.End()
 	// phase times one takeover phase as a child span and a histogram.
+	var phases []TakeoverPhase
 	phase := func(name string, f func(context.Context) error) error {
 		pctx, ps := c.tracer.Start(ctx, "onceplane.takeover."+name)
 		t0 := time.Now()
 		err := f(pctx)
+		phases = append(phases, TakeoverPhase{Name: name, Start: t0, End: time.Now()})
 		c.o.Metrics.TakeoverPhaseSec.WithLabelValues(c.o.Region, name).Observe(time.Since(t0).Seconds())
 		if err != nil {
 			ps.RecordError(err)
@@ -264,7 +266,7 @@ func (c *Consumer) own(ctx context.Context, p int, release <-chan struct{}) erro
 	c.lg.Info("partition owned", "partition", p, "epoch", st.Epoch(), "tracked", st.Tracked(),
 		"uncertain", st.Uncertain(), "resume_after", st.Through(), "took", took)
 	c.setState(p, "owned")
-	c.notify(OwnershipEvent{Partition: p, Change: "acquired", At: time.Now(), Took: took, Epoch: st.Epoch(), Uncertain: st.Uncertain(), Tracked: st.Tracked()})
+	c.notify(OwnershipEvent{Partition: p, Change: "acquired", At: time.Now(), Took: took, Epoch: st.Epoch(), Uncertain: st.Uncertain(), Tracked: st.Tracked(), Phases: phases})
 	c.c.owned.Add(1)
 	c.o.Metrics.OwnedPartitions.WithLabelValues(c.o.Region).Inc()
 	defer func() {

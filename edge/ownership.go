@@ -36,6 +36,16 @@ type OwnershipEvent struct {
 	Tracked   int
 	// Error says why, for "fenced" and "failed".
 	Error string `json:",omitempty"`
+	// Phases are, for "acquired", the takeover's phases in order: rebuild
+	// (claim-log replay), merge (other regions' claims), fence (takeover
+	// record), resume (consumer).
+	Phases []TakeoverPhase `json:",omitempty"`
+}
+
+// TakeoverPhase is one timed phase of a takeover.
+type TakeoverPhase struct {
+	Name       string
+	Start, End time.Time
 }
 
 // Status is an edge's /status document: what it owns, its totals, its view

@@ -6,8 +6,11 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +20,7 @@ import (
 	"github.com/onceplane/onceplane/edge"
 	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/internal/workload"
+	"github.com/onceplane/onceplane/report"
 	"github.com/onceplane/onceplane/supercluster"
 	"github.com/onceplane/onceplane/topology"
 )
@@ -166,13 +170,26 @@ type MultiReport struct {
 	Dedupe            []PairStats // publish -> decision, by origin and deciding region
 	Sent              map[string]int
 	Unique            int
-	Lost              int // IDs with no effect anywhere
-	TrueRaces         int // IDs with effects in two or more regions
-	ConflictsReported int // distinct IDs in the conflicts streams
-	Spurious, Missed  int // conflicts that are not races; races not reported
-	Drill             []DrillMark
+	Lost              int         // IDs with no effect anywhere
+	TrueRaces         int         // IDs with effects in two or more regions
+	ConflictsReported int         // distinct IDs in the conflicts streams
+	Spurious, Missed  int         // conflicts that are not races; races not reported
+	Drill             []DrillMark // at: since the cluster started
 	Elapsed           time.Duration
 	OK                bool
+
+	LoadStart  time.Duration // when the load began, since the cluster started
+	Throughput map[string][]report.Point
+	Takeovers  []report.Phase
+	decision   map[string]*Latency
+	repl, dd   map[[2]string]*Latency
+}
+
+func (rep *MultiReport) addSample(region string, t, v float64) {
+	if rep.Throughput == nil {
+		rep.Throughput = map[string][]report.Point{}
+	}
+	rep.Throughput[region] = append(rep.Throughput[region], report.Point{T: t, V: v})
 }
 
 // RunMulti runs the multi-region simulation, printing progress to progress.
@@ -204,6 +221,21 @@ func RunMulti(ctx context.Context, cfg MultiConfig, progress io.Writer) (*MultiR
 		}
 		return l
 	}
+	var omu sync.Mutex
+	var takeovers []report.Phase
+	var runStart atomic.Pointer[time.Time]
+	onOwnership := func(region, name string, e edge.OwnershipEvent) {
+		t0 := runStart.Load()
+		if e.Change != "acquired" || t0 == nil {
+			return
+		}
+		omu.Lock()
+		defer omu.Unlock()
+		row := fmt.Sprintf("%s p%d (%s)", region, e.Partition, name)
+		for _, ph := range e.Phases {
+			takeovers = append(takeovers, report.Phase{Row: row, Name: ph.Name, Start: ph.Start.Sub(*t0).Seconds(), End: ph.End.Sub(*t0).Seconds()})
+		}
+	}
 	var drilling atomic.Bool
 	var duringDrill sync.Map // region -> *atomic.Int64
 	for _, r := range regions {
@@ -211,6 +243,7 @@ func RunMulti(ctx context.Context, cfg MultiConfig, progress io.Writer) (*MultiR
 	}
 	fmt.Fprintf(progress, "starting %d regions (%s), %d partitions, %s mode...\n", len(regions), joinRTT(top), top.Partitions, top.Mode)
 	t0 := time.Now()
+	runStart.Store(&t0)
 	d, err := deploy.Start(ctx, top, deploy.Options{
 		Cluster:       supercluster.Options{DataDir: dir, IngestDuplicates: -1, Logger: cfg.Logger},
 		Logger:        cfg.Logger,
@@ -226,6 +259,7 @@ func RunMulti(ctx context.Context, cfg MultiConfig, progress io.Writer) (*MultiR
 			}
 		},
 		OnReplicated: func(from, to string, lag time.Duration) { pair(repl, from, to).Record(lag) },
+		OnOwnership:  onOwnership,
 	})
 	if err != nil {
 		return nil, err
@@ -240,9 +274,33 @@ func RunMulti(ctx context.Context, cfg MultiConfig, progress io.Writer) (*MultiR
 	fmt.Fprintf(progress, "cluster ready in %.1fs\n", time.Since(t0).Seconds())
 
 	sends, kinds := schedule(cfg)
-	rep := &MultiReport{Mode: top.Mode, Sent: kinds, Unique: cfg.Events}
+	rep := &MultiReport{Mode: top.Mode, Sent: kinds, Unique: cfg.Events, LoadStart: time.Since(t0)}
 	loadFor := sends[len(sends)-1].at
 	start := time.Now()
+	// Throughput per region, sampled every 250 ms.
+	sampleDone := make(chan struct{})
+	stopSampling := make(chan struct{})
+	go func() {
+		defer close(sampleDone)
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		last := map[string]int64{}
+		prev := time.Now()
+		for {
+			select {
+			case <-stopSampling:
+				return
+			case now := <-tick.C:
+				dt := now.Sub(prev).Seconds()
+				prev = now
+				for _, r := range regions {
+					in := d.Stats(r).In
+					rep.addSample(r, now.Sub(t0).Seconds(), float64(in-last[r])/dt)
+					last[r] = in
+				}
+			}
+		}
+	}()
 	// The drill, at 40 % of the load.
 	drillDone := make(chan struct{})
 	go func() {
@@ -256,7 +314,7 @@ func RunMulti(ctx context.Context, cfg MultiConfig, progress io.Writer) (*MultiR
 			return
 		}
 		mark := func(what string) {
-			rep.Drill = append(rep.Drill, DrillMark{time.Since(start), what})
+			rep.Drill = append(rep.Drill, DrillMark{time.Since(t0), what})
 			fmt.Fprintf(progress, "  [%5.1fs] drill: %s\n", time.Since(start).Seconds(), what)
 		}
 		drilling.Store(true)
@@ -280,6 +338,18 @@ func RunMulti(ctx context.Context, cfg MultiConfig, progress io.Writer) (*MultiR
 			}
 		}
 		drilling.Store(false)
+		// And one edge restarted, so the report shows a takeover under load.
+		{
+			r := regions[0]
+			if rr, ok := top.Region(r); ok && len(rr.Edges) > 0 {
+				name := rr.Edges[0].Name
+				if err := d.RestartEdge(r, name); err != nil {
+					mark("edge restart failed: " + err.Error())
+				} else {
+					mark("restarted edge " + name)
+				}
+			}
+		}
 	}()
 	// One publisher per region, paced on the schedule.
 	var published atomic.Int64
@@ -378,7 +448,14 @@ wait:
 	}
 	ticker.Stop()
 	report()
+	close(stopSampling)
+	<-sampleDone
 	rep.Elapsed = time.Since(start)
+	omu.Lock()
+	rep.Takeovers = takeovers
+	omu.Unlock()
+	rep.decision = decision
+	rep.repl, rep.dd = repl, dd
 	if err := rep.fill(ctx, d, cfg, sends, decision, repl, dd, &duringDrill); err != nil {
 		return nil, err
 	}
@@ -521,4 +598,82 @@ func (rep *MultiReport) Print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "\nlost %d; true races (effects in two regions) %d; conflicts reported %d (%d not races, %d races unreported) -> %s\n",
 		rep.Lost, rep.TrueRaces, rep.ConflictsReported, rep.Spurious, rep.Missed, verdict)
+}
+
+// Doc turns the report into the HTML/JSON report's document.
+func (rep *MultiReport) Doc() report.Doc {
+	d := report.Doc{Title: fmt.Sprintf("onceplane multi-region simulation (%s mode)", rep.Mode), Verdict: "PASS", Paths: map[string]map[string]int64{}, Takeovers: rep.Takeovers}
+	if !rep.OK {
+		d.Verdict = "FAIL"
+	}
+	var text strings.Builder
+	rep.Print(&text)
+	d.Summary = strings.Split(strings.TrimSpace(text.String()), "\n")
+	regions := make([]string, 0, len(rep.Regions))
+	for _, r := range rep.Regions {
+		regions = append(regions, r.Region)
+		d.Throughput = append(d.Throughput, report.Series{Name: r.Region, Points: rep.Throughput[r.Region]})
+		d.Paths[r.Region] = r.ByPath
+	}
+	d.Marks = append(d.Marks, report.Mark{T: rep.LoadStart.Seconds(), Label: "load starts"})
+	for _, m := range rep.Drill {
+		d.Marks = append(d.Marks, report.Mark{T: m.At.Seconds(), Label: m.What})
+	}
+	var g report.Group
+	g.Title = "Dedupe cost per region (batch start -> claim durable)"
+	for _, r := range regions {
+		if l := rep.decision[r]; l != nil {
+			g.Histograms = append(g.Histograms, l.Histogram(r))
+		}
+	}
+	d.Latency = append(d.Latency, g)
+	pairGroup := func(title string, m map[[2]string]*Latency) {
+		g := report.Group{Title: title}
+		for _, a := range regions {
+			for _, b := range regions {
+				if l := m[[2]string{a, b}]; l != nil {
+					g.Histograms = append(g.Histograms, l.Histogram(a+" -> "+b))
+				}
+			}
+		}
+		if len(g.Histograms) > 0 {
+			d.Latency = append(d.Latency, g)
+		}
+	}
+	pairGroup("Replication lag per region pair (claim appended -> merged by the other region's owner)", rep.repl)
+	pairGroup("Dedupe latency per region pair (publish -> first-time decision)", rep.dd)
+	return d
+}
+
+// WriteFiles writes report.txt, report.json and report.html into dir and
+// returns their paths.
+func (rep *MultiReport) WriteFiles(dir string) ([]string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	doc := rep.Doc()
+	var paths []string
+	write := func(name string, f func(io.Writer) error) error {
+		p := filepath.Join(dir, name)
+		fh, err := os.Create(p)
+		if err != nil {
+			return err
+		}
+		if err := f(fh); err != nil {
+			fh.Close()
+			return err
+		}
+		paths = append(paths, p)
+		return fh.Close()
+	}
+	if err := write("report.txt", func(w io.Writer) error { rep.Print(w); return nil }); err != nil {
+		return nil, err
+	}
+	if err := write("report.json", doc.JSON); err != nil {
+		return nil, err
+	}
+	if err := write("report.html", doc.HTML); err != nil {
+		return nil, err
+	}
+	return paths, nil
 }

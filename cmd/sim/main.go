@@ -27,6 +27,7 @@ func main() {
 		logLevel, dataDir string
 		seed              uint64
 		printTopo         bool
+		reportDir         string
 	)
 	flag.BoolVar(&single, "single", false, "run the one-region simulation (flags -dup-rate, -partitions, -edges, -cores, -batch, -no-bloom)")
 	flag.StringVar(&topoFile, "topology", "", "topology file (JSON; default: the built-in three regions)")
@@ -44,6 +45,7 @@ func main() {
 	flag.IntVar(&sc.BatchSize, "batch", 500, "single: events per batch")
 	flag.BoolVar(&sc.NoBloom, "no-bloom", false, "single: turn the Bloom pre-check off")
 	flag.Uint64Var(&seed, "seed", 1, "load seed")
+	flag.StringVar(&reportDir, "report-dir", "onceplane-report", "where the text, JSON and HTML reports go (empty: none)")
 	flag.StringVar(&dataDir, "data", "", "core data directory (default: a temporary one)")
 	flag.StringVar(&logLevel, "log-level", "error", "component log level")
 	flag.Parse()
@@ -91,6 +93,17 @@ func main() {
 		os.Exit(1)
 	}
 	r.Print(os.Stdout)
+	if reportDir != "" {
+		paths, err := r.WriteFiles(reportDir)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "sim: report:", err)
+			os.Exit(1)
+		}
+		fmt.Println("\nreports:")
+		for _, p := range paths {
+			fmt.Println("  " + p)
+		}
+	}
 	if !r.OK {
 		os.Exit(2)
 	}
