@@ -28,7 +28,7 @@ func TestSpansAndMetrics(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	m := telemetry.NewMetrics()
 	c := r.startEdge(t, edge.Options{Name: "edge-t", TracerProvider: tp, Metrics: m}, filepath.Join(t.TempDir(), "l.jsonl"))
-	admin, err := telemetry.StartAdmin("127.0.0.1:0", m, c.Ready, coretest.Quiet)
+	admin, err := telemetry.StartAdmin(telemetry.AdminOptions{Addr: "127.0.0.1:0", Metrics: m, Ready: c.Ready, Logger: coretest.Quiet})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,32 +25,66 @@ type Route struct {
 	Handler http.Handler
 }
 
-// StartAdmin listens on addr (host:port; port 0 picks one) and serves the
-// admin endpoints. ready reports readiness for /readyz (nil: always ready).
-func StartAdmin(addr string, m *Metrics, ready func() error, log *slog.Logger, routes ...Route) (*Admin, error) {
-	ln, err := net.Listen("tcp", addr)
+// AdminOptions configures the admin endpoints. Zero values are documented per field.
+type AdminOptions struct {
+	// Addr is host:port to listen on; port 0 picks one.
+	Addr string
+	// Metrics is served on /metrics.
+	Metrics *Metrics
+	// Ready reports readiness for /readyz. Nil means always ready.
+	Ready func() error
+	// Routes are extra endpoints (for example /status).
+	Routes []Route
+	// Token, when set, is required as "Authorization: Bearer <token>" on
+	// every endpoint except /healthz and /readyz (health checks stay open).
+	// Zero means no token: for loopback-only use.
+	Token string
+	// Logger receives errors. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// StartAdmin listens and serves /metrics, /healthz, /readyz and the extra routes.
+func StartAdmin(o AdminOptions) (*Admin, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	ln, err := net.Listen("tcp", o.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("admin listen %s: %w", addr, err)
+		return nil, fmt.Errorf("admin listen %s: %w", o.Addr, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	guard := func(h http.Handler) http.Handler {
+		if o.Token == "" {
+			return h
+		}
+		want := []byte("Bearer " + o.Token)
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="onceplane"`)
+				http.Error(w, "a bearer token is required", http.StatusUnauthorized)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+	mux.Handle("/metrics", guard(promhttp.HandlerFor(o.Metrics.Registry, promhttp.HandlerOpts{})))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if ready != nil {
-			if err := ready(); err != nil {
+		if o.Ready != nil {
+			if err := o.Ready(); err != nil {
 				http.Error(w, err.Error(), http.StatusServiceUnavailable)
 				return
 			}
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	for _, r := range routes {
-		mux.Handle(r.Path, r.Handler)
+	for _, r := range o.Routes {
+		mux.Handle(r.Path, guard(r.Handler))
 	}
 	a := &Admin{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln}
 	go func() {
 		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("admin server", "err", err)
+			o.Logger.Error("admin server", "err", err)
 		}
 	}()
 	return a, nil

@@ -3,22 +3,17 @@ package main
 import (
 	"encoding/hex"
 	"fmt"
-	"os"
-	"strings"
+
+	"github.com/onceplane/onceplane/internal/cli"
 )
 
 // readKey reads a gossip key from a file or ONCEPLANE_GOSSIP_KEY: hex of 16,
 // 24 or 32 bytes (never from the command line).
 func readKey(file string) ([]byte, error) {
-	raw := os.Getenv("ONCEPLANE_GOSSIP_KEY")
-	if file != "" {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return nil, fmt.Errorf("gossip key file: %w", err)
-		}
-		raw = string(b)
+	raw, err := cli.Secret(file, "ONCEPLANE_GOSSIP_KEY")
+	if err != nil {
+		return nil, fmt.Errorf("gossip key: %w", err)
 	}
-	raw = strings.TrimSpace(raw)
 	if raw == "" {
 		return nil, nil
 	}

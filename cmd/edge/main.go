@@ -34,7 +34,7 @@ func main() {
 		url, parts, sinks, ledger, httpURL, admin string
 		policy, logLevel, traceFile, statsFile    string
 		gossipBind, gossipSeeds, gossipKeyFile    string
-		gossipProfile, peers                      string
+		gossipProfile, peers, adminTokenFile      string
 	)
 	flag.StringVar(&url, "nats", "nats://127.0.0.1:4222", "core node URL(s), comma-separated")
 	flag.StringVar(&o.Region, "region", "local", "region whose streams to consume")
@@ -54,6 +54,7 @@ func main() {
 	flag.StringVar(&ledger, "ledger", "ledger.jsonl", "ledger sink file")
 	flag.StringVar(&httpURL, "http-url", "", "http sink URL")
 	flag.StringVar(&admin, "admin", "127.0.0.1:9222", "admin HTTP address for /metrics, /healthz, /readyz (empty: off)")
+	flag.StringVar(&adminTokenFile, "admin-token-file", "", "file holding the admin bearer token (or set ONCEPLANE_ADMIN_TOKEN); /metrics and /status then require it, health checks stay open")
 	flag.StringVar(&traceFile, "trace-file", "", "write spans as JSON lines to this file (else OTEL_* variables decide)")
 	flag.StringVar(&statsFile, "stats-file", "", "write final stats as JSON here on shutdown")
 	flag.StringVar(&gossipBind, "gossip", "", "gossip listen host:port; set it to share partitions with the other edges by membership (empty: own -partitions statically)")
@@ -121,7 +122,12 @@ func main() {
 	o.OnOwnership = events.add
 	c := edge.New(js, h, o)
 	if admin != "" {
-		a, err := telemetry.StartAdmin(admin, o.Metrics, c.Ready, log, telemetry.Route{Path: "/status", Handler: statusHandler(c, g, &events)})
+		token, err := cli.Secret(adminTokenFile, "ONCEPLANE_ADMIN_TOKEN")
+		if err != nil {
+			cli.Fatal(log, "admin token", err)
+		}
+		a, err := telemetry.StartAdmin(telemetry.AdminOptions{Addr: admin, Metrics: o.Metrics, Ready: c.Ready, Logger: log, Token: token,
+			Routes: []telemetry.Route{{Path: "/status", Handler: statusHandler(c, g, &events)}}})
 		if err != nil {
 			cli.Fatal(log, "admin", err)
 		}

@@ -59,3 +59,17 @@ func Fatal(log *slog.Logger, msg string, err error) {
 	log.Error(msg, "err", err)
 	os.Exit(1)
 }
+
+// Secret reads a secret from file when it is set, else from the environment
+// variable env ("" when neither is set). Secrets never come from flags, so
+// they stay out of process listings and shell history.
+func Secret(file, env string) (string, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("secret file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return strings.TrimSpace(os.Getenv(env)), nil
+}
