@@ -45,6 +45,13 @@ type Options struct {
 	// connections (see NoAdvertise) so that peers only dial the URLs
 	// configured in Gateways.
 	GatewayAdvertise string
+	// Users, when set, turns on authentication: only these users connect,
+	// each with its permissions (see package auth). Nil means no
+	// authentication (single-machine development only).
+	Users []*server.User
+	// ClientUser and ClientPassword are what Connect uses when Users is set
+	// (an admin user: the core provisions streams with it).
+	ClientUser, ClientPassword string
 	// MaxMemory and MaxStore cap JetStream resources. Zero means 1 GiB and 16 GiB.
 	MaxMemory, MaxStore int64
 	// Logger receives server logs. Nil means slog.Default() at warn level and above.
@@ -113,6 +120,7 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		JetStreamMaxStore:  o.MaxStore,
 		MaxPayload:         8 << 20,
 		NoSigs:             true,
+		Users:              o.Users,
 	}
 	if o.GatewayPort != 0 {
 		if o.ClusterPort == 0 {
@@ -204,6 +212,9 @@ func (n *Node) Server() *server.Server { return n.srv }
 // Connect opens a client connection that keeps reconnecting while the node restarts.
 func (n *Node) Connect(opts ...nats.Option) (*nats.Conn, error) {
 	base := []nats.Option{nats.Name(n.opt.Name + "-client"), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
+	if n.opt.ClientUser != "" {
+		base = append(base, nats.UserInfo(n.opt.ClientUser, n.opt.ClientPassword))
+	}
 	return nats.Connect(n.ClientURL(), append(base, opts...)...)
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/onceplane/onceplane/auth"
 	"github.com/onceplane/onceplane/core"
 	"github.com/onceplane/onceplane/internal/cli"
 	"github.com/onceplane/onceplane/jetstream/streams"
@@ -29,6 +30,8 @@ func main() {
 		logLevel     string
 		noProvision  bool
 		gateways     string
+		credDir      string
+		genCreds     bool
 		peers, home  string
 	)
 	flag.StringVar(&o.Name, "name", "core-0", "server name, unique in the deployment")
@@ -51,6 +54,8 @@ func main() {
 	flag.DurationVar(&cfg.IngestMaxAge, "ingest-max-age", 0, "how long ingested events are kept (default: the window; must not exceed it)")
 	flag.StringVar(&ingestDedupe, "ingest-dedupe", "2m", "ingest stream Nats-Msg-Id window, or \"off\" (100ms, the minimum)")
 	flag.BoolVar(&noProvision, "no-provision", false, "do not create or update streams at start")
+	flag.StringVar(&credDir, "credentials", "", "directory of <role>.password files (producer, edge, admin): turns on authentication with per-role permissions (package auth)")
+	flag.BoolVar(&genCreds, "generate-credentials", false, "create missing password files in -credentials first (development)")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	flag.Parse()
 	log := cli.Logger(logLevel)
@@ -87,6 +92,17 @@ func main() {
 			cli.Fatal(log, "bad -ingest-dedupe", err)
 		}
 		cfg.IngestDuplicates = d
+	}
+	if credDir != "" {
+		load := auth.Load
+		if genCreds {
+			load = auth.Generate
+		}
+		creds, err := load(credDir)
+		if err != nil {
+			cli.Fatal(log, "credentials", err)
+		}
+		o.Users, o.ClientUser, o.ClientPassword = auth.Users(creds), string(auth.Admin), creds[auth.Admin]
 	}
 	ctx, stop := cli.SignalContext()
 	defer stop()

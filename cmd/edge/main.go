@@ -35,9 +35,12 @@ func main() {
 		policy, logLevel, traceFile, statsFile    string
 		gossipBind, gossipSeeds, gossipKeyFile    string
 		gossipProfile, peers, adminTokenFile      string
+		natsUser, natsPasswordFile                string
 	)
 	flag.StringVar(&url, "nats", "nats://127.0.0.1:4222", "core node URL(s), comma-separated")
 	flag.StringVar(&o.Region, "region", "local", "region whose streams to consume")
+	flag.StringVar(&natsUser, "nats-user", "", "NATS user (the edge role: \"edge\"); its password from -nats-password-file or ONCEPLANE_NATS_PASSWORD")
+	flag.StringVar(&natsPasswordFile, "nats-password-file", "", "file holding the NATS password")
 	flag.StringVar(&o.Name, "name", "", "edge name in claim records (default hostname-pid)")
 	flag.StringVar(&parts, "partitions", "", "partitions to own, e.g. 0-3,8 (default all; with -gossip: the partitions the region's edges share)")
 	flag.StringVar(&peers, "peers", "", "other regions, comma-separated: merge their replicated claims and report conflicts (asynchronous cross-region mode)")
@@ -88,8 +91,16 @@ func main() {
 	}
 	defer func() { _ = shutdownTracing(context.Background()) }()
 
-	nc, err := nats.Connect(url, nats.Name("onceplane-edge"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("nats async error", "err", err) }))
+	natsOpts := []nats.Option{nats.Name("onceplane-edge"), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("nats async error", "err", err) })}
+	if natsUser != "" {
+		pw, err := cli.Secret(natsPasswordFile, "ONCEPLANE_NATS_PASSWORD")
+		if err != nil {
+			cli.Fatal(log, "nats password", err)
+		}
+		natsOpts = append(natsOpts, nats.UserInfo(natsUser, pw))
+	}
+	nc, err := nats.Connect(url, natsOpts...)
 	if err != nil {
 		cli.Fatal(log, "connect", err)
 	}

@@ -1,0 +1,112 @@
+// Package auth defines who may do what on a onceplane deployment's NATS
+// servers: one user per role, each with subject permissions, and the
+// passwords kept in files (never on a command line).
+//
+//	producer  may publish events to ingest subjects (onceplane.*.in.>) and
+//	          receive its publish acks; nothing else: it cannot read claim
+//	          logs, call the JetStream API, or delete anything
+//	edge      may use the JetStream API to consume, append claims, publish
+//	          outputs, dead letters and conflicts; it may not create,
+//	          update, purge or delete streams, nor delete messages
+//	admin     everything: operators and the core nodes' own provisioning
+package auth
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Role is a kind of client.
+type Role string
+
+// The roles.
+const (
+	Producer Role = "producer"
+	Edge     Role = "edge"
+	Admin    Role = "admin"
+)
+
+// Roles lists every role.
+func Roles() []Role { return []Role{Producer, Edge, Admin} }
+
+// Credentials maps each role to its password. The user name is the role.
+type Credentials map[Role]string
+
+// Permissions returns role's subject permissions (nil for Admin: everything).
+func Permissions(r Role) *server.Permissions {
+	switch r {
+	case Producer:
+		return &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: []string{"onceplane.*.in.>"}},
+			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+		}
+	case Edge:
+		return &server.Permissions{
+			Publish: &server.SubjectPermission{
+				Allow: []string{"$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "onceplane.*.claims.*", "onceplane.*.dlq.*", "onceplane.*.out.*", "onceplane.*.conflicts.>"},
+				Deny: []string{"$JS.API.STREAM.CREATE.>", "$JS.API.STREAM.UPDATE.>", "$JS.API.STREAM.DELETE.>",
+					"$JS.API.STREAM.PURGE.>", "$JS.API.STREAM.MSG.DELETE.>", "$JS.API.ACCOUNT.>"},
+			},
+			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+		}
+	default:
+		return nil
+	}
+}
+
+// Users returns the server users for c: one per role that has a password.
+func Users(c Credentials) []*server.User {
+	var us []*server.User
+	for _, r := range Roles() {
+		if pw := c[r]; pw != "" {
+			us = append(us, &server.User{Username: string(r), Password: pw, Permissions: Permissions(r)})
+		}
+	}
+	return us
+}
+
+// Load reads <dir>/<role>.password for every role.
+func Load(dir string) (Credentials, error) {
+	c := Credentials{}
+	for _, r := range Roles() {
+		b, err := os.ReadFile(filepath.Join(dir, string(r)+".password"))
+		if err != nil {
+			return nil, fmt.Errorf("credentials: %w", err)
+		}
+		if c[r] = strings.TrimSpace(string(b)); c[r] == "" {
+			return nil, fmt.Errorf("credentials: %s.password is empty", r)
+		}
+	}
+	return c, nil
+}
+
+// Generate writes a random password for every role missing one in dir
+// (files 0600) and returns them all.
+func Generate(dir string) (Credentials, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("credentials: %w", err)
+	}
+	for _, r := range Roles() {
+		p := filepath.Join(dir, string(r)+".password")
+		if _, err := os.Stat(p); err == nil {
+			continue
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("credentials: %w", err)
+		}
+		var b [24]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(p, []byte(hex.EncodeToString(b[:])+"\n"), 0o600); err != nil {
+			return nil, fmt.Errorf("credentials: %w", err)
+		}
+	}
+	return Load(dir)
+}

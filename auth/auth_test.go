@@ -1,0 +1,162 @@
+package auth
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/onceplane/onceplane/core"
+	"github.com/onceplane/onceplane/dedupe"
+	"github.com/onceplane/onceplane/event"
+	"github.com/onceplane/onceplane/internal/coretest"
+	"github.com/onceplane/onceplane/jetstream/claimlog"
+	"github.com/onceplane/onceplane/jetstream/streams"
+	"github.com/onceplane/onceplane/producer"
+)
+
+// TestRefusals proves each refusal on a core node with authentication on:
+// an unauthenticated client, a producer reading a claim log, subscribing to
+// it, or deleting a stream, and an edge deleting or purging one. What each
+// role must be able to do still works.
+func TestRefusals(t *testing.T) {
+	creds, err := Generate(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	n, err := core.Start(ctx, core.Options{Port: -1, DataDir: t.TempDir(), Users: Users(creds), ClientUser: string(Admin), ClientPassword: creds[Admin],
+		MaxMemory: 256 << 20, MaxStore: 1 << 30, Logger: coretest.Quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown()
+	names := streams.Names{Region: "local"}
+	admin := connect(t, n, Admin, creds[Admin], nil)
+	if err := streams.Provision(ctx, admin, streams.Config{Names: names, Partitions: 4, Memory: true}); err != nil {
+		t.Fatal(err)
+	}
+
+	// No credentials, or wrong ones: refused at connect.
+	if _, err := nats.Connect(n.ClientURL()); err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Fatalf("unauthenticated connect: %v, want an authorization violation", err)
+	}
+	if _, err := nats.Connect(n.ClientURL(), nats.UserInfo(string(Producer), "guess")); err == nil {
+		t.Fatal("a wrong password connected")
+	}
+
+	// The producer publishes events and nothing else.
+	var mu sync.Mutex
+	var violations []string
+	onErr := func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		mu.Lock()
+		violations = append(violations, err.Error())
+		mu.Unlock()
+	}
+	prodJS := connect(t, n, Producer, creds[Producer], onErr)
+	if _, err := producer.New(prodJS, "local").Publish(ctx, "order-1", []byte("x")); err != nil {
+		t.Fatalf("producer publish: %v", err)
+	}
+	short := func() context.Context {
+		c, cancel := context.WithTimeout(ctx, 2*time.Second)
+		t.Cleanup(cancel)
+		return c
+	}
+	if _, err := prodJS.Stream(short(), names.ClaimStream()); err == nil {
+		t.Error("producer read the claim stream's info")
+	}
+	if _, err := prodJS.OrderedConsumer(short(), names.ClaimStream(), jetstream.OrderedConsumerConfig{}); err == nil {
+		t.Error("producer created a consumer on the claim log")
+	}
+	if err := prodJS.DeleteStream(short(), names.ClaimStream()); err == nil {
+		t.Error("producer deleted the claim stream")
+	}
+	if err := prodJS.DeleteStream(short(), names.IngestStream()); err == nil {
+		t.Error("producer deleted the ingest stream")
+	}
+	sub, err := prodJS.Conn().SubscribeSync(names.Claims(0))
+	if err == nil {
+		_ = prodJS.Conn().Flush()
+		coretest.Eventually(t, 5*time.Second, "subscription refused", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, v := range violations {
+				if strings.Contains(v, "Subscription") && strings.Contains(v, "claims") {
+					return true
+				}
+			}
+			return false
+		})
+		_ = sub.Unsubscribe()
+	}
+
+	// The edge appends claims but cannot delete or purge streams.
+	edgeJS := connect(t, n, Edge, creds[Edge], nil)
+	log, err := claimlog.Open(ctx, edgeJS, names)
+	if err != nil {
+		t.Fatalf("edge opens the claim log: %v", err)
+	}
+	if _, err := log.Append(ctx, 0, 0, dedupe.Record{Kind: dedupe.KindClaim, Writer: "e", Time: time.Now(), IDs: []event.Hash{event.HashID("order-1")}}); err != nil {
+		t.Fatalf("edge claim append: %v", err)
+	}
+	if err := edgeJS.DeleteStream(short(), names.IngestStream()); err == nil {
+		t.Error("edge deleted the ingest stream")
+	}
+	if s, err := edgeJS.Stream(short(), names.OutputStream()); err != nil {
+		t.Fatalf("edge stream info: %v", err)
+	} else if err := s.Purge(short()); err == nil {
+		t.Error("edge purged the output stream")
+	}
+	if _, err := edgeJS.Publish(short(), names.Ingest("forged"), nil); err == nil {
+		t.Error("edge published to an ingest subject")
+	}
+
+	// Everything is still there, as the admin sees it.
+	for _, s := range []string{names.IngestStream(), names.ClaimStream(), names.OutputStream()} {
+		st, err := admin.Stream(ctx, s)
+		if err != nil {
+			t.Fatalf("%s gone: %v", s, err)
+		}
+		if s != names.OutputStream() && st.CachedInfo().State.Msgs != 1 {
+			t.Errorf("%s has %d messages, want 1", s, st.CachedInfo().State.Msgs)
+		}
+	}
+}
+
+func connect(t *testing.T, n *core.Node, r Role, pw string, onErr nats.ErrHandler) jetstream.JetStream {
+	t.Helper()
+	opts := []nats.Option{nats.UserInfo(string(r), pw)}
+	if onErr != nil {
+		opts = append(opts, nats.ErrorHandler(onErr))
+	}
+	nc, err := nats.Connect(n.ClientURL(), opts...)
+	if err != nil {
+		t.Fatalf("%s connect: %v", r, err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+func TestLoadNeedsEveryRole(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Load(dir); err == nil {
+		t.Fatal("Load of an empty dir succeeded")
+	}
+	c, err := Generate(dir)
+	if err != nil || len(c) != 3 || c[Producer] == c[Edge] {
+		t.Fatalf("Generate: %v %v", c, err)
+	}
+	again, err := Generate(dir) // keeps existing passwords
+	if err != nil || again[Admin] != c[Admin] {
+		t.Fatalf("Generate changed existing passwords: %v", err)
+	}
+}
