@@ -52,6 +52,9 @@ type Options struct {
 	// ClientUser and ClientPassword are what Connect uses when Users is set
 	// (an admin user: the core provisions streams with it).
 	ClientUser, ClientPassword string
+	// TLS, when CertFile is set, serves TLS on the client port, and on the
+	// route and gateway ports with mutual verification against CAFile.
+	TLS TLSFiles
 	// MaxMemory and MaxStore cap JetStream resources. Zero means 1 GiB and 16 GiB.
 	MaxMemory, MaxStore int64
 	// Logger receives server logs. Nil means slog.Default() at warn level and above.
@@ -84,6 +87,12 @@ func (o Options) withDefaults() Options {
 		o.Logger = slog.Default()
 	}
 	return o
+}
+
+// TLSFiles names PEM files. The certificate must be valid for server and
+// client use (core nodes verify each other on routes and gateways).
+type TLSFiles struct {
+	CertFile, KeyFile, CAFile string
 }
 
 // Gateway names a remote region (its JetStream cluster) and how to reach it.
@@ -122,6 +131,13 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		NoSigs:             true,
 		Users:              o.Users,
 	}
+	if o.TLS.CertFile != "" {
+		client, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: o.TLS.CertFile, KeyFile: o.TLS.KeyFile, CaFile: o.TLS.CAFile})
+		if err != nil {
+			return nil, fmt.Errorf("core %s: tls: %w", o.Name, err)
+		}
+		sopts.TLSConfig, sopts.TLS, sopts.TLSTimeout = client, true, 2
+	}
 	if o.GatewayPort != 0 {
 		if o.ClusterPort == 0 {
 			o.ClusterPort = -1
@@ -141,6 +157,19 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	}
 	if o.ClusterPort != 0 {
 		sopts.Cluster = server.ClusterOpts{Name: o.Region, Host: o.Host, Port: o.ClusterPort}
+		if o.TLS.CertFile != "" {
+			peer, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: o.TLS.CertFile, KeyFile: o.TLS.KeyFile, CaFile: o.TLS.CAFile, Verify: true})
+			if err != nil {
+				return nil, fmt.Errorf("core %s: tls: %w", o.Name, err)
+			}
+			// Outgoing routes and gateways verify the peer against the CA too
+			// (GenTLSConfig only sets the pool that verifies incoming ones).
+			peer.RootCAs = peer.ClientCAs
+			sopts.Cluster.TLSConfig, sopts.Cluster.TLSTimeout = peer, 2
+			if o.GatewayPort != 0 {
+				sopts.Gateway.TLSConfig, sopts.Gateway.TLSTimeout = peer.Clone(), 2
+			}
+		}
 		for _, r := range o.Routes {
 			u, err := url.Parse("nats-route://" + r)
 			if err != nil {
@@ -214,6 +243,9 @@ func (n *Node) Connect(opts ...nats.Option) (*nats.Conn, error) {
 	base := []nats.Option{nats.Name(n.opt.Name + "-client"), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
 	if n.opt.ClientUser != "" {
 		base = append(base, nats.UserInfo(n.opt.ClientUser, n.opt.ClientPassword))
+	}
+	if n.opt.TLS.CAFile != "" {
+		base = append(base, nats.RootCAs(n.opt.TLS.CAFile))
 	}
 	return nats.Connect(n.ClientURL(), append(base, opts...)...)
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/onceplane/onceplane/auth"
 	"github.com/onceplane/onceplane/core"
+	"github.com/onceplane/onceplane/devcert"
 	"github.com/onceplane/onceplane/internal/cli"
 	"github.com/onceplane/onceplane/jetstream/streams"
 )
@@ -32,6 +33,8 @@ func main() {
 		gateways     string
 		credDir      string
 		genCreds     bool
+		devCerts     string
+		devHosts     string
 		peers, home  string
 	)
 	flag.StringVar(&o.Name, "name", "core-0", "server name, unique in the deployment")
@@ -54,6 +57,11 @@ func main() {
 	flag.DurationVar(&cfg.IngestMaxAge, "ingest-max-age", 0, "how long ingested events are kept (default: the window; must not exceed it)")
 	flag.StringVar(&ingestDedupe, "ingest-dedupe", "2m", "ingest stream Nats-Msg-Id window, or \"off\" (100ms, the minimum)")
 	flag.BoolVar(&noProvision, "no-provision", false, "do not create or update streams at start")
+	flag.StringVar(&o.TLS.CertFile, "tls-cert", "", "PEM certificate (server and client use): TLS on client, route and gateway ports")
+	flag.StringVar(&o.TLS.KeyFile, "tls-key", "", "PEM private key of -tls-cert")
+	flag.StringVar(&o.TLS.CAFile, "tls-ca", "", "PEM CA that signed the core nodes' certificates (routes and gateways verify peers with it)")
+	flag.StringVar(&devCerts, "generate-dev-certs", "", "write a development CA, certificate and key into this directory and exit")
+	flag.StringVar(&devHosts, "dev-cert-hosts", "", "comma-separated host names or IPs the development certificate is valid for (localhost and 127.0.0.1 always)")
 	flag.StringVar(&credDir, "credentials", "", "directory of <role>.password files (producer, edge, admin): turns on authentication with per-role permissions (package auth)")
 	flag.BoolVar(&genCreds, "generate-credentials", false, "create missing password files in -credentials first (development)")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
@@ -92,6 +100,18 @@ func main() {
 			cli.Fatal(log, "bad -ingest-dedupe", err)
 		}
 		cfg.IngestDuplicates = d
+	}
+	if devCerts != "" {
+		var hosts []string
+		if devHosts != "" {
+			hosts = strings.Split(devHosts, ",")
+		}
+		f, err := devcert.Generate(devCerts, hosts)
+		if err != nil {
+			cli.Fatal(log, "generate dev certs", err)
+		}
+		fmt.Printf("CA %s\ncertificate %s\nkey %s\n", f.CA, f.Cert, f.Key)
+		return
 	}
 	if credDir != "" {
 		load := auth.Load

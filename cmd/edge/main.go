@@ -35,12 +35,13 @@ func main() {
 		policy, logLevel, traceFile, statsFile    string
 		gossipBind, gossipSeeds, gossipKeyFile    string
 		gossipProfile, peers, adminTokenFile      string
-		natsUser, natsPasswordFile                string
+		natsUser, natsPasswordFile, tlsCA         string
 	)
 	flag.StringVar(&url, "nats", "nats://127.0.0.1:4222", "core node URL(s), comma-separated")
 	flag.StringVar(&o.Region, "region", "local", "region whose streams to consume")
 	flag.StringVar(&natsUser, "nats-user", "", "NATS user (the edge role: \"edge\"); its password from -nats-password-file or ONCEPLANE_NATS_PASSWORD")
 	flag.StringVar(&natsPasswordFile, "nats-password-file", "", "file holding the NATS password")
+	flag.StringVar(&tlsCA, "tls-ca", "", "PEM CA of the core nodes' certificates: connect with TLS")
 	flag.StringVar(&o.Name, "name", "", "edge name in claim records (default hostname-pid)")
 	flag.StringVar(&parts, "partitions", "", "partitions to own, e.g. 0-3,8 (default all; with -gossip: the partitions the region's edges share)")
 	flag.StringVar(&peers, "peers", "", "other regions, comma-separated: merge their replicated claims and report conflicts (asynchronous cross-region mode)")
@@ -99,6 +100,9 @@ func main() {
 			cli.Fatal(log, "nats password", err)
 		}
 		natsOpts = append(natsOpts, nats.UserInfo(natsUser, pw))
+	}
+	if tlsCA != "" {
+		natsOpts = append(natsOpts, nats.RootCAs(tlsCA))
 	}
 	nc, err := nats.Connect(url, natsOpts...)
 	if err != nil {

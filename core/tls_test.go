@@ -1,0 +1,72 @@
+package core_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/onceplane/onceplane/core"
+	"github.com/onceplane/onceplane/devcert"
+	"github.com/onceplane/onceplane/internal/coretest"
+)
+
+// TestTLSEverywhere: with certificates configured, a 3-node region forms
+// over mutually verified TLS routes (JetStream gets a meta leader), clients
+// must speak TLS and trust the CA, and a client trusting another CA is
+// refused.
+func TestTLSEverywhere(t *testing.T) {
+	files, err := devcert.Generate(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := devcert.Generate(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsf := core.TLSFiles{CertFile: files.Cert, KeyFile: files.Key, CAFile: files.CA}
+	ports := coretest.FreePorts(t, 3)
+	var routes []string
+	for _, p := range ports {
+		routes = append(routes, fmt.Sprintf("127.0.0.1:%d", p))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	nodes := make([]*core.Node, 3)
+	errs := make(chan error, 3)
+	for i := range nodes {
+		go func() {
+			n, err := core.Start(ctx, core.Options{Name: fmt.Sprintf("tls-%d", i), Region: "secure", Port: -1, DataDir: t.TempDir(),
+				ClusterPort: ports[i], Routes: routes, TLS: tlsf, MaxMemory: 64 << 20, MaxStore: 1 << 30, Logger: coretest.Quiet})
+			nodes[i] = n
+			errs <- err
+		}()
+	}
+	for range nodes {
+		if err := <-errs; err != nil {
+			t.Fatalf("a TLS region did not form: %v", err)
+		}
+	}
+	for _, n := range nodes {
+		defer n.Shutdown()
+	}
+	url := nodes[0].ClientURL()
+	if nc, err := nats.Connect(url); err == nil {
+		nc.Close()
+		t.Fatal("a plain-text client connected to a TLS core")
+	}
+	if nc, err := nats.Connect(url, nats.RootCAs(other.CA)); err == nil {
+		nc.Close()
+		t.Fatal("a client trusting another CA connected")
+	}
+	nc, err := nodes[0].Connect()
+	if err != nil {
+		t.Fatalf("TLS client with the CA: %v", err)
+	}
+	defer nc.Close()
+	if !nc.TLSRequired() {
+		t.Fatal("connection is not TLS")
+	}
+}
