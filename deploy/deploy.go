@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/onceplane/onceplane/auth"
 	"github.com/onceplane/onceplane/edge"
 	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/failover"
@@ -158,7 +159,7 @@ func Start(ctx context.Context, top topology.Topology, o Options) (*Deployment, 
 	d := &Deployment{Cluster: sc, top: top, o: o, Metrics: telemetry.NewMetrics(), Effects: newLedger(),
 		edges: map[string][]*runningEdge{}, prods: map[string]*producer.Producer{}, cancel: cancel, ctx: rctx}
 	for _, r := range top.Regions {
-		nc, js, err := sc.Connect(r.Name)
+		nc, js, err := sc.ConnectAs(r.Name, auth.Producer)
 		if err != nil {
 			d.Close()
 			return nil, err
@@ -200,7 +201,7 @@ func (d *Deployment) StartEdge(region, name string) error {
 	if parts == nil {
 		parts = []int{}
 	}
-	nc, js, err := d.Connect(region)
+	nc, js, err := d.ConnectAs(region, auth.Edge)
 	if err != nil {
 		return err
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/onceplane/onceplane/auth"
 	"github.com/onceplane/onceplane/core"
 	"github.com/onceplane/onceplane/internal/ports"
 	"github.com/onceplane/onceplane/jetstream/streams"
@@ -40,6 +41,10 @@ type Options struct {
 	MemoryStreams bool
 	// IngestDuplicates is passed to streams.Config (zero: 2 minutes).
 	IngestDuplicates time.Duration
+	// Insecure turns authentication off. By default every core node requires
+	// a user per role (package auth) with passwords generated under DataDir,
+	// and ConnectAs connects with the role's credentials.
+	Insecure bool
 	// MaxMemory and MaxStore cap each core node. Zero means 256 MiB and 4 GiB.
 	MaxMemory, MaxStore int64
 	// Logger receives logs. Nil means slog.Default().
@@ -70,6 +75,7 @@ type Cluster struct {
 	nodes map[string][]*core.Node   // region -> its core nodes (nil entries while stopped)
 	cfg   map[string][]core.Options // region -> node options, for restarts
 	links map[[2]string]*wan.Link   // (from, to) -> the link carrying from's gateway connection to to
+	creds auth.Credentials          // nil when Insecure
 }
 
 // Start brings up every core node of top (all at once: the meta group needs
@@ -82,6 +88,13 @@ func Start(ctx context.Context, top topology.Topology, o Options) (*Cluster, err
 		return nil, fmt.Errorf("supercluster: %w", err)
 	}
 	c := &Cluster{top: top, opt: o, nodes: map[string][]*core.Node{}, cfg: map[string][]core.Options{}, links: map[[2]string]*wan.Link{}}
+	if !o.Insecure {
+		creds, err := auth.Generate(filepath.Join(o.DataDir, "credentials"))
+		if err != nil {
+			return nil, fmt.Errorf("supercluster: %w", err)
+		}
+		c.creds = creds
+	}
 	ok := false
 	defer func() {
 		if !ok {
@@ -149,6 +162,9 @@ func Start(ctx context.Context, top topology.Topology, o Options) (*Cluster, err
 			Name: pl.core.Name, Region: pl.region, Host: pl.core.Host, Port: pl.core.Port,
 			DataDir: filepath.Join(o.DataDir, pl.core.Name), ClusterPort: pl.core.ClusterPort,
 			MaxMemory: o.MaxMemory, MaxStore: o.MaxStore, Logger: o.Logger,
+		}
+		if c.creds != nil {
+			co.Users, co.ClientUser, co.ClientPassword = auth.Users(c.creds), string(auth.Admin), c.creds[auth.Admin]
 		}
 		if len(r.Cores) > 1 || multi {
 			// JetStream clustering wants configured routes even for a one-node
@@ -300,10 +316,19 @@ func (c *Cluster) ClientURL(region string) string {
 	return strings.Join(urls, ",")
 }
 
-// Connect opens a client connection to region's core nodes (reconnecting
+// Connect opens an admin connection to region's core nodes (reconnecting
 // forever) and a JetStream handle on it.
 func (c *Cluster) Connect(region string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
-	base := []nats.Option{nats.Name("onceplane-" + region), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
+	return c.ConnectAs(region, auth.Admin, opts...)
+}
+
+// ConnectAs is Connect with role's credentials: what a producer or an edge
+// may do is then limited by its permissions.
+func (c *Cluster) ConnectAs(region string, role auth.Role, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
+	base := []nats.Option{nats.Name("onceplane-" + region + "-" + string(role)), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
+	if c.creds != nil {
+		base = append(base, nats.UserInfo(string(role), c.creds[role]))
+	}
 	nc, err := nats.Connect(c.ClientURL(region), append(base, opts...)...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("supercluster: connect %s: %w", region, err)

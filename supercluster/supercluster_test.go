@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/onceplane/onceplane/auth"
 	"github.com/onceplane/onceplane/internal/coretest"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/topology"
@@ -49,6 +50,22 @@ func TestClaimsReplicateOverTheWAN(t *testing.T) {
 	_, east := mustConnect(t, c, "us-east")
 	_, west := mustConnect(t, c, "eu-west")
 	_, south := mustConnect(t, c, "ap-south")
+
+	// Secure by default: no credentials, no connection; a producer may not
+	// read a claim log.
+	if nc, err := nats.Connect(c.ClientURL("us-east")); err == nil {
+		nc.Close()
+		t.Fatal("an unauthenticated client connected to the simulation's core")
+	}
+	_, prod, err := c.ConnectAs("us-east", auth.Producer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer scancel()
+	if _, err := prod.Stream(sctx, "onceplane-us-east-claims"); err == nil {
+		t.Fatal("the producer role read a claim stream")
+	}
 
 	ctx := context.Background()
 	sent := time.Now()
