@@ -27,6 +27,7 @@ import (
 
 	"github.com/onceplane/onceplane/auth"
 	"github.com/onceplane/onceplane/core"
+	"github.com/onceplane/onceplane/devcert"
 	"github.com/onceplane/onceplane/internal/ports"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/topology"
@@ -41,9 +42,11 @@ type Options struct {
 	MemoryStreams bool
 	// IngestDuplicates is passed to streams.Config (zero: 2 minutes).
 	IngestDuplicates time.Duration
-	// Insecure turns authentication off. By default every core node requires
-	// a user per role (package auth) with passwords generated under DataDir,
-	// and ConnectAs connects with the role's credentials.
+	// Insecure turns authentication and TLS off. By default every core node
+	// requires a user per role (package auth) with passwords generated under
+	// DataDir, and serves TLS on client, route and gateway ports with a
+	// development CA generated there (package devcert); ConnectAs connects
+	// with the role's credentials over TLS.
 	Insecure bool
 	// MaxMemory and MaxStore cap each core node. Zero means 256 MiB and 4 GiB.
 	MaxMemory, MaxStore int64
@@ -76,6 +79,7 @@ type Cluster struct {
 	cfg   map[string][]core.Options // region -> node options, for restarts
 	links map[[2]string]*wan.Link   // (from, to) -> the link carrying from's gateway connection to to
 	creds auth.Credentials          // nil when Insecure
+	tls   devcert.Files             // zero when Insecure
 }
 
 // Start brings up every core node of top (all at once: the meta group needs
@@ -94,6 +98,9 @@ func Start(ctx context.Context, top topology.Topology, o Options) (*Cluster, err
 			return nil, fmt.Errorf("supercluster: %w", err)
 		}
 		c.creds = creds
+		if c.tls, err = devcert.Generate(filepath.Join(o.DataDir, "tls"), nil); err != nil {
+			return nil, fmt.Errorf("supercluster: %w", err)
+		}
 	}
 	ok := false
 	defer func() {
@@ -165,6 +172,7 @@ func Start(ctx context.Context, top topology.Topology, o Options) (*Cluster, err
 		}
 		if c.creds != nil {
 			co.Users, co.ClientUser, co.ClientPassword = auth.Users(c.creds), string(auth.Admin), c.creds[auth.Admin]
+			co.TLS = core.TLSFiles{CertFile: c.tls.Cert, KeyFile: c.tls.Key, CAFile: c.tls.CA}
 		}
 		if len(r.Cores) > 1 || multi {
 			// JetStream clustering wants configured routes even for a one-node
@@ -327,7 +335,7 @@ func (c *Cluster) Connect(region string, opts ...nats.Option) (*nats.Conn, jetst
 func (c *Cluster) ConnectAs(region string, role auth.Role, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
 	base := []nats.Option{nats.Name("onceplane-" + region + "-" + string(role)), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
 	if c.creds != nil {
-		base = append(base, nats.UserInfo(string(role), c.creds[role]))
+		base = append(base, nats.UserInfo(string(role), c.creds[role]), nats.RootCAs(c.tls.CA))
 	}
 	nc, err := nats.Connect(c.ClientURL(region), append(base, opts...)...)
 	if err != nil {

@@ -51,11 +51,15 @@ func TestClaimsReplicateOverTheWAN(t *testing.T) {
 	_, west := mustConnect(t, c, "eu-west")
 	_, south := mustConnect(t, c, "ap-south")
 
-	// Secure by default: no credentials, no connection; a producer may not
-	// read a claim log.
+	// Secure by default: no credentials, or no trust in the deployment's CA,
+	// no connection; a producer may not read a claim log.
 	if nc, err := nats.Connect(c.ClientURL("us-east")); err == nil {
 		nc.Close()
 		t.Fatal("an unauthenticated client connected to the simulation's core")
+	}
+	if nc, err := nats.Connect(c.ClientURL("us-east"), nats.UserInfo(string(auth.Admin), c.creds[auth.Admin])); err == nil {
+		nc.Close()
+		t.Fatal("a client that does not trust the deployment's CA connected (TLS must be required)")
 	}
 	_, prod, err := c.ConnectAs("us-east", auth.Producer)
 	if err != nil {
