@@ -55,6 +55,9 @@ type Options struct {
 	// TLS, when CertFile is set, serves TLS on the client port, and on the
 	// route and gateway ports with mutual verification against CAFile.
 	TLS TLSFiles
+	// MonitorPort serves NATS's HTTP monitoring (/healthz, /varz, /jsz) on
+	// Host when non-zero. Zero means off.
+	MonitorPort int
 	// MaxMemory and MaxStore cap JetStream resources. Zero means 1 GiB and 16 GiB.
 	MaxMemory, MaxStore int64
 	// Logger receives server logs. Nil means slog.Default() at warn level and above.
@@ -130,6 +133,9 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		MaxPayload:         8 << 20,
 		NoSigs:             true,
 		Users:              o.Users,
+	}
+	if o.MonitorPort != 0 {
+		sopts.HTTPHost, sopts.HTTPPort = o.Host, o.MonitorPort
 	}
 	if o.TLS.CertFile != "" {
 		client, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: o.TLS.CertFile, KeyFile: o.TLS.KeyFile, CaFile: o.TLS.CAFile})

@@ -10,6 +10,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -23,6 +24,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "health" {
+		os.Exit(cli.Health(os.Args[2:], "http://127.0.0.1:8222/healthz?js-enabled-only=true"))
+	}
 	var (
 		o            core.Options
 		routes       string
@@ -44,6 +48,7 @@ func main() {
 	flag.StringVar(&o.DataDir, "data", "", "JetStream data directory (default ./data/<name>)")
 	flag.IntVar(&o.ClusterPort, "cluster-port", 0, "route port; non-zero joins a region cluster")
 	flag.StringVar(&routes, "routes", "", "comma-separated host:port route addresses of the region's core nodes")
+	flag.IntVar(&o.MonitorPort, "monitor-port", 0, "NATS HTTP monitoring port (/healthz, /varz, /jsz); 0 is off; `core health` checks it")
 	flag.IntVar(&o.GatewayPort, "gateway-port", 0, "gateway port; non-zero joins other regions into a supercluster")
 	flag.StringVar(&gateways, "gateways", "", "other regions' gateways: 'region=host:port,host:port;region2=...' (a WAN link's address in a simulation)")
 	flag.StringVar(&o.GatewayAdvertise, "gateway-advertise", "", "gateway address told to other regions (default: the listen address; "+core.NoAdvertise+" keeps peers on -gateways)")

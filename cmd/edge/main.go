@@ -29,6 +29,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "health" {
+		os.Exit(cli.Health(os.Args[2:], "http://127.0.0.1:9222/healthz"))
+	}
 	var (
 		o                                         edge.Options
 		url, parts, sinks, ledger, httpURL, admin string

@@ -4,13 +4,16 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Logger returns a text logger at level ("debug", "info", "warn", "error").
@@ -72,4 +75,29 @@ func Secret(file, env string) (string, error) {
 		return strings.TrimSpace(string(b)), nil
 	}
 	return strings.TrimSpace(os.Getenv(env)), nil
+}
+
+// Health runs the "health" subcommand the binaries share (container
+// healthchecks in images without a shell): GET the URL given by -url and
+// exit 0 on a 2xx answer within -timeout, 1 otherwise.
+func Health(args []string, defaultURL string) int {
+	fs := flag.NewFlagSet("health", flag.ContinueOnError)
+	url := fs.String("url", defaultURL, "health endpoint to GET")
+	timeout := fs.Duration("timeout", 3*time.Second, "how long to wait for the answer")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	c := http.Client{Timeout: *timeout}
+	resp, err := c.Get(*url)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "unhealthy:", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		fmt.Fprintln(os.Stderr, "unhealthy:", resp.Status)
+		return 1
+	}
+	fmt.Println("healthy")
+	return 0
 }
