@@ -27,7 +27,7 @@ import (
 	"github.com/onceplane/onceplane/sink"
 )
 
-var bins struct{ edge, core string }
+var bins struct{ edge, core, wanproxy string }
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 	for _, b := range []struct {
 		dst *string
 		pkg string
-	}{{&bins.edge, "./cmd/edge"}, {&bins.core, "./cmd/core"}} {
+	}{{&bins.edge, "./cmd/edge"}, {&bins.core, "./cmd/core"}, {&bins.wanproxy, "./cmd/wanproxy"}} {
 		if *b.dst, err = proc.Build("..", dir, b.pkg); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -104,8 +105,23 @@ func (c *Consumer) Run(ctx context.Context) error {
 		for _, p := range parts {
 			c.acquire(p)
 		}
-		<-ctx.Done()
-		return nil
+		// A partition that failed (a core unreachable, a consumer create
+		// timing out across the WAN) is taken again a second later; one that
+		// was fenced has another owner configured and stays stopped.
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-tick.C:
+				for _, p := range parts {
+					if c.failed(p) {
+						c.acquire(p)
+					}
+				}
+			}
+		}
 	}
 	return c.follow(ctx, n)
 }
@@ -200,6 +216,14 @@ func (c *Consumer) takeFenced() map[int]time.Time {
 	out := c.fenced
 	c.fenced = map[int]time.Time{}
 	return out
+}
+
+// failed reports whether p's last owner run stopped with an error other than fencing.
+func (c *Consumer) failed(p int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, running := c.runs[p]
+	return !running && strings.HasPrefix(c.state[p], "failed")
 }
 
 // acquire starts owning p unless it already does.

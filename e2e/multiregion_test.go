@@ -1,0 +1,298 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/onceplane/onceplane/auth"
+	"github.com/onceplane/onceplane/devcert"
+	"github.com/onceplane/onceplane/edge"
+	"github.com/onceplane/onceplane/event"
+	"github.com/onceplane/onceplane/internal/coretest"
+	"github.com/onceplane/onceplane/internal/proc"
+	"github.com/onceplane/onceplane/internal/verify"
+	"github.com/onceplane/onceplane/internal/workload"
+	"github.com/onceplane/onceplane/jetstream/streams"
+	"github.com/onceplane/onceplane/producer"
+	"github.com/onceplane/onceplane/sink"
+)
+
+// TestMultiRegionProcesses runs the multi-region shape as real processes,
+// secure by default: three core processes (one per region, TLS on every
+// port, users per role), gateways through six wanproxy processes (20 ms one
+// way), one edge process per region with -peers, and a producer per region.
+// Mid-load the eu-west core is killed with SIGKILL and restarted on its data.
+// Every ID is handled, at most once per region, and the conflicts recorded
+// are exactly the IDs handled in two regions (counted from the ledgers).
+func TestMultiRegionProcesses(t *testing.T) {
+	dir := t.TempDir()
+	regions := []string{"us-east", "eu-west", "ap-south"}
+	creds, err := auth.Generate(filepath.Join(dir, "credentials"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := devcert.Generate(filepath.Join(dir, "tls"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports := coretest.FreePorts(t, 3*3+6)
+	client, cluster, gateway := map[string]int{}, map[string]int{}, map[string]int{}
+	for i, r := range regions {
+		client[r], cluster[r], gateway[r] = ports[3*i], ports[3*i+1], ports[3*i+2]
+	}
+	link := map[[2]string]int{}
+	k := 9
+	for _, a := range regions {
+		for _, b := range regions {
+			if a != b {
+				link[[2]string{a, b}] = ports[k]
+				k++
+			}
+		}
+	}
+	start := func(name string, bin string, args ...string) *proc.Proc {
+		p, err := proc.Start(name, filepath.Join(dir, name+".log"), bin, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if !p.Exited() {
+				p.Kill9()
+			}
+			if t.Failed() {
+				t.Logf("--- %s log ---\n%s", name, tail(p.Output(), 3000))
+			}
+		})
+		return p
+	}
+	for l, port := range link {
+		start("wan-"+l[0]+"-"+l[1], bins.wanproxy, "-listen", fmt.Sprintf("127.0.0.1:%d", port),
+			"-target", fmt.Sprintf("127.0.0.1:%d", gateway[l[1]]), "-delay", "20ms", "-jitter", "2ms", "-log-level", "warn")
+	}
+	coreArgs := func(r string) []string {
+		var gws, peers []string
+		for _, o := range regions {
+			if o != r {
+				gws = append(gws, fmt.Sprintf("%s=127.0.0.1:%d", o, link[[2]string{r, o}]))
+				peers = append(peers, o)
+			}
+		}
+		return []string{"-name", r + "-core", "-region", r, "-port", fmt.Sprint(client[r]),
+			"-cluster-port", fmt.Sprint(cluster[r]), "-routes", fmt.Sprintf("127.0.0.1:%d", cluster[r]),
+			"-gateway-port", fmt.Sprint(gateway[r]), "-gateways", strings.Join(gws, ";"), "-gateway-advertise", "127.0.0.1:1",
+			"-peers", strings.Join(peers, ","), "-partitions", "4", "-window", "1h", "-ingest-dedupe", "off",
+			"-data", filepath.Join(dir, r+"-core"), "-credentials", filepath.Join(dir, "credentials"),
+			"-tls-cert", certs.Cert, "-tls-key", certs.Key, "-tls-ca", certs.CA,
+			"-max-memory", "268435456", "-max-store", "1073741824", "-log-level", "warn"}
+	}
+	cores := map[string]*proc.Proc{}
+	for _, r := range regions {
+		cores[r] = start(r+"-core", bins.core, coreArgs(r)...)
+	}
+	url := func(r string) string { return fmt.Sprintf("nats://127.0.0.1:%d", client[r]) }
+	connect := func(r string, role auth.Role) jetstream.JetStream {
+		nc, err := nats.Connect(url(r), nats.UserInfo(string(role), creds[role]), nats.RootCAs(certs.CA),
+			nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return js
+	}
+	// Every region's streams exist (each core provisions its own, then
+	// its xclaims once the peers' claim logs exist).
+	coretest.Eventually(t, 120*time.Second, "every region provisioned", func() bool {
+		for _, r := range regions {
+			nc, err := nats.Connect(url(r), nats.UserInfo(string(auth.Admin), creds[auth.Admin]), nats.RootCAs(certs.CA))
+			if err != nil {
+				return false
+			}
+			js, _ := jetstream.New(nc)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_, err = js.Stream(ctx, streams.Names{Region: r}.XClaimStream())
+			cancel()
+			nc.Close()
+			if err != nil {
+				return false
+			}
+		}
+		return true
+	})
+	if nc, err := nats.Connect(url("us-east"), nats.RootCAs(certs.CA)); err == nil {
+		nc.Close()
+		t.Fatal("an unauthenticated client connected")
+	}
+	for _, r := range regions {
+		var peers []string
+		for _, o := range regions {
+			if o != r {
+				peers = append(peers, o)
+			}
+		}
+		start(r+"-edge", bins.edge, "-nats", url(r), "-region", r, "-name", r+"-edge", "-peers", strings.Join(peers, ","),
+			"-nats-user", "edge", "-nats-password-file", filepath.Join(dir, "credentials", "edge.password"), "-tls-ca", certs.CA,
+			"-window", "1h", "-sink", "ledger", "-ledger", filepath.Join(dir, r+".ledger.jsonl"), "-admin", "", "-log-level", "warn")
+	}
+
+	// Load: each region its own IDs; 150 IDs sent to two regions at once.
+	var published []string
+	pub := func(r string, ids []string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		return workload.Publish(ctx, producer.New(connect(r, auth.Producer), r), workload.Plan{}, ids, 500, nil)
+	}
+	wave := func(tag string, n int) {
+		var wg sync.WaitGroup
+		errs := make(chan error, 3*len(regions))
+		for i, r := range regions {
+			var ids []string
+			for j := range n {
+				ids = append(ids, fmt.Sprintf("%s-%s-%d", tag, r, j))
+			}
+			var race []string
+			for j := range 50 {
+				race = append(race, fmt.Sprintf("%s-race-%d-%d", tag, i, j))
+			}
+			published = append(published, ids...)
+			published = append(published, race...)
+			next := regions[(i+1)%len(regions)]
+			wg.Add(3)
+			go func() { defer wg.Done(); errs <- pub(r, ids) }()
+			go func() { defer wg.Done(); errs <- pub(r, race) }()
+			go func() { defer wg.Done(); errs <- pub(next, race) }()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	wave("a", 1500)
+	cores["eu-west"].Kill9()
+	// us-east and ap-south keep going while eu-west's core is down.
+	var during []string
+	for _, r := range []string{"us-east", "ap-south"} {
+		var ids []string
+		for j := range 500 {
+			ids = append(ids, fmt.Sprintf("during-%s-%d", r, j))
+		}
+		during = append(during, ids...)
+		if err := pub(r, ids); err != nil {
+			t.Fatal(err)
+		}
+	}
+	published = append(published, during...)
+	coretest.Eventually(t, 60*time.Second, "the other regions decide while eu-west is down", func() bool {
+		return missing(t, dir, regions, during) == 0
+	})
+	cores["eu-west"] = start("eu-west-core-2", bins.core, coreArgs("eu-west")...)
+	coretest.Eventually(t, 60*time.Second, "eu-west's core back", func() bool {
+		nc, err := nats.Connect(url("eu-west"), nats.UserInfo(string(auth.Admin), creds[auth.Admin]), nats.RootCAs(certs.CA))
+		if err != nil {
+			return false
+		}
+		defer nc.Close()
+		js, _ := jetstream.New(nc)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err = js.Stream(ctx, streams.Names{Region: "eu-west"}.IngestStream())
+		return err == nil
+	})
+	wave("b", 1500)
+	coretest.Eventually(t, 180*time.Second, "every ID handled", func() bool { return missing(t, dir, regions, published) == 0 })
+
+	// Conflicts: wait until each region's conflict records stop changing.
+	where := map[string][]string{}
+	for _, r := range regions {
+		lines, err := sink.ReadLedger(filepath.Join(dir, r+".ledger.jsonl"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]int{}
+		for _, l := range lines {
+			seen[l.ID]++
+		}
+		for id, n := range seen {
+			if n > 1 {
+				t.Errorf("%s handled %s %d times", r, id, n)
+			}
+			h := edge.HashHex(event.HashID(id))
+			where[h] = append(where[h], r)
+		}
+	}
+	races := 0
+	for _, rs := range where {
+		if len(rs) > 1 {
+			races++
+		}
+	}
+	admin := map[string]jetstream.JetStream{}
+	for _, r := range regions {
+		admin[r] = connect(r, auth.Admin)
+	}
+	reported := func() map[string]bool {
+		out := map[string]bool{}
+		for _, r := range regions {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			msgs, err := verify.ReadStream(ctx, admin[r], streams.Names{Region: r}.ConflictStream())
+			cancel()
+			if err != nil {
+				return nil
+			}
+			for _, m := range msgs {
+				if rec, err := edge.DecodeConflict(m.Data); err == nil {
+					out[rec.Hash] = true
+				}
+			}
+		}
+		return out
+	}
+	// Sources resume after the restart at their next retry (up to minutes):
+	// wait for every race to be reported.
+	var got map[string]bool
+	coretest.Eventually(t, 180*time.Second, "every race reported", func() bool {
+		got = reported()
+		return len(got) >= races
+	})
+	for h := range got {
+		if len(where[h]) < 2 {
+			t.Errorf("conflict %s is not a race (handled in %v)", h, where[h])
+		}
+	}
+	t.Logf("%d IDs handled, %d races (IDs sent to two regions at once that both handled), %d conflicts reported; eu-west core killed with SIGKILL and restarted", len(published), races, len(got))
+}
+
+// missing counts the IDs of ids with no ledger line in any region.
+func missing(t *testing.T, dir string, regions []string, ids []string) int {
+	handled := map[string]bool{}
+	for _, r := range regions {
+		lines, err := sink.ReadLedger(filepath.Join(dir, r+".ledger.jsonl"))
+		if err != nil {
+			continue
+		}
+		for _, l := range lines {
+			handled[l.ID] = true
+		}
+	}
+	n := 0
+	for _, id := range ids {
+		if !handled[id] {
+			n++
+		}
+	}
+	return n
+}
