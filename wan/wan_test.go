@@ -12,17 +12,15 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/onceplane/onceplane/internal/poll"
 )
 
-// eventually polls cond every 10 ms until it holds or within passes.
+// eventually polls cond until it holds, failing the test when within passes.
 func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !poll.Until(within, cond) {
+		t.Fatalf("timed out after %v waiting for %s", within, what)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/onceplane/onceplane/core"
+	"github.com/onceplane/onceplane/internal/poll"
 )
 
 // Quiet is a logger that discards everything.
@@ -95,18 +96,9 @@ func Eventually(t testing.TB, within time.Duration, what string, cond func() boo
 	}
 }
 
-// Within polls cond every 20 ms until it is true (true) or within passes
+// Within polls cond (package poll) until it is true (true) or within passes
 // (false), for tests that report more than a timeout when it fails.
-func Within(within time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return true
-}
+func Within(within time.Duration, cond func() bool) bool { return poll.Until(within, cond) }
 
 // Never polls cond every 20 ms for the whole of within and fails the test
 // if it ever holds (for "this must not happen" checks).

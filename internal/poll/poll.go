@@ -1,0 +1,22 @@
+// Package poll waits for a condition by polling it with a deadline: what
+// tests use instead of sleeping for a fixed time. It has no dependencies, so
+// any package's tests can use it.
+package poll
+
+import "time"
+
+// Interval is how often Until evaluates its condition.
+const Interval = 10 * time.Millisecond
+
+// Until evaluates cond every Interval until it is true (true) or within has
+// passed (false).
+func Until(within time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(Interval)
+	}
+	return true
+}
