@@ -263,22 +263,7 @@ func (d *Deployment) Edges(region string) []*edge.Consumer {
 func (d *Deployment) Stats(region string) edge.Stats {
 	var s edge.Stats
 	for _, c := range d.Edges(region) {
-		x := c.Stats()
-		s.In += x.In
-		s.First += x.First
-		s.Duplicates += x.Duplicates
-		s.DLQ += x.DLQ
-		s.Done += x.Done
-		for i := range s.ByPath {
-			s.ByPath[i] += x.ByPath[i]
-		}
-		s.Uncertain += x.Uncertain
-		s.UncertainReruns += x.UncertainReruns
-		s.ClaimAppends += x.ClaimAppends
-		s.Fenced += x.Fenced
-		s.Owned += x.Owned
-		s.RemoteMerged += x.RemoteMerged
-		s.Conflicts += x.Conflicts
+		s.Add(c.Stats())
 	}
 	return s
 }

@@ -47,6 +47,26 @@ type Stats struct {
 	RemoteMerged, Conflicts int64
 }
 
+// Add adds x's totals to s (summing several edges).
+func (s *Stats) Add(x Stats) {
+	s.In += x.In
+	s.First += x.First
+	s.Duplicates += x.Duplicates
+	s.DLQ += x.DLQ
+	s.Done += x.Done
+	for i := range s.ByPath {
+		s.ByPath[i] += x.ByPath[i]
+	}
+	s.Uncertain += x.Uncertain
+	s.UncertainReruns += x.UncertainReruns
+	s.ClaimAppends += x.ClaimAppends
+	s.HandlerRetries += x.HandlerRetries
+	s.Fenced += x.Fenced
+	s.Owned += x.Owned
+	s.RemoteMerged += x.RemoteMerged
+	s.Conflicts += x.Conflicts
+}
+
 type counters struct {
 	in, first, dup, dlq, done atomic.Int64
 	byPath                    [dedupe.NumPaths]atomic.Int64

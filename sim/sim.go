@@ -237,18 +237,13 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 	}
 	r := &Report{Config: cfg, Published: cfg.Events, Stored: int(stored), Unique: unique, Elapsed: elapsed,
 		ByPath: map[string]int64{}, Decision: decision.Quantiles(), EndToEnd: e2e.Quantiles()}
+	var s edge.Stats
 	for _, e := range edges {
-		s := e.Stats()
-		r.Decided += s.Done
-		r.First += s.First
-		r.Dups += s.Duplicates
-		r.Uncertain += s.Uncertain
-		r.Reruns += s.UncertainReruns
-		r.DLQ += s.DLQ
-		r.ClaimAppends += s.ClaimAppends
-		for _, p := range dedupe.Paths() {
-			r.ByPath[p.String()] += s.ByPath[p]
-		}
+		s.Add(e.Stats())
+	}
+	r.Decided, r.First, r.Dups, r.Uncertain, r.Reruns, r.DLQ, r.ClaimAppends = s.Done, s.First, s.Duplicates, s.Uncertain, s.UncertainReruns, s.DLQ, s.ClaimAppends
+	for _, p := range dedupe.Paths() {
+		r.ByPath[p.String()] = s.ByPath[p]
 	}
 	seen := map[string]bool{}
 	for _, id := range ids {
