@@ -307,7 +307,7 @@ func (d *Deployment) Conflicts(ctx context.Context) (map[string][]edge.ConflictR
 		if err != nil {
 			return nil, err
 		}
-		recs, err := readConflicts(ctx, js, streams.Names{Region: r})
+		recs, err := ReadConflicts(ctx, js, streams.Names{Region: r})
 		nc.Close()
 		if err != nil {
 			return nil, err
@@ -317,7 +317,8 @@ func (d *Deployment) Conflicts(ctx context.Context) (map[string][]edge.ConflictR
 	return out, nil
 }
 
-func readConflicts(ctx context.Context, js jetstream.JetStream, n streams.Names) ([]edge.ConflictRecord, error) {
+// ReadConflicts reads every record of the conflicts stream of n's region.
+func ReadConflicts(ctx context.Context, js jetstream.JetStream, n streams.Names) ([]edge.ConflictRecord, error) {
 	msgs, err := verify.ReadStream(ctx, js, n.ConflictStream())
 	if err != nil {
 		return nil, fmt.Errorf("conflicts %s: %w", n.Region, err)

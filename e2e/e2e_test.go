@@ -79,16 +79,23 @@ func (r *run) edge(name string, extra ...string) *proc.Proc {
 	r.t.Helper()
 	args := append([]string{"-nats", r.url, "-name", name, "-admin", "", "-log-level", "info",
 		"-ledger", filepath.Join(r.dir, "ledger.jsonl"), "-stats-file", filepath.Join(r.dir, name+".stats.json")}, extra...)
-	p, err := proc.Start(name, filepath.Join(r.dir, name+".log"), bins.edge, args...)
+	return startProc(r.t, r.dir, name, bins.edge, args...)
+}
+
+// startProc starts a binary as a process logging to dir/name.log; it is
+// killed when the test ends, and its log printed if the test failed.
+func startProc(t *testing.T, dir, name, bin string, args ...string) *proc.Proc {
+	t.Helper()
+	p, err := proc.Start(name, filepath.Join(dir, name+".log"), bin, args...)
 	if err != nil {
-		r.t.Fatal(err)
+		t.Fatal(err)
 	}
-	r.t.Cleanup(func() {
+	t.Cleanup(func() {
 		if !p.Exited() {
 			p.Kill9()
 		}
-		if r.t.Failed() {
-			r.t.Logf("--- %s log ---\n%s", name, tail(p.Output(), 4000))
+		if t.Failed() {
+			t.Logf("--- %s log ---\n%s", name, tail(p.Output(), 4000))
 		}
 	})
 	return p

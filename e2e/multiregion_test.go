@@ -13,12 +13,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/onceplane/onceplane/auth"
+	"github.com/onceplane/onceplane/deploy"
 	"github.com/onceplane/onceplane/devcert"
 	"github.com/onceplane/onceplane/edge"
 	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/internal/coretest"
 	"github.com/onceplane/onceplane/internal/proc"
-	"github.com/onceplane/onceplane/internal/verify"
 	"github.com/onceplane/onceplane/internal/workload"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/producer"
@@ -58,21 +58,7 @@ func TestMultiRegionProcesses(t *testing.T) {
 			}
 		}
 	}
-	start := func(name string, bin string, args ...string) *proc.Proc {
-		p, err := proc.Start(name, filepath.Join(dir, name+".log"), bin, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if !p.Exited() {
-				p.Kill9()
-			}
-			if t.Failed() {
-				t.Logf("--- %s log ---\n%s", name, tail(p.Output(), 3000))
-			}
-		})
-		return p
-	}
+	start := func(name string, bin string, args ...string) *proc.Proc { return startProc(t, dir, name, bin, args...) }
 	for l, port := range link {
 		start("wan-"+l[0]+"-"+l[1], bins.wanproxy, "-listen", fmt.Sprintf("127.0.0.1:%d", port),
 			"-target", fmt.Sprintf("127.0.0.1:%d", gateway[l[1]]), "-delay", "20ms", "-jitter", "2ms", "-log-level", "warn")
@@ -98,33 +84,41 @@ func TestMultiRegionProcesses(t *testing.T) {
 		cores[r] = start(r+"-core", bins.core, coreArgs(r)...)
 	}
 	url := func(r string) string { return fmt.Sprintf("nats://127.0.0.1:%d", client[r]) }
-	connect := func(r string, role auth.Role) jetstream.JetStream {
+	// dial connects to region r's core as role, over TLS.
+	dial := func(r string, role auth.Role) (*nats.Conn, jetstream.JetStream, error) {
 		nc, err := nats.Connect(url(r), nats.UserInfo(string(role), creds[role]), nats.RootCAs(certs.CA),
 			nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+		if err != nil {
+			return nil, nil, err
+		}
+		js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(5*time.Second))
+		return nc, js, err
+	}
+	// hasStream reports whether region r's core answers for stream.
+	hasStream := func(r, stream string) bool {
+		nc, js, err := dial(r, auth.Admin)
+		if err != nil {
+			return false
+		}
+		defer nc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err = js.Stream(ctx, stream)
+		return err == nil
+	}
+	connect := func(r string, role auth.Role) jetstream.JetStream {
+		nc, js, err := dial(r, role)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(nc.Close)
-		js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(5*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
 		return js
 	}
 	// Every region's streams exist (each core provisions its own, then
 	// its xclaims once the peers' claim logs exist).
 	coretest.Eventually(t, 120*time.Second, "every region provisioned", func() bool {
 		for _, r := range regions {
-			nc, err := nats.Connect(url(r), nats.UserInfo(string(auth.Admin), creds[auth.Admin]), nats.RootCAs(certs.CA))
-			if err != nil {
-				return false
-			}
-			js, _ := jetstream.New(nc)
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_, err = js.Stream(ctx, streams.Names{Region: r}.XClaimStream())
-			cancel()
-			nc.Close()
-			if err != nil {
+			if !hasStream(r, streams.Names{Region: r}.XClaimStream()) {
 				return false
 			}
 		}
@@ -201,16 +195,7 @@ func TestMultiRegionProcesses(t *testing.T) {
 	})
 	cores["eu-west"] = start("eu-west-core-2", bins.core, coreArgs("eu-west")...)
 	coretest.Eventually(t, 60*time.Second, "eu-west's core back", func() bool {
-		nc, err := nats.Connect(url("eu-west"), nats.UserInfo(string(auth.Admin), creds[auth.Admin]), nats.RootCAs(certs.CA))
-		if err != nil {
-			return false
-		}
-		defer nc.Close()
-		js, _ := jetstream.New(nc)
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_, err = js.Stream(ctx, streams.Names{Region: "eu-west"}.IngestStream())
-		return err == nil
+		return hasStream("eu-west", streams.Names{Region: "eu-west"}.IngestStream())
 	})
 	wave("b", 1500)
 	coretest.Eventually(t, 180*time.Second, "every ID handled", func() bool { return missing(t, dir, regions, published) == 0 })
@@ -248,15 +233,13 @@ func TestMultiRegionProcesses(t *testing.T) {
 		out := map[string]bool{}
 		for _, r := range regions {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			msgs, err := verify.ReadStream(ctx, admin[r], streams.Names{Region: r}.ConflictStream())
+			recs, err := deploy.ReadConflicts(ctx, admin[r], streams.Names{Region: r})
 			cancel()
 			if err != nil {
 				return nil
 			}
-			for _, m := range msgs {
-				if rec, err := edge.DecodeConflict(m.Data); err == nil {
-					out[rec.Hash] = true
-				}
+			for _, rec := range recs {
+				out[rec.Hash] = true
 			}
 		}
 		return out

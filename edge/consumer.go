@@ -244,16 +244,7 @@ func (c *Consumer) own(ctx context.Context, p int, release <-chan struct{}) erro
 					// merge what is still buffered before deciding anything,
 					// or an ID replicated before the takeover could be
 					// handled again here.
-					for {
-						select {
-						case r := <-ch:
-							if err := c.mergeRemote(pctx, p, st, r, liveSince); err != nil {
-								return err
-							}
-						default:
-							return nil
-						}
-					}
+					return c.mergeBuffered(pctx, p, st, ch, liveSince, -1)
 				case <-pctx.Done():
 					return pctx.Err()
 				}
@@ -456,25 +447,15 @@ func (c *Consumer) consumeUntilGap(ctx context.Context, p int, st *dedupe.State,
 		case r := <-w.remote:
 			// Merge what has arrived in one go, so that replication traffic
 			// costs the partition one loop turn, not one per record.
-			if err := c.mergeRemote(ctx, p, st, r, w.liveSince); err != nil {
+			err := c.mergeRemote(ctx, p, st, r, w.liveSince)
+			if err == nil {
+				err = c.mergeBuffered(ctx, p, st, w.remote, w.liveSince, 1024)
+			}
+			if err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
 				return err
-			}
-		more:
-			for range 1024 {
-				select {
-				case r := <-w.remote:
-					if err := c.mergeRemote(ctx, p, st, r, w.liveSince); err != nil {
-						if ctx.Err() != nil {
-							return nil
-						}
-						return err
-					}
-				default:
-					break more
-				}
 			}
 			continue
 		case m := <-msgs:
@@ -594,7 +575,10 @@ func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch [
 			w.dead = append(w.dead, deadMsg{m: in.m, id: id, seq: seq, reason: event.Reason(err), detail: detail})
 			continue
 		}
-		v := validMsg{in: in, id: id, h: h, seq: seq, at: stored, origin: streams.RegionOf(in.m.Subject())}
+		v := validMsg{in: in, id: id, h: h, seq: seq, at: stored, origin: region}
+		if c.o.Strict { // the home stream holds every region's events
+			v.origin = streams.RegionOf(in.m.Subject())
+		}
 		if ps := hdr.Get(event.HeaderPublished); ps != "" {
 			if ns, err := strconv.ParseInt(ps, 10, 64); err == nil {
 				v.pub = time.Unix(0, ns)

@@ -129,6 +129,22 @@ func (c *Consumer) mergeRemote(ctx context.Context, p int, st *dedupe.State, r r
 	return c.recordConflicts(ctx, p, st)
 }
 
+// mergeBuffered merges the remote records already waiting in ch, without
+// blocking: at most limit of them (negative: until ch is empty).
+func (c *Consumer) mergeBuffered(ctx context.Context, p int, st *dedupe.State, ch <-chan remoteRec, liveSince time.Time, limit int) error {
+	for n := 0; limit < 0 || n < limit; n++ {
+		select {
+		case r := <-ch:
+			if err := c.mergeRemote(ctx, p, st, r, liveSince); err != nil {
+				return err
+			}
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
 // ConflictRecord is the conflicts stream's record of one ID claimed in two
 // regions. Each region that detects it writes one (on its own conflicts
 // stream, once per ID); together they give both sides.

@@ -286,7 +286,7 @@ func (c *Cluster) provision(ctx context.Context) error {
 			go func() {
 				cfg := c.StreamConfig(r)
 				if pass == "own" {
-					cfg.Peers, cfg.Home = nil, nil
+					cfg = cfg.Own()
 				}
 				nc, js, err := c.Connect(r)
 				if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/onceplane/onceplane/auth"
 	"github.com/onceplane/onceplane/internal/coretest"
+	"github.com/onceplane/onceplane/internal/verify"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/topology"
 )
@@ -26,18 +27,12 @@ func start(t *testing.T, top topology.Topology) *Cluster {
 	return c
 }
 
+// msgs is stream's message count, 0 while it cannot be read.
 func msgs(t *testing.T, js jetstream.JetStream, stream string) uint64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		return 0
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return 0
-	}
-	return info.State.Msgs
+	n, _ := verify.StreamMsgs(ctx, js, stream)
+	return n
 }
 
 // TestClaimsReplicateOverTheWAN: a claim appended in us-east reaches the

@@ -163,9 +163,7 @@ func provision(ctx context.Context, n *core.Node, cfg streams.Config) error {
 	// Sourcing streams come after the region's own and after the peers'
 	// claim logs exist: a source whose origin is missing backs off for tens
 	// of seconds.
-	own := cfg
-	own.Peers, own.Home = nil, nil
-	if err := streams.Provision(ctx, js, own); err != nil {
+	if err := streams.Provision(ctx, js, cfg.Own()); err != nil {
 		return err
 	}
 	if len(cfg.Peers) == 0 && cfg.Home == nil {

@@ -169,6 +169,14 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// Own is c without the streams that source other regions (xclaims, home):
+// provision it first everywhere, since a source whose origin stream does
+// not exist yet backs off for tens of seconds.
+func (c Config) Own() Config {
+	c.Peers, c.Home = nil, nil
+	return c
+}
+
 // Defaults returns c with every zero field set to its default.
 func (c Config) Defaults() Config { return c.withDefaults() }
 
