@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -58,6 +59,12 @@ type Options struct {
 	// MonitorPort serves NATS's HTTP monitoring (/healthz, /varz, /jsz) on
 	// Host when non-zero. Zero means off.
 	MonitorPort int
+	// PingInterval is how often the server pings clients, routes and
+	// gateways; a peer that misses two pings in a row is dropped, so a link
+	// that silently stops carrying packets (a network disconnect, not a
+	// reset) is noticed after about three intervals. Zero means NATS's
+	// default, 2 minutes.
+	PingInterval time.Duration
 	// MaxMemory and MaxStore cap JetStream resources. Zero means 1 GiB and 16 GiB.
 	MaxMemory, MaxStore int64
 	// Logger receives server logs. Nil means slog.Default() at warn level and above.
@@ -133,6 +140,7 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		MaxPayload:         8 << 20,
 		NoSigs:             true,
 		Users:              o.Users,
+		PingInterval:       o.PingInterval,
 	}
 	if o.MonitorPort != 0 {
 		sopts.HTTPHost, sopts.HTTPPort = o.Host, o.MonitorPort
@@ -231,7 +239,17 @@ func (n *Node) GatewayAddr() string {
 func (n *Node) Name() string { return n.opt.Name }
 
 // ClientURL returns the nats:// URL clients connect to.
-func (n *Node) ClientURL() string { return n.srv.ClientURL() }
+// A node listening on every address (0.0.0.0, ::) is reached on loopback.
+func (n *Node) ClientURL() string {
+	u := n.srv.ClientURL()
+	if p, err := url.Parse(u); err == nil {
+		if ip := net.ParseIP(p.Hostname()); ip != nil && ip.IsUnspecified() {
+			p.Host = net.JoinHostPort("127.0.0.1", p.Port())
+			return p.String()
+		}
+	}
+	return u
+}
 
 // ClusterAddr returns host:port of the route listener, or "" when not clustered.
 func (n *Node) ClusterAddr() string {

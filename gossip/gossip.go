@@ -142,6 +142,10 @@ func Start(o Options) (*Cluster, error) {
 	if o.Name != "" {
 		cfg.Name = o.Name
 	}
+	// A member restarted with another address (a container rescheduled)
+	// takes its name back once the old one is dead; memberlist's default
+	// refuses it until the dead entry is reaped.
+	cfg.DeadNodeReclaimTime = 5 * cfg.ProbeInterval
 	cfg.BindAddr, cfg.BindPort = o.BindAddr, o.BindPort
 	cfg.AdvertiseAddr, cfg.AdvertisePort = "", 0
 	if len(o.Key) > 0 {

@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,7 +16,7 @@ import (
 	"github.com/onceplane/onceplane/dedupe"
 	"github.com/onceplane/onceplane/deploy"
 	"github.com/onceplane/onceplane/edge"
-	"github.com/onceplane/onceplane/event"
+	"github.com/onceplane/onceplane/internal/verify"
 	"github.com/onceplane/onceplane/internal/workload"
 	"github.com/onceplane/onceplane/report"
 	"github.com/onceplane/onceplane/supercluster"
@@ -97,43 +95,10 @@ func (c MultiConfig) withDefaults() MultiConfig {
 	return c
 }
 
-// send is one scheduled publish.
-type send struct {
-	at     time.Duration
-	region string
-	id     string
-	kind   string // "first", "dup", "retry", "cross", "race"
-}
-
-// schedule builds the load: every ID once in its region, plus re-sends.
-func schedule(c MultiConfig) ([]send, map[string]int) {
-	rng := rand.New(rand.NewPCG(c.Seed, 0x6f6e6365))
-	regions := c.Topology.RegionNames()
-	step := time.Second / time.Duration(c.Rate)
-	var out []send
-	kinds := map[string]int{}
-	add := func(s send) { out = append(out, s); kinds[s.kind]++ }
-	for i := range c.Events {
-		at := time.Duration(i) * step
-		r := regions[i%len(regions)]
-		id := fmt.Sprintf("ev-%d", i)
-		add(send{at, r, id, "first"})
-		other := regions[(i+1+rng.IntN(max(1, len(regions)-1)))%len(regions)]
-		if len(regions) > 1 && rng.Float64() < c.RaceRate {
-			add(send{at, other, id, "race"})
-		}
-		if rng.Float64() < c.RetryRate {
-			add(send{at + time.Millisecond, r, id, "retry"})
-		}
-		if rng.Float64() < c.DupRate {
-			add(send{at + time.Duration(rng.IntN(2000))*time.Millisecond, r, id, "dup"})
-		}
-		if len(regions) > 1 && rng.Float64() < c.CrossRate {
-			add(send{at + 1500*time.Millisecond, other, id, "cross"})
-		}
-	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].at < out[j].at })
-	return out, kinds
+// mix is the configuration's load.
+func (c MultiConfig) mix() workload.Mix {
+	return workload.Mix{Regions: c.Topology.RegionNames(), Events: c.Events, Rate: c.Rate, DupRate: c.DupRate,
+		RetryRate: c.RetryRate, CrossRate: c.CrossRate, RaceRate: c.RaceRate, Seed: c.Seed}
 }
 
 // PairStats are latency quantiles between two regions.
@@ -273,9 +238,9 @@ func RunMulti(ctx context.Context, cfg MultiConfig, progress io.Writer) (*MultiR
 	}
 	fmt.Fprintf(progress, "cluster ready in %.1fs\n", time.Since(t0).Seconds())
 
-	sends, kinds := schedule(cfg)
+	sends, kinds := cfg.mix().Schedule()
 	rep := &MultiReport{Mode: top.Mode, Sent: kinds, Unique: cfg.Events, LoadStart: time.Since(t0)}
-	loadFor := sends[len(sends)-1].at
+	loadFor := sends[len(sends)-1].At
 	start := time.Now()
 	// Throughput per region, sampled every 250 ms.
 	sampleDone := make(chan struct{})
@@ -353,45 +318,15 @@ func RunMulti(ctx context.Context, cfg MultiConfig, progress io.Writer) (*MultiR
 	}()
 	// One publisher per region, paced on the schedule.
 	var published atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, len(regions))
-	for _, r := range regions {
-		var mine []send
-		for _, s := range sends {
-			if s.region == r {
-				mine = append(mine, s)
-			}
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			pr := d.Producer(r)
-			for i := 0; i < len(mine); {
-				now := time.Since(start)
-				j := i
-				for j < len(mine) && mine[j].at <= now {
-					j++
-				}
-				if j > i {
-					ids := make([]string, 0, j-i)
-					for _, s := range mine[i:j] {
-						ids = append(ids, s.id)
-					}
-					if err := workload.Publish(ctx, pr, workload.Plan{}, ids, len(ids), nil); err != nil {
-						errs <- err
-						return
-					}
-					published.Add(int64(len(ids)))
-					i = j
-					continue
-				}
-				sleepCtx(ctx, min(10*time.Millisecond, mine[i].at-now))
-			}
-		}()
-	}
-	ticker := time.NewTicker(time.Second)
+	errs := make(chan error, 1)
 	pubDone := make(chan struct{})
-	go func() { wg.Wait(); close(pubDone) }()
+	go func() {
+		defer close(pubDone)
+		if err := workload.PublishPaced(ctx, sends, d.Producer, func(n int) { published.Add(int64(n)) }); err != nil {
+			errs <- err
+		}
+	}()
+	ticker := time.NewTicker(time.Second)
 	var lastDecided int64
 	report := func() {
 		var decided, conflicts int64
@@ -462,10 +397,9 @@ wait:
 	return rep, nil
 }
 
-func (rep *MultiReport) fill(ctx context.Context, d *deploy.Deployment, cfg MultiConfig, sends []send, decision map[string]*Latency, repl, dd map[[2]string]*Latency, during *sync.Map) error {
+func (rep *MultiReport) fill(ctx context.Context, d *deploy.Deployment, cfg MultiConfig, sends []workload.Send, decision map[string]*Latency, repl, dd map[[2]string]*Latency, during *sync.Map) error {
 	regions := cfg.Topology.RegionNames()
 	counts := d.Effects.Counts()
-	where := map[string][]string{} // id hash -> regions with an effect
 	for _, r := range regions {
 		s := d.Stats(r)
 		rs := RegionStats{Region: r, Decided: s.In, First: s.First, Dups: s.Duplicates, ByPath: map[string]int64{},
@@ -475,25 +409,13 @@ func (rep *MultiReport) fill(ctx context.Context, d *deploy.Deployment, cfg Mult
 			rs.ByPath[p.String()] = s.ByPath[p]
 		}
 		for _, x := range sends {
-			if x.region == r {
+			if x.Region == r {
 				rs.Sent++
 			}
 		}
 		v, _ := during.Load(r)
 		rs.DecidedDuringDrill = v.(*atomic.Int64).Load()
-		for id, k := range counts[r] {
-			if k > 1 {
-				rs.DupEffects++
-			}
-			h := edge.HashHex(event.HashID(id))
-			where[h] = append(where[h], r)
-		}
 		rep.Regions = append(rep.Regions, rs)
-	}
-	for i := range cfg.Events {
-		if len(where[edge.HashHex(event.HashID(fmt.Sprintf("ev-%d", i)))]) == 0 {
-			rep.Lost++
-		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -507,20 +429,15 @@ func (rep *MultiReport) fill(ctx context.Context, d *deploy.Deployment, cfg Mult
 			reported[c.Hash] = true
 		}
 	}
-	rep.ConflictsReported = len(reported)
-	for h, rs := range where {
-		if len(rs) > 1 {
-			rep.TrueRaces++
-			if !reported[h] {
-				rep.Missed++
-			}
-		}
+	ids := make([]string, cfg.Events)
+	for i := range ids {
+		ids[i] = cfg.mix().ID(i)
 	}
-	for h := range reported {
-		if len(where[h]) < 2 {
-			rep.Spurious++
-		}
+	acct := verify.Tally(ids, counts, reported)
+	for i := range rep.Regions {
+		rep.Regions[i].DupEffects = acct.DupEffects[rep.Regions[i].Region]
 	}
+	rep.Lost, rep.TrueRaces, rep.ConflictsReported, rep.Missed, rep.Spurious = acct.Lost, acct.TrueRaces, acct.Reported, acct.Missed, acct.Spurious
 	pairs := func(m map[[2]string]*Latency) []PairStats {
 		var out []PairStats
 		for k, l := range m {

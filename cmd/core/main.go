@@ -3,6 +3,7 @@
 //
 //	core                                   one node, 127.0.0.1:4222, data in ./data/core-0
 //	core -name c1 -cluster-port 6222 -routes 127.0.0.1:6222,127.0.0.1:6223,127.0.0.1:6224 -replicas 3
+//	core secrets -dir ./secrets -hosts core-a,core-b   write credentials, dev TLS, gossip key, admin token; exit
 //	core -name e0 -region us-east -gateway-port 7222 -gateways 'eu-west=10.0.1.5:7222;ap-south=10.0.2.5:7222' -peers eu-west,ap-south
 package main
 
@@ -26,6 +27,13 @@ import (
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "health" {
 		os.Exit(cli.Health(os.Args[2:], "http://127.0.0.1:8222/healthz?js-enabled-only=true"))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "secrets" {
+		if err := secrets(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "core secrets:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	var (
 		o            core.Options
@@ -54,6 +62,7 @@ func main() {
 	flag.StringVar(&o.GatewayAdvertise, "gateway-advertise", "", "gateway address told to other regions (default: the listen address; "+core.NoAdvertise+" keeps peers on -gateways)")
 	flag.StringVar(&peers, "peers", "", "other regions, comma-separated: provision the xclaims stream (their claim logs, sourced) and the conflicts stream, and place this region's streams in its cluster")
 	flag.StringVar(&home, "home", "", "strict mode: this region's home partitions (e.g. 0,3,6); provisions the home stream sourcing them from every region")
+	flag.DurationVar(&o.PingInterval, "ping-interval", 0, "ping clients, routes and gateways this often; two missed pings drop the peer (0: NATS's 2m); lower it where links can fail silently")
 	flag.Int64Var(&o.MaxMemory, "max-memory", 1<<30, "JetStream memory limit in bytes")
 	flag.Int64Var(&o.MaxStore, "max-store", 16<<30, "JetStream file store limit in bytes")
 	flag.IntVar(&cfg.Partitions, "partitions", 16, "partition count (fixed per deployment)")
@@ -77,15 +86,12 @@ func main() {
 		o.Routes = strings.Split(routes, ",")
 	}
 	cfg.Region = o.Region
-	for _, g := range strings.Split(gateways, ";") {
-		if g = strings.TrimSpace(g); g == "" {
-			continue
-		}
-		name, urls, ok := strings.Cut(g, "=")
-		if !ok {
-			cli.Fatal(log, "bad -gateways", fmt.Errorf("%q is not region=host:port,...", g))
-		}
-		o.Gateways = append(o.Gateways, core.Gateway{Name: name, URLs: strings.Split(urls, ",")})
+	gws, err := cli.Regions(gateways)
+	if err != nil {
+		cli.Fatal(log, "bad -gateways", err)
+	}
+	for _, name := range gws.Names {
+		o.Gateways = append(o.Gateways, core.Gateway{Name: name, URLs: gws.URLs[name]})
 	}
 	if peers != "" {
 		cfg.Peers, cfg.Cluster = strings.Split(peers, ","), o.Region

@@ -34,17 +34,15 @@ func main() {
 	}
 	var (
 		o                                         edge.Options
+		conn                                      cli.NATSFlags
 		url, parts, sinks, ledger, httpURL, admin string
 		policy, logLevel, traceFile, statsFile    string
 		gossipBind, gossipSeeds, gossipKeyFile    string
 		gossipProfile, peers, adminTokenFile      string
-		natsUser, natsPasswordFile, tlsCA         string
 	)
 	flag.StringVar(&url, "nats", "nats://127.0.0.1:4222", "core node URL(s), comma-separated")
 	flag.StringVar(&o.Region, "region", "local", "region whose streams to consume")
-	flag.StringVar(&natsUser, "nats-user", "", "NATS user (the edge role: \"edge\"); its password from -nats-password-file or ONCEPLANE_NATS_PASSWORD")
-	flag.StringVar(&natsPasswordFile, "nats-password-file", "", "file holding the NATS password")
-	flag.StringVar(&tlsCA, "tls-ca", "", "PEM CA of the core nodes' certificates: connect with TLS")
+	conn.Register(flag.CommandLine, "edge")
 	flag.StringVar(&o.Name, "name", "", "edge name in claim records (default hostname-pid)")
 	flag.StringVar(&parts, "partitions", "", "partitions to own, e.g. 0-3,8 (default all; with -gossip: the partitions the region's edges share)")
 	flag.StringVar(&peers, "peers", "", "other regions, comma-separated: merge their replicated claims and report conflicts (asynchronous cross-region mode)")
@@ -95,18 +93,11 @@ func main() {
 	}
 	defer func() { _ = shutdownTracing(context.Background()) }()
 
-	natsOpts := []nats.Option{nats.Name("onceplane-edge"), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("nats async error", "err", err) })}
-	if natsUser != "" {
-		pw, err := cli.Secret(natsPasswordFile, "ONCEPLANE_NATS_PASSWORD")
-		if err != nil {
-			cli.Fatal(log, "nats password", err)
-		}
-		natsOpts = append(natsOpts, nats.UserInfo(natsUser, pw))
+	natsOpts, err := conn.Options("onceplane-edge")
+	if err != nil {
+		cli.Fatal(log, "connect", err)
 	}
-	if tlsCA != "" {
-		natsOpts = append(natsOpts, nats.RootCAs(tlsCA))
-	}
+	natsOpts = append(natsOpts, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("nats async error", "err", err) }))
 	nc, err := nats.Connect(url, natsOpts...)
 	if err != nil {
 		cli.Fatal(log, "connect", err)

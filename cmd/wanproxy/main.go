@@ -5,6 +5,7 @@
 //
 //	wanproxy -listen :7300 -target eu-west-core-0:7222 -delay 40ms -jitter 2ms -control :7301
 //	curl -X POST localhost:7301/cut; curl -X POST localhost:7301/heal
+//	wanproxy health -url http://127.0.0.1:7301/healthz   (container healthchecks)
 //	curl -X POST 'localhost:7301/delay?delay=60ms&jitter=5ms'; curl localhost:7301/stats
 package main
 
@@ -13,6 +14,7 @@ import (
 	"errors"
 	"flag"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -21,6 +23,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "health" {
+		os.Exit(cli.Health(os.Args[2:], "http://127.0.0.1:8080/healthz"))
+	}
 	var (
 		o                wan.LinkOptions
 		targets, control string

@@ -101,3 +101,31 @@ func Health(args []string, defaultURL string) int {
 	fmt.Println("healthy")
 	return 0
 }
+
+// RegionURLs are addresses by region, in the order given.
+type RegionURLs struct {
+	Names []string
+	URLs  map[string][]string
+}
+
+// Regions parses 'region=addr,addr;region2=addr' (spaces around entries
+// are ignored; an empty string is no regions).
+func Regions(s string) (RegionURLs, error) {
+	out := RegionURLs{URLs: map[string][]string{}}
+	for _, g := range strings.Split(s, ";") {
+		if g = strings.TrimSpace(g); g == "" {
+			continue
+		}
+		name, urls, ok := strings.Cut(g, "=")
+		name = strings.TrimSpace(name)
+		if !ok || name == "" || strings.TrimSpace(urls) == "" {
+			return out, fmt.Errorf("%q is not region=address,...", g)
+		}
+		if _, dup := out.URLs[name]; dup {
+			return out, fmt.Errorf("region %s given twice", name)
+		}
+		out.Names = append(out.Names, name)
+		out.URLs[name] = strings.Split(strings.TrimSpace(urls), ",")
+	}
+	return out, nil
+}

@@ -22,3 +22,15 @@ func TestHealth(t *testing.T) {
 		t.Errorf("default URL: %d", got)
 	}
 }
+
+func TestRegions(t *testing.T) {
+	r, err := Regions(" us=a:1,b:2 ; eu=c:3;")
+	if err != nil || len(r.Names) != 2 || r.Names[0] != "us" || len(r.URLs["us"]) != 2 || r.URLs["eu"][0] != "c:3" {
+		t.Fatalf("got %+v, %v", r, err)
+	}
+	for _, bad := range []string{"us", "=a:1", "us=", "us=a:1;us=b:2"} {
+		if _, err := Regions(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

@@ -1,0 +1,496 @@
+// Command composedrill is the drill runner of the docker-compose deployment
+// (docker-compose.multiregion.yml). It runs as a service of the project,
+// with the Docker socket and the edges' data volumes mounted:
+//
+//  1. waits until every container with a healthcheck is healthy and every
+//     region's streams are provisioned;
+//  2. publishes a bounded load to every region (first sends, duplicates,
+//     retries, cross-region re-sends and races), under its own ID prefix;
+//  3. meanwhile kills an edge (SIGKILL), pauses another (cgroup freezer),
+//     disconnects a region's WAN links from its network, and kills a core
+//     node (SIGKILL), each restored after -hold; restarted containers keep
+//     their volumes;
+//  4. waits until every ID has an effect and every race is reported, then
+//     prints lost IDs, duplicate effects per region (from the edges' ledger
+//     files), races and conflicts, and exits 1 unless every count is right.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/onceplane/onceplane/auth"
+	"github.com/onceplane/onceplane/deploy"
+	"github.com/onceplane/onceplane/edge"
+	"github.com/onceplane/onceplane/event"
+	"github.com/onceplane/onceplane/internal/cli"
+	"github.com/onceplane/onceplane/internal/dockerapi"
+	"github.com/onceplane/onceplane/internal/verify"
+	"github.com/onceplane/onceplane/internal/workload"
+	"github.com/onceplane/onceplane/jetstream/streams"
+	"github.com/onceplane/onceplane/producer"
+	"github.com/onceplane/onceplane/sink"
+)
+
+type config struct {
+	regions     cli.RegionURLs
+	credentials string
+	ca          string
+	ledgers     string
+	project     string
+	socket      string
+	mix         workload.Mix
+	steps       []string
+	hold        time.Duration
+	ready       time.Duration
+	settle      time.Duration
+	killEdge    string
+	pauseEdge   string
+	cutRegion   string
+	killCore    string
+}
+
+func main() {
+	var (
+		c                      config
+		regions, steps, prefix string
+	)
+	flag.StringVar(&regions, "regions", "", "regions and their core URLs: 'region=url;region2=url'")
+	flag.StringVar(&c.credentials, "credentials", "/secrets/credentials", "directory of <role>.password files (producer and admin are used)")
+	flag.StringVar(&c.ca, "tls-ca", "", "PEM CA of the core nodes' certificates (empty: plain text)")
+	flag.StringVar(&c.ledgers, "ledgers", "/ledgers", "directory of <region>/<edge>/ledger.jsonl files (the edges' volumes)")
+	flag.StringVar(&c.project, "project", "", "Compose project (default: this container's own)")
+	flag.StringVar(&c.socket, "docker-socket", "/var/run/docker.sock", "Docker Engine API socket")
+	flag.IntVar(&c.mix.Events, "events", 12000, "unique IDs in the load")
+	flag.IntVar(&c.mix.Rate, "rate", 600, "first sends per second")
+	flag.StringVar(&prefix, "prefix", "", "ID prefix (default drill-<start time>-)")
+	flag.StringVar(&steps, "steps", "kill-edge,pause-edge,disconnect,kill-core", "drill steps in order, spread over the load")
+	flag.DurationVar(&c.hold, "hold", 4*time.Second, "how long each failure lasts")
+	flag.DurationVar(&c.ready, "ready-timeout", 4*time.Minute, "how long to wait for a healthy cluster")
+	flag.DurationVar(&c.settle, "settle-timeout", 4*time.Minute, "how long to wait for every effect and conflict after the load")
+	flag.StringVar(&c.killEdge, "kill-edge", "edge-us-east-1", "service of the kill-edge step")
+	flag.StringVar(&c.pauseEdge, "pause-edge", "edge-eu-west-2", "service of the pause-edge step")
+	flag.StringVar(&c.cutRegion, "disconnect-region", "ap-south", "region whose WAN links (services wan-*) the disconnect step cuts from its network")
+	flag.StringVar(&c.killCore, "kill-core", "core-eu-west", "service of the kill-core step")
+	flag.Parse()
+	var err error
+	if c.regions, err = cli.Regions(regions); err != nil || len(c.regions.Names) == 0 {
+		fmt.Fprintln(os.Stderr, "composedrill: -regions is required: 'region=url;...'", err)
+		os.Exit(2)
+	}
+	c.steps = strings.Split(steps, ",")
+	c.mix.Regions = c.regions.Names
+	c.mix.DupRate, c.mix.RetryRate, c.mix.CrossRate, c.mix.RaceRate = 0.2, 0.05, 0.1, 0.01
+	c.mix.Prefix = prefix
+	if c.mix.Prefix == "" {
+		c.mix.Prefix = fmt.Sprintf("drill-%d-", time.Now().Unix())
+	}
+	ctx, stop := cli.SignalContext()
+	defer stop()
+	ok, err := run(ctx, c)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "composedrill:", err)
+		os.Exit(1)
+	}
+	if !ok {
+		os.Exit(1)
+	}
+}
+
+func logf(start time.Time, format string, a ...any) {
+	fmt.Printf("[%6.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, a...))
+}
+
+func run(ctx context.Context, c config) (bool, error) {
+	start := time.Now()
+	dk := dockerapi.New(c.socket)
+	if c.project == "" {
+		host, _ := os.Hostname()
+		self, err := dk.Inspect(ctx, host)
+		if err != nil {
+			return false, fmt.Errorf("find the compose project (or pass -project): %w", err)
+		}
+		c.project = self.Project()
+	}
+	creds, err := auth.Load(c.credentials)
+	if err != nil {
+		return false, err
+	}
+	logf(start, "project %s: waiting for a healthy cluster", c.project)
+	if err := waitHealthy(ctx, dk, c.project, c.ready); err != nil {
+		return false, err
+	}
+	admin, prods := map[string]jetstream.JetStream{}, map[string]*producer.Producer{}
+	for _, r := range c.regions.Names {
+		url := strings.Join(c.regions.URLs[r], ",")
+		js, err := dial(url, auth.Admin, creds, c.ca)
+		if err != nil {
+			return false, fmt.Errorf("admin %s: %w", r, err)
+		}
+		admin[r] = js
+		pjs, err := dial(url, auth.Producer, creds, c.ca)
+		if err != nil {
+			return false, fmt.Errorf("producer %s: %w", r, err)
+		}
+		prods[r] = producer.New(pjs, r)
+	}
+	if err := waitProvisioned(ctx, admin, c.ready); err != nil {
+		return false, err
+	}
+	logf(start, "cluster healthy and provisioned")
+
+	sends, kinds := c.mix.Schedule()
+	loadFor := sends[len(sends)-1].At
+	logf(start, "load: %d sends over %.0fs (%v), prefix %s", len(sends), loadFor.Seconds(), kinds, c.mix.Prefix)
+	var published atomic.Int64
+	loadErr := make(chan error, 1)
+	go func() {
+		loadErr <- workload.PublishPaced(ctx, sends, func(r string) *producer.Producer { return prods[r] },
+			func(n int) { published.Add(int64(n)) })
+	}()
+	var stepErr error
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		stepErr = drill(ctx, dk, c, start, loadFor)
+	}()
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+load:
+	for {
+		select {
+		case err := <-loadErr:
+			if err != nil {
+				return false, fmt.Errorf("load: %w", err)
+			}
+			break load
+		case <-tick.C:
+			logf(start, "published %d/%d", published.Load(), len(sends))
+		}
+	}
+	wg.Wait()
+	if stepErr != nil {
+		return false, stepErr
+	}
+	logf(start, "load done; waiting for every ID's effect and every conflict")
+
+	ids := make([]string, c.mix.Events)
+	for i := range ids {
+		ids[i] = c.mix.ID(i)
+	}
+	// The conflicts streams also hold other loads' conflicts (the load
+	// service): count this run's IDs only.
+	mine := map[string]bool{}
+	for _, id := range ids {
+		mine[edge.HashHex(event.HashID(id))] = true
+	}
+	deadline := time.Now().Add(c.settle)
+	var effects map[string]map[string]int
+	var reruns int
+	for {
+		effects, reruns = readLedgers(c.ledgers, c.mix.Prefix)
+		acct := verify.Tally(ids, effects, nil)
+		if acct.Lost == 0 || time.Now().After(deadline) {
+			break
+		}
+		if err := sleep(ctx, time.Second); err != nil {
+			return false, err
+		}
+	}
+	// Claims replicate once the sources notice the healed links (up to
+	// minutes after a disconnect): wait for every race to be reported.
+	var acct verify.Account
+	for {
+		effects, reruns = readLedgers(c.ledgers, c.mix.Prefix)
+		acct = verify.Tally(ids, effects, conflicts(ctx, admin, mine))
+		if (acct.Reported >= acct.TrueRaces && acct.Lost == 0) || time.Now().After(deadline) {
+			break
+		}
+		if err := sleep(ctx, 2*time.Second); err != nil {
+			return false, err
+		}
+	}
+	fmt.Printf("\n== compose drill: %s, %d regions ==\n", c.project, len(c.regions.Names))
+	fmt.Printf("sent                %d (%v), %d unique IDs\n", len(sends), kinds, len(ids))
+	fmt.Printf("lost                %d\n", acct.Lost)
+	for _, r := range c.regions.Names {
+		n := 0
+		for range effects[r] {
+			n++
+		}
+		fmt.Printf("effects in %-8s %d, duplicate effects %d\n", r, n, acct.DupEffects[r])
+	}
+	fmt.Printf("uncertain re-runs   %d (an edge killed between claim and done; the handler is told)\n", reruns)
+	fmt.Printf("true races          %d (IDs with effects in two regions)\n", acct.TrueRaces)
+	fmt.Printf("conflicts reported  %d (missed %d, spurious %d)\n", acct.Reported, acct.Missed, acct.Spurious)
+	fmt.Printf("elapsed             %.0fs\n", time.Since(start).Seconds())
+	if acct.OK() {
+		fmt.Println("result              OK")
+	} else {
+		fmt.Println("result              FAILED")
+	}
+	return acct.OK(), nil
+}
+
+// drill runs the steps, spread evenly over the load.
+func drill(ctx context.Context, dk *dockerapi.Client, c config, start time.Time, loadFor time.Duration) error {
+	t0 := time.Now()
+	for i, step := range c.steps {
+		at := loadFor * time.Duration(i+1) / time.Duration(len(c.steps)+1)
+		if err := sleep(ctx, at-time.Since(t0)); err != nil {
+			return err
+		}
+		if err := runStep(ctx, dk, c, start, step); err != nil {
+			return fmt.Errorf("step %s: %w", step, err)
+		}
+	}
+	return nil
+}
+
+func runStep(ctx context.Context, dk *dockerapi.Client, c config, start time.Time, step string) error {
+	find := func(service string) (dockerapi.Container, error) {
+		cs, err := dk.Project(ctx, c.project)
+		if err != nil {
+			return dockerapi.Container{}, err
+		}
+		for _, ct := range cs {
+			if ct.Service() == service {
+				return ct, nil
+			}
+		}
+		return dockerapi.Container{}, fmt.Errorf("no container of service %s in project %s", service, c.project)
+	}
+	kill := func(service string) error {
+		ct, err := find(service)
+		if err != nil {
+			return err
+		}
+		if err := dk.Kill(ctx, ct.ID, "SIGKILL"); err != nil {
+			return err
+		}
+		logf(start, "drill: SIGKILL %s", service)
+		if err := sleep(ctx, c.hold); err != nil {
+			return err
+		}
+		if err := dk.Start(ctx, ct.ID); err != nil {
+			return err
+		}
+		logf(start, "drill: started %s again (same volume)", service)
+		return nil
+	}
+	switch step {
+	case "kill-edge":
+		return kill(c.killEdge)
+	case "kill-core":
+		return kill(c.killCore)
+	case "pause-edge":
+		ct, err := find(c.pauseEdge)
+		if err != nil {
+			return err
+		}
+		// The cgroup freezer (docker pause) is missing on some hosts (nested
+		// containers, cgroup v2 without it): SIGSTOP stops the process the same way.
+		pause, resume, how := dk.Pause, dk.Unpause, "paused (cgroup freezer)"
+		if err := dk.Pause(ctx, ct.ID); err != nil {
+			pause = func(ctx context.Context, id string) error { return dk.Kill(ctx, id, "SIGSTOP") }
+			resume = func(ctx context.Context, id string) error { return dk.Kill(ctx, id, "SIGCONT") }
+			how = "stopped (SIGSTOP; docker pause failed: " + err.Error() + ")"
+			if err := pause(ctx, ct.ID); err != nil {
+				return err
+			}
+		}
+		logf(start, "drill: %s %s", how, c.pauseEdge)
+		if err := sleep(ctx, c.hold); err != nil {
+			return err
+		}
+		if err := resume(ctx, ct.ID); err != nil {
+			return err
+		}
+		logf(start, "drill: resumed %s", c.pauseEdge)
+		return nil
+	case "disconnect":
+		cs, err := dk.Project(ctx, c.project)
+		if err != nil {
+			return err
+		}
+		network := c.project + "_" + c.cutRegion
+		var cut []dockerapi.Container
+		for _, ct := range cs {
+			if s := ct.Service(); strings.HasPrefix(s, "wan-") && strings.Contains(s, c.cutRegion) {
+				if err := dk.Disconnect(ctx, network, ct.ID); err != nil {
+					return err
+				}
+				cut = append(cut, ct)
+			}
+		}
+		if len(cut) == 0 {
+			return fmt.Errorf("no wan-* service of region %s", c.cutRegion)
+		}
+		logf(start, "drill: disconnected %d WAN links from network %s", len(cut), network)
+		if err := sleep(ctx, c.hold); err != nil {
+			return err
+		}
+		for _, ct := range cut {
+			if err := dk.Connect(ctx, network, ct.ID, ct.Service()); err != nil {
+				return err
+			}
+		}
+		logf(start, "drill: reconnected them")
+		return nil
+	}
+	return fmt.Errorf("unknown step (want kill-edge, pause-edge, disconnect, kill-core)")
+}
+
+// waitHealthy waits until every running container of the project with a
+// healthcheck reports healthy.
+func waitHealthy(ctx context.Context, dk *dockerapi.Client, project string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		cs, err := dk.Project(ctx, project)
+		var waiting []string
+		if err == nil {
+			for _, ct := range cs {
+				full, ierr := dk.Inspect(ctx, ct.ID)
+				if ierr != nil {
+					err = ierr
+					break
+				}
+				if full.State == "running" && full.Health != "" && full.Health != "healthy" {
+					waiting = append(waiting, ct.Service()+" "+full.Health)
+				}
+			}
+		}
+		if err == nil && len(waiting) == 0 && len(cs) > 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cluster not healthy after %v: %v %v", within, waiting, err)
+		}
+		if err := sleep(ctx, time.Second); err != nil {
+			return err
+		}
+	}
+}
+
+// waitProvisioned waits until every region's xclaims stream (the last one
+// a core provisions) exists.
+func waitProvisioned(ctx context.Context, admin map[string]jetstream.JetStream, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		missing := []string{}
+		for r, js := range admin {
+			sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			_, err := js.Stream(sctx, streams.Names{Region: r}.XClaimStream())
+			cancel()
+			if err != nil {
+				missing = append(missing, r)
+			}
+		}
+		if len(missing) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("streams of %v not provisioned after %v", missing, within)
+		}
+		if err := sleep(ctx, time.Second); err != nil {
+			return err
+		}
+	}
+}
+
+func dial(url string, role auth.Role, creds auth.Credentials, ca string) (jetstream.JetStream, error) {
+	opts := []nats.Option{nats.Name("onceplane-composedrill"), nats.UserInfo(string(role), creds[role]),
+		nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
+	if ca != "" {
+		opts = append(opts, nats.RootCAs(ca))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return jetstream.New(nc, jetstream.WithPublishAsyncTimeout(5*time.Second))
+}
+
+// readLedgers counts, per region, the effects of IDs with prefix in the
+// ledgers under dir (<region>/<edge>/ledger.jsonl): an ID's handler runs
+// that were not told they might be re-runs. Runs marked uncertain (the
+// previous owner was killed between its claim and recording it done) are
+// counted apart, as reruns.
+func readLedgers(dir, prefix string) (map[string]map[string]int, int) {
+	effects := map[string]map[string]int{}
+	reruns := 0
+	files, _ := filepath.Glob(filepath.Join(dir, "*", "*", "ledger.jsonl"))
+	slices.Sort(files)
+	for _, f := range files {
+		region := filepath.Base(filepath.Dir(filepath.Dir(f)))
+		// A line being written while we read is torn: the lines before it
+		// are whole, and the next read gets it.
+		lines, _ := sink.ReadLedger(f)
+		if effects[region] == nil {
+			effects[region] = map[string]int{}
+		}
+		for _, l := range lines {
+			if !strings.HasPrefix(l.ID, prefix) {
+				continue
+			}
+			if l.Uncertain {
+				reruns++
+				effects[region][l.ID] += 0 // handled, if only as a re-run
+				continue
+			}
+			effects[region][l.ID]++
+		}
+	}
+	for _, m := range effects {
+		for id, n := range m {
+			if n == 0 {
+				m[id] = 1
+			}
+		}
+	}
+	return effects, reruns
+}
+
+// conflicts returns the ID hashes of mine in every region's conflicts
+// stream (nil when a region cannot be read: the caller polls again).
+func conflicts(ctx context.Context, admin map[string]jetstream.JetStream, mine map[string]bool) map[string]bool {
+	out := map[string]bool{}
+	for r, js := range admin {
+		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		recs, err := deploy.ReadConflicts(cctx, js, streams.Names{Region: r})
+		cancel()
+		if err != nil {
+			return nil
+		}
+		for _, rec := range recs {
+			if mine[rec.Hash] {
+				out[rec.Hash] = true
+			}
+		}
+	}
+	return out
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}

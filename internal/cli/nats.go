@@ -1,0 +1,43 @@
+package cli
+
+import (
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// NATSFlags are the connection flags the commands share.
+type NATSFlags struct {
+	// User is the NATS user; its password comes from PasswordFile or
+	// ONCEPLANE_NATS_PASSWORD. Empty means no authentication.
+	User, PasswordFile string
+	// CA is a PEM CA file: connect with TLS and verify the server with it.
+	// Empty means plain text.
+	CA string
+}
+
+// Register adds -nats-user, -nats-password-file and -tls-ca to fs.
+func (f *NATSFlags) Register(fs *flag.FlagSet, role string) {
+	fs.StringVar(&f.User, "nats-user", "", fmt.Sprintf("NATS user (the %s role: %q); its password from -nats-password-file or ONCEPLANE_NATS_PASSWORD", role, role))
+	fs.StringVar(&f.PasswordFile, "nats-password-file", "", "file holding the NATS password")
+	fs.StringVar(&f.CA, "tls-ca", "", "PEM CA of the core nodes' certificates: connect with TLS")
+}
+
+// Options returns the connection options: reconnect forever, every 100 ms,
+// with the user's password and TLS when set.
+func (f NATSFlags) Options(name string) ([]nats.Option, error) {
+	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
+	if f.User != "" {
+		pw, err := Secret(f.PasswordFile, "ONCEPLANE_NATS_PASSWORD")
+		if err != nil {
+			return nil, fmt.Errorf("nats password: %w", err)
+		}
+		opts = append(opts, nats.UserInfo(f.User, pw))
+	}
+	if f.CA != "" {
+		opts = append(opts, nats.RootCAs(f.CA))
+	}
+	return opts, nil
+}
