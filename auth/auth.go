@@ -21,6 +21,7 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 )
 
 // Role is a kind of client.
@@ -31,21 +32,34 @@ const (
 	Producer Role = "producer"
 	Edge     Role = "edge"
 	Admin    Role = "admin"
+	// System is the operators' user in the system account (SystemAccount):
+	// server monitoring over NATS ($SYS.REQ.>, e.g. `nats server report
+	// jetstream`). It sees no application subjects, and the other roles see
+	// none of its.
+	System Role = "sys"
+	// Core is core nodes to each other: the password routes and gateways
+	// authenticate with (core.Options.PeerPassword). Not a client user.
+	Core Role = "core"
 )
 
+// SystemAccount names the NATS system account the System user belongs to;
+// every other user is in the global account, where the streams live.
+const SystemAccount = "SYS"
+
 // Roles lists every role.
-func Roles() []Role { return []Role{Producer, Edge, Admin} }
+func Roles() []Role { return []Role{Producer, Edge, Admin, System, Core} }
 
 // Credentials maps each role to its password. The user name is the role.
 type Credentials map[Role]string
 
-// Permissions returns role's subject permissions (nil for Admin: everything).
+// Permissions returns role's subject permissions (nil for Admin and System:
+// everything in their account).
 func Permissions(r Role) *server.Permissions {
 	switch r {
 	case Producer:
 		return &server.Permissions{
 			Publish:   &server.SubjectPermission{Allow: []string{"onceplane.*.in.>"}},
-			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+			Subscribe: &server.SubjectPermission{Allow: []string{InboxPrefix(Producer) + ".>"}},
 		}
 	case Edge:
 		return &server.Permissions{
@@ -54,19 +68,48 @@ func Permissions(r Role) *server.Permissions {
 				Deny: []string{"$JS.API.STREAM.CREATE.>", "$JS.API.STREAM.UPDATE.>", "$JS.API.STREAM.DELETE.>",
 					"$JS.API.STREAM.PURGE.>", "$JS.API.STREAM.MSG.DELETE.>", "$JS.API.ACCOUNT.>"},
 			},
-			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+			Subscribe: &server.SubjectPermission{Allow: []string{InboxPrefix(Edge) + ".>"}},
 		}
 	default:
 		return nil
 	}
 }
 
-// Users returns the server users for c: one per role that has a password.
+// InboxPrefix is the reply-subject prefix clients of role r must use
+// (nats.CustomInboxPrefix; ClientOptions sets it): each role may subscribe
+// only under its own, so a producer cannot read the replies an edge's pull
+// requests get (events, claim records) by subscribing to _INBOX.>. Admin
+// clients use the default, _INBOX.
+func InboxPrefix(r Role) string {
+	if r != Producer && r != Edge {
+		return nats.InboxPrefix[:len(nats.InboxPrefix)-1]
+	}
+	return "_INBOX." + string(r)
+}
+
+// ClientOptions are the connection options of a client of role r with
+// password pw: the user and the role's inbox prefix.
+func ClientOptions(r Role, pw string) []nats.Option {
+	opts := []nats.Option{nats.UserInfo(string(r), pw)}
+	if r == Producer || r == Edge {
+		opts = append(opts, nats.CustomInboxPrefix(InboxPrefix(r)))
+	}
+	return opts
+}
+
+// Users returns the server users for c: one per client role that has a
+// password (Core is not a client).
+// The System user belongs to a new account named SystemAccount: give the
+// server that account as its system account (core.Options.SystemAccount).
 func Users(c Credentials) []*server.User {
 	var us []*server.User
 	for _, r := range Roles() {
-		if pw := c[r]; pw != "" {
-			us = append(us, &server.User{Username: string(r), Password: pw, Permissions: Permissions(r)})
+		if pw := c[r]; pw != "" && r != Core {
+			u := &server.User{Username: string(r), Password: pw, Permissions: Permissions(r)}
+			if r == System {
+				u.Account = server.NewAccount(SystemAccount)
+			}
+			us = append(us, u)
 		}
 	}
 	return us

@@ -30,7 +30,7 @@ func TestRefusals(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	n, err := core.Start(ctx, core.Options{Port: -1, DataDir: t.TempDir(), Users: Users(creds), ClientUser: string(Admin), ClientPassword: creds[Admin],
+	n, err := core.Start(ctx, core.Options{Port: -1, DataDir: t.TempDir(), Users: Users(creds), SystemAccount: SystemAccount, ClientUser: string(Admin), ClientPassword: creds[Admin],
 		MaxMemory: 256 << 20, MaxStore: 1 << 30, Logger: coretest.Quiet})
 	if err != nil {
 		t.Fatal(err)
@@ -95,6 +95,23 @@ func TestRefusals(t *testing.T) {
 		_ = sub.Unsubscribe()
 	}
 
+	// Nor can it read other clients' replies (an edge's pull requests get
+	// events and claim records on its inbox).
+	if sub, err := prodJS.Conn().SubscribeSync("_INBOX.>"); err == nil {
+		_ = prodJS.Conn().Flush()
+		coretest.Eventually(t, 5*time.Second, "inbox subscription refused", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, v := range violations {
+				if strings.Contains(v, "Subscription") && strings.Contains(v, `"_INBOX.>"`) {
+					return true
+				}
+			}
+			return false
+		})
+		_ = sub.Unsubscribe()
+	}
+
 	// The edge appends claims but cannot delete or purge streams.
 	edgeJS := connect(t, n, Edge, creds[Edge], nil)
 	log, err := claimlog.Open(ctx, edgeJS, names)
@@ -116,6 +133,27 @@ func TestRefusals(t *testing.T) {
 		t.Error("edge published to an ingest subject")
 	}
 
+	// Operators reach server monitoring through the system account; the
+	// application roles do not, and the system user sees no streams.
+	sys, err := nats.Connect(n.ClientURL(), ClientOptions(System, creds[System])...)
+	if err != nil {
+		t.Fatalf("system user connect: %v", err)
+	}
+	defer sys.Close()
+	if m, err := sys.Request("$SYS.REQ.SERVER.PING", nil, 5*time.Second); err != nil || !strings.Contains(string(m.Data), n.Server().Name()) {
+		t.Fatalf("system user server ping: %v", err)
+	}
+	for r, nc := range map[Role]*nats.Conn{Admin: admin.Conn(), Producer: prodJS.Conn(), Edge: edgeJS.Conn()} {
+		if _, err := nc.Request("$SYS.REQ.SERVER.PING", nil, time.Second); err == nil {
+			t.Errorf("%s reached the system account's server ping", r)
+		}
+	}
+	if sysJS, err := jetstream.New(sys); err == nil {
+		if _, err := sysJS.Stream(short(), names.ClaimStream()); err == nil {
+			t.Error("the system user read the claim stream")
+		}
+	}
+
 	// Everything is still there, as the admin sees it.
 	for _, s := range []string{names.IngestStream(), names.ClaimStream(), names.OutputStream()} {
 		st, err := admin.Stream(ctx, s)
@@ -130,7 +168,7 @@ func TestRefusals(t *testing.T) {
 
 func connect(t *testing.T, n *core.Node, r Role, pw string, onErr nats.ErrHandler) jetstream.JetStream {
 	t.Helper()
-	opts := []nats.Option{nats.UserInfo(string(r), pw)}
+	opts := ClientOptions(r, pw)
 	if onErr != nil {
 		opts = append(opts, nats.ErrorHandler(onErr))
 	}
@@ -152,7 +190,7 @@ func TestLoadNeedsEveryRole(t *testing.T) {
 		t.Fatal("Load of an empty dir succeeded")
 	}
 	c, err := Generate(dir)
-	if err != nil || len(c) != 3 || c[Producer] == c[Edge] {
+	if err != nil || len(c) != len(Roles()) || c[Producer] == c[Edge] {
 		t.Fatalf("Generate: %v %v", c, err)
 	}
 	again, err := Generate(dir) // keeps existing passwords

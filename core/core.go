@@ -10,11 +10,16 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
+
+// PeerUser is the user core nodes authenticate as to each other's route
+// and gateway ports (Options.PeerPassword).
+const PeerUser = "core"
 
 // Options configures a core node. The zero value runs one node on
 // 127.0.0.1:4222 with data under ./data/core-0.
@@ -59,6 +64,18 @@ type Options struct {
 	// MonitorPort serves NATS's HTTP monitoring (/healthz, /varz, /jsz) on
 	// Host when non-zero. Zero means off.
 	MonitorPort int
+	// PeerPassword, when set, makes routes and gateways authenticate: a
+	// core node accepts a route or gateway connection only from user
+	// PeerUser with this password, and dials its own with it. Zero means
+	// peers are not authenticated (with TLS, they are still verified
+	// against the CA).
+	PeerPassword string
+	// SystemAccount names the account of Users that is the NATS system
+	// account (server monitoring over $SYS subjects). Every account of
+	// Users is configured on the server; users without one are in the
+	// global account, where JetStream runs. Zero means the server's default
+	// system account, with no users.
+	SystemAccount string
 	// PingInterval is how often the server pings clients, routes and
 	// gateways; a peer that misses two pings in a row is dropped, so a link
 	// that silently stops carrying packets (a network disconnect, not a
@@ -141,6 +158,21 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		NoSigs:             true,
 		Users:              o.Users,
 		PingInterval:       o.PingInterval,
+		SystemAccount:      o.SystemAccount,
+	}
+	for _, u := range o.Users {
+		if u.Account != nil && !slices.Contains(sopts.Accounts, u.Account) {
+			sopts.Accounts = append(sopts.Accounts, u.Account)
+		}
+	}
+	if o.SystemAccount != "" {
+		// A server whose only accounts are the global and the system one
+		// quietly lets clients without credentials in as a generated
+		// global-account user, unless the configuration has an
+		// authorization block. Declare one (it sets only the auth timeout).
+		if err := sopts.ProcessConfigString("authorization { timeout: 2 }"); err != nil {
+			return nil, fmt.Errorf("core %s: authorization: %w", o.Name, err)
+		}
 	}
 	if o.MonitorPort != 0 {
 		sopts.HTTPHost, sopts.HTTPPort = o.Host, o.MonitorPort
@@ -157,12 +189,18 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 			o.ClusterPort = -1
 		}
 		sopts.Gateway = server.GatewayOpts{Name: o.Region, Host: o.Host, Port: o.GatewayPort, Advertise: o.GatewayAdvertise}
+		if o.PeerPassword != "" {
+			sopts.Gateway.Username, sopts.Gateway.Password = PeerUser, o.PeerPassword
+		}
 		for _, g := range o.Gateways {
 			rg := &server.RemoteGatewayOpts{Name: g.Name}
 			for _, a := range g.URLs {
 				u, err := url.Parse("nats://" + a)
 				if err != nil {
 					return nil, fmt.Errorf("core %s: gateway %s url %q: %w", o.Name, g.Name, a, err)
+				}
+				if o.PeerPassword != "" {
+					u.User = url.UserPassword(PeerUser, o.PeerPassword)
 				}
 				rg.URLs = append(rg.URLs, u)
 			}
@@ -171,6 +209,9 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	}
 	if o.ClusterPort != 0 {
 		sopts.Cluster = server.ClusterOpts{Name: o.Region, Host: o.Host, Port: o.ClusterPort}
+		if o.PeerPassword != "" {
+			sopts.Cluster.Username, sopts.Cluster.Password = PeerUser, o.PeerPassword
+		}
 		if o.TLS.CertFile != "" {
 			peer, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: o.TLS.CertFile, KeyFile: o.TLS.KeyFile, CaFile: o.TLS.CAFile, Verify: true})
 			if err != nil {
@@ -188,6 +229,9 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 			u, err := url.Parse("nats-route://" + r)
 			if err != nil {
 				return nil, fmt.Errorf("core %s: route %q: %w", o.Name, r, err)
+			}
+			if o.PeerPassword != "" {
+				u.User = url.UserPassword(PeerUser, o.PeerPassword)
 			}
 			sopts.Routes = append(sopts.Routes, u)
 		}

@@ -86,8 +86,8 @@ func TestMultiRegionProcesses(t *testing.T) {
 	url := func(r string) string { return fmt.Sprintf("nats://127.0.0.1:%d", client[r]) }
 	// dial connects to region r's core as role, over TLS.
 	dial := func(r string, role auth.Role) (*nats.Conn, jetstream.JetStream, error) {
-		nc, err := nats.Connect(url(r), nats.UserInfo(string(role), creds[role]), nats.RootCAs(certs.CA),
-			nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+		nc, err := nats.Connect(url(r), append(auth.ClientOptions(role, creds[role]), nats.RootCAs(certs.CA),
+			nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))...)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -171,7 +171,8 @@ func Start(ctx context.Context, top topology.Topology, o Options) (*Cluster, err
 			MaxMemory: o.MaxMemory, MaxStore: o.MaxStore, Logger: o.Logger,
 		}
 		if c.creds != nil {
-			co.Users, co.ClientUser, co.ClientPassword = auth.Users(c.creds), string(auth.Admin), c.creds[auth.Admin]
+			co.Users, co.SystemAccount, co.ClientUser, co.ClientPassword = auth.Users(c.creds), auth.SystemAccount, string(auth.Admin), c.creds[auth.Admin]
+			co.PeerPassword = c.creds[auth.Core]
 			co.TLS = core.TLSFiles{CertFile: c.tls.Cert, KeyFile: c.tls.Key, CAFile: c.tls.CA}
 		}
 		if len(r.Cores) > 1 || multi {
@@ -335,7 +336,7 @@ func (c *Cluster) Connect(region string, opts ...nats.Option) (*nats.Conn, jetst
 func (c *Cluster) ConnectAs(region string, role auth.Role, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
 	base := []nats.Option{nats.Name("onceplane-" + region + "-" + string(role)), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
 	if c.creds != nil {
-		base = append(base, nats.UserInfo(string(role), c.creds[role]), nats.RootCAs(c.tls.CA))
+		base = append(append(base, auth.ClientOptions(role, c.creds[role])...), nats.RootCAs(c.tls.CA))
 	}
 	nc, err := nats.Connect(c.ClientURL(region), append(base, opts...)...)
 	if err != nil {

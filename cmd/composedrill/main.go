@@ -411,8 +411,8 @@ func waitProvisioned(ctx context.Context, admin map[string]jetstream.JetStream, 
 }
 
 func dial(url string, role auth.Role, creds auth.Credentials, ca string) (jetstream.JetStream, error) {
-	opts := []nats.Option{nats.Name("onceplane-composedrill"), nats.UserInfo(string(role), creds[role]),
-		nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
+	opts := append(auth.ClientOptions(role, creds[role]), nats.Name("onceplane-composedrill"),
+		nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if ca != "" {
 		opts = append(opts, nats.RootCAs(ca))
 	}

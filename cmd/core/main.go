@@ -133,7 +133,8 @@ func main() {
 		if err != nil {
 			cli.Fatal(log, "credentials", err)
 		}
-		o.Users, o.ClientUser, o.ClientPassword = auth.Users(creds), string(auth.Admin), creds[auth.Admin]
+		o.Users, o.SystemAccount, o.ClientUser, o.ClientPassword = auth.Users(creds), auth.SystemAccount, string(auth.Admin), creds[auth.Admin]
+		o.PeerPassword = creds[auth.Core]
 	}
 	ctx, stop := cli.SignalContext()
 	defer stop()

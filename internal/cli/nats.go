@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/onceplane/onceplane/auth"
 )
 
 // NATSFlags are the connection flags the commands share.
@@ -34,7 +36,9 @@ func (f NATSFlags) Options(name string) ([]nats.Option, error) {
 		if err != nil {
 			return nil, fmt.Errorf("nats password: %w", err)
 		}
-		opts = append(opts, nats.UserInfo(f.User, pw))
+		// The user name is the role (package auth), which fixes the
+		// inbox prefix its permissions allow.
+		opts = append(opts, auth.ClientOptions(auth.Role(f.User), pw)...)
 	}
 	if f.CA != "" {
 		opts = append(opts, nats.RootCAs(f.CA))
