@@ -11,7 +11,7 @@ trap 'rm -rf "$ctx"' EXIT
 for c in core edge wanproxy load composedrill; do
   CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$ctx/bin/$c" "./cmd/$c"
 done
-mkdir -p "$ctx/dirs/data" "$ctx/dirs/secrets"
+mkdir -p "$ctx/dirs/data" "$ctx/dirs/secrets" "$ctx/dirs/out/edge" "$ctx/dirs/out/producer"
 cp compose/Dockerfile "$ctx/Dockerfile"
 # The classic builder: BuildKit would look for a frontend image to pull.
 DOCKER_BUILDKIT=0 docker build -q -t "$tag" "$ctx"

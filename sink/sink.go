@@ -215,6 +215,33 @@ func ReadLedger(path string) ([]LedgerLine, error) {
 	return out, sc.Err()
 }
 
+// ScanLedger reads a ledger file that a killed writer may have torn: a
+// SIGKILL can cut a write short, and the restarted writer appends its next
+// line right after the torn one. Unreadable text is skipped (counted in
+// bad); a line whose tail is a whole entry keeps that entry.
+func ScanLedger(path string) (lines []LedgerLine, bad int, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		b := sc.Bytes()
+		var l LedgerLine
+		if json.Unmarshal(b, &l) == nil {
+			lines = append(lines, l)
+			continue
+		}
+		bad++
+		if i := bytes.LastIndex(b, []byte(`{"id":`)); i > 0 && json.Unmarshal(b[i:], &l) == nil {
+			lines = append(lines, l)
+		}
+	}
+	return lines, bad, sc.Err()
+}
+
 // Writer prints one line per event (ID, partition, payload size) to W.
 type Writer struct {
 	mu sync.Mutex

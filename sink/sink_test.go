@@ -6,7 +6,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -66,5 +68,29 @@ func TestLedgerAndChain(t *testing.T) {
 	lines, err := sink.ReadLedger(path)
 	if err != nil || len(lines) != 2 || lines[0].ID != "a" || lines[1].ID != "c" || !lines[1].Uncertain || lines[1].Edge != "e1" {
 		t.Fatalf("ledger %+v %v", lines, err)
+	}
+}
+
+func TestScanLedgerTornLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.jsonl")
+	whole := `{"id":"a","partition":1,"seq":1,"edge":"e","time":"2026-01-01T00:00:00Z"}`
+	torn := `{"id":"b","partition":1,"se`
+	next := `{"id":"c","partition":2,"seq":3,"edge":"e","time":"2026-01-01T00:00:01Z"}`
+	if err := os.WriteFile(path, []byte(whole+"\n"+torn+next+"\n"+"garbage\n"+whole+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lines, bad, err := sink.ScanLedger(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, l := range lines {
+		ids = append(ids, l.ID)
+	}
+	if got := strings.Join(ids, ","); got != "a,c,a" || bad != 2 {
+		t.Fatalf("got %s with %d bad lines, want a,c,a with 2", got, bad)
+	}
+	if _, err := sink.ReadLedger(path); err == nil {
+		t.Fatal("ReadLedger accepted a torn ledger")
 	}
 }

@@ -76,7 +76,7 @@ func main() {
 	flag.StringVar(&o.TLS.CAFile, "tls-ca", "", "PEM CA that signed the core nodes' certificates (routes and gateways verify peers with it)")
 	flag.StringVar(&devCerts, "generate-dev-certs", "", "write a development CA, certificate and key into this directory and exit")
 	flag.StringVar(&devHosts, "dev-cert-hosts", "", "comma-separated host names or IPs the development certificate is valid for (localhost and 127.0.0.1 always)")
-	flag.StringVar(&credDir, "credentials", "", "directory of <role>.password files (producer, edge, admin): turns on authentication with per-role permissions (package auth)")
+	flag.StringVar(&credDir, "credentials", "", "directory of <role>.password files (producer, edge, admin, sys, core): turns on authentication with per-role permissions, the system account and authenticated routes and gateways (package auth)")
 	flag.BoolVar(&genCreds, "generate-credentials", false, "create missing password files in -credentials first (development)")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	flag.Parse()
