@@ -22,6 +22,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Role is a kind of client.
@@ -98,21 +99,26 @@ func ClientOptions(r Role, pw string) []nats.Option {
 }
 
 // Users returns the server users for c: one per client role that has a
-// password (Core is not a client).
-// The System user belongs to a new account named SystemAccount: give the
-// server that account as its system account (core.Options.SystemAccount).
-func Users(c Credentials) []*server.User {
+// password (Core is not a client). The server gets bcrypt hashes, never the
+// passwords. The System user belongs to a new account named SystemAccount:
+// give the server that account as its system account
+// (core.Options.SystemAccount).
+func Users(c Credentials) ([]*server.User, error) {
 	var us []*server.User
 	for _, r := range Roles() {
 		if pw := c[r]; pw != "" && r != Core {
-			u := &server.User{Username: string(r), Password: pw, Permissions: Permissions(r)}
+			hash, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.DefaultCost)
+			if err != nil {
+				return nil, fmt.Errorf("credentials: %s: %w", r, err)
+			}
+			u := &server.User{Username: string(r), Password: string(hash), Permissions: Permissions(r)}
 			if r == System {
 				u.Account = server.NewAccount(SystemAccount)
 			}
 			us = append(us, u)
 		}
 	}
-	return us
+	return us, nil
 }
 
 // Load reads <dir>/<role>.password for every role.

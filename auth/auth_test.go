@@ -30,7 +30,16 @@ func TestRefusals(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	n, err := core.Start(ctx, core.Options{Port: -1, DataDir: t.TempDir(), Users: Users(creds), SystemAccount: SystemAccount, ClientUser: string(Admin), ClientPassword: creds[Admin],
+	users, err := Users(creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range users {
+		if u.Password == creds[Role(u.Username)] {
+			t.Errorf("the server is given %s's password, not a hash", u.Username)
+		}
+	}
+	n, err := core.Start(ctx, core.Options{Port: -1, DataDir: t.TempDir(), Users: users, SystemAccount: SystemAccount, ClientUser: string(Admin), ClientPassword: creds[Admin],
 		MaxMemory: 256 << 20, MaxStore: 1 << 30, Logger: coretest.Quiet})
 	if err != nil {
 		t.Fatal(err)

@@ -171,7 +171,11 @@ func Start(ctx context.Context, top topology.Topology, o Options) (*Cluster, err
 			MaxMemory: o.MaxMemory, MaxStore: o.MaxStore, Logger: o.Logger,
 		}
 		if c.creds != nil {
-			co.Users, co.SystemAccount, co.ClientUser, co.ClientPassword = auth.Users(c.creds), auth.SystemAccount, string(auth.Admin), c.creds[auth.Admin]
+			users, err := auth.Users(c.creds)
+			if err != nil {
+				return nil, fmt.Errorf("supercluster: %w", err)
+			}
+			co.Users, co.SystemAccount, co.ClientUser, co.ClientPassword = users, auth.SystemAccount, string(auth.Admin), c.creds[auth.Admin]
 			co.PeerPassword = c.creds[auth.Core]
 			co.TLS = core.TLSFiles{CertFile: c.tls.Cert, KeyFile: c.tls.Key, CAFile: c.tls.CA}
 		}

@@ -133,7 +133,11 @@ func main() {
 		if err != nil {
 			cli.Fatal(log, "credentials", err)
 		}
-		o.Users, o.SystemAccount, o.ClientUser, o.ClientPassword = auth.Users(creds), auth.SystemAccount, string(auth.Admin), creds[auth.Admin]
+		users, err := auth.Users(creds)
+		if err != nil {
+			cli.Fatal(log, "credentials", err)
+		}
+		o.Users, o.SystemAccount, o.ClientUser, o.ClientPassword = users, auth.SystemAccount, string(auth.Admin), creds[auth.Admin]
 		o.PeerPassword = creds[auth.Core]
 	}
 	ctx, stop := cli.SignalContext()
