@@ -299,9 +299,13 @@ func (d *Deployment) WaitReady(ctx context.Context) error {
 // Producer returns region's producer.
 func (d *Deployment) Producer(region string) *producer.Producer { return d.prods[region] }
 
-// Conflicts reads every region's conflicts stream: region -> records.
+// Conflicts reads every region's conflicts stream: region -> records. A
+// strict-mode deployment has none (nothing is decided in two regions).
 func (d *Deployment) Conflicts(ctx context.Context) (map[string][]edge.ConflictRecord, error) {
 	out := map[string][]edge.ConflictRecord{}
+	if d.top.Mode == topology.Strict {
+		return out, nil
+	}
 	for _, r := range d.top.RegionNames() {
 		nc, js, err := d.Connect(r)
 		if err != nil {

@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -310,6 +312,21 @@ func TestStrictMode(t *testing.T) {
 		}
 	}})
 	regions := top.RegionNames()
+	// Strict mode merges nothing: no region has an xclaims or conflicts stream.
+	for _, r := range regions {
+		nc, js, err := d.Connect(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range []string{streams.Names{Region: r}.XClaimStream(), streams.Names{Region: r}.ConflictStream()} {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if _, err := js.Stream(sctx, s); !errors.Is(err, jetstream.ErrStreamNotFound) {
+				t.Errorf("strict mode: stream %s: %v, want not found", s, err)
+			}
+			cancel()
+		}
+		nc.Close()
+	}
 
 	const n = 9_000
 	var wg sync.WaitGroup

@@ -226,7 +226,7 @@ func (c *Consumer) own(ctx context.Context, p int, release <-chan struct{}) erro
 	// Merge: other regions' claims for p, up to now; then live (asynchronous mode).
 	var remote <-chan remoteRec
 	liveSince := time.Now()
-	if len(c.o.Peers) > 0 {
+	if len(c.o.Peers) > 0 && !c.o.Strict {
 		if err := phase("merge", func(pctx context.Context) error {
 			ch, caughtUp, err := c.followRemote(ctx, p)
 			if err != nil {

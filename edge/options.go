@@ -24,7 +24,8 @@ type Options struct {
 	// Peers are the other regions of a multi-region deployment. Non-empty
 	// makes every owned partition merge their claims (replicated into this
 	// region's xclaims stream) into its pre-check state, skip IDs claimed
-	// elsewhere, and record conflicts (asynchronous mode, G2).
+	// elsewhere, and record conflicts (asynchronous mode, G2). Ignored with
+	// Strict: every ID is decided in its home region, nothing to merge.
 	Peers []string
 	// Strict consumes the region's home stream (every region's events for
 	// the partitions homed here) instead of its ingest: strict mode, G3. Set

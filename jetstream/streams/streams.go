@@ -132,7 +132,8 @@ type Config struct {
 	Cluster string
 	// Peers are the other regions. Non-empty adds the xclaims stream, which
 	// sources their claim logs (asynchronous cross-region dedupe, G2), and
-	// the conflicts stream.
+	// the conflicts stream, unless Home is set (strict mode has neither:
+	// every ID is decided in its home region).
 	Peers []string
 	// Home, when non-nil, is strict mode (G3): the partitions homed in this
 	// region. The home stream sources them from every region's ingest
@@ -213,7 +214,7 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 	out := base(c.OutputStream(), c.prefix()+".out.*")
 	out.Duplicates = c.OutputDuplicates
 	cfgs := []jetstream.StreamConfig{in, claims, dlq, out}
-	if len(c.Peers) > 0 {
+	if len(c.Peers) > 0 && c.Home == nil {
 		x := base(c.XClaimStream())
 		x.Subjects = nil
 		x.MaxAge, x.Duplicates = claimAge, MinDuplicates
