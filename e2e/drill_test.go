@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -29,7 +30,15 @@ func TestDrills(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
-			r, err := drill.Run(ctx, drill.Config{EdgeBin: bins.edge, CoreBin: bins.core, Dir: t.TempDir(), Events: 8_000, Rate: 4_000}, name)
+			// ONCEPLANE_DRILL_DIR keeps the drills' logs, ledgers and stats.
+			dir := t.TempDir()
+			if keep := os.Getenv("ONCEPLANE_DRILL_DIR"); keep != "" {
+				dir = filepath.Join(keep, name)
+				if err := os.MkdirAll(dir, 0o750); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r, err := drill.Run(ctx, drill.Config{EdgeBin: bins.edge, CoreBin: bins.core, Dir: dir, Events: 8_000, Rate: 4_000}, name)
 			if r != nil {
 				r.Print(os.Stdout)
 			}
