@@ -399,14 +399,26 @@ func (c *Consumer) consumeUntilGap(ctx context.Context, p int, st *dedupe.State,
 		for {
 			m, err := it.Next()
 			if err != nil {
-				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					return
-				}
 				if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
 					lost <- fmt.Errorf("p%d: consumer deleted by a newer owner: %w", p, ErrFenced)
 					return
 				}
+				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					select {
+					case <-stop: // we stopped it
+					default:
+						// The iterator stopped itself (a terminal status such
+						// as 400 Bad Request, or its connection closed): no
+						// more pulls would ever be sent, and the partition
+						// would sit owned and idle. Rewind to a new consumer.
+						lost <- fmt.Errorf("p%d: message iterator ended: %v: %w", p, err, errGap)
+					}
+					return
+				}
 				c.lg.Debug("pull", "partition", p, "err", err)
+				if errors.Is(err, jetstream.ErrBadRequest) {
+					c.lg.Warn("pull refused", "partition", p, "err", err)
+				}
 				continue
 			}
 			if md, err := m.Metadata(); err == nil {
