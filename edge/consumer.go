@@ -438,6 +438,7 @@ func (c *Consumer) consumeUntilGap(ctx context.Context, p int, st *dedupe.State,
 	}()
 	idle := time.NewTimer(c.o.IdleFlush)
 	defer idle.Stop()
+	lastCheck := time.Now()
 	batch := make([]inMsg, 0, c.o.BatchSize)
 	for {
 		batch = batch[:0]
@@ -453,6 +454,19 @@ func (c *Consumer) consumeUntilGap(ctx context.Context, p int, st *dedupe.State,
 		case <-idle.C:
 			if err := c.flushDone(ctx, p, st); err != nil {
 				return err
+			}
+			// An idle owner appends nothing, so the claim log cannot fence
+			// it, and a pull iterator whose consumer a newer owner deleted
+			// between pulls may never hear of it (its pulls meet no
+			// responders). Ask, now and then, whether the consumer exists.
+			if time.Since(lastCheck) >= consumerCheckEvery {
+				lastCheck = time.Now()
+				ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				_, err := cons.Info(ictx)
+				cancel()
+				if errors.Is(err, jetstream.ErrConsumerNotFound) {
+					return fmt.Errorf("p%d: consumer deleted by a newer owner: %w", p, ErrFenced)
+				}
 			}
 			idle.Reset(c.o.IdleFlush)
 			continue
@@ -491,6 +505,10 @@ func (c *Consumer) consumeUntilGap(ctx context.Context, p int, st *dedupe.State,
 		idle.Reset(c.o.IdleFlush)
 	}
 }
+
+// consumerCheckEvery is how often an idle partition checks that its
+// consumer still exists.
+const consumerCheckEvery = 2 * time.Second
 
 // flushDone writes a done record when the partition is idle and the log lags.
 func (c *Consumer) flushDone(ctx context.Context, p int, st *dedupe.State) error {
