@@ -15,10 +15,9 @@ import (
 	"github.com/onceplane/onceplane/auth"
 	"github.com/onceplane/onceplane/deploy"
 	"github.com/onceplane/onceplane/devcert"
-	"github.com/onceplane/onceplane/edge"
-	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/internal/coretest"
 	"github.com/onceplane/onceplane/internal/proc"
+	"github.com/onceplane/onceplane/internal/verify"
 	"github.com/onceplane/onceplane/internal/workload"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/producer"
@@ -200,31 +199,19 @@ func TestMultiRegionProcesses(t *testing.T) {
 	wave("b", 1500)
 	coretest.Eventually(t, 180*time.Second, "every ID handled", func() bool { return missing(t, dir, regions, published) == 0 })
 
-	// Conflicts: wait until each region's conflict records stop changing.
-	where := map[string][]string{}
+	// Effects per region, from the ledgers.
+	effects := map[string]map[string]int{}
 	for _, r := range regions {
 		lines, err := sink.ReadLedger(filepath.Join(dir, r+".ledger.jsonl"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		seen := map[string]int{}
+		effects[r] = map[string]int{}
 		for _, l := range lines {
-			seen[l.ID]++
-		}
-		for id, n := range seen {
-			if n > 1 {
-				t.Errorf("%s handled %s %d times", r, id, n)
-			}
-			h := edge.HashHex(event.HashID(id))
-			where[h] = append(where[h], r)
+			effects[r][l.ID]++
 		}
 	}
-	races := 0
-	for _, rs := range where {
-		if len(rs) > 1 {
-			races++
-		}
-	}
+	races := verify.Tally(published, effects, nil).TrueRaces
 	admin := map[string]jetstream.JetStream{}
 	for _, r := range regions {
 		admin[r] = connect(r, auth.Admin)
@@ -251,10 +238,14 @@ func TestMultiRegionProcesses(t *testing.T) {
 		got = reported()
 		return len(got) >= races
 	})
-	for h := range got {
-		if len(where[h]) < 2 {
-			t.Errorf("conflict %s is not a race (handled in %v)", h, where[h])
+	acct := verify.Tally(published, effects, got)
+	for r, n := range acct.DupEffects {
+		if n > 0 {
+			t.Errorf("%s handled %d IDs more than once", r, n)
 		}
+	}
+	if acct.Spurious > 0 {
+		t.Errorf("%d conflicts are not races", acct.Spurious)
 	}
 	t.Logf("%d IDs handled, %d races (IDs sent to two regions at once that both handled), %d conflicts reported; eu-west core killed with SIGKILL and restarted", len(published), races, len(got))
 }

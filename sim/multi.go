@@ -16,6 +16,7 @@ import (
 	"github.com/onceplane/onceplane/dedupe"
 	"github.com/onceplane/onceplane/deploy"
 	"github.com/onceplane/onceplane/edge"
+	"github.com/onceplane/onceplane/internal/poll"
 	"github.com/onceplane/onceplane/internal/verify"
 	"github.com/onceplane/onceplane/internal/workload"
 	"github.com/onceplane/onceplane/report"
@@ -288,14 +289,14 @@ func RunMulti(ctx context.Context, cfg MultiConfig, progress io.Writer) (*MultiR
 			a, b := regions[0], regions[1]
 			d.Cut(a, b)
 			mark(fmt.Sprintf("cut %s <-> %s", a, b))
-			sleepCtx(ctx, cfg.DrillFor)
+			_ = poll.Sleep(ctx, cfg.DrillFor)
 			d.Heal(a, b)
 			mark(fmt.Sprintf("healed %s <-> %s", a, b))
 		case "core":
 			r := regions[len(regions)-1]
 			d.StopRegion(r)
 			mark("stopped the core nodes of " + r)
-			sleepCtx(ctx, cfg.DrillFor)
+			_ = poll.Sleep(ctx, cfg.DrillFor)
 			if err := d.StartRegion(ctx, r); err != nil {
 				mark("restart failed: " + err.Error())
 			} else {
@@ -465,13 +466,6 @@ func (rep *MultiReport) fill(ctx context.Context, d *deploy.Deployment, cfg Mult
 }
 
 func indexOf(xs []string, x string) int { return slices.Index(xs, x) }
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
-}
 
 func joinRTT(t topology.Topology) string {
 	s := ""

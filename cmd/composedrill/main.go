@@ -36,6 +36,7 @@ import (
 	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/internal/cli"
 	"github.com/onceplane/onceplane/internal/dockerapi"
+	"github.com/onceplane/onceplane/internal/poll"
 	"github.com/onceplane/onceplane/internal/verify"
 	"github.com/onceplane/onceplane/internal/workload"
 	"github.com/onceplane/onceplane/jetstream/streams"
@@ -130,10 +131,6 @@ func run(ctx context.Context, c config) (bool, error) {
 		}
 		c.project = self.Project()
 	}
-	creds, err := auth.Load(c.credentials)
-	if err != nil {
-		return false, err
-	}
 	// Other loads (the steady load service) stop for the drill, so that
 	// "every input drained" can become true; they start again after it.
 	if cs, err := dk.Project(ctx, c.project); err == nil {
@@ -158,12 +155,12 @@ func run(ctx context.Context, c config) (bool, error) {
 	admin, prods := map[string]jetstream.JetStream{}, map[string]*producer.Producer{}
 	for _, r := range c.regions.Names {
 		url := strings.Join(c.regions.URLs[r], ",")
-		js, err := dial(url, auth.Admin, creds, c.ca)
+		js, err := dial(url, auth.Admin, c.credentials, c.ca)
 		if err != nil {
 			return false, fmt.Errorf("admin %s: %w", r, err)
 		}
 		admin[r] = js
-		pjs, err := dial(url, auth.Producer, creds, c.ca)
+		pjs, err := dial(url, auth.Producer, c.credentials, c.ca)
 		if err != nil {
 			return false, fmt.Errorf("producer %s: %w", r, err)
 		}
@@ -250,7 +247,7 @@ load:
 		if (settled && acct.OK()) || time.Now().After(deadline) {
 			break
 		}
-		if err := sleep(ctx, time.Second); err != nil {
+		if err := poll.Sleep(ctx, time.Second); err != nil {
 			return false, err
 		}
 	}
@@ -300,7 +297,7 @@ func drill(ctx context.Context, dk *dockerapi.Client, c config, start time.Time,
 	t0 := time.Now()
 	for i, step := range c.steps {
 		at := loadFor * time.Duration(i+1) / time.Duration(len(c.steps)+1)
-		if err := sleep(ctx, at-time.Since(t0)); err != nil {
+		if err := poll.Sleep(ctx, at-time.Since(t0)); err != nil {
 			return err
 		}
 		if err := runStep(ctx, dk, c, start, step); err != nil {
@@ -344,7 +341,7 @@ func runStep(ctx context.Context, dk *dockerapi.Client, c config, start time.Tim
 		}
 		logf(start, "drill: SIGKILL %s", service)
 		defer undo("started "+service+" again (same volume)", func() error { return dk.Start(restore, ct.ID) })
-		return sleep(ctx, c.hold)
+		return poll.Sleep(ctx, c.hold)
 	}
 	switch step {
 	case "kill-edge":
@@ -368,7 +365,7 @@ func runStep(ctx context.Context, dk *dockerapi.Client, c config, start time.Tim
 		}
 		logf(start, "drill: %s %s", how, c.pauseEdge)
 		defer undo("resumed "+c.pauseEdge, func() error { return resume(restore, ct.ID) })
-		return sleep(ctx, c.hold)
+		return poll.Sleep(ctx, c.hold)
 	case "disconnect":
 		cs, err := dk.Project(ctx, c.project)
 		if err != nil {
@@ -400,7 +397,7 @@ func runStep(ctx context.Context, dk *dockerapi.Client, c config, start time.Tim
 			return fmt.Errorf("no wan-* service of region %s", c.cutRegion)
 		}
 		logf(start, "drill: disconnected %d WAN links from network %s", len(cut), network)
-		return sleep(ctx, c.hold)
+		return poll.Sleep(ctx, c.hold)
 	}
 	return fmt.Errorf("unknown step (want kill-edge, pause-edge, disconnect, kill-core)")
 }
@@ -430,7 +427,7 @@ func waitHealthy(ctx context.Context, dk *dockerapi.Client, project string, with
 		if time.Now().After(deadline) {
 			return fmt.Errorf("cluster not healthy after %v: %v %v", within, waiting, err)
 		}
-		if err := sleep(ctx, time.Second); err != nil {
+		if err := poll.Sleep(ctx, time.Second); err != nil {
 			return err
 		}
 	}
@@ -456,17 +453,19 @@ func waitProvisioned(ctx context.Context, admin map[string]jetstream.JetStream, 
 		if time.Now().After(deadline) {
 			return fmt.Errorf("streams of %v not provisioned after %v", missing, within)
 		}
-		if err := sleep(ctx, time.Second); err != nil {
+		if err := poll.Sleep(ctx, time.Second); err != nil {
 			return err
 		}
 	}
 }
 
-func dial(url string, role auth.Role, creds auth.Credentials, ca string) (jetstream.JetStream, error) {
-	opts := append(auth.ClientOptions(role, creds[role]), nats.Name("onceplane-composedrill"),
-		nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-	if ca != "" {
-		opts = append(opts, nats.RootCAs(ca))
+// dial connects to url as role, with the role's password from the
+// credentials directory.
+func dial(url string, role auth.Role, credentials, ca string) (jetstream.JetStream, error) {
+	f := cli.NATSFlags{User: string(role), PasswordFile: filepath.Join(credentials, string(role)+".password"), CA: ca}
+	opts, err := f.Options("onceplane-composedrill")
+	if err != nil {
+		return nil, err
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
@@ -534,16 +533,4 @@ func conflicts(ctx context.Context, admin map[string]jetstream.JetStream, mine m
 		}
 	}
 	return out
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return nil
-	}
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(d):
-		return nil
-	}
 }

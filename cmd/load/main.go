@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/onceplane/onceplane/internal/cli"
+	"github.com/onceplane/onceplane/internal/poll"
 	"github.com/onceplane/onceplane/internal/workload"
 	"github.com/onceplane/onceplane/producer"
 )
@@ -114,10 +115,8 @@ func connect(ctx context.Context, url string, opts []nats.Option) (*nats.Conn, e
 		if err == nil {
 			return nc, nil
 		}
-		select {
-		case <-ctx.Done():
+		if poll.Sleep(ctx, time.Second) != nil {
 			return nil, fmt.Errorf("%s: %w", url, err)
-		case <-time.After(time.Second):
 		}
 	}
 }

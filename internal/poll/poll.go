@@ -3,7 +3,10 @@
 // any package's tests can use it.
 package poll
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // Interval is how often Until evaluates its condition.
 const Interval = 10 * time.Millisecond
@@ -19,4 +22,20 @@ func Until(within time.Duration, cond func() bool) bool {
 		time.Sleep(Interval)
 	}
 	return true
+}
+
+// Sleep waits for d or until ctx ends, whichever is first, and returns
+// ctx's error in the second case. A d of zero or less returns at once.
+func Sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
