@@ -271,8 +271,11 @@ func purgeClaims(ctx context.Context, b *testing.B, js jetstream.JetStream, c st
 	if err := js.DeleteStream(ctx, c.ClaimStream()); err != nil {
 		b.Fatal(err)
 	}
-	for p := 0; p < *partitions; p++ {
-		_ = js.DeleteConsumer(ctx, c.IngestStream(), fmt.Sprintf("p%d-e1", p))
+	if s, err := js.Stream(ctx, c.IngestStream()); err == nil {
+		names := s.ConsumerNames(ctx)
+		for name := range names.Name() {
+			_ = s.DeleteConsumer(ctx, name)
+		}
 	}
 	if err := streams.Provision(ctx, js, c); err != nil {
 		b.Fatal(err)
@@ -304,7 +307,7 @@ func BenchmarkBytesPerID(b *testing.B) {
 					for j := k; j < k+1000; j++ {
 						ids = append(ids, event.HashID(fmt.Sprintf("id-%d", j)))
 					}
-					st.Apply(uint64(k/1000+1), dedupe.Record{Kind: dedupe.KindClaim, Time: now, IDs: ids, DoneThrough: uint64(k / 1000)})
+					st.Apply(uint64(k/1000+1), dedupe.Record{Kind: dedupe.KindClaim, Time: now, IDs: ids, DoneThrough: uint64(k / 1000)}, now)
 				}
 				runtime.GC()
 				runtime.ReadMemStats(&after)
@@ -330,7 +333,7 @@ func BenchmarkClassify(b *testing.B) {
 			hs[i] = event.HashID(fmt.Sprintf("id-%d", i))
 		}
 		for k := 0; k < n; k += 1000 {
-			st.Apply(uint64(k/1000+1), dedupe.Record{Kind: dedupe.KindClaim, Time: now, IDs: hs[k : k+1000]})
+			st.Apply(uint64(k/1000+1), dedupe.Record{Kind: dedupe.KindClaim, Time: now, IDs: hs[k : k+1000]}, now)
 		}
 		fresh := make([]event.Hash, 1000)
 		for i := range fresh {

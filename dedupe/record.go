@@ -60,6 +60,18 @@ const (
 	MaxIDsPerRecord = 1 << 16
 )
 
+// recordOverhead bounds a record's bytes besides its IDs, with its headers
+// (trace context) in the claim stream.
+const recordOverhead = 4 << 10
+
+// MaxBatch is the largest batch an owner may claim at once in a claim stream
+// whose messages are at most maxMsg bytes: a takeover record, which carries
+// up to two batches' uncertain IDs, must still fit, and so must the ID
+// count a record may hold.
+func MaxBatch(maxMsg int) int {
+	return max(0, min(MaxIDsPerRecord, (maxMsg-recordOverhead)/16)/2)
+}
+
 // ErrCorrupt is returned for any record that does not decode.
 var ErrCorrupt = errors.New("corrupt claim record")
 

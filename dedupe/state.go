@@ -2,6 +2,14 @@
 // batch of event IDs as first-time or duplicate, build the claim-log record
 // that claims them, apply committed records (live or replayed), track the done
 // watermark and the uncertain set. It does no I/O; the edge drives it.
+//
+// Time has one authority: JetStream's stored timestamps. A State's clock is
+// the latest ingest time it has decided (Classify) or applied (a record's
+// Time, which is its batch's ingest time, clamped on replay to the claim
+// stream's own timestamp of the record). An ID's age, the window and the
+// Bloom generations run on that clock; no writer's wall clock enters a
+// decision, and other regions' times never move it (their claims are timed
+// by this region's xclaims stream).
 package dedupe
 
 import (
@@ -64,7 +72,9 @@ type Options struct {
 	Window time.Duration
 	// Slices is the number of expiry generations per window. Zero means 8.
 	Slices int
-	// ExpectedIDs pre-sizes the exact set and the Bloom filter. Zero means grow as needed.
+	// ExpectedIDs is the number of IDs claimed per Window that the exact set
+	// and the Bloom filter are sized for (the live set spans a window and a
+	// slice). Zero means grow as needed.
 	ExpectedIDs int
 	// NoBloom turns the Bloom pre-check off (decisions are identical; only cost changes).
 	NoBloom bool
@@ -78,9 +88,10 @@ type Options struct {
 type Conflict struct {
 	Hash event.Hash
 	// Region is the other region; Writer, Epoch and Time describe its claim
-	// (Time is the other writer's clock), Seq its position in this region's
-	// xclaims stream. They are zero when the local claim came second and the
-	// remote claim's details are not kept (Region is still set).
+	// (Time is the record's own time, from the other region's servers), Seq
+	// its position in this region's xclaims stream. They are zero when the
+	// local claim came second and the remote claim's details are not kept
+	// (Region is still set).
 	Region string
 	Writer string
 	Epoch  uint64
@@ -88,16 +99,38 @@ type Conflict struct {
 	Seq    uint64
 }
 
+// remoteLog is what one other region's log of this partition says.
+type remoteLog struct {
+	set *idset.Set // claimed IDs, timed by this region's xclaims stream
+	// open are the IDs of the region's last claim record while no record has
+	// followed it: its batch may not have been handled yet.
+	open map[event.Hash]struct{}
+	// uncertain are IDs the region's takeover records listed as claimed and
+	// not known done, until the region claims them again.
+	uncertain map[event.Hash]struct{}
+	clock     time.Time // latest xclaims stored time merged
+}
+
+// done reports whether the region claimed h and its handler is known to have finished.
+func (r *remoteLog) done(h event.Hash) bool {
+	if _, ok := r.open[h]; ok {
+		return false
+	}
+	_, unc := r.uncertain[h]
+	return !unc
+}
+
 // State is one partition's dedupe state. It is not safe for concurrent use.
 type State struct {
 	opt        Options
 	set        *idset.Set
-	remote     map[string]*idset.Set // other regions' claims, merged from their replicated logs
+	remote     map[string]*remoteLog // other regions' claims, merged from their replicated logs
 	conflicts  []Conflict
-	bloom      *bloom.Filter
+	bloom      *bloom.Filter           // local claims only
 	pending    map[uint64][]event.Hash // claim seq -> IDs claimed there, not yet done
 	uncertain  map[event.Hash]struct{}
 	batch      map[event.Hash]struct{}
+	clock      time.Time // latest JetStream stored time decided or applied
 	lastSeq    uint64
 	epoch      uint64
 	doneLocal  uint64 // highest own claim seq whose batch finished
@@ -117,16 +150,18 @@ func New(o Options) *State {
 	s := &State{
 		opt:       o,
 		set:       idset.New(idset.Options{Window: o.Window, Slices: o.Slices, ExpectedIDs: o.ExpectedIDs}),
-		remote:    map[string]*idset.Set{},
+		remote:    map[string]*remoteLog{},
 		pending:   map[uint64][]event.Hash{},
 		uncertain: map[event.Hash]struct{}{},
 		batch:     map[event.Hash]struct{}{},
 	}
 	if !o.NoBloom {
 		// The filter must remember at least as long as the exact set (Window
-		// plus one slice) so that a Bloom negative is always right.
-		exp := uint(o.ExpectedIDs)
-		s.bloom = bloom.New(bloom.Options{Period: o.Window + o.Window/time.Duration(o.Slices), ExpectedIDs: exp})
+		// plus one slice) so that a Bloom negative is always right; a period
+		// of that length sees ExpectedIDs*(Slices+1)/Slices IDs.
+		period := o.Window + o.Window/time.Duration(o.Slices)
+		exp := uint(o.ExpectedIDs + o.ExpectedIDs/o.Slices)
+		s.bloom = bloom.New(bloom.Options{Period: period, ExpectedIDs: exp})
 	}
 	return s
 }
@@ -138,6 +173,10 @@ func (s *State) LastSeq() uint64 { return s.lastSeq }
 // Epoch is the highest owner epoch seen.
 func (s *State) Epoch() uint64 { return s.epoch }
 
+// Clock is the latest JetStream stored time the state has decided or
+// applied: the time its window is measured on.
+func (s *State) Clock() time.Time { return s.clock }
+
 // Uncertain returns the number of IDs currently uncertain.
 func (s *State) Uncertain() int { return len(s.uncertain) }
 
@@ -147,15 +186,6 @@ func (s *State) IsUncertain(h event.Hash) bool { _, ok := s.uncertain[h]; return
 // Tracked returns the number of live IDs in the exact set.
 func (s *State) Tracked() int { return s.set.Len() }
 
-// RemoteTracked returns the number of live IDs merged from other regions.
-func (s *State) RemoteTracked() int {
-	n := 0
-	for _, r := range s.remote {
-		n += r.Len()
-	}
-	return n
-}
-
 // Bytes returns the memory held by the exact sets (local and merged remote
 // claims) and the Bloom filter.
 func (s *State) Bytes() (exact, bloom int) {
@@ -164,48 +194,99 @@ func (s *State) Bytes() (exact, bloom int) {
 	}
 	exact = s.set.Bytes()
 	for _, r := range s.remote {
-		exact += r.Bytes()
+		exact += r.set.Bytes()
 	}
 	return exact, bloom
 }
 
+// observe moves the clock forward to t (never back).
+func (s *State) observe(t time.Time) {
+	if t.After(s.clock) {
+		s.clock = t
+	}
+}
+
+// remoteNow is the time a region's merged claims expire on: the later of its
+// xclaims clock and this state's clock (both this region's servers), so that
+// a region that went quiet is still forgotten a window later.
+func (s *State) remoteNow(r *remoteLog) time.Time {
+	if s.clock.After(r.clock) {
+		return s.clock
+	}
+	return r.clock
+}
+
 // remoteClaimer returns the region whose merged claims hold h ("" if none).
-func (s *State) remoteClaimer(h event.Hash, now time.Time) string {
+func (s *State) remoteClaimer(h event.Hash) string {
 	for region, r := range s.remote {
-		if r.Contains(h, now) {
+		if r.set.Contains(h, s.remoteNow(r)) {
 			return region
 		}
 	}
 	return ""
 }
 
-// MergeRemote merges a claim record of partition p from another region's
-// replicated claim log (seq is its position in the xclaims stream). IDs it
-// claims become duplicates here (PathRemoteHit); any already claimed in this
-// region are conflicts, returned by Conflicts. Takeover and done records
-// claim nothing new and are ignored. now is the local clock, for expiry.
+// remoteDone reports whether some region claimed h and is known to have
+// finished handling it.
+func (s *State) remoteDone(h event.Hash) bool {
+	for _, r := range s.remote {
+		if r.set.Contains(h, s.remoteNow(r)) && r.done(h) {
+			return true
+		}
+	}
+	return false
+}
+
+// MergeRemote merges a record of partition p from another region's
+// replicated claim log: seq is its position in this region's xclaims stream
+// and stored the time that stream stored it (this region's servers: the
+// record's own Time is another region's and is not used). IDs it claims
+// become duplicates here (PathRemoteHit); any already claimed in this region
+// are conflicts, returned by Conflicts. Takeover records say which of the
+// region's claims are uncertain there, so that an ID uncertain on both sides
+// is run again rather than skipped by both.
 //
-// A record older than the window is ignored: its IDs are no longer
-// remembered anywhere, and an ID claimed here later than a window after it
-// is a legitimate new first time, not a conflict. (A race is only detected
-// when the replication lag is shorter than the window.)
-func (s *State) MergeRemote(region string, seq uint64, r Record, now time.Time) {
-	if r.Kind != KindClaim || len(r.IDs) == 0 || now.Sub(r.Time) >= s.opt.Window {
+// A claim stored more than a window before the latest one merged from that
+// region is ignored: its IDs are no longer remembered anywhere.
+func (s *State) MergeRemote(region string, seq uint64, r Record, stored time.Time) {
+	rl := s.remote[region]
+	if rl == nil {
+		rl = &remoteLog{set: idset.New(idset.Options{Window: s.opt.Window, Slices: s.opt.Slices}),
+			open: map[event.Hash]struct{}{}, uncertain: map[event.Hash]struct{}{}}
+		s.remote[region] = rl
+	}
+	if stored.After(rl.clock) {
+		rl.clock = stored
+	}
+	// Records of one region's partition log arrive in its order, and an
+	// owner finishes a batch before it appends again: any record after a
+	// claim closes it, unless it is a new owner's takeover, which lists
+	// what it did not know to be done.
+	clear(rl.open)
+	switch r.Kind {
+	case KindTakeover:
+		for _, h := range r.IDs {
+			rl.uncertain[h] = struct{}{}
+		}
+		return
+	case KindClaim:
+	default:
 		return
 	}
-	set := s.remote[region]
-	if set == nil {
-		set = idset.New(idset.Options{Window: s.opt.Window, Slices: s.opt.Slices})
-		s.remote[region] = set
+	if len(r.IDs) == 0 || s.remoteNow(rl).Sub(stored) >= s.opt.Window {
+		return
 	}
 	for _, h := range r.IDs {
-		if s.set.Contains(h, now) {
+		// Claimed here and still remembered when the other region's claim
+		// reached this region: a race inside the lag. The question is asked
+		// at the xclaims time without moving the local clock, which runs on
+		// ingest times.
+		if s.set.LiveAt(h, stored) {
 			s.conflicts = append(s.conflicts, Conflict{Hash: h, Region: region, Writer: r.Writer, Epoch: r.Epoch, Time: r.Time, Seq: seq})
 		}
-		set.Add(h, r.Time)
-		if s.bloom != nil {
-			s.bloom.Add(h, r.Time)
-		}
+		rl.set.Add(h, stored)
+		rl.open[h] = struct{}{}
+		delete(rl.uncertain, h)
 	}
 }
 
@@ -221,9 +302,13 @@ func (s *State) Conflicts() []Conflict {
 	return out
 }
 
-// Classify decides each hash of a batch, in order, at time now, appending one
-// Path per hash to out. It does not change the claimed set.
-func (s *State) Classify(hs []event.Hash, now time.Time, out []Path) []Path {
+// Classify decides each hash of a batch, in order, appending one Path per
+// hash to out. at is the time the ingest stream stored the batch's latest
+// event: it moves the clock forward, never back. Classify does not change
+// the claimed set.
+func (s *State) Classify(hs []event.Hash, at time.Time, out []Path) []Path {
+	s.observe(at)
+	now := s.clock
 	clear(s.batch)
 	for _, h := range hs {
 		if _, dup := s.batch[h]; dup {
@@ -231,21 +316,26 @@ func (s *State) Classify(hs []event.Hash, now time.Time, out []Path) []Path {
 			continue
 		}
 		s.batch[h] = struct{}{}
+		bloomNegative := s.bloom != nil && !s.bloom.MayContain(h, now)
 		switch {
-		case s.bloom != nil && !s.bloom.MayContain(h, now):
-			out = append(out, PathBloomNegative)
-		case !s.set.Contains(h, now):
-			if len(s.remote) > 0 && s.remoteClaimer(h, now) != "" {
+		case bloomNegative || !s.set.Contains(h, now):
+			// The Bloom filter holds local claims only: a negative still
+			// has to ask the other regions' claims.
+			switch {
+			case len(s.remote) > 0 && s.remoteClaimer(h) != "":
 				out = append(out, PathRemoteHit)
-			} else {
+			case bloomNegative:
+				out = append(out, PathBloomNegative)
+			default:
 				out = append(out, PathExactMiss)
 			}
 		default:
 			if _, unc := s.uncertain[h]; unc {
-				// Claimed in another region too: its effect happened there
-				// (and the double claim is already a recorded conflict), so
-				// running it again here could only add a second effect.
-				if len(s.remote) > 0 && s.remoteClaimer(h, now) != "" {
+				// Claimed in another region too, and handled there: running
+				// it again here could only add a second effect (the double
+				// claim is already a recorded conflict). Not known done
+				// there (its owner died too), it runs here again.
+				if len(s.remote) > 0 && s.remoteDone(h) {
 					out = append(out, PathRemoteHit)
 					continue
 				}
@@ -263,18 +353,19 @@ func (s *State) Classify(hs []event.Hash, now time.Time, out []Path) []Path {
 }
 
 // Claim returns the record that claims ids (the batch's first-time hashes)
-// and carries the done watermark. Append it conditionally on LastSeq, then Apply it.
-func (s *State) Claim(ids []event.Hash, writer string, now time.Time) Record {
-	return Record{Kind: KindClaim, Epoch: s.epoch, Writer: writer, Time: now, DoneThrough: s.doneLocal, Through: s.through, IDs: ids}
+// at the state's clock (the batch's ingest time) and carries the done
+// watermark. Append it conditionally on LastSeq, then Apply it.
+func (s *State) Claim(ids []event.Hash, writer string) Record {
+	return Record{Kind: KindClaim, Epoch: s.epoch, Writer: writer, Time: s.clock, DoneThrough: s.doneLocal, Through: s.through, IDs: ids}
 }
 
 // Takeover returns the record that opens a new epoch for writer. It carries
 // the uncertain set: IDs claimed by earlier owners and not known done.
-func (s *State) Takeover(writer string, now time.Time) Record {
+func (s *State) Takeover(writer string) Record {
 	var ids []event.Hash
 	seen := map[event.Hash]struct{}{}
 	add := func(h event.Hash) {
-		if _, ok := seen[h]; !ok && s.set.Contains(h, now) {
+		if _, ok := seen[h]; !ok && s.set.Contains(h, s.clock) {
 			seen[h] = struct{}{}
 			ids = append(ids, h)
 		}
@@ -287,15 +378,15 @@ func (s *State) Takeover(writer string, now time.Time) Record {
 			add(h)
 		}
 	}
-	return Record{Kind: KindTakeover, Epoch: s.epoch + 1, Writer: writer, Time: now, Through: s.through, IDs: ids}
+	return Record{Kind: KindTakeover, Epoch: s.epoch + 1, Writer: writer, Time: s.clock, Through: s.through, IDs: ids}
 }
 
 // Done returns a done-only record when the done watermark is ahead of the log.
-func (s *State) Done(writer string, now time.Time) (Record, bool) {
+func (s *State) Done(writer string) (Record, bool) {
 	if s.doneLocal <= s.doneLog && s.through <= s.throughLog {
 		return Record{}, false
 	}
-	return Record{Kind: KindDone, Epoch: s.epoch, Writer: writer, Time: now, DoneThrough: s.doneLocal, Through: s.through}, true
+	return Record{Kind: KindDone, Epoch: s.epoch, Writer: writer, Time: s.clock, DoneThrough: s.doneLocal, Through: s.through}, true
 }
 
 // MarkDone records that a batch has finished (handled and acknowledged): its
@@ -314,9 +405,32 @@ func (s *State) MarkDone(seq, through uint64) {
 // owner resumes consuming after it.
 func (s *State) Through() uint64 { return s.through }
 
+// RecordTime is the time a record's IDs are claimed at. A record this owner
+// just appended (stored zero) is at its own Time, the state's clock. A
+// record read back from the log is at its Time clamped into the window
+// before stored, the claim stream's timestamp: an honest record's Time (its
+// batch's ingest time) is never later than the stream stored it, so a
+// writer whose clock ran ahead, or an older writer that stamped its own
+// wall clock, cannot move the window forward, and cannot backdate IDs past it.
+func (s *State) RecordTime(r Record, stored time.Time) time.Time {
+	if stored.IsZero() {
+		return r.Time
+	}
+	switch {
+	case r.Time.After(stored):
+		return stored
+	case stored.Sub(r.Time) > s.opt.Window:
+		return stored.Add(-s.opt.Window)
+	}
+	return r.Time
+}
+
 // Apply applies a record committed at claim-log sequence seq: one this owner
-// appended, or one read while rebuilding.
-func (s *State) Apply(seq uint64, r Record) {
+// just appended (stored zero), or one read back from the log with the time
+// the claim stream stored it.
+func (s *State) Apply(seq uint64, r Record, stored time.Time) {
+	at := s.RecordTime(r, stored)
+	s.observe(at)
 	if seq > s.lastSeq {
 		s.lastSeq = seq
 	}
@@ -326,14 +440,14 @@ func (s *State) Apply(seq uint64, r Record) {
 	switch r.Kind {
 	case KindClaim:
 		for _, h := range r.IDs {
-			if len(s.remote) > 0 && !s.set.Contains(h, r.Time) {
-				if region := s.remoteClaimer(h, r.Time); region != "" {
+			if len(s.remote) > 0 && !s.set.Contains(h, at) {
+				if region := s.remoteClaimer(h); region != "" {
 					s.conflicts = append(s.conflicts, Conflict{Hash: h, Region: region})
 				}
 			}
-			s.set.Add(h, r.Time)
+			s.set.Add(h, at)
 			if s.bloom != nil {
-				s.bloom.Add(h, r.Time)
+				s.bloom.Add(h, at)
 			}
 			delete(s.uncertain, h)
 		}
@@ -376,6 +490,3 @@ func (s *State) markLogged(through uint64) {
 		}
 	}
 }
-
-// Advance moves the window's clock to now (expiry) without a decision.
-func (s *State) Advance(now time.Time) { s.set.Advance(now) }

@@ -84,6 +84,7 @@ type Consumer struct {
 	names  streams.Names
 	log    *claimlog.Log
 	nparts int
+	maxMsg int // the streams' largest message
 	tracer trace.Tracer
 	lg     *slog.Logger
 	c      counters
@@ -91,9 +92,45 @@ type Consumer struct {
 	decisionSec prometheus.Observer
 
 	mu     sync.Mutex
-	state  map[int]string // partition -> "taking-over", "owned", "fenced", "failed: ..."
+	state  map[int]string // partition -> "taking-over", "owned", "releasing", "fenced", "failed: ..."
 	runs   map[int]*partRun
 	fenced map[int]time.Time
+	steps  map[int]step // partition -> the blocking step it is in, if any
+}
+
+// step is a blocking step of a partition (claim append, handler, dead
+// letter, rewind) and when it began, for readiness.
+type step struct {
+	what  string
+	since time.Time
+}
+
+// busy marks p as in a blocking step; idle ends it.
+func (c *Consumer) busy(p int, what string) {
+	c.mu.Lock()
+	c.steps[p] = step{what, time.Now()}
+	c.mu.Unlock()
+}
+
+func (c *Consumer) idle(p int) {
+	c.mu.Lock()
+	delete(c.steps, p)
+	c.mu.Unlock()
+}
+
+// stuck returns, in order, the owned partitions whose step has lasted
+// StuckAfter or more, described.
+func (c *Consumer) stuck() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for p, s := range c.steps {
+		if d := time.Since(s.since); d >= c.o.StuckAfter && c.state[p] == "owned" {
+			out = append(out, fmt.Sprintf("p%d stuck for %s %s", p, d.Round(time.Second), s.what))
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // New prepares a consumer on js. Run starts it.
@@ -111,6 +148,7 @@ func New(js jetstream.JetStream, h Handler, o Options) *Consumer {
 		state:       map[int]string{},
 		runs:        map[int]*partRun{},
 		fenced:      map[int]time.Time{},
+		steps:       map[int]step{},
 	}
 }
 
@@ -145,14 +183,16 @@ func (c *Consumer) Owned() []int {
 	return ps
 }
 
-// Ready returns nil when every configured partition is owned and consuming.
+// Ready returns nil when every partition this edge holds is owned and
+// consuming, and none is stuck (its current step, such as a dead letter the
+// stream refuses or a sink that stays unavailable, has lasted StuckAfter).
 func (c *Consumer) Ready() error {
+	bad := c.stuck()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.nparts == 0 {
 		return errors.New("not started")
 	}
-	var bad []string
 	for p, s := range c.state {
 		if s != "owned" {
 			bad = append(bad, fmt.Sprintf("p%d %s", p, s))
@@ -198,6 +238,7 @@ func (c *Consumer) own(ctx context.Context, p int, release <-chan struct{}) erro
 		return err
 	}
 	st := dedupe.New(dedupe.Options{Window: c.o.Window, ExpectedIDs: c.o.ExpectedIDs, NoBloom: c.o.NoBloom, Policy: c.o.Policy})
+	var takeoverSeq uint64
 	for attempt := 0; ; attempt++ {
 		// Rebuild: replay the claim log (from the start, then only the tail).
 		if err := phase("rebuild", func(ctx context.Context) error {
@@ -207,7 +248,7 @@ func (c *Consumer) own(ctx context.Context, p int, release <-chan struct{}) erro
 			return fmt.Errorf("p%d rebuild: %w", p, err)
 		}
 		// Fence: the takeover record, conditional on the replayed tail.
-		rec := st.Takeover(c.o.Name, time.Now())
+		rec := st.Takeover(c.o.Name)
 		var seq uint64
 		err := phase("fence", func(ctx context.Context) (err error) {
 			seq, err = c.log.Append(ctx, p, st.LastSeq(), rec)
@@ -219,7 +260,8 @@ func (c *Consumer) own(ctx context.Context, p int, release <-chan struct{}) erro
 		if err != nil {
 			return fmt.Errorf("p%d takeover: %w", p, err)
 		}
-		st.Apply(seq, rec)
+		st.Apply(seq, rec, time.Time{})
+		takeoverSeq = seq
 		c.o.Metrics.ClaimAppends.WithLabelValues(c.o.Region, "takeover").Inc()
 		break
 	}
@@ -261,9 +303,10 @@ func (c *Consumer) own(ctx context.Context, p int, release <-chan struct{}) erro
 		c.o.Metrics.Uncertain.WithLabelValues(c.o.Region).Add(float64(u))
 	}
 	// Resume: this epoch's consumer, after the recorded position.
+	pt := &part{p: p, st: st, name: streams.ConsumerName(p, takeoverSeq)}
 	var cons jetstream.Consumer
 	if err := phase("resume", func(ctx context.Context) (err error) {
-		cons, err = c.consumer(ctx, p, st)
+		cons, err = c.consumer(ctx, pt)
 		return err
 	}); err != nil {
 		return err
@@ -284,41 +327,83 @@ func (c *Consumer) own(ctx context.Context, p int, release <-chan struct{}) erro
 		c.c.owned.Add(-1)
 		c.o.Metrics.OwnedPartitions.WithLabelValues(c.o.Region).Dec()
 	}()
-	return c.consume(ctx, p, st, cons, release, remote, liveSince)
+	return c.consume(ctx, pt, cons, release, remote, liveSince)
 }
 
-// consumer creates this epoch's ingest consumer for p, starting after the
-// position recorded in the claim log, and deletes older epochs' consumers so
-// that a stale owner's pulls and acks reach nothing.
-func (c *Consumer) consumer(ctx context.Context, p int, st *dedupe.State) (jetstream.Consumer, error) {
-	name := fmt.Sprintf("p%d-e%d", p, st.Epoch())
+// part is what an owner run knows of its partition beyond the dedupe state.
+type part struct {
+	p    int
+	st   *dedupe.State
+	name string // this ownership's ingest consumer
+}
+
+// isPartitionConsumer reports whether name is an ingest consumer of
+// partition p (of this scheme or the earlier per-epoch one), and its
+// takeover sequence (0 for the earlier scheme).
+func isPartitionConsumer(p int, name string) (uint64, bool) {
+	cp, seq, _, ok := streams.ParseConsumer(name)
+	return seq, ok && cp == p
+}
+
+// consumer creates this ownership's ingest consumer for p, starting after the
+// position recorded in the claim log, and deletes every older ownership's
+// consumer so that a stale owner's pulls and acks reach nothing. A consumer
+// it creates is fresh: its first delivery is consumer sequence 1.
+func (c *Consumer) consumer(ctx context.Context, pt *part) (jetstream.Consumer, error) {
+	p := pt.p
 	cfg := jetstream.ConsumerConfig{
-		Durable: name, FilterSubject: c.inputFilter(p),
+		Durable: pt.name, FilterSubject: c.inputFilter(p),
 		AckPolicy: jetstream.AckAllPolicy, AckWait: c.o.AckWait, MaxDeliver: -1,
 		MaxAckPending: 8 * c.o.BatchSize, InactiveThreshold: time.Hour,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
-	if t := st.Through(); t > 0 {
+	if t := pt.st.Through(); t > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, t+1
 	}
-	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.inputStream(), cfg)
+	cons, err := c.js.CreateConsumer(ctx, c.inputStream(), cfg)
 	if err != nil {
-		return nil, fmt.Errorf("p%d consumer %s: %w", p, name, err)
+		return nil, fmt.Errorf("p%d consumer %s: %w", p, pt.name, err)
 	}
-	prefix := fmt.Sprintf("p%d-e", p)
+	if info := cons.CachedInfo(); info != nil && info.Delivered.Consumer != 0 {
+		// Not ours alone (a create whose reply was lost, then deliveries to
+		// someone): start it again.
+		if err := c.js.DeleteConsumer(ctx, c.inputStream(), pt.name); err != nil {
+			return nil, fmt.Errorf("p%d consumer %s not fresh: %w", p, pt.name, err)
+		}
+		if cons, err = c.js.CreateConsumer(ctx, c.inputStream(), cfg); err != nil {
+			return nil, fmt.Errorf("p%d consumer %s: %w", p, pt.name, err)
+		}
+	}
+	mine, _ := isPartitionConsumer(p, pt.name)
 	s, err := c.js.Stream(ctx, c.inputStream())
 	if err != nil {
 		return cons, nil
 	}
 	lister := s.ConsumerNames(ctx)
 	for old := range lister.Name() {
-		if strings.HasPrefix(old, prefix) && old != name {
-			if e, err := strconv.ParseUint(old[len(prefix):], 10, 64); err == nil && e < st.Epoch() {
-				_ = s.DeleteConsumer(ctx, old)
-			}
+		seq, ok := isPartitionConsumer(p, old)
+		if !ok || old == pt.name || seq > mine {
+			continue // another partition's, or a newer ownership's (this one is about to be fenced)
 		}
+		_ = s.DeleteConsumer(ctx, old)
 	}
 	return cons, nil
+}
+
+// ownerActive reports whether another ownership of p is consuming now: its
+// consumer has pull requests waiting (a paused or dead owner's expire).
+func (c *Consumer) ownerActive(ctx context.Context, p int) bool {
+	s, err := c.js.Stream(ctx, c.inputStream())
+	if err != nil {
+		return true // cannot tell: do not fight for it
+	}
+	lister := s.ListConsumers(ctx)
+	for info := range lister.Info() {
+		if _, ok := isPartitionConsumer(p, info.Name); ok && info.NumWaiting > 0 {
+			return true
+		}
+	}
+	return lister.Err() != nil
 }
 
 // inputStream is the stream partitions are consumed from: the region's
@@ -346,47 +431,92 @@ func (c *Consumer) attrs(p int) []attribute.KeyValue {
 // nothing after the gap may be processed or acknowledged.
 var errGap = errors.New("delivery gap")
 
+// errConsumerGone means the partition's consumer no longer exists: deleted
+// by a newer owner (then the claim log has moved on and the partition is
+// fenced), or lost by a core node (then it is made again).
+var errConsumerGone = errors.New("consumer gone")
+
 // consume runs p's batches. When the client misses a delivery (a slow
-// consumer drop, a pull answered to an inbox lost in a reconnect), acking
-// past it with AckAll would lose it, so the partition rewinds its consumer to
-// the done position and carries on; what was already decided comes back as
-// duplicates.
-func (c *Consumer) consume(ctx context.Context, p int, st *dedupe.State, cons jetstream.Consumer, release <-chan struct{}, remote <-chan remoteRec, liveSince time.Time) error {
+// consumer drop, a pull answered to an inbox lost in a reconnect, a first
+// pull's answer lost), acking past it with AckAll would lose it, so the
+// partition rewinds its consumer to the done position and carries on; what
+// was already decided comes back as duplicates.
+func (c *Consumer) consume(ctx context.Context, pt *part, cons jetstream.Consumer, release <-chan struct{}, remote <-chan remoteRec, liveSince time.Time) error {
+	p := pt.p
 	w := newWork(c.o.BatchSize)
 	w.remote, w.liveSince = remote, liveSince
 	for {
-		err := c.consumeUntilGap(ctx, p, st, cons, w, release)
-		if !errors.Is(err, errGap) {
+		err := c.consumeUntilGap(ctx, pt, cons, w, release)
+		switch {
+		case errors.Is(err, errConsumerGone):
+			// Fenced only if the claim log says so: a newer owner appends
+			// its takeover record before it deletes older consumers.
+			lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			last, lerr := c.log.LastSeq(lctx, p)
+			cancel()
+			if lerr == nil && last != pt.st.LastSeq() {
+				return fmt.Errorf("p%d: consumer %s deleted and the claim log moved on (%d -> %d): %w", p, pt.name, pt.st.LastSeq(), last, ErrFenced)
+			}
+			c.lg.Warn("consumer gone while the claim log is still ours; making it again", "partition", p, "consumer", pt.name, "err", err, "log_err", lerr)
+		case errors.Is(err, errGap):
+			c.lg.Warn("delivery gap; rewinding the consumer to the done position", "partition", p, "through", pt.st.Through(), "err", err)
+		default:
 			return err
 		}
-		c.lg.Warn("delivery gap; rewinding the consumer to the done position", "partition", p, "through", st.Through(), "err", err)
 		c.o.Metrics.Rewinds.WithLabelValues(c.o.Region).Inc()
+		c.busy(p, "rewinding the consumer")
 		for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
-			if cons, err = c.rewind(ctx, p, st); err == nil {
+			if cons, err = c.rewind(ctx, pt); err == nil {
 				break
 			}
 			c.lg.Warn("rewind failed; retrying", "partition", p, "err", err)
-			select {
-			case <-ctx.Done():
+			if !sleepCtx(ctx, backoff) {
 				return nil
-			case <-time.After(backoff):
 			}
 		}
+		c.idle(p)
 	}
 }
 
-// rewind recreates this epoch's consumer to start after st.Through().
-func (c *Consumer) rewind(ctx context.Context, p int, st *dedupe.State) (jetstream.Consumer, error) {
-	name := fmt.Sprintf("p%d-e%d", p, st.Epoch())
-	if err := c.js.DeleteConsumer(ctx, c.inputStream(), name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return nil, fmt.Errorf("p%d rewind: %w", p, err)
+// sleepCtx waits d; false if ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
-	return c.consumer(ctx, p, st)
 }
 
-func (c *Consumer) consumeUntilGap(ctx context.Context, p int, st *dedupe.State, cons jetstream.Consumer, w *work, release <-chan struct{}) error {
+// rewind makes this ownership's consumer again, starting after st.Through().
+func (c *Consumer) rewind(ctx context.Context, pt *part) (jetstream.Consumer, error) {
+	if err := c.js.DeleteConsumer(ctx, c.inputStream(), pt.name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("p%d rewind: %w", pt.p, err)
+	}
+	return c.consumer(ctx, pt)
+}
+
+// checkDelivery is the gap check: every delivery of a consumer this
+// ownership made fresh must be the next consumer sequence, starting at 1.
+// A first delivery above 1 means the answer to an earlier pull was lost
+// (AckAll would acknowledge it unhandled); a sequence going back means a
+// redelivery. Either way the caller rewinds.
+func checkDelivery(last, d uint64) error {
+	if d != last+1 {
+		return fmt.Errorf("delivery %d after %d: %w", d, last, errGap)
+	}
+	return nil
+}
+
+func (c *Consumer) consumeUntilGap(ctx context.Context, pt *part, cons jetstream.Consumer, w *work, release <-chan struct{}) error {
+	p, st := pt.p, pt.st
 	it, err := cons.Messages(jetstream.PullMaxMessages(c.o.BatchSize))
 	if err != nil {
+		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+			return fmt.Errorf("p%d messages: %w: %w", p, errConsumerGone, err)
+		}
 		return fmt.Errorf("p%d messages: %w", p, err)
 	}
 	defer it.Stop()
@@ -400,7 +530,7 @@ func (c *Consumer) consumeUntilGap(ctx context.Context, p int, st *dedupe.State,
 			m, err := it.Next()
 			if err != nil {
 				if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-					lost <- fmt.Errorf("p%d: consumer deleted by a newer owner: %w", p, ErrFenced)
+					lost <- fmt.Errorf("p%d: %w: %w", p, errConsumerGone, err)
 					return
 				}
 				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
@@ -421,14 +551,16 @@ func (c *Consumer) consumeUntilGap(ctx context.Context, p int, st *dedupe.State,
 				}
 				continue
 			}
-			if md, err := m.Metadata(); err == nil {
-				d := md.Sequence.Consumer
-				if lastDelivered != 0 && d != lastDelivered+1 {
-					lost <- fmt.Errorf("p%d: delivery %d after %d: %w", p, d, lastDelivered, errGap)
-					return
-				}
-				lastDelivered = d
+			md, err := m.Metadata()
+			if err != nil {
+				lost <- fmt.Errorf("p%d: delivery without metadata: %v: %w", p, err, errGap)
+				return
 			}
+			if err := checkDelivery(lastDelivered, md.Sequence.Consumer); err != nil {
+				lost <- fmt.Errorf("p%d: %w", p, err)
+				return
+			}
+			lastDelivered = md.Sequence.Consumer
 			select {
 			case msgs <- inMsg{m, time.Now()}:
 			case <-stop:
@@ -456,16 +588,16 @@ func (c *Consumer) consumeUntilGap(ctx context.Context, p int, st *dedupe.State,
 				return err
 			}
 			// An idle owner appends nothing, so the claim log cannot fence
-			// it, and a pull iterator whose consumer a newer owner deleted
-			// between pulls may never hear of it (its pulls meet no
-			// responders). Ask, now and then, whether the consumer exists.
+			// it, and a pull iterator whose consumer was deleted between
+			// pulls may never hear of it (its pulls meet no responders).
+			// Ask, now and then, whether the consumer exists.
 			if time.Since(lastCheck) >= consumerCheckEvery {
 				lastCheck = time.Now()
 				ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				_, err := cons.Info(ictx)
 				cancel()
 				if errors.Is(err, jetstream.ErrConsumerNotFound) {
-					return fmt.Errorf("p%d: consumer deleted by a newer owner: %w", p, ErrFenced)
+					return fmt.Errorf("p%d: %w: %w", p, errConsumerGone, err)
 				}
 			}
 			idle.Reset(c.o.IdleFlush)
@@ -512,7 +644,7 @@ const consumerCheckEvery = 2 * time.Second
 
 // flushDone writes a done record when the partition is idle and the log lags.
 func (c *Consumer) flushDone(ctx context.Context, p int, st *dedupe.State) error {
-	rec, ok := st.Done(c.o.Name, time.Now())
+	rec, ok := st.Done(c.o.Name)
 	if !ok {
 		return nil
 	}
@@ -523,7 +655,7 @@ func (c *Consumer) flushDone(ctx context.Context, p int, st *dedupe.State) error
 		}
 		return err
 	}
-	st.Apply(seq, rec)
+	st.Apply(seq, rec, time.Time{})
 	c.c.appends.Add(1)
 	c.o.Metrics.ClaimAppends.WithLabelValues(c.o.Region, "done").Inc()
 	return nil
@@ -581,6 +713,7 @@ func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch [
 	w.valid, w.hashes, w.dead = w.valid[:0], w.hashes[:0], w.dead[:0]
 	var maxSeq uint64
 	var last jetstream.Msg
+	var at time.Time // the latest ingest time in the batch: the dedupe clock
 	traced := 0
 	for _, in := range batch {
 		var seq uint64
@@ -590,6 +723,9 @@ func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch [
 		}
 		if seq >= maxSeq {
 			maxSeq, last = seq, in.m
+		}
+		if stored.After(at) {
+			at = stored
 		}
 		hdr := in.m.Headers()
 		var id string
@@ -624,9 +760,8 @@ func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch [
 		w.hashes = append(w.hashes, h)
 	}
 
-	now := time.Now()
 	_, pre := c.tracer.Start(ctx, "onceplane.precheck")
-	w.paths = st.Classify(w.hashes, now, w.paths[:0])
+	w.paths = st.Classify(w.hashes, at, w.paths[:0])
 	pre.End()
 	w.first, w.evs, w.from = w.first[:0], w.evs[:0], w.from[:0]
 	reruns := 0
@@ -645,9 +780,10 @@ func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch [
 	}
 	var claimSeq uint64
 	if len(w.first) > 0 {
-		rec := st.Claim(w.first, c.o.Name, now)
+		rec := st.Claim(w.first, c.o.Name)
 		actx, as := c.tracer.Start(ctx, "onceplane.claim_append", trace.WithAttributes(attribute.Int("onceplane.claimed", len(w.first))))
 		t0 := time.Now()
+		c.busy(p, "appending a claim")
 		seq, err := c.log.Append(actx, p, st.LastSeq(), rec)
 		c.o.Metrics.ClaimAppendSec.WithLabelValues(region).Observe(time.Since(t0).Seconds())
 		as.End()
@@ -655,7 +791,7 @@ func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch [
 			span.RecordError(err)
 			return err
 		}
-		st.Apply(seq, rec)
+		st.Apply(seq, rec, time.Time{})
 		claimSeq = seq
 		c.c.appends.Add(1)
 		c.o.Metrics.ClaimAppends.WithLabelValues(region, "claim").Inc()
@@ -688,12 +824,19 @@ func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch [
 	if len(w.evs) > 0 {
 		hctx, hs := c.tracer.Start(ctx, "onceplane.handler", trace.WithAttributes(attribute.Int("onceplane.events", len(w.evs))))
 		t0 := time.Now()
-		final, retries, err := runHandler(hctx, c.h, w.evs, c.o.Retry)
+		c.busy(p, "running the handler")
+		final, res, err := runHandler(hctx, c.h, w.evs, c.o.Retry)
 		c.o.Metrics.HandlerSec.WithLabelValues(region).Observe(time.Since(t0).Seconds())
 		hs.End()
-		if retries > 0 {
-			c.c.retries.Add(int64(retries))
-			c.o.Metrics.HandlerRetries.WithLabelValues(region).Add(float64(retries))
+		if res.retries > 0 {
+			c.c.retries.Add(int64(res.retries))
+			c.o.Metrics.HandlerRetries.WithLabelValues(region).Add(float64(res.retries))
+		}
+		if res.flagged > 0 {
+			// Events of a batch whose handler panicked: each ran again alone,
+			// flagged uncertain (the panic may have come after their effect).
+			c.c.reruns.Add(int64(res.flagged))
+			c.o.Metrics.UncertainReruns.WithLabelValues(region).Add(float64(res.flagged))
 		}
 		if err != nil {
 			return err
@@ -707,6 +850,7 @@ func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch [
 	}
 	if len(w.dead) > 0 {
 		dctx, ds := c.tracer.Start(ctx, "onceplane.dlq", trace.WithAttributes(attribute.Int("onceplane.dead", len(w.dead))))
+		c.busy(p, "dead-lettering")
 		err := c.deadLetter(dctx, p, w.dead)
 		ds.End()
 		if err != nil {
@@ -719,6 +863,7 @@ func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch [
 	}
 	ack.End()
 	st.MarkDone(claimSeq, maxSeq)
+	c.idle(p)
 	c.c.done.Add(int64(len(batch)))
 	return nil
 }
@@ -782,54 +927,3 @@ func (c *Consumer) countPaths(paths []dedupe.Path) {
 	}
 }
 
-// deadLetter publishes dead events to p's DLQ subject with the reason in
-// headers and waits for every ack, retrying until ctx ends: an event is
-// acknowledged on the ingest stream only once its dead letter is stored.
-// The DLQ message ID is derived from the ingest sequence, so a retry after a
-// crash stores it once.
-func (c *Consumer) deadLetter(ctx context.Context, p int, dead []deadMsg) error {
-	for _, d := range dead {
-		hdr := nats.Header{}
-		for k, v := range d.m.Headers() {
-			if k != event.HeaderID {
-				hdr[k] = v
-			}
-		}
-		hdr.Set(event.HeaderReason, d.reason)
-		hdr.Set("Onceplane-Detail", truncate(d.detail, 512))
-		hdr.Set(event.HeaderPartition, strconv.Itoa(p))
-		hdr.Set(event.HeaderStreamSeq, strconv.FormatUint(d.seq, 10))
-		if d.id != "" {
-			hdr.Set("Onceplane-Event-Id", truncate(d.id, 256))
-		}
-		hdr.Set(event.HeaderID, fmt.Sprintf("dlq-%s-%d-%d", c.o.Region, p, d.seq))
-		msg := &nats.Msg{Subject: c.names.DLQ(p), Header: hdr, Data: d.m.Data()}
-		for backoff := 20 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
-			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, err := c.js.PublishMsg(pctx, msg)
-			cancel()
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			c.lg.Warn("dead-letter publish failed; retrying", "partition", p, "err", err)
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(backoff):
-			}
-		}
-		c.c.dlq.Add(1)
-		c.o.Metrics.DLQ.WithLabelValues(c.o.Region, d.reason).Inc()
-	}
-	return nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
-}

@@ -58,7 +58,12 @@ func (r *region) startEdge(t *testing.T, o edge.Options, ledger string, extra ..
 	c := edge.New(r.js, chain, o)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); _ = c.Run(ctx) }()
+	go func() {
+		defer close(done)
+		if err := c.Run(ctx); err != nil {
+			t.Errorf("edge %s: %v", o.Name, err)
+		}
+	}()
 	t.Cleanup(func() { cancel(); <-done })
 	return c
 }

@@ -83,10 +83,16 @@ func callSafely(f func() error) (err error) {
 	return f()
 }
 
+// handlerResult counts what runHandler did beyond one call per event.
+type handlerResult struct {
+	retries int // calls after an event failed
+	flagged int // events flagged uncertain because a call that held them panicked; every later call of them is flagged
+}
+
 // runHandler calls h for evs until each event succeeded or gave up. It returns
-// the final error of every event that gave up (nil entries succeeded) and the
-// number of retries made. It returns early only when ctx ends.
-func runHandler(ctx context.Context, h Handler, evs []event.Event, r Retry) (final []error, retries int, err error) {
+// the final error of every event that gave up (nil entries succeeded) and
+// what it did beyond one call per event. It returns early only when ctx ends.
+func runHandler(ctx context.Context, h Handler, evs []event.Event, r Retry) (final []error, res handlerResult, err error) {
 	final = make([]error, len(evs))
 	todo := make([]int, len(evs))
 	for i := range todo {
@@ -98,7 +104,17 @@ func runHandler(ctx context.Context, h Handler, evs []event.Event, r Retry) (fin
 		for j, i := range todo {
 			batch[j] = evs[i]
 		}
-		errs := handleIsolated(ctx, h, batch)
+		errs, panicked := handleIsolated(ctx, h, batch)
+		if panicked {
+			// The batch call may have had effects before it panicked: every
+			// later call of these events is a possible repeat, flagged.
+			for _, i := range todo {
+				if !evs[i].Uncertain {
+					evs[i].Uncertain = true
+					res.flagged++
+				}
+			}
+		}
 		var next []int
 		for j, i := range todo {
 			var e error
@@ -121,37 +137,39 @@ func runHandler(ctx context.Context, h Handler, evs []event.Event, r Retry) (fin
 		if len(next) == 0 {
 			break
 		}
-		retries += len(next)
+		res.retries += len(next)
 		todo = next
 		select {
 		case <-ctx.Done():
-			return final, retries, ctx.Err()
+			return final, res, ctx.Err()
 		case <-time.After(r.backoff(min(round, 30))):
 		}
 	}
-	return final, retries, nil
+	return final, res, nil
 }
 
 // handleIsolated calls h for the batch; if the call panics, it calls h once
-// per event so that only the event that panics fails.
-func handleIsolated(ctx context.Context, h Handler, batch []event.Event) []error {
-	var errs []error
+// per event, each flagged uncertain (the panicking call may have handled
+// some before it panicked), so that only the event that panics fails.
+func handleIsolated(ctx context.Context, h Handler, batch []event.Event) (errs []error, panicked bool) {
 	perr := callSafely(func() error { errs = h.Handle(ctx, batch); return nil })
 	if perr == nil {
-		return errs
+		return errs, false
 	}
 	errs = make([]error, len(batch))
 	if len(batch) == 1 {
 		errs[0] = perr
-		return errs
+		return errs, true
 	}
 	for i := range batch {
+		ev := batch[i]
+		ev.Uncertain = true
 		var one []error
-		if err := callSafely(func() error { one = h.Handle(ctx, batch[i:i+1]); return nil }); err != nil {
+		if err := callSafely(func() error { one = h.Handle(ctx, []event.Event{ev}); return nil }); err != nil {
 			errs[i] = err
 		} else if len(one) > 0 {
 			errs[i] = one[0]
 		}
 	}
-	return errs
+	return errs, true
 }

@@ -46,8 +46,13 @@ type Options struct {
 	// RefenceDelay is how long an edge leaves a partition it was fenced from
 	// before taking it back if membership still assigns it. Zero means 2 s.
 	RefenceDelay time.Duration
-	// ShutdownGrace bounds a graceful release. Zero means 5 s.
+	// ShutdownGrace bounds a graceful release, and Run's return after its
+	// context ends, whatever the core does. Zero means 5 s.
 	ShutdownGrace time.Duration
+	// StuckAfter is how long one step of a batch (claim append, handler, dead
+	// letter, rewind) may last before the partition counts as stuck: Ready
+	// fails and the stuck_partitions gauge counts it. Zero means 30 s.
+	StuckAfter time.Duration
 	// BatchSize is the most events decided, claimed and acknowledged together.
 	// Zero means 500.
 	BatchSize int
@@ -57,7 +62,9 @@ type Options struct {
 	// a done record, shrinking the uncertain set of a crash. Zero means 200 ms.
 	IdleFlush time.Duration
 
-	// Window is how long a claimed ID is remembered. Zero means 24 h.
+	// Window is how long a claimed ID is remembered. It must equal the
+	// window the region's streams were made for (Run refuses otherwise).
+	// Zero means 24 h.
 	Window time.Duration
 	// ExpectedIDs pre-sizes each partition's exact set and Bloom filter for that
 	// many IDs per window. Zero means grow as needed.
@@ -76,6 +83,9 @@ type Options struct {
 	Metrics *telemetry.Metrics
 	// TracerProvider creates spans. Nil means the global provider.
 	TracerProvider trace.TracerProvider
+	// Clock, when set, replaces time.Now for this edge's wall clock (drills
+	// skew it; decisions must not depend on it). Zero means time.Now.
+	Clock func() time.Time
 	// Logger receives logs. Nil means slog.Default().
 	Logger *slog.Logger
 	// OnOwnership, when set, is called on every ownership change of this edge.
@@ -117,6 +127,9 @@ func (o Options) withDefaults() Options {
 	if o.BatchSize <= 0 {
 		o.BatchSize = 500
 	}
+	if o.Window <= 0 {
+		o.Window = 24 * time.Hour
+	}
 	if o.AckWait <= 0 {
 		o.AckWait = 30 * time.Second
 	}
@@ -131,6 +144,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ShutdownGrace <= 0 {
 		o.ShutdownGrace = 5 * time.Second
+	}
+	if o.StuckAfter <= 0 {
+		o.StuckAfter = 30 * time.Second
 	}
 	if o.Metrics == nil {
 		o.Metrics = telemetry.NewMetrics()

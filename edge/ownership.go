@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/onceplane/onceplane/dedupe"
 	"github.com/onceplane/onceplane/failover"
 	"github.com/onceplane/onceplane/jetstream/claimlog"
 	"github.com/onceplane/onceplane/jetstream/streams"
@@ -60,9 +61,51 @@ type Status struct {
 }
 
 type partRun struct {
-	release chan struct{}
-	cancel  context.CancelFunc
-	done    chan struct{}
+	release   chan struct{}
+	cancel    context.CancelFunc
+	done      chan struct{}
+	releasing bool // handed over: still running until its batch in hand is done
+}
+
+// refence decides when a partition this edge was fenced from may be taken
+// back while the view that assigns it here stays the same: after Delay, then
+// twice as long after each further fence, up to a minute. (The caller also
+// leaves it alone while its other owner is consuming.) Under a persistent
+// split view two edges would otherwise take it from each other every Delay,
+// replaying it each time.
+type refence struct {
+	delay time.Duration
+	last  map[int]time.Time
+	count map[int]int
+}
+
+func newRefence(delay time.Duration) *refence {
+	return &refence{delay: delay, last: map[int]time.Time{}, count: map[int]int{}}
+}
+
+// fenced records a fence of p at t.
+func (r *refence) fenced(p int, t time.Time) {
+	r.last[p] = t
+	r.count[p]++
+}
+
+// known reports whether p was fenced since the last reset.
+func (r *refence) known(p int) bool { _, ok := r.last[p]; return ok }
+
+// due reports whether p may be taken back at now.
+func (r *refence) due(p int, now time.Time) bool {
+	at, ok := r.last[p]
+	if !ok {
+		return true
+	}
+	wait := r.delay << min(r.count[p]-1, 10)
+	return now.Sub(at) >= min(wait, time.Minute)
+}
+
+// reset forgets every fence (a new view: a fence under the old one says nothing).
+func (r *refence) reset() {
+	clear(r.last)
+	clear(r.count)
 }
 
 func (c *Consumer) notify(e OwnershipEvent) {
@@ -78,23 +121,23 @@ func (c *Consumer) notify(e OwnershipEvent) {
 // every partition is released gracefully (the batch in hand finishes and is
 // recorded done) within Options.ShutdownGrace.
 func (c *Consumer) Run(ctx context.Context) error {
-	n, err := streams.PartitionCount(ctx, c.js, c.names)
+	set, err := streams.ReadSettings(ctx, c.js, c.names)
 	if err != nil {
+		return fmt.Errorf("edge %s: %w", c.o.Name, err)
+	}
+	if err := c.o.check(set); err != nil {
 		return fmt.Errorf("edge %s: %w", c.o.Name, err)
 	}
 	l, err := claimlog.Open(ctx, c.js, c.names)
 	if err != nil {
 		return fmt.Errorf("edge %s: %w", c.o.Name, err)
 	}
-	for _, p := range c.o.Partitions {
-		if p < 0 || p >= n {
-			return fmt.Errorf("edge %s: partition %d out of range [0,%d)", c.o.Name, p, n)
-		}
-	}
+	n := set.Partitions
 	c.mu.Lock()
-	c.nparts, c.log = n, l
+	c.nparts, c.log, c.maxMsg = n, l, int(set.MaxMsgSize)
 	c.mu.Unlock()
 	defer c.releaseAll()
+	go c.watchStuck(ctx)
 	if c.o.Membership == nil {
 		parts := c.o.Partitions
 		if parts == nil {
@@ -106,17 +149,28 @@ func (c *Consumer) Run(ctx context.Context) error {
 			c.acquire(p)
 		}
 		// A partition that failed (a core unreachable, a consumer create
-		// timing out across the WAN) is taken again a second later; one that
-		// was fenced has another owner configured and stays stopped.
+		// timing out across the WAN) is taken again a second later. One
+		// that was fenced is taken back once its other owner is no longer
+		// consuming (a stale run of this edge, a restarted core that lost
+		// the consumer): statically it is this edge's, and a second edge
+		// configured for it is a mistake that must not stop it for good.
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
+		retake := newRefence(c.o.RefenceDelay)
 		for {
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-tick.C:
+				for p, at := range c.takeFenced() {
+					retake.fenced(p, at)
+				}
 				for _, p := range parts {
-					if c.failed(p) {
+					switch {
+					case c.failed(p):
+						c.acquire(p)
+					case c.isFenced(p) && retake.due(p, time.Now()) && !c.ownerActive(ctx, p):
+						c.lg.Warn("retaking a statically owned partition that was fenced", "partition", p)
 						c.acquire(p)
 					}
 				}
@@ -126,12 +180,47 @@ func (c *Consumer) Run(ctx context.Context) error {
 	return c.follow(ctx, n)
 }
 
+// check refuses options the region's streams cannot honour.
+func (o Options) check(set streams.Settings) error {
+	for _, p := range o.Partitions {
+		if p < 0 || p >= set.Partitions {
+			return fmt.Errorf("partition %d out of range [0,%d)", p, set.Partitions)
+		}
+	}
+	if o.Window != set.Window {
+		// A longer edge window lets claim records age out before their IDs
+		// (a re-send after a takeover is handled again); a shorter one
+		// forgets IDs the region promises to remember.
+		return fmt.Errorf("window %v differs from the streams' %v: set the edge's window to the core's", o.Window, set.Window)
+	}
+	if max := dedupe.MaxBatch(int(set.MaxMsgSize)); o.BatchSize > max {
+		return fmt.Errorf("batch %d: a claim record of that many IDs would not fit the claim stream's %d-byte messages (at most %d)", o.BatchSize, set.MaxMsgSize, max)
+	}
+	return nil
+}
+
+// watchStuck keeps the stuck_partitions gauge current.
+func (c *Consumer) watchStuck(ctx context.Context) {
+	g := c.o.Metrics.StuckPartitions.WithLabelValues(c.o.Region, c.o.Name)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		g.Set(float64(len(c.stuck())))
+		select {
+		case <-ctx.Done():
+			g.Set(0)
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // follow keeps this edge's partitions equal to its share of the membership.
 func (c *Consumer) follow(ctx context.Context, n int) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var prev []string
-	fencedAt := map[int]time.Time{}
+	retake := newRefence(c.o.RefenceDelay)
 	for {
 		members := c.o.Membership.Names()
 		slices.Sort(members)
@@ -149,11 +238,11 @@ func (c *Consumer) follow(ctx context.Context, n int) error {
 		}
 		var handoff []int
 		if !slices.Equal(members, prev) {
-			clear(fencedAt) // a new view: a fence under the old one says nothing
+			retake.reset() // a new view: a fence under the old one says nothing
 		}
 		for _, p := range plan.Acquire {
-			if t, ok := fencedAt[p]; ok && time.Since(t) < c.o.RefenceDelay {
-				continue // fenced under this same view: let it settle before fencing back
+			if retake.known(p) && (!retake.due(p, time.Now()) || c.ownerActive(ctx, p)) {
+				continue // fenced under this same view, and its other owner is alive
 			}
 			// A partition whose previous owner is alive (or unknown: this
 			// edge just started) is handed over: give that owner HandoffDelay
@@ -179,7 +268,7 @@ func (c *Consumer) follow(ctx context.Context, n int) error {
 			}(handoff)
 		}
 		for p, at := range c.takeFenced() {
-			fencedAt[p] = at
+			retake.fenced(p, at)
 		}
 		prev = members
 		select {
@@ -197,13 +286,16 @@ func sortedNames(m Membership) []string {
 	return ns
 }
 
-// owned returns the partitions with a running owner goroutine.
+// owned returns the partitions with a running owner goroutine that is not
+// being handed over.
 func (c *Consumer) owned() []int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var ps []int
-	for p := range c.runs {
-		ps = append(ps, p)
+	for p, r := range c.runs {
+		if !r.releasing {
+			ps = append(ps, p)
+		}
 	}
 	slices.Sort(ps)
 	return ps
@@ -216,6 +308,14 @@ func (c *Consumer) takeFenced() map[int]time.Time {
 	out := c.fenced
 	c.fenced = map[int]time.Time{}
 	return out
+}
+
+// isFenced reports whether p's last owner run was fenced and none runs now.
+func (c *Consumer) isFenced(p int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, running := c.runs[p]
+	return !running && c.state[p] == "fenced"
 }
 
 // failed reports whether p's last owner run stopped with an error other than fencing.
@@ -244,28 +344,41 @@ func (c *Consumer) acquire(p int) {
 		defer close(r.done)
 		defer cancel()
 		err := c.own(ctx, p, r.release)
+		c.idle(p)
+		now := time.Now()
+		// Only the partition's current run says what became of it: a run
+		// handed over (and any newer run of the same partition) must not be
+		// overwritten by an older run's exit.
 		c.mu.Lock()
-		if c.runs[p] == r {
+		current := c.runs[p] == r
+		if current {
 			delete(c.runs, p)
 		}
 		c.mu.Unlock()
-		now := time.Now()
 		switch {
 		case err == nil || ctx.Err() != nil:
-			c.setState(p, "released")
+			if current {
+				c.mu.Lock()
+				delete(c.state, p)
+				c.mu.Unlock()
+			}
 			c.o.Metrics.OwnershipChanges.WithLabelValues(c.o.Region, "released").Inc()
 			c.notify(OwnershipEvent{Partition: p, Change: "released", At: now})
 		case errors.Is(err, ErrFenced):
 			c.c.fenced.Add(1)
-			c.mu.Lock()
-			c.fenced[p] = now
-			c.mu.Unlock()
-			c.setState(p, "fenced")
+			if current {
+				c.mu.Lock()
+				c.fenced[p] = now
+				c.state[p] = "fenced"
+				c.mu.Unlock()
+			}
 			c.o.Metrics.OwnershipChanges.WithLabelValues(c.o.Region, "fenced").Inc()
 			c.notify(OwnershipEvent{Partition: p, Change: "fenced", At: now, Error: err.Error()})
 			c.lg.Warn("partition fenced by a newer owner; stopped", "partition", p, "err", err)
 		default:
-			c.setState(p, "failed: "+err.Error())
+			if current {
+				c.setState(p, "failed: "+err.Error())
+			}
 			c.o.Metrics.OwnershipChanges.WithLabelValues(c.o.Region, "failed").Inc()
 			c.notify(OwnershipEvent{Partition: p, Change: "failed", At: now, Error: err.Error()})
 			c.lg.Error("partition stopped", "partition", p, "err", err)
@@ -273,24 +386,40 @@ func (c *Consumer) acquire(p int) {
 	}()
 }
 
-// releaseOne hands p over gracefully, cancelling it after ShutdownGrace.
+// releaseOne hands p over gracefully, cancelling it after ShutdownGrace. The
+// run stays this edge's until it has ended, so the partition is not taken
+// again (by this edge) while its batch in hand is still being handled.
 func (c *Consumer) releaseOne(p int) {
 	c.mu.Lock()
 	r, ok := c.runs[p]
-	if ok {
-		delete(c.runs, p)
-		delete(c.state, p)
+	if ok && !r.releasing {
+		r.releasing = true
+		c.state[p] = "releasing"
+		close(r.release)
+	} else {
+		ok = false
 	}
 	c.mu.Unlock()
 	if !ok {
 		return
 	}
-	close(r.release)
-	select {
-	case <-r.done:
-	case <-time.After(c.o.ShutdownGrace):
+	if !c.wait(r.done, c.o.ShutdownGrace) {
 		r.cancel()
-		<-r.done
+		if !c.wait(r.done, c.o.ShutdownGrace) {
+			c.lg.Error("partition run did not end after its release and cancellation", "partition", p)
+		}
+	}
+}
+
+// wait waits for done up to d.
+func (c *Consumer) wait(done <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
 	}
 }
 

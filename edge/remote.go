@@ -102,13 +102,16 @@ func (c *Consumer) followRemote(ctx context.Context, p int) (<-chan remoteRec, <
 // mergeRemote folds one remote claim record into p's state, measures the
 // replication lag of live records, and records any conflict it reveals.
 func (c *Consumer) mergeRemote(ctx context.Context, p int, st *dedupe.State, r remoteRec, liveSince time.Time) error {
-	now := time.Now()
-	st.MergeRemote(r.region, r.seq, r.rec, now)
+	st.MergeRemote(r.region, r.seq, r.rec, r.stored)
 	c.c.remoteMerged.Add(1)
 	c.o.Metrics.RemoteMerged.WithLabelValues(c.o.Region, r.region).Inc()
 	live := r.stored.After(liveSince)
+	// The lag is read on servers' clocks, not this edge's: from the claimed
+	// batch's ingest in the other region (the record's time) to this
+	// region's xclaims stream storing the record. Skew between the regions'
+	// servers adds to it; it decides nothing.
+	lag := r.stored.Sub(r.rec.Time)
 	if live && r.rec.Kind == dedupe.KindClaim {
-		lag := now.Sub(r.rec.Time)
 		c.o.Metrics.ReplicationLag.WithLabelValues(r.region, c.o.Region).Observe(lag.Seconds())
 		if c.o.OnReplicated != nil {
 			c.o.OnReplicated(r.region, lag)
@@ -119,7 +122,7 @@ func (c *Consumer) mergeRemote(ctx context.Context, p int, st *dedupe.State, r r
 		pctx := trace.ContextWithRemoteSpanContext(ctx, r.sc)
 		_, sp := c.tracer.Start(pctx, "onceplane.merge_remote", trace.WithAttributes(append(c.attrs(p),
 			attribute.String("onceplane.from_region", r.region), attribute.Int("onceplane.ids", len(r.rec.IDs)),
-			attribute.Float64("onceplane.replication_lag_ms", float64(now.Sub(r.rec.Time).Microseconds())/1000),
+			attribute.Float64("onceplane.replication_lag_ms", float64(lag.Microseconds())/1000),
 			attribute.Int("onceplane.conflicts", st.PendingConflicts()))...))
 		if st.PendingConflicts() > 0 {
 			sp.SetAttributes(attribute.String("onceplane.path", "conflict"))

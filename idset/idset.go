@@ -29,8 +29,11 @@ type Options struct {
 	Window time.Duration
 	// Slices is the number of generations in a window. Zero means 8.
 	Slices int
-	// ExpectedIDs pre-sizes the table so that it holds that many IDs without
-	// growing (20 bytes per ID). Zero means start small and grow by 1.5x.
+	// ExpectedIDs is the number of IDs added per Window. The table is sized
+	// for the live set at steady state, which spans Window plus one slice
+	// (ExpectedIDs*(Slices+1)/Slices IDs, 20 bytes each at the 0.8 load
+	// limit), and does not grow at that rate: a full table drops its expired
+	// IDs before it grows. Zero means start small and grow by 1.5x.
 	ExpectedIDs int
 }
 
@@ -62,7 +65,8 @@ func New(o Options) *Set {
 		slice = 1
 	}
 	n := minSlots
-	if want := int(float64(o.ExpectedIDs)/maxLoad) + 1; want > n {
+	live := float64(o.ExpectedIDs) * float64(o.Slices+1) / float64(o.Slices)
+	if want := int(live/maxLoad) + 1; want > n {
 		n = want
 	}
 	return &Set{slots: make([]slot, n), slice: slice, slices: int64(o.Slices), counts: map[int64]int{}, oldest: -1}
@@ -132,6 +136,20 @@ func (s *Set) Contains(h event.Hash, now time.Time) bool {
 	return ok && s.live(s.slots[i].lo&tagMask)
 }
 
+// LiveAt reports whether h would still be live at time t (or now, if t is
+// earlier), without moving the set's clock: a question asked on another
+// clock than the one the set runs on.
+func (s *Set) LiveAt(h event.Hash, t time.Time) bool {
+	hi, lo := fingerprint(h)
+	i, ok := s.find(hi, lo)
+	if !ok {
+		return false
+	}
+	g := max(s.gen(t), s.nowGen)
+	age := uint16(uint64(g) - s.slots[i].lo&tagMask)
+	return s.live(s.slots[i].lo&tagMask) && int64(age) <= s.slices
+}
+
 // Add records h as claimed at time at. It reports whether h was not already
 // live. IDs whose claim time is already outside the window are not stored.
 func (s *Set) Add(h event.Hash, at time.Time) bool {
@@ -153,8 +171,14 @@ func (s *Set) Add(h event.Hash, at time.Time) bool {
 		s.counts[g]++
 		return true
 	}
-	if float64(s.used+1) > maxLoad*float64(len(s.slots)) {
-		s.rehash(len(s.slots) + len(s.slots)/2)
+	if s.full() {
+		// Drop the expired IDs first; grow only if the live ones need it.
+		if s.expired > 0 {
+			s.rehash(len(s.slots))
+		}
+		if s.full() {
+			s.rehash(len(s.slots) + len(s.slots)/2)
+		}
 		i, _ = s.find(hi, lo)
 	}
 	s.slots[i] = slot{hi, lo | uint64(g)&tagMask}
@@ -162,6 +186,9 @@ func (s *Set) Add(h event.Hash, at time.Time) bool {
 	s.counts[g]++
 	return true
 }
+
+// full reports whether one more slot would pass the load limit.
+func (s *Set) full() bool { return float64(s.used+1) > maxLoad*float64(len(s.slots)) }
 
 // rehash rebuilds the table with n slots (at least enough for the live IDs),
 // dropping expired entries.

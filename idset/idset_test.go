@@ -112,6 +112,31 @@ func TestBytesPerIDPresized(t *testing.T) {
 	}
 }
 
+// TestSteadyStateDoesNotGrow adds ExpectedIDs per window, evenly, for many
+// windows: the live set spans a window and a slice (9/8 of ExpectedIDs), and
+// the table sized for it must never grow.
+func TestSteadyStateDoesNotGrow(t *testing.T) {
+	const perWindow = 80_000
+	w := time.Hour
+	s := New(Options{Window: w, ExpectedIDs: perWindow})
+	before := s.Bytes()
+	now := time.Unix(1_700_000_000, 0)
+	step := w / perWindow
+	maxLive := 0
+	for i := 0; i < 6*perWindow; i++ {
+		now = now.Add(step)
+		s.Add(h(i), now)
+		maxLive = max(maxLive, s.Len())
+	}
+	if s.Bytes() != before {
+		t.Fatalf("steady state grew the table: %d -> %d bytes (max live %d)", before, s.Bytes(), maxLive)
+	}
+	if maxLive < perWindow {
+		t.Fatalf("max live %d < %d per window: the test does not reach steady state", maxLive, perWindow)
+	}
+	t.Logf("steady state: %.1f bytes per expected ID, %.1f per live ID at peak", float64(s.Bytes())/perWindow, float64(s.Bytes())/float64(maxLive))
+}
+
 func BenchmarkContains10M(b *testing.B) {
 	const n = 10_000_000
 	s := New(Options{ExpectedIDs: n})

@@ -30,6 +30,7 @@ type Metrics struct {
 	MembershipEvents *prometheus.CounterVec   // region, kind (joined, left, failed, updated)
 	Rewinds          *prometheus.CounterVec   // region: consumer rewinds after a delivery gap
 	OwnedPartitions  *prometheus.GaugeVec     // region
+	StuckPartitions  *prometheus.GaugeVec     // region, edge: partitions whose batch has not moved for Options.StuckAfter
 	TrackedIDs       *prometheus.GaugeVec     // region, partition
 	TrackedBytes     *prometheus.GaugeVec     // region, partition
 	ReplicationLag   *prometheus.HistogramVec // from, to: a claim's append in one region to its merge by the owner in another
@@ -87,6 +88,7 @@ func NewMetrics() *Metrics {
 		Members:          gv("members", "Live edges in this edge's gossip view.", "region"),
 		MembershipEvents: cv("membership_events_total", "Gossip membership events seen by this edge.", "region", "kind"),
 		OwnedPartitions:  gv("owned_partitions", "Partitions this edge currently owns.", "region"),
+		StuckPartitions:  gv("stuck_partitions", "Owned partitions whose current step (claim append, handler, dead letter, rewind) has not finished for the stuck threshold; /readyz fails while any is.", "region", "edge"),
 		TrackedIDs:       gv("tracked_ids", "IDs in the exact set of an owned partition.", "region", "partition"),
 		TrackedBytes:     gv("tracked_bytes", "Bytes held by the exact set and Bloom filter of an owned partition.", "region", "partition"),
 		ReplicationLag:   wv("replication_lag_seconds", "From a claim's append in region from (its writer's clock) to its merge by the partition owner in region to.", "from", "to"),

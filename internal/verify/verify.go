@@ -98,7 +98,7 @@ func StreamMsgs(ctx context.Context, js jetstream.JetStream, stream string) (uin
 	return info.State.Msgs, nil
 }
 
-// Drained reports whether, for every partition, the newest-epoch input
+// Drained reports whether, for every partition, the newest ownership's input
 // consumer (on the ingest stream, or the home stream in strict mode) has
 // nothing pending and nothing awaiting acknowledgement, and every partition
 // has such a consumer.
@@ -112,18 +112,14 @@ func Drained(ctx context.Context, js jetstream.JetStream, n streams.Names, parti
 		return false, err
 	}
 	newest := map[int]*jetstream.ConsumerInfo{}
-	epochOf := func(name string) (p int, e uint64, ok bool) {
-		_, err := fmt.Sscanf(name, "p%d-e%d", &p, &e)
-		return p, e, err == nil
-	}
 	lister := s.ListConsumers(ctx)
 	for ci := range lister.Info() {
-		p, e, ok := epochOf(ci.Name)
+		p, seq, _, ok := streams.ParseConsumer(ci.Name)
 		if !ok {
 			continue
 		}
 		if cur, seen := newest[p]; seen {
-			if _, ce, _ := epochOf(cur.Name); ce > e {
+			if _, cs, _, _ := streams.ParseConsumer(cur.Name); cs > seq {
 				continue
 			}
 		}

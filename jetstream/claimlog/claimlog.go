@@ -133,11 +133,13 @@ func (l *Log) LastSeq(ctx context.Context, p int) (uint64, error) {
 }
 
 // Replay calls fn, in order, for each record of partition p after sequence
-// from, up to the log's last record when Replay starts. It returns the last
+// from, up to the log's last record when Replay starts, with the time the
+// claim stream stored it (the time the record's IDs are judged on, never the
+// writer's clock). It returns the last
 // sequence delivered (from when there was none). A record that does not
 // decode stops the replay with an error: an owner must not decide on a log it
 // cannot read.
-func (l *Log) Replay(ctx context.Context, p int, from uint64, fn func(seq uint64, r dedupe.Record)) (uint64, error) {
+func (l *Log) Replay(ctx context.Context, p int, from uint64, fn func(seq uint64, r dedupe.Record, stored time.Time)) (uint64, error) {
 	subj := l.names.Claims(p)
 	last, err := l.LastSeq(ctx, p)
 	if err != nil {
@@ -174,7 +176,7 @@ func (l *Log) Replay(ctx context.Context, p int, from uint64, fn func(seq uint64
 			return seq, fmt.Errorf("claim p%d seq %d: %w", p, md.Sequence.Stream, err)
 		}
 		seq = md.Sequence.Stream
-		fn(seq, rec)
+		fn(seq, rec, md.Timestamp)
 	}
 	return seq, nil
 }

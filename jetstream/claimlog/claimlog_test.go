@@ -52,13 +52,13 @@ func TestAppendFencesStaleWriter(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got []dedupe.Record
-	last, err := l.Replay(ctx, 2, 0, func(seq uint64, r dedupe.Record) { got = append(got, r) })
+	last, err := l.Replay(ctx, 2, 0, func(seq uint64, r dedupe.Record, _ time.Time) { got = append(got, r) })
 	if err != nil || last != s2 || len(got) != 2 || got[1].Writer != "b" {
 		t.Fatalf("replay: last=%d err=%v got=%+v", last, err, got)
 	}
 	// Replaying from s1 yields only the tail.
 	got = nil
-	if _, err := l.Replay(ctx, 2, s1, func(seq uint64, r dedupe.Record) { got = append(got, r) }); err != nil || len(got) != 1 {
+	if _, err := l.Replay(ctx, 2, s1, func(seq uint64, r dedupe.Record, _ time.Time) { got = append(got, r) }); err != nil || len(got) != 1 {
 		t.Fatalf("tail replay: %v %d", err, len(got))
 	}
 }

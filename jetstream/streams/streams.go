@@ -95,12 +95,48 @@ func (n Names) HomeStream() string     { return "onceplane-" + n.region() + "-ho
 // Consumer is the durable consumer name of partition p.
 func (n Names) Consumer(p int) string { return "part-" + strconv.Itoa(p) }
 
+// ConsumerName is the ingest consumer of the ownership that took partition
+// p over with the takeover record at claim-log sequence seq. Claim-log
+// sequences never repeat, even when a partition's records all age out, so
+// two ownerships never share a consumer (a shared one would let either's
+// AckAll cover the other's deliveries), and the newest has the highest.
+func ConsumerName(p int, seq uint64) string { return fmt.Sprintf("p%d-t%d", p, seq) }
+
+// ParseConsumer parses a ConsumerName. Names of the earlier per-epoch scheme
+// (p<p>-e<epoch>) parse with old set and seq 0: older than any current one.
+func ParseConsumer(name string) (p int, seq uint64, old bool, ok bool) {
+	rest, found := strings.CutPrefix(name, "p")
+	if !found {
+		return 0, 0, false, false
+	}
+	ps, tail, found := strings.Cut(rest, "-")
+	if !found || len(tail) < 2 || (tail[0] != 't' && tail[0] != 'e') {
+		return 0, 0, false, false
+	}
+	pn, err := strconv.Atoi(ps)
+	if err != nil || pn < 0 || strconv.Itoa(pn) != ps {
+		return 0, 0, false, false
+	}
+	n, err := strconv.ParseUint(tail[1:], 10, 64)
+	if err != nil {
+		return 0, 0, false, false
+	}
+	if tail[0] == 'e' {
+		return pn, 0, true, true
+	}
+	return pn, n, false, true
+}
+
 // MinDuplicates is the shortest Nats-Msg-Id window JetStream allows; "off"
 // for the ingest layer means this.
 const MinDuplicates = 100 * time.Millisecond
 
-// metaPartitions is the stream metadata key that pins the partition count.
-const metaPartitions = "onceplane.partitions"
+// Stream metadata keys: the partition count and the dedupe window the
+// streams were made for, which every edge must use.
+const (
+	metaPartitions = "onceplane.partitions"
+	metaWindow     = "onceplane.window"
+)
 
 // Config describes a region's streams. The zero value is usable.
 type Config struct {
@@ -188,8 +224,8 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 	if c.Memory {
 		storage = jetstream.MemoryStorage
 	}
-	meta := map[string]string{metaPartitions: strconv.Itoa(c.Partitions)}
-	claimAge := c.Window + c.Window/8 + min(time.Minute, c.Window)
+	meta := map[string]string{metaPartitions: strconv.Itoa(c.Partitions), metaWindow: c.Window.String()}
+	keep := claimAge(c.Window)
 	base := func(name string, subjects ...string) jetstream.StreamConfig {
 		return jetstream.StreamConfig{
 			Name: name, Subjects: subjects, Storage: storage, Replicas: c.Replicas,
@@ -208,7 +244,7 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 		in.Duplicates = in.MaxAge
 	}
 	claims := base(c.ClaimStream(), c.prefix()+".claims.*")
-	claims.MaxAge, claims.Duplicates = claimAge, MinDuplicates
+	claims.MaxAge, claims.Duplicates = keep, MinDuplicates
 	claims.DenyDelete, claims.DenyPurge = true, true
 	dlq := base(c.DLQStream(), c.prefix()+".dlq.*")
 	out := base(c.OutputStream(), c.prefix()+".out.*")
@@ -217,7 +253,7 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 	if len(c.Peers) > 0 && c.Home == nil {
 		x := base(c.XClaimStream())
 		x.Subjects = nil
-		x.MaxAge, x.Duplicates = claimAge, MinDuplicates
+		x.MaxAge, x.Duplicates = keep, MinDuplicates
 		for _, peer := range c.Peers {
 			pn := Names{Region: peer}
 			x.Sources = append(x.Sources, &jetstream.StreamSource{Name: pn.ClaimStream(), FilterSubject: pn.prefix() + ".claims.*"})
@@ -226,7 +262,7 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 		// so that every owner that rediscovers a conflict (after a takeover,
 		// on replay) records it once.
 		cf := base(c.ConflictStream(), c.prefix()+".conflicts.*.*")
-		cf.MaxAge, cf.Duplicates = claimAge, MinDuplicates
+		cf.MaxAge, cf.Duplicates = keep, MinDuplicates
 		cf.MaxMsgsPerSubject, cf.Discard, cf.DiscardNewPerSubject = 1, jetstream.DiscardNew, true
 		cfgs = append(cfgs, x, cf)
 	}
@@ -334,6 +370,7 @@ func same(have, want jetstream.StreamConfig) bool {
 		have.MaxAge == want.MaxAge && have.Duplicates == want.Duplicates && have.MaxMsgSize == want.MaxMsgSize &&
 		have.DenyDelete == want.DenyDelete && have.DenyPurge == want.DenyPurge && have.AllowDirect == want.AllowDirect &&
 		tr(have.SubjectTransform) == tr(want.SubjectTransform) && have.Metadata[metaPartitions] == want.Metadata[metaPartitions] &&
+		have.Metadata[metaWindow] == want.Metadata[metaWindow] &&
 		have.MaxMsgsPerSubject == want.MaxMsgsPerSubject && sameSources(have.Sources, want.Sources)
 }
 
@@ -341,6 +378,54 @@ func sameSources(have, want []*jetstream.StreamSource) bool {
 	return slices.EqualFunc(have, want, func(a, b *jetstream.StreamSource) bool {
 		return a.Name == b.Name && a.FilterSubject == b.FilterSubject && slices.Equal(a.SubjectTransforms, b.SubjectTransforms)
 	})
+}
+
+// Settings are what an edge must agree with: read from the streams, not
+// configured twice.
+type Settings struct {
+	Partitions int
+	// Window is the dedupe window the claim log keeps records for.
+	Window time.Duration
+	// MaxMsgSize is the largest record the claim stream accepts.
+	MaxMsgSize int32
+}
+
+// ReadSettings reads the partition count and window pinned on the region's
+// streams and the claim stream's largest message. Streams made before the
+// window was pinned give it from the claim stream's max age.
+func ReadSettings(ctx context.Context, js jetstream.JetStream, n Names) (Settings, error) {
+	p, err := PartitionCount(ctx, js, n)
+	if err != nil {
+		return Settings{}, err
+	}
+	cs, err := js.Stream(ctx, n.ClaimStream())
+	if err != nil {
+		return Settings{}, fmt.Errorf("claim stream %s: %w", n.ClaimStream(), err)
+	}
+	cfg := cs.CachedInfo().Config
+	w, err := time.ParseDuration(cfg.Metadata[metaWindow])
+	if err != nil {
+		w = windowFromClaimAge(cfg.MaxAge)
+	}
+	if w <= 0 {
+		return Settings{}, fmt.Errorf("claim stream %s: no dedupe window (max age %v)", n.ClaimStream(), cfg.MaxAge)
+	}
+	return Settings{Partitions: p, Window: w, MaxMsgSize: cfg.MaxMsgSize}, nil
+}
+
+// claimAge is how long the claim log keeps records for window w.
+func claimAge(w time.Duration) time.Duration { return w + w/8 + min(time.Minute, w) }
+
+// windowFromClaimAge inverts claimAge (0 when age is not one it makes).
+func windowFromClaimAge(age time.Duration) time.Duration {
+	for _, w := range []time.Duration{(age - time.Minute) * 8 / 9, age * 8 / 17} {
+		for d := time.Duration(-2); d <= 2; d++ {
+			if w+d > 0 && claimAge(w+d) == age {
+				return w + d
+			}
+		}
+	}
+	return 0
 }
 
 // PartitionCount reads the partition count pinned on the ingest stream.
