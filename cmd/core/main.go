@@ -79,6 +79,7 @@ func main() {
 	flag.StringVar(&credDir, "credentials", "", "directory of <role>.password files (producer, edge, admin, sys, core): turns on authentication with per-role permissions, the system account and authenticated routes and gateways (package auth)")
 	flag.BoolVar(&genCreds, "generate-credentials", false, "create missing password files in -credentials first (development)")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	insecure := cli.InsecureFlag(flag.CommandLine)
 	flag.Parse()
 	log := cli.Logger(logLevel)
 	o.Logger = log
@@ -140,6 +141,7 @@ func main() {
 		o.Users, o.SystemAccount, o.ClientUser, o.ClientPassword = users, auth.SystemAccount, string(auth.Admin), creds[auth.Admin]
 		o.PeerPassword = creds[auth.Core]
 	}
+	refuseExposed(log, o, *insecure)
 	ctx, stop := cli.SignalContext()
 	defer stop()
 	n, err := core.Start(ctx, o)

@@ -67,9 +67,11 @@ func main() {
 	flag.StringVar(&gossipKeyFile, "gossip-key-file", "", "file holding the hex gossip encryption key (or set ONCEPLANE_GOSSIP_KEY)")
 	flag.StringVar(&gossipProfile, "gossip-profile", "fast", "failure detection timers: fast (~1-2 s) or lan (~5-7 s)")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	insecure := cli.InsecureFlag(flag.CommandLine)
 	flag.Parse()
 	log := cli.Logger(logLevel)
 	o.Logger = log
+	refuseExposed(log, gossipBind, gossipKeyFile, admin, adminTokenFile, *insecure)
 	var err error
 	if peers != "" {
 		o.Peers = strings.Split(peers, ",")

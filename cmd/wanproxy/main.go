@@ -3,7 +3,7 @@
 // region's gateway, with an HTTP control port to cut, heal and re-tune it
 // during drills (containers, multi-process deployments).
 //
-//	wanproxy -listen :7300 -target eu-west-core-0:7222 -delay 40ms -jitter 2ms -control :7301
+//	wanproxy -listen :7300 -target eu-west-core-0:7222 -delay 40ms -jitter 2ms -control 127.0.0.1:7301
 //	curl -X POST localhost:7301/cut; curl -X POST localhost:7301/heal
 //	wanproxy health -url http://127.0.0.1:7301/healthz   (container healthchecks)
 //	curl -X POST 'localhost:7301/delay?delay=60ms&jitter=5ms'; curl localhost:7301/stats
@@ -39,9 +39,11 @@ func main() {
 	flag.Float64Var(&o.Loss, "loss", 0, "chance (0-1) that a chunk stalls as for a TCP retransmit")
 	flag.StringVar(&control, "control", "", "HTTP control address: POST /cut, /heal, /delay?delay=&jitter=, /loss?loss=; GET /stats, /healthz (empty: off)")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	insecure := cli.InsecureFlag(flag.CommandLine)
 	flag.Parse()
 	log := cli.Logger(logLevel)
 	o.Logger = log
+	refuseExposed(log, control, *insecure)
 	if targets == "" {
 		cli.Fatal(log, "start", errors.New("-target is required"))
 	}
