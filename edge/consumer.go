@@ -152,6 +152,15 @@ func New(js jetstream.JetStream, h Handler, o Options) *Consumer {
 	}
 }
 
+// now is the edge's wall clock (Options.Clock): timestamps for metrics,
+// traces and reports. No decision reads it.
+func (c *Consumer) now() time.Time {
+	if c.o.Clock != nil {
+		return c.o.Clock()
+	}
+	return time.Now()
+}
+
 // Name is the edge's writer name.
 func (c *Consumer) Name() string { return c.o.Name }
 
@@ -267,7 +276,7 @@ func (c *Consumer) own(ctx context.Context, p int, release <-chan struct{}) erro
 	}
 	// Merge: other regions' claims for p, up to now; then live (asynchronous mode).
 	var remote <-chan remoteRec
-	liveSince := time.Now()
+	liveSince := c.now()
 	if len(c.o.Peers) > 0 && !c.o.Strict {
 		if err := phase("merge", func(pctx context.Context) error {
 			ch, caughtUp, err := c.followRemote(ctx, p)
@@ -562,7 +571,7 @@ func (c *Consumer) consumeUntilGap(ctx context.Context, pt *part, cons jetstream
 			}
 			lastDelivered = md.Sequence.Consumer
 			select {
-			case msgs <- inMsg{m, time.Now()}:
+			case msgs <- inMsg{m, c.now()}:
 			case <-stop:
 				return
 			}
@@ -704,7 +713,7 @@ func newWork(n int) *work {
 // process runs the data path for one batch: validate, classify, claim
 // (conditional append), handle, dead-letter, acknowledge, mark done.
 func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch []inMsg, w *work) error {
-	started := time.Now()
+	started := c.now()
 	ctx, span := c.tracer.Start(ctx, "onceplane.batch", trace.WithAttributes(append(c.attrs(p), attribute.Int("onceplane.batch_size", len(batch)))...))
 	defer span.End()
 	region := c.o.Region
@@ -801,7 +810,7 @@ func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch [
 			}
 		}
 	}
-	committed := time.Now()
+	committed := c.now()
 	nFirst := int64(len(w.evs))
 	c.c.first.Add(nFirst)
 	c.c.dup.Add(int64(len(w.paths)) - nFirst)

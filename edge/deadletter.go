@@ -134,7 +134,7 @@ func (c *Consumer) deadLetter(ctx context.Context, p int, dead []deadMsg) error 
 		for backoff := 20 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
 			msg := deadLetterMsg(c.names.DLQ(p), c.o.Region, p, d, c.maxMsg, minimal)
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, err := c.js.PublishMsg(pctx, msg, jetstream.WithExpectStream(c.names.DLQStream()))
+			_, err := c.js.PublishMsg(pctx, msg)
 			cancel()
 			if err == nil {
 				break

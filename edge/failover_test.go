@@ -1,8 +1,6 @@
 package edge_test
 
 import (
-	"log/slog"
-	"os"
 	"context"
 	"path/filepath"
 	"sync"
@@ -49,9 +47,10 @@ func startMember(t *testing.T, r *region, name string, seeds []string, ledger st
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.ledgers = append(r.ledgers, ledger)
 	m := &member{name: name, g: g, done: make(chan struct{})}
 	m.c = edge.New(js, sink.Chain{l, &sink.NATS{JS: js, Names: r.cfg.Names}}, edge.Options{
-		Name: name, Membership: g, BatchSize: 100, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("t", name),
+		Name: name, Membership: g, BatchSize: 100, Logger: coretest.Quiet,
 		OnOwnership: func(e edge.OwnershipEvent) { m.mu.Lock(); m.events = append(m.events, e); m.mu.Unlock() },
 	})
 	ctx, cancel := context.WithCancel(context.Background())

@@ -181,7 +181,7 @@ func HashHex(h event.Hash) string {
 // counts the new ones. It retries until stored: a conflict is never silent.
 func (c *Consumer) recordConflicts(ctx context.Context, p int, st *dedupe.State) error {
 	for _, cf := range st.Conflicts() {
-		rec := ConflictRecord{Hash: HashHex(cf.Hash), Partition: p, Region: c.o.Region, Edge: c.o.Name, DetectedAt: time.Now()}
+		rec := ConflictRecord{Hash: HashHex(cf.Hash), Partition: p, Region: c.o.Region, Edge: c.o.Name, DetectedAt: c.now()}
 		rec.Remote.Region, rec.Remote.Writer, rec.Remote.Epoch, rec.Remote.Time, rec.Remote.Seq = cf.Region, cf.Writer, cf.Epoch, cf.Time, cf.Seq
 		data, _ := json.Marshal(rec)
 		msg := &nats.Msg{Subject: c.names.Conflict(rec.Hash, cf.Region), Data: data}

@@ -64,3 +64,36 @@ func TestTransformMatchesPartition(t *testing.T) {
 		t.Fatalf("claim MaxAge after update = %v", got)
 	}
 }
+
+func TestConsumerNames(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		p       int
+		seq     uint64
+		old, ok bool
+	}{
+		{streams.ConsumerName(3, 41), 3, 41, false, true},
+		{"p0-e7", 0, 0, true, true},
+		{"p01-t1", 0, 0, false, false},
+		{"p1-x1", 0, 0, false, false},
+		{"p1-t", 0, 0, false, false},
+		{"part-1", 0, 0, false, false},
+		{"p-1-t2", 0, 0, false, false},
+	} {
+		p, seq, old, ok := streams.ParseConsumer(c.name)
+		if ok != c.ok || (ok && (p != c.p || seq != c.seq || old != c.old)) {
+			t.Errorf("%q: %d %d %v %v", c.name, p, seq, old, ok)
+		}
+	}
+}
+
+func FuzzParseConsumer(f *testing.F) {
+	f.Add("p3-t41")
+	f.Add("p0-e1")
+	f.Fuzz(func(t *testing.T, name string) {
+		p, seq, old, ok := streams.ParseConsumer(name)
+		if ok && !old && streams.ConsumerName(p, seq) != name {
+			t.Fatalf("%q parses to p%d seq %d, which names %q", name, p, seq, streams.ConsumerName(p, seq))
+		}
+	})
+}

@@ -1,0 +1,106 @@
+package edge
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/onceplane/onceplane/event"
+)
+
+// TestFirstDeliveryGapChecked: a fresh consumer's first delivery must be
+// consumer sequence 1. When the answer to the first pull is lost, the next
+// one starts above 1, and acknowledging it with AckAll would acknowledge
+// the lost deliveries unhandled.
+func TestFirstDeliveryGapChecked(t *testing.T) {
+	for _, c := range []struct {
+		last, d uint64
+		gap     bool
+	}{{0, 1, false}, {0, 6, true}, {5, 6, false}, {5, 8, true}, {5, 3, true}, {5, 5, true}} {
+		if err := checkDelivery(c.last, c.d); errors.Is(err, errGap) != c.gap {
+			t.Errorf("delivery %d after %d: %v, want gap=%v", c.d, c.last, err, c.gap)
+		}
+	}
+}
+
+// TestRefenceBacksOff: under a split view that stays the same, a partition
+// fenced again and again is retried ever more slowly, up to a minute, and a
+// new view starts over.
+func TestRefenceBacksOff(t *testing.T) {
+	r := newRefence(2 * time.Second)
+	t0 := time.Unix(1_700_000_000, 0)
+	if !r.due(0, t0) || r.known(0) {
+		t.Fatal("an unfenced partition is due")
+	}
+	at := t0
+	var waits []time.Duration
+	for range 8 {
+		r.fenced(0, at)
+		w := time.Duration(0)
+		for !r.due(0, at.Add(w)) {
+			w += 500 * time.Millisecond
+		}
+		waits = append(waits, w)
+		at = at.Add(w)
+	}
+	for i := 1; i < len(waits); i++ {
+		if waits[i] < waits[i-1] || waits[i] > time.Minute {
+			t.Fatalf("waits %v: not growing up to a minute", waits)
+		}
+	}
+	if waits[len(waits)-1] != time.Minute || waits[0] != 2*time.Second {
+		t.Fatalf("waits %v", waits)
+	}
+	r.reset()
+	if r.known(0) || !r.due(0, at) {
+		t.Fatal("a new view forgets fences")
+	}
+}
+
+type fakeMsg struct {
+	jetstream.Msg
+	hdr  nats.Header
+	data []byte
+}
+
+func (m fakeMsg) Headers() nats.Header { return m.hdr }
+func (m fakeMsg) Data() []byte         { return m.data }
+
+// TestDeadLetterCarriesOnlyItsOwnHeaders: the producer's headers are data
+// in a dead letter, never headers; the letter fits the stream however
+// large the event was.
+func TestDeadLetterCarriesOnlyItsOwnHeaders(t *testing.T) {
+	hdr := nats.Header{}
+	hdr.Set("Nats-Expected-Stream", "onceplane-local-in")
+	hdr.Set("Nats-Msg-Id", "evil\x00id")
+	hdr.Set("Nats-TTL", "1s")
+	hdr.Set("X-Big", strings.Repeat("v", 10_000))
+	d := deadMsg{m: fakeMsg{hdr: hdr, data: make([]byte, 1<<20)}, id: "evil\x00id", seq: 9, reason: "missing-id", detail: "no\r\nid"}
+	for _, minimal := range []bool{false, true} {
+		m := deadLetterMsg("onceplane.local.dlq.0", "local", 0, d, 1<<20, minimal)
+		for k := range m.Header {
+			if k != event.HeaderID && !strings.HasPrefix(k, "Onceplane-") {
+				t.Errorf("minimal=%v: producer header %q", minimal, k)
+			}
+		}
+		if m.Header.Get(event.HeaderID) != "dlq-local-0-9" {
+			t.Errorf("msg id %q", m.Header.Get(event.HeaderID))
+		}
+		size := len(m.Data)
+		for k, vs := range m.Header {
+			for _, v := range vs {
+				size += len(k) + len(v) + 4
+				if strings.ContainsAny(v, "\r\n\x00") {
+					t.Errorf("header %s not sanitised: %q", k, v)
+				}
+			}
+		}
+		if size > 1<<20-4096 || m.Header.Get(HeaderTruncated) != "true" {
+			t.Errorf("minimal=%v: letter %d bytes, truncated=%q", minimal, size, m.Header.Get(HeaderTruncated))
+		}
+	}
+}
