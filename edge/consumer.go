@@ -935,4 +935,3 @@ func (c *Consumer) countPaths(paths []dedupe.Path) {
 		}
 	}
 }
-
