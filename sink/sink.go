@@ -27,7 +27,11 @@ import (
 
 // NATS republishes each event to its partition's output subject with
 // Nats-Msg-Id set to the event ID: within the output stream's duplicate
-// window a repeat (an uncertain re-run) is stored once. Create JS with
+// window a repeat (an uncertain re-run) is stored once. Beyond the window
+// the stream would store a repeat as a new message, so a retry of an event
+// whose earlier publish may have landed (its ack was lost) and that comes a
+// window or more later is marked Onceplane-Uncertain: a possible second
+// effect is flagged, never silent. Create JS with
 // jetstream.WithPublishAsyncTimeout: an ack lost with a dead core node
 // otherwise stays pending forever and the sink eventually stalls.
 type NATS struct {
@@ -35,6 +39,35 @@ type NATS struct {
 	Names streams.Names
 	// Timeout bounds waiting for the batch's acks. Zero means 5 s.
 	Timeout time.Duration
+	// Window is the output stream's Nats-Msg-Id window. Zero means read it
+	// from the stream (10 minutes if it cannot be read).
+	Window time.Duration
+
+	mu        sync.Mutex
+	ambiguous map[string]time.Time // event key -> first publish whose outcome is unknown
+}
+
+// margin is how long before the window's end a retry is flagged: the server
+// measures the window from its own store time, not the sink's.
+func margin(win time.Duration) time.Duration { return min(30*time.Second, win/4) }
+
+func eventKey(ev event.Event) string { return ev.ID + "\x00" + strconv.FormatUint(ev.StreamSeq, 10) }
+
+func (s *NATS) window(ctx context.Context, p int) time.Duration {
+	s.mu.Lock()
+	w := s.Window
+	s.mu.Unlock()
+	if w > 0 {
+		return w
+	}
+	w = 10 * time.Minute
+	if st, err := s.JS.Stream(ctx, s.Names.OutputStream()); err == nil && st.CachedInfo().Config.Duplicates > 0 {
+		w = st.CachedInfo().Config.Duplicates
+	}
+	s.mu.Lock()
+	s.Window = w
+	s.mu.Unlock()
+	return w
 }
 
 // Handle publishes the batch asynchronously and waits for every ack.
@@ -46,11 +79,19 @@ func (s *NATS) Handle(ctx context.Context, evs []event.Event) []error {
 	futs := make([]jetstream.PubAckFuture, len(evs))
 	errs := make([]error, len(evs))
 	failed := false
+	var win time.Duration
+	now := time.Now()
 	for i, ev := range evs {
 		hdr := nats.Header{}
 		hdr.Set(event.HeaderID, ev.ID)
 		hdr.Set(event.HeaderPartition, strconv.Itoa(ev.Partition))
-		if ev.Uncertain {
+		s.mu.Lock()
+		first, retried := s.ambiguous[eventKey(ev)]
+		s.mu.Unlock()
+		if retried && win == 0 {
+			win = s.window(ctx, ev.Partition)
+		}
+		if ev.Uncertain || (retried && now.Sub(first) >= win-margin(win)) {
 			hdr.Set(event.HeaderUncertain, "true")
 		}
 		f, err := s.JS.PublishMsgAsync(&nats.Msg{Subject: s.Names.Output(ev.Partition), Header: hdr, Data: ev.Data})
@@ -66,12 +107,15 @@ func (s *NATS) Handle(ctx context.Context, evs []event.Event) []error {
 		if f == nil {
 			continue
 		}
+		landed := false // the publish is known stored (or known refused)
 		select {
 		case <-f.Ok():
+			landed = true
 		case err := <-f.Err():
 			var apiErr *jetstream.APIError
 			if errors.As(err, &apiErr) && apiErr.ErrorCode != 0 && apiErr.Code < 500 {
 				errs[i] = fmt.Errorf("output %s: %w", evs[i].ID, err) // rejected by the stream: a bad event
+				landed = true
 			} else {
 				errs[i] = fmt.Errorf("output %s: %w: %w", evs[i].ID, edge.ErrUnavailable, err)
 			}
@@ -81,6 +125,18 @@ func (s *NATS) Handle(ctx context.Context, evs []event.Event) []error {
 		case <-ctx.Done():
 			errs[i], failed = ctx.Err(), true
 		}
+		// Remember the first publish whose outcome is unknown until one is known.
+		k := eventKey(evs[i])
+		s.mu.Lock()
+		if landed {
+			delete(s.ambiguous, k)
+		} else if _, ok := s.ambiguous[k]; !ok {
+			if s.ambiguous == nil {
+				s.ambiguous = map[string]time.Time{}
+			}
+			s.ambiguous[k] = now
+		}
+		s.mu.Unlock()
 	}
 	if !failed {
 		return nil

@@ -11,9 +11,15 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/onceplane/onceplane/edge"
 	"github.com/onceplane/onceplane/event"
+	"github.com/onceplane/onceplane/internal/coretest"
+	"github.com/onceplane/onceplane/internal/verify"
+	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/sink"
 )
 
@@ -92,5 +98,57 @@ func TestScanLedgerTornLine(t *testing.T) {
 	}
 	if _, err := sink.ReadLedger(path); err == nil {
 		t.Fatal("ReadLedger accepted a torn ledger")
+	}
+}
+
+// TestNATSSinkFlagsRetriesBeyondTheWindow: a publish whose ack was lost may
+// have landed; a retry inside the output stream's Nats-Msg-Id window is
+// stored once, but one after it would be a second, silent output: it is
+// flagged uncertain.
+func TestNATSSinkFlagsRetriesBeyondTheWindow(t *testing.T) {
+	n := coretest.Start(t)
+	_, js := coretest.Connect(t, n.ClientURL())
+	ctx := context.Background()
+	cfg := streams.Config{Partitions: 1, OutputDuplicates: 2 * time.Second}
+	if err := streams.Provision(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	ev := []event.Event{{ID: "once", Partition: 0, StreamSeq: 1, Data: []byte("x")}}
+	lost := &sink.NATS{JS: js, Names: cfg.Names, Timeout: time.Nanosecond}
+	if errs := lost.Handle(ctx, ev); len(errs) == 0 || !errors.Is(errs[0], edge.ErrUnavailable) {
+		t.Skipf("the ack arrived within a nanosecond: %v", errs)
+	}
+	// The edge retries with the same sink.
+	lost.Timeout = 5 * time.Second
+	first := time.Now()
+	if errs := lost.Handle(ctx, ev); errs != nil {
+		t.Fatal(errs)
+	}
+	out, err := verify.ReadStream(ctx, js, cfg.OutputStream())
+	if err != nil || len(out) != 1 || nats.Header(out[0].Header).Get(event.HeaderUncertain) != "" {
+		t.Fatalf("inside the window: %d outputs, %v", len(out), err)
+	}
+	// The edge kept retrying (say the sink was unavailable) past the window.
+	lost2 := &sink.NATS{JS: js, Names: cfg.Names, Timeout: time.Nanosecond}
+	if errs := lost2.Handle(ctx, ev); len(errs) == 0 {
+		t.Skip("the ack arrived within a nanosecond")
+	}
+	coretest.Eventually(t, 5*time.Second, "the window to pass", func() bool { return time.Since(first) > 2500*time.Millisecond })
+	lost2.Timeout = 5 * time.Second
+	if errs := lost2.Handle(ctx, ev); errs != nil {
+		t.Fatal(errs)
+	}
+	out, err = verify.ReadStream(ctx, js, cfg.OutputStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	flagged := 0
+	for _, m := range out {
+		if nats.Header(m.Header).Get(event.HeaderUncertain) == "true" {
+			flagged++
+		}
+	}
+	if len(out) < 2 || flagged != len(out)-1 {
+		t.Fatalf("%d outputs, %d flagged: a repeat after the window must be flagged", len(out), flagged)
 	}
 }

@@ -93,7 +93,26 @@ func main() {
 	if err != nil {
 		cli.Fatal(log, "tracing", err)
 	}
-	defer func() { _ = shutdownTracing(context.Background()) }()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = shutdownTracing(sctx)
+	}()
+	// However the core, the sinks or the exporters behave, a signalled edge
+	// is gone within a bound: partitions get ShutdownGrace to finish their
+	// batch and ShutdownGrace more once cancelled (edge.Run), then a few
+	// seconds for leaving gossip and closing connections.
+	go func() {
+		<-ctx.Done()
+		grace := o.ShutdownGrace
+		if grace <= 0 {
+			grace = 5 * time.Second
+		}
+		t := time.NewTimer(2*grace + 5*time.Second)
+		<-t.C
+		log.Error("shutdown did not finish within its bound; exiting", "bound", 2*grace+5*time.Second)
+		os.Exit(1)
+	}()
 
 	natsOpts, err := conn.Options("onceplane-edge")
 	if err != nil {
