@@ -65,7 +65,7 @@ func (r *region) startEdgeChain(t *testing.T, o edge.Options, ledger string, ext
 	}
 	t.Cleanup(func() { l.Close() })
 	r.ledgers = append(r.ledgers, ledger)
-	return r.run(t, o, sink.Chain(append(append([]edge.Handler{l}, extra...), &sink.NATS{JS: r.js, Names: r.cfg.Names})))
+	return r.run(t, o, sink.NewChain(append(append([]edge.Handler{l}, extra...), &sink.NATS{JS: r.js, Names: r.cfg.Names})...))
 }
 
 // startEdge runs a consumer with a nats+ledger sink until the test ends.
@@ -77,7 +77,7 @@ func (r *region) startEdge(t *testing.T, o edge.Options, ledger string, extra ..
 	}
 	t.Cleanup(func() { l.Close() })
 	r.ledgers = append(r.ledgers, ledger)
-	return r.run(t, o, sink.Chain(append(extra, l, &sink.NATS{JS: r.js, Names: r.cfg.Names})))
+	return r.run(t, o, sink.NewChain(append(extra, l, &sink.NATS{JS: r.js, Names: r.cfg.Names})...))
 }
 
 // run runs a consumer with handler chain until the test ends.

@@ -21,6 +21,7 @@ import (
 	"github.com/onceplane/onceplane/jetstream/claimlog"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/producer"
+	"github.com/onceplane/onceplane/sink"
 )
 
 // TestHostileHeadersCannotStopAPartition: an event without an ID carrying
@@ -105,10 +106,13 @@ func TestStuckPartitionFailsReadiness(t *testing.T) {
 	})
 }
 
-// panicAfter panics on a batch holding "panic-*" after the sinks before it ran.
-type panicAfter struct{}
+// effectThenPanic records the batch's effects in its ledger, then panics on
+// a batch of several holding "panic-*": a handler with side effects that
+// fails part-way.
+type effectThenPanic struct{ l *sink.Ledger }
 
-func (panicAfter) Handle(_ context.Context, evs []event.Event) []error {
+func (h effectThenPanic) Handle(ctx context.Context, evs []event.Event) []error {
+	h.l.Handle(ctx, evs)
 	for _, ev := range evs {
 		if strings.HasPrefix(ev.ID, "panic-") && len(evs) > 1 {
 			panic("boom")
@@ -117,9 +121,9 @@ func (panicAfter) Handle(_ context.Context, evs []event.Event) []error {
 	return nil
 }
 
-// TestPanicReRunsAreFlagged: a ledger placed before a sink that panics has
-// recorded the batch's effects; re-running each event alone must flag them
-// uncertain, so that no extra run is silent.
+// TestPanicReRunsAreFlagged: a handler that panics after some of its
+// effects happened; re-running each event alone must flag them uncertain, so
+// that no extra run is silent.
 func TestPanicReRunsAreFlagged(t *testing.T) {
 	r := newRegion(t, streams.Config{Partitions: 1, IngestDuplicates: -1})
 	ledger := filepath.Join(t.TempDir(), "l.jsonl")
@@ -133,7 +137,13 @@ func TestPanicReRunsAreFlagged(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c := r.startEdgeChain(t, o, ledger, panicAfter{})
+	l, err := sink.OpenLedger(ledger, o.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	r.ledgers = append(r.ledgers, ledger)
+	c := r.run(t, o, effectThenPanic{l})
 	coretest.Eventually(t, 10*time.Second, "all decided", func() bool { return c.Stats().Done == 4 })
 	extra := r.checkRuns(t, ids)
 	if extra == 0 {
@@ -408,4 +418,47 @@ func TestEdgeClocksSkewedByHours(t *testing.T) {
 			r.checkRuns(t, ids)
 		})
 	}
+}
+
+// TestSplitViewDoesNotFlap: two edges whose views never meet (each sees only
+// itself) both want p0. One fences the other; the fenced one must not take
+// it back every RefenceDelay while the winner is consuming (each take is a
+// full replay and fences the other in turn).
+func TestSplitViewDoesNotFlap(t *testing.T) {
+	r := newRegion(t, streams.Config{Partitions: 1, IngestDuplicates: -1})
+	var mu sync.Mutex
+	acquired := 0
+	count := func(e edge.OwnershipEvent) {
+		if e.Change == "acquired" {
+			mu.Lock()
+			acquired++
+			mu.Unlock()
+		}
+	}
+	dir := t.TempDir()
+	for _, name := range []string{"edge-a", "edge-b"} {
+		m := &fakeMembership{names: []string{name}, changes: make(chan struct{}, 1)}
+		r.startEdge(t, edge.Options{Name: name, Membership: m, RefenceDelay: 500 * time.Millisecond, OnOwnership: count}, filepath.Join(dir, name+".jsonl"))
+	}
+	coretest.Eventually(t, 10*time.Second, "an owner", func() bool { mu.Lock(); defer mu.Unlock(); return acquired >= 1 })
+	coretest.Never(t, 8*time.Second, "ownership flapping between split views", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return acquired > 3
+	})
+	pr := producer.New(r.js, "local")
+	for i := range 20 {
+		if _, err := pr.Publish(context.Background(), fmt.Sprintf("s-%d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ids []string
+	for i := range 20 {
+		ids = append(ids, fmt.Sprintf("s-%d", i))
+	}
+	coretest.Eventually(t, 20*time.Second, "every event handled", func() bool {
+		n, _ := verify.StreamMsgs(context.Background(), r.js, r.cfg.OutputStream())
+		return n >= 20
+	})
+	r.checkRuns(t, ids)
 }

@@ -240,6 +240,9 @@ func (c *Consumer) follow(ctx context.Context, n int) error {
 		if !slices.Equal(members, prev) {
 			retake.reset() // a new view: a fence under the old one says nothing
 		}
+		for p, at := range c.takeFenced() {
+			retake.fenced(p, at)
+		}
 		for _, p := range plan.Acquire {
 			if retake.known(p) && (!retake.due(p, time.Now()) || c.ownerActive(ctx, p)) {
 				continue // fenced under this same view, and its other owner is alive
@@ -266,9 +269,6 @@ func (c *Consumer) follow(ctx context.Context, n int) error {
 					}
 				}
 			}(handoff)
-		}
-		for p, at := range c.takeFenced() {
-			retake.fenced(p, at)
 		}
 		prev = members
 		select {

@@ -316,36 +316,104 @@ func (s *Writer) Handle(_ context.Context, evs []event.Event) []error {
 
 // Chain runs handlers in order for each batch; an event is done when every
 // handler succeeded for it, and only the events that succeeded so far go on
-// to the next handler.
-type Chain []edge.Handler
+// to the next handler. An event that failed (or whose call panicked) at a
+// handler resumes there when it is retried, so the handlers it already
+// passed do not repeat their effects. Use NewChain.
+type Chain struct {
+	handlers []edge.Handler
+	mu       sync.Mutex
+	passed   map[string]progress // event -> handlers passed, while it is being retried
+}
+
+type progress struct {
+	n  int
+	at time.Time
+}
+
+// maxProgress bounds the events a Chain remembers part-way (events that gave
+// up or moved to another edge are never retried here); past it, entries
+// older than an hour are dropped.
+const maxProgress = 100_000
+
+// NewChain returns a chain of handlers, run in order.
+func NewChain(hs ...edge.Handler) *Chain { return &Chain{handlers: hs, passed: map[string]progress{}} }
+
+func (c *Chain) start(ev event.Event) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.passed[eventKey(ev)].n
+}
+
+func (c *Chain) record(ev event.Event, n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := eventKey(ev)
+	if n >= len(c.handlers) {
+		delete(c.passed, k)
+		return
+	}
+	if len(c.passed) >= maxProgress {
+		for k, p := range c.passed {
+			if time.Since(p.at) > time.Hour {
+				delete(c.passed, k)
+			}
+		}
+	}
+	c.passed[k] = progress{n, time.Now()}
+}
 
 // Handle runs the chain.
-func (c Chain) Handle(ctx context.Context, evs []event.Event) []error {
+func (c *Chain) Handle(ctx context.Context, evs []event.Event) []error {
 	errs := make([]error, len(evs))
-	idx := make([]int, len(evs))
-	for i := range idx {
-		idx[i] = i
+	next := make([]int, len(evs)) // the handler each event goes to next
+	for i, ev := range evs {
+		next[i] = c.start(ev)
 	}
-	cur := evs
 	failed := false
-	for _, h := range c {
-		res := h.Handle(ctx, cur)
-		if res == nil {
+	for hi, h := range c.handlers {
+		var cur []event.Event
+		var idx []int
+		for i := range evs {
+			if errs[i] == nil && next[i] == hi {
+				cur, idx = append(cur, evs[i]), append(idx, i)
+			}
+		}
+		if len(cur) == 0 {
 			continue
 		}
-		var nextEvs []event.Event
-		var nextIdx []int
-		for j, ev := range cur {
+		res := c.call(h, hi, ctx, cur, idx, evs)
+		for j, i := range idx {
 			if j < len(res) && res[j] != nil {
-				errs[idx[j]], failed = res[j], true
+				errs[i], failed = res[j], true
+				c.record(evs[i], hi)
 				continue
 			}
-			nextEvs, nextIdx = append(nextEvs, ev), append(nextIdx, idx[j])
+			next[i] = hi + 1
 		}
-		cur, idx = nextEvs, nextIdx
+	}
+	for i, ev := range evs {
+		if errs[i] == nil {
+			c.record(ev, len(c.handlers))
+		}
 	}
 	if !failed {
 		return nil
 	}
 	return errs
+}
+
+// call runs handler hi for cur; if it panics, every event in the call is
+// recorded as having passed the handlers before hi, and the panic goes on.
+func (c *Chain) call(h edge.Handler, hi int, ctx context.Context, cur []event.Event, idx []int, evs []event.Event) []error {
+	ok := false
+	defer func() {
+		if !ok {
+			for _, i := range idx {
+				c.record(evs[i], hi)
+			}
+		}
+	}()
+	res := h.Handle(ctx, cur)
+	ok = true
+	return res
 }

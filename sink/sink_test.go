@@ -66,7 +66,7 @@ func TestLedgerAndChain(t *testing.T) {
 		}
 		return nil
 	})
-	errs := sink.Chain{failSecond, l}.Handle(context.Background(), []event.Event{{ID: "a"}, {ID: "b"}, {ID: "c", Uncertain: true}})
+	errs := sink.NewChain(failSecond, l).Handle(context.Background(), []event.Event{{ID: "a"}, {ID: "b"}, {ID: "c", Uncertain: true}})
 	if errs[0] != nil || errs[1] == nil || errs[2] != nil {
 		t.Fatalf("chain errors %v", errs)
 	}
@@ -75,6 +75,65 @@ func TestLedgerAndChain(t *testing.T) {
 	if err != nil || len(lines) != 2 || lines[0].ID != "a" || lines[1].ID != "c" || !lines[1].Uncertain || lines[1].Edge != "e1" {
 		t.Fatalf("ledger %+v %v", lines, err)
 	}
+}
+
+// TestChainResumesWhereItFailed: a ledger before a sink that fails or
+// panics has recorded its effect; the retry resumes at the failing sink, so
+// the ledger records each event once.
+func TestChainResumesWhereItFailed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "l.jsonl")
+	l, err := sink.OpenLedger(path, "e1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := map[string]int{}
+	flaky := edge.HandlerFunc(func(_ context.Context, ev event.Event) error {
+		calls[ev.ID]++
+		if calls[ev.ID] == 1 && ev.ID == "b" {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	panicky := panicOnce{seen: map[string]bool{}}
+	c := sink.NewChain(l, flaky, panicky)
+	evs := []event.Event{{ID: "a"}, {ID: "b"}, {ID: "p"}}
+	if errs := c.Handle(context.Background(), evs[:2]); errs == nil || errs[1] == nil {
+		t.Fatalf("first call: %v", errs)
+	}
+	if errs := c.Handle(context.Background(), evs[1:2]); errs != nil {
+		t.Fatalf("retry: %v", errs)
+	}
+	func() {
+		defer func() { _ = recover() }()
+		c.Handle(context.Background(), evs[2:])
+	}()
+	if errs := c.Handle(context.Background(), evs[2:]); errs != nil {
+		t.Fatalf("after the panic: %v", errs)
+	}
+	l.Close()
+	lines, err := sink.ReadLedger(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := map[string]int{}
+	for _, ln := range lines {
+		n[ln.ID]++
+	}
+	if n["a"] != 1 || n["b"] != 1 || n["p"] != 1 {
+		t.Fatalf("ledger effects %v: a retry repeated an earlier sink", n)
+	}
+}
+
+type panicOnce struct{ seen map[string]bool }
+
+func (p panicOnce) Handle(_ context.Context, evs []event.Event) []error {
+	for _, ev := range evs {
+		if !p.seen[ev.ID] && ev.ID == "p" {
+			p.seen[ev.ID] = true
+			panic("boom")
+		}
+	}
+	return nil
 }
 
 func TestScanLedgerTornLine(t *testing.T) {

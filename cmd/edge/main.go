@@ -191,7 +191,7 @@ func writeStats(log *slog.Logger, path string, s edge.Stats) {
 }
 
 func buildSinks(list string, js jetstream.JetStream, o edge.Options, ledger, httpURL string) (edge.Handler, func(), error) {
-	var chain sink.Chain
+	var chain []edge.Handler
 	closers := []func(){}
 	for _, name := range strings.Split(list, ",") {
 		switch strings.TrimSpace(name) {
@@ -215,7 +215,7 @@ func buildSinks(list string, js jetstream.JetStream, o edge.Options, ledger, htt
 			return nil, nil, fmt.Errorf("unknown sink %q (want nats, http, ledger, stdout)", name)
 		}
 	}
-	return chain, func() {
+	return sink.NewChain(chain...), func() {
 		for _, c := range closers {
 			c()
 		}
