@@ -501,7 +501,7 @@ func (rep *MultiReport) Print(w io.Writer) {
 			fmt.Fprintf(w, "%-22s %8d %8s %8s %8s\n", p.From+" -> "+p.To, p.Lat.Count, ms(p.Lat.P50), ms(p.Lat.P99), ms(p.Lat.Max))
 		}
 	}
-	table("replication lag (claim appended -> merged by the owner in the other region)", rep.Replication)
+	table("replication lag (batch ingested in one region -> its claim stored in the other, server clocks)", rep.Replication)
 	table("dedupe latency (publish -> first-time decision, by origin and deciding region)", rep.Dedupe)
 	verdict := "PASS"
 	if !rep.OK {
@@ -551,7 +551,7 @@ func (rep *MultiReport) Doc() report.Doc {
 			d.Latency = append(d.Latency, g)
 		}
 	}
-	pairGroup("Replication lag per region pair (claim appended -> merged by the other region's owner)", rep.repl)
+	pairGroup("Replication lag per region pair (batch ingested -> its claim stored in the other region, server clocks)", rep.repl)
 	pairGroup("Dedupe latency per region pair (publish -> first-time decision)", rep.dd)
 	return d
 }

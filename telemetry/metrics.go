@@ -91,7 +91,7 @@ func NewMetrics() *Metrics {
 		StuckPartitions:  gv("stuck_partitions", "Owned partitions whose current step (claim append, handler, dead letter, rewind) has not finished for the stuck threshold; /readyz fails while any is.", "region", "edge"),
 		TrackedIDs:       gv("tracked_ids", "IDs in the exact set of an owned partition.", "region", "partition"),
 		TrackedBytes:     gv("tracked_bytes", "Bytes held by the exact set and Bloom filter of an owned partition.", "region", "partition"),
-		ReplicationLag:   wv("replication_lag_seconds", "From a claim's append in region from (its writer's clock) to its merge by the partition owner in region to.", "from", "to"),
+		ReplicationLag:   wv("replication_lag_seconds", "From a claimed batch's ingest in region from to its claim record being stored in region to (servers' clocks; skew between the regions adds to it).", "from", "to"),
 		Conflicts:        cv("conflicts_total", "IDs claimed both in this region and in peer inside the replication lag (asynchronous mode), recorded once per ID.", "region", "peer"),
 		RemoteMerged:     cv("remote_claims_merged_total", "Claim records of other regions merged into owners' pre-check state.", "region", "peer"),
 		DedupeLatency:    wv("dedupe_latency_seconds", "From an event's publish in region from to its decision in region to (strict mode crosses the WAN).", "from", "to"),
