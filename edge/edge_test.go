@@ -54,29 +54,31 @@ func newRegion(t *testing.T, cfg streams.Config) *region {
 	return &region{url: n.ClientURL(), nc: nc, js: js, cfg: cfg}
 }
 
+// ledger opens a ledger at path for edge name, counted by checkRuns.
+func (r *region) ledger(t *testing.T, path, name string) *sink.Ledger {
+	t.Helper()
+	l, err := sink.OpenLedger(path, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	r.ledgers = append(r.ledgers, path)
+	return l
+}
+
 // startEdgeChain runs a consumer whose sinks are the ledger, then extra,
 // then nats: a sink after the ledger that fails or panics leaves the
 // ledger's effect behind.
 func (r *region) startEdgeChain(t *testing.T, o edge.Options, ledger string, extra ...edge.Handler) *edge.Consumer {
 	t.Helper()
-	l, err := sink.OpenLedger(ledger, o.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	r.ledgers = append(r.ledgers, ledger)
+	l := r.ledger(t, ledger, o.Name)
 	return r.run(t, o, sink.NewChain(append(append([]edge.Handler{l}, extra...), &sink.NATS{JS: r.js, Names: r.cfg.Names})...))
 }
 
 // startEdge runs a consumer with a nats+ledger sink until the test ends.
 func (r *region) startEdge(t *testing.T, o edge.Options, ledger string, extra ...edge.Handler) *edge.Consumer {
 	t.Helper()
-	l, err := sink.OpenLedger(ledger, o.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	r.ledgers = append(r.ledgers, ledger)
+	l := r.ledger(t, ledger, o.Name)
 	return r.run(t, o, sink.NewChain(append(extra, l, &sink.NATS{JS: r.js, Names: r.cfg.Names})...))
 }
 

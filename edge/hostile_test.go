@@ -137,13 +137,7 @@ func TestPanicReRunsAreFlagged(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	l, err := sink.OpenLedger(ledger, o.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	r.ledgers = append(r.ledgers, ledger)
-	c := r.run(t, o, effectThenPanic{l})
+	c := r.run(t, o, effectThenPanic{r.ledger(t, ledger, o.Name)})
 	coretest.Eventually(t, 10*time.Second, "all decided", func() bool { return c.Stats().Done == 4 })
 	extra := r.checkRuns(t, ids)
 	if extra == 0 {

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -186,16 +184,9 @@ func startCore(t *testing.T, bin string, port int, args ...string) *proc.Proc {
 // and exit code.
 func runToExit(t *testing.T, bin string, args ...string) (string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	out, err := cmd.CombinedOutput()
-	if ctx.Err() != nil {
-		t.Fatalf("still running after 30 s:\n%s", out)
-	}
-	var exit *exec.ExitError
-	if err != nil && !errors.As(err, &exit) {
+	out, code, err := proc.RunToExit(30*time.Second, bin, args...)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return string(out), cmd.ProcessState.ExitCode()
+	return out, code
 }

@@ -3,6 +3,8 @@
 package proc
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -100,4 +102,22 @@ func (p *Proc) Stop(grace time.Duration) error {
 func (p *Proc) Output() string {
 	b, _ := os.ReadFile(p.Log)
 	return string(b)
+}
+
+// RunToExit runs bin with args to its end, which must come within timeout,
+// and returns its combined output and exit code. An error means it did not
+// run or did not end in time.
+func RunToExit(timeout time.Duration, bin string, args ...string) (string, int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		return string(out), -1, fmt.Errorf("%s still running after %v:\n%s", filepath.Base(bin), timeout, out)
+	}
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		return string(out), -1, fmt.Errorf("run %s: %w", filepath.Base(bin), err)
+	}
+	return string(out), cmd.ProcessState.ExitCode(), nil
 }
