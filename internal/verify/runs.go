@@ -117,8 +117,8 @@ type RunAccount struct {
 	Extra, Flagged, Unflagged int
 	// Torn counts ledger lines a killed writer cut short.
 	Torn int
-	// Examples names a few lost or unflagged IDs.
-	Examples []string
+	// Missing names a few lost IDs, Examples a few run again unflagged.
+	Missing, Examples []string
 }
 
 // Account accounts for ids (repeats ignored).
@@ -138,8 +138,8 @@ func (r *Runs) Account(ids []string) RunAccount {
 		switch {
 		case n == 0:
 			a.Lost++
-			if len(a.Examples) < 5 {
-				a.Examples = append(a.Examples, id+" never handled")
+			if len(a.Missing) < 5 {
+				a.Missing = append(a.Missing, id)
 			}
 		case n > 1:
 			a.Extra += n - 1
@@ -152,6 +152,7 @@ func (r *Runs) Account(ids []string) RunAccount {
 			}
 		}
 	}
+	slices.Sort(a.Missing)
 	slices.Sort(a.Examples)
 	return a
 }
@@ -162,19 +163,13 @@ func (r *Runs) Account(ids []string) RunAccount {
 func (a RunAccount) Check(bound int) error {
 	var errs []error
 	if a.Lost > 0 {
-		errs = append(errs, fmt.Errorf("%d of %d IDs never handled", a.Lost, a.IDs))
+		errs = append(errs, fmt.Errorf("%d of %d IDs never handled (e.g. %s)", a.Lost, a.IDs, strings.Join(a.Missing, ", ")))
 	}
 	if a.Unflagged > 0 {
-		errs = append(errs, fmt.Errorf("%d IDs handled again without the uncertain flag (%d extra runs, %d flagged)", a.Unflagged, a.Extra, a.Flagged))
+		errs = append(errs, fmt.Errorf("%d IDs handled again without the uncertain flag (%d extra runs, %d flagged; e.g. %s)", a.Unflagged, a.Extra, a.Flagged, strings.Join(a.Examples, "; ")))
 	}
 	if bound >= 0 && a.Flagged > bound {
 		errs = append(errs, fmt.Errorf("%d flagged re-runs exceed the in-flight bound %d", a.Flagged, bound))
-	}
-	if len(errs) == 0 {
-		return nil
-	}
-	if len(a.Examples) > 0 {
-		errs = append(errs, errors.New("e.g. "+strings.Join(a.Examples, "; ")))
 	}
 	return errors.Join(errs...)
 }
