@@ -34,11 +34,12 @@ type Report struct {
 	// those flagged uncertain, UnexplainedReruns the others (must be 0).
 	ExtraHandlerRuns, FlaggedReruns, UnexplainedReruns int
 	// Disruptions counts the ownership changes the drill caused (a kill, a
-	// pause, each restart or scale step); RerunBound = 2 x batch x
-	// partitions x Disruptions: at one, each partition can have a batch in
-	// flight and the one before it acked but not yet recorded done. The
-	// uncertain sets and the flagged re-runs must stay within it, and every
-	// extra run must be one the edges counted as an uncertain re-run.
+	// pause, each restart or scale step, counted generously); RerunBound =
+	// batch x partitions x Disruptions: at one, each partition has at most
+	// one batch not known done, its last claimed one (the next claim record
+	// carries the previous batch's done mark). The uncertain sets and the
+	// flagged re-runs must stay within it, and every extra run must be one
+	// the edges counted as an uncertain re-run.
 	Disruptions, RerunBound int
 	// TornLines counts ledger lines a killed edge cut short.
 	TornLines int
@@ -104,7 +105,7 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "events lost               %d\n", r.Lost)
 	fmt.Fprintf(w, "duplicate effects         %d\n", r.DuplicateEffects)
 	fmt.Fprintf(w, "uncertain                 %d (re-run %d)\n", r.Uncertain, r.UncertainReruns)
-	fmt.Fprintf(w, "extra handler runs        %d (ledgers: %d flagged uncertain, %d unexplained; bound 2 x batch x partitions x %d disruptions = %d)\n",
+	fmt.Fprintf(w, "extra handler runs        %d (ledgers: %d flagged uncertain, %d unexplained; bound batch x partitions x %d disruptions = %d)\n",
 		r.ExtraHandlerRuns, r.FlaggedReruns, r.UnexplainedReruns, r.Disruptions, r.RerunBound)
 	if r.TornLines > 0 {
 		fmt.Fprintf(w, "torn ledger lines         %d (cut short by kill -9)\n", r.TornLines)
@@ -165,7 +166,7 @@ func Run(ctx context.Context, cfg Config, name string) (*Report, error) {
 	case "core":
 		err = h.coreKill(ctx, r)
 	}
-	r.RerunBound = 2 * h.cfg.Batch * h.parts * r.Disruptions
+	r.RerunBound = h.cfg.Batch * h.parts * r.Disruptions
 	if err != nil {
 		return r, err
 	}

@@ -231,9 +231,10 @@ load:
 	deadline := time.Now().Add(c.settle)
 	// Re-runs: each step disrupts one region (an edge killed or paused, a
 	// core killed; a disconnect moves no ownership), and per disruption each
-	// of its partitions can have a batch in flight and the one before it
-	// acked but not yet recorded done.
-	bound := 2 * c.batch * c.partitions * disruptions(c.steps)
+	// of its partitions has at most one batch not known done: its last
+	// claimed one (the next claim record carries the previous batch's done
+	// mark).
+	bound := c.batch * c.partitions * disruptions(c.steps)
 	var (
 		runs             map[string]*verify.Runs
 		effects          map[string]map[string]int
@@ -271,7 +272,7 @@ load:
 		ra := ra.byRegion[r]
 		fmt.Printf("effects in %-8s %d, duplicate effects %d (handler runs %d: %d extra, %d flagged uncertain)\n", r, len(effects[r]), acct.DupEffects[r], ra.Runs, ra.Extra, ra.Flagged)
 	}
-	fmt.Printf("uncertain re-runs   %d (batches in flight when an edge was killed or paused; the handler is told); bound %d (2 x batch %d x %d partitions x %d disruptions)\n",
+	fmt.Printf("uncertain re-runs   %d (batches in flight when an edge was killed or paused; the handler is told); bound %d (batch %d x %d partitions x %d disruptions)\n",
 		ra.flagged, bound, c.batch, c.partitions, disruptions(c.steps))
 	if ra.torn > 0 {
 		fmt.Printf("torn ledger lines   %d (a write cut by SIGKILL; the batch was re-run as uncertain)\n", ra.torn)
