@@ -45,6 +45,7 @@ type runResult struct {
 	batch    sim.Quantiles // batch start -> acked
 	decision sim.Quantiles // batch start -> claim durable (edge only)
 	appends  int64
+	runs     *verify.Runs // handler runs after the sink succeeded (edge only)
 }
 
 func (r runResult) rate() float64 { return float64(r.events) / r.elapsed.Seconds() }
@@ -141,7 +142,10 @@ func edgeRun(ctx context.Context, b *testing.B, js jetstream.JetStream, region s
 	if noBloom {
 		name = "edge, Bloom pre-check off"
 	}
-	s := &timedSink{inner: &sink.NATS{JS: js, Names: out}, lat: batchLat}
+	// Handler runs are counted after the sink, in process: the output
+	// stream's Nats-Msg-Id window would hide a second effect.
+	runs := verify.NewRuns()
+	s := &timedSink{inner: sink.Chain{&sink.NATS{JS: js, Names: out}, runs}, lat: batchLat}
 	c := edge.New(js, s, edge.Options{
 		Region: region, Name: name, BatchSize: *batchSize, NoBloom: noBloom, ExpectedIDs: int(total) / *partitions,
 		Metrics: telemetry.NewMetrics(), Logger: coretest.Quiet,
@@ -174,7 +178,7 @@ func edgeRun(ctx context.Context, b *testing.B, js jetstream.JetStream, region s
 	st := c.Stats()
 	cancel()
 	<-errc
-	return runResult{name: name, events: st.Done, elapsed: elapsed, decision: decision.Quantiles(), batch: batchLat.Quantiles(), appends: st.ClaimAppends}
+	return runResult{name: name, events: st.Done, elapsed: elapsed, decision: decision.Quantiles(), batch: batchLat.Quantiles(), appends: st.ClaimAppends, runs: runs}
 }
 
 // timedSink records the sink's time per batch (the edge's handler span).
@@ -239,6 +243,16 @@ func compare(b *testing.B) {
 		got, _ := verify.StreamMsgs(ctx, js, o.OutputStream())
 		if got != uint64(unique) {
 			b.Fatalf("%s: %d outputs for %d unique IDs", o.OutputStream(), got, unique)
+		}
+	}
+	// Each edge run handled every unique ID exactly once: nothing fails in
+	// a benchmark, so even a flagged re-run is wrong.
+	for _, r := range []runResult{on, off} {
+		if err := r.runs.Account(ids).Check(0); err != nil {
+			b.Fatalf("%s: handler runs: %v", r.name, err)
+		}
+		if n := r.runs.Total(); n != unique {
+			b.Fatalf("%s: %d handler runs for %d unique IDs", r.name, n, unique)
 		}
 	}
 	b.ReportMetric(raw.rate(), "raw-ev/s")

@@ -34,7 +34,6 @@ import (
 	"github.com/onceplane/onceplane/jetstream/claimlog"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/producer"
-	"github.com/onceplane/onceplane/sink"
 )
 
 // Config describes where and how hard to drill. The zero value (with
@@ -475,42 +474,32 @@ func (h *harness) finish(ctx context.Context, r *Report) error {
 		return err
 	}
 	r.Published, r.Unique = len(h.ids), h.unique
+	// Every handler run, line by line, from every edge's ledger (a killed
+	// edge's last line may be torn).
+	runs := verify.NewRuns()
+	for name := range h.edges {
+		if err := runs.AddLedger(filepath.Join(h.cfg.Dir, name+".jsonl"), func(id string) bool { return strings.HasPrefix(id, h.prefix) }); err != nil {
+			return err
+		}
+	}
+	acct := runs.Account(h.ids)
 	seen := map[string]bool{}
+	ran := runs.Effects()
 	for _, id := range h.ids {
 		if seen[id] {
 			continue
 		}
 		seen[id] = true
 		switch n := counts[id]; {
-		case n == 0:
+		case n == 0 || ran[id] == 0:
 			r.Lost++
 		case n > 1:
 			r.DuplicateEffects += n - 1
 		}
 	}
-	inv, unc := map[string]int{}, map[string]bool{}
-	for name := range h.edges {
-		lines, err := sink.ReadLedger(filepath.Join(h.cfg.Dir, name+".jsonl"))
-		if err != nil {
-			return err
-		}
-		for _, l := range lines {
-			if strings.HasPrefix(l.ID, h.prefix) {
-				inv[l.ID]++
-				if l.Uncertain {
-					unc[l.ID] = true
-				}
-			}
-		}
-	}
-	for id, n := range inv {
-		if n > 1 {
-			r.ExtraHandlerRuns += n - 1
-			if !unc[id] {
-				r.UnexplainedReruns++
-			}
-		}
-	}
+	r.DuplicateEffects += acct.Unflagged
+	r.ExtraHandlerRuns, r.FlaggedReruns, r.UnexplainedReruns = acct.Extra, acct.Flagged, acct.Extra-acct.Flagged
+	r.TornLines = acct.Torn
 	return nil
 }
 

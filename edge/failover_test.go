@@ -120,7 +120,7 @@ func TestFailoverCrash(t *testing.T) {
 		return totalOwned(all) == parts && a.c.Stats().Owned > 0 && b.c.Stats().Owned > 0 && c.c.Stats().Owned > 0
 	})
 	plan := workload.Plan{Events: 30_000, DupRate: 0.2, Gap: 5_000, Seed: 21}
-	ids, unique := plan.IDs()
+	ids, _ := plan.IDs()
 	pubDone := make(chan error, 1)
 	go func() {
 		pubDone <- workload.Publish(context.Background(), producer.New(r.js, "local"), plan, ids, 1024, nil)
@@ -152,41 +152,23 @@ func TestFailoverCrash(t *testing.T) {
 		uncertain += m.c.Stats().Uncertain
 		reruns += m.c.Stats().UncertainReruns
 	}
-	counts, unc := map[string]int{}, map[string]bool{}
-	for _, f := range []string{"a", "b", "c"} {
-		cs, us := ledgerCounts(t, filepath.Join(dir, f+".jsonl"))
-		for id, n := range cs {
-			counts[id] += n
-		}
-		for id := range us {
-			unc[id] = true
-		}
-	}
-	extra := 0
-	for id, n := range counts {
-		if n > 1 {
-			extra += n - 1
-			if !unc[id] {
-				t.Fatalf("%s handled %d times without being uncertain", id, n)
-			}
-		}
-	}
-	if len(counts) != unique {
-		t.Fatalf("ledger has %d ids, want %d", len(counts), unique)
-	}
+	// Ledgers: every ID ran, each extra run flagged (checkOnce above); the
+	// flagged re-runs are at most the crashed edge's batches in flight and
+	// no more than the survivors counted.
+	extra := r.checkRuns(t, ids)
 	if int64(extra) > reruns {
 		t.Fatalf("%d extra handler runs > %d uncertain re-runs", extra, reruns)
 	}
-	if uncertain > lost*100 {
-		t.Fatalf("uncertain %d > %d partitions x batch 100", uncertain, lost)
+	if uncertain > lost*100 || int64(extra) > lost*100 {
+		t.Fatalf("uncertain %d, extra runs %d > %d partitions x batch 100", uncertain, extra, lost)
 	}
 	t.Logf("crashed edge owned %d partitions; failure detected after %v; all owned again after %v; uncertain %d, re-runs %d, extra handler runs %d",
 		lost, detectedAfter, tookOver, uncertain, reruns, extra)
 }
 
 // TestScaleOutAndIn: 2 edges, then 4 (each owns at most ceil(8/4)+1), then
-// back to 2 by graceful leave, under load: no loss, no duplicate effects,
-// and graceful handoffs leave nothing uncertain.
+// back to 2 by graceful leave, under load: no loss, no unflagged extra run,
+// and the uncertain re-runs bounded (views that briefly disagree fence).
 func TestScaleOutAndIn(t *testing.T) {
 	const parts = 8
 	r := newRegion(t, streams.Config{Partitions: parts, IngestDuplicates: -1})
@@ -219,10 +201,24 @@ func TestScaleOutAndIn(t *testing.T) {
 	d.leave()
 	coretest.Eventually(t, 20*time.Second, "2 edges own 8 again", func() bool { return totalOwned([]*member{a, b}) == parts })
 	r.finishLoad(t, pubDone, parts, ids)
-	var uncertain int64
+	var uncertain, reruns int64
 	for _, m := range four {
 		uncertain += m.c.Stats().Uncertain
+		reruns += m.c.Stats().UncertainReruns
 	}
-	t.Logf("uncertain after graceful handoffs: %d; ownership events: a=%d b=%d c=%d d=%d", uncertain,
+	// Handoffs are graceful, but two joiners' views can briefly disagree
+	// (c takes a partition that d's view gives d): one of them is fenced and
+	// its batch in flight is uncertain. Seen in about 1 run of 3: one batch.
+	// Bound: a batch per partition per membership change (two joins, two
+	// leaves), and every extra run counted by the edges as a re-run.
+	const changes = 4
+	extra := r.checkRuns(t, ids)
+	if int64(extra) > reruns {
+		t.Errorf("%d extra handler runs > %d uncertain re-runs the edges counted", extra, reruns)
+	}
+	if bound := int64(parts * 100 * changes); uncertain > bound || int64(extra) > bound {
+		t.Errorf("uncertain %d, flagged re-runs %d > %d (batch 100 x %d partitions x %d changes)", uncertain, extra, bound, parts, changes)
+	}
+	t.Logf("uncertain after the handoffs: %d, flagged re-runs %d; ownership events: a=%d b=%d c=%d d=%d", uncertain, extra,
 		len(a.ownership()), len(b.ownership()), len(c.ownership()), len(d.ownership()))
 }

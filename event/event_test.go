@@ -2,6 +2,7 @@ package event
 
 import (
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -63,21 +64,78 @@ func TestCheck(t *testing.T) {
 	}
 }
 
+// oracle is the producer contract written apart from the code: the reason
+// an event is refused ("" when it is accepted), in the order the edge checks
+// (the ID, then the payload size, then the routing), and the partition the
+// ID belongs to (FNV-1a 32 of its bytes, modulo n, spelled out here).
+func oracle(id string, payloadLen, p, n, maxPayload int) (reason string, part int) {
+	h := uint32(2166136261)
+	for i := 0; i < len(id); i++ {
+		h ^= uint32(id[i])
+		h *= 16777619
+	}
+	if n > 0 {
+		part = int(h % uint32(n))
+	}
+	switch {
+	case id == "":
+		return "missing-id", part
+	case len(id) > 128:
+		return "id-too-long", part
+	case !idChars.MatchString(id):
+		return "id-invalid-charset", part
+	case payloadLen > maxPayload:
+		return "payload-too-large", part
+	case p != part:
+		return "misrouted", part
+	}
+	return "", part
+}
+
+// idChars: printable ASCII (0x21-0x7e) but '*' (0x2a), '.' (0x2e) and '>' (0x3e).
+var idChars = regexp.MustCompile(`^[!-)+-\-/-=?-~]+$`)
+
+// FuzzCheck compares Check with the oracle: a valid event is accepted with
+// its hash, an invalid one refused with the oracle's reason. Each input is
+// also checked on the partition the oracle says the ID belongs to, so that
+// valid IDs are accepted, not merely invalid ones refused.
 func FuzzCheck(f *testing.F) {
-	f.Add("order-1", 10, 3)
-	f.Add("", 0, 0)
-	f.Add("a.b.c", 1<<20, 7)
-	f.Fuzz(func(t *testing.T, id string, n, p int) {
-		if n < 0 || n > 1<<30 {
+	f.Add("order-1", 10, 3, 0)
+	f.Add("", 0, 0, 0)
+	f.Add("a.b.c", 1<<20, 7, 0)
+	f.Add("a>b", 1, 0, 0)
+	f.Add("a*", 1, 0, 0)
+	f.Add("tab\there", 1, 0, 0)
+	f.Add("caf\xc3\xa9", 1, 0, 0)
+	f.Add("\x7f", 1, 0, 0)
+	f.Add("!#$%&'()+,-/0123456789:;<=?@AZ[\\]^_`az{|}~", 65536, 0, 0)
+	f.Add(strings.Repeat("k", 128), 65537, 0, 0)
+	f.Add(strings.Repeat("k", 129), 0, 0, 0)
+	f.Add("big-payload", 100, 0, 99)
+	f.Fuzz(func(t *testing.T, id string, payloadLen, p, maxPayload int) {
+		if payloadLen < 0 || payloadLen > 1<<30 || maxPayload < 0 || maxPayload > 1<<30 {
 			return
 		}
-		h, err := Check(id, n, p, 16, Limits{})
-		if err == nil {
-			if ValidateID(id) != nil || h != HashID(id) || Partition(id, 16) != p {
-				t.Fatalf("accepted invalid event %q", id)
+		const n = 16
+		lim := Limits{MaxPayload: maxPayload}
+		max := maxPayload
+		if max == 0 {
+			max = DefaultMaxPayload
+		}
+		_, part := oracle(id, payloadLen, p, n, max)
+		for _, p := range []int{p, part} {
+			want, _ := oracle(id, payloadLen, p, n, max)
+			h, err := Check(id, payloadLen, p, n, lim)
+			switch {
+			case want == "" && err != nil:
+				t.Fatalf("Check(%q, %d, p%d) refused a valid event: %v", id, payloadLen, p, err)
+			case want == "" && h != HashID(id):
+				t.Fatalf("Check(%q) hash %v, want %v", id, h, HashID(id))
+			case want != "" && err == nil:
+				t.Fatalf("Check(%q, %d, p%d) accepted an event the contract refuses (%s)", id, payloadLen, p, want)
+			case want != "" && Reason(err) != want:
+				t.Fatalf("Check(%q, %d, p%d): reason %q (%v), want %q", id, payloadLen, p, Reason(err), err, want)
 			}
-		} else if Reason(err) == "invalid" {
-			t.Fatalf("error without reason: %v", err)
 		}
 	})
 }

@@ -49,19 +49,26 @@ func TestBalance(t *testing.T) {
 	}
 }
 
-// TestMovement: a join or a leave moves few partitions beyond those that
-// must move (P/(N+1) to a joiner; the leaver's share). The bound is loose
-// on purpose; the test reports the actual excess.
+// maxExtraMoves is how many partitions (of 64) a join or a leave moves
+// beyond those that must move, at worst. Measured over 600,000 random
+// memberships of 1 to 9 members (joins and leaves): 12. It is an empirical
+// bound, not a proven one; docs/ARCHITECTURE.md quotes it.
+const maxExtraMoves = 12
+
+// TestMovement: a join moves the partitions the joiner must take (and a
+// leave the leaver's share) plus at most maxExtraMoves more, over 3,000
+// memberships. It reports the worst excess seen.
 func TestMovement(t *testing.T) {
+	const P = 64
 	r := rand.New(rand.NewPCG(3, 4))
-	worst := 0
-	for trial := 0; trial < 300; trial++ {
-		const P = 64
+	worstJoin, worstLeave := 0, 0
+	for trial := 0; trial < 3000; trial++ {
 		n := 1 + r.IntN(8)
 		var ms []string
 		for i := 0; i <= n; i++ {
 			ms = append(ms, fmt.Sprintf("e%d-%d", trial, i))
 		}
+		// Join: ms[n] joins ms[:n].
 		before, after := Assign(ms[:n], P), Assign(ms, P)
 		moved, must := 0, 0
 		for p := range before {
@@ -72,14 +79,29 @@ func TestMovement(t *testing.T) {
 				must++
 			}
 		}
-		if excess := moved - must; excess > worst {
-			worst = excess
+		worstJoin = max(worstJoin, moved-must)
+		if moved-must > maxExtraMoves {
+			t.Fatalf("join of 1 to %d moved %d partitions, %d had to: %d extra > %d", n, moved, must, moved-must, maxExtraMoves)
 		}
-		if moved > must+P/4 {
-			t.Fatalf("join of 1 to %d moved %d partitions, %d had to", n, moved, must)
+		// Leave: one of the n+1 leaves.
+		k := r.IntN(n + 1)
+		rest := append(append([]string(nil), ms[:k]...), ms[k+1:]...)
+		left := Assign(rest, P)
+		moved, must = 0, 0
+		for p := range after {
+			if after[p] != left[p] {
+				moved++
+			}
+			if after[p] == ms[k] {
+				must++
+			}
+		}
+		worstLeave = max(worstLeave, moved-must)
+		if moved-must > maxExtraMoves {
+			t.Fatalf("leave of 1 of %d moved %d partitions, %d had to: %d extra > %d", n+1, moved, must, moved-must, maxExtraMoves)
 		}
 	}
-	t.Logf("worst partitions moved beyond those a join must move (P=64): %d", worst)
+	t.Logf("worst partitions moved beyond those that must move (P=64, 3,000 memberships): join %d, leave %d (bound %d)", worstJoin, worstLeave, maxExtraMoves)
 }
 
 func TestDiff(t *testing.T) {

@@ -3,6 +3,7 @@ package report
 import (
 	"bytes"
 	"encoding/json"
+	"html"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,9 +44,110 @@ func TestHTMLIsSelfContained(t *testing.T) {
 	}
 }
 
-// TestChromiumRendersCharts renders the page in headless Chromium and checks
-// the rendered DOM holds every chart with its marks. It skips when Chromium
-// is not installed, unless ONCEPLANE_REQUIRE_CHROMIUM is set (CI sets it).
+// measure is appended to a copy of the page: after layout it records, for
+// every chart, what Chromium actually drew (sizes from the layout engine,
+// not attributes), so that a blank chart fails. The page itself has no
+// script; the copy exists only to be measured.
+const measure = `<script>
+(function () {
+  var m = [];
+  document.querySelectorAll('svg[data-chart]').forEach(function (svg) {
+    var r = svg.getBoundingClientRect();
+    var c = {kind: svg.getAttribute('data-chart'), w: r.width, h: r.height, lines: [], bars: [], labels: 0, marks: 0};
+    svg.querySelectorAll('polyline.series').forEach(function (p) {
+      var b = p.getBBox();
+      c.lines.push({points: p.points.numberOfItems, w: b.width, h: b.height, len: p.getTotalLength()});
+    });
+    svg.querySelectorAll('rect.bar').forEach(function (e) {
+      var b = e.getBoundingClientRect();
+      c.bars.push({w: b.width, h: b.height});
+    });
+    svg.querySelectorAll('text').forEach(function (t) {
+      var b = t.getBBox();
+      if (t.textContent.trim() !== '' && b.width > 0 && b.height > 0) c.labels++;
+    });
+    svg.querySelectorAll('line[stroke-dasharray]').forEach(function (l) {
+      if (l.getBBox().height > 0) c.marks++;
+    });
+    m.push(c);
+  });
+  var pre = document.createElement('pre');
+  pre.id = 'measured';
+  pre.textContent = JSON.stringify(m);
+  document.body.appendChild(pre);
+})();
+</script>`
+
+// drawn is one chart as Chromium laid it out.
+type drawn struct {
+	Kind  string  `json:"kind"`
+	W     float64 `json:"w"`
+	H     float64 `json:"h"`
+	Lines []struct {
+		Points int     `json:"points"`
+		W      float64 `json:"w"`
+		H      float64 `json:"h"`
+		Len    float64 `json:"len"`
+	} `json:"lines"`
+	Bars []struct {
+		W float64 `json:"w"`
+		H float64 `json:"h"`
+	} `json:"bars"`
+	Labels int `json:"labels"`
+	Marks  int `json:"marks"`
+}
+
+// visibleBars counts the bars drawn with an area.
+func (d drawn) visibleBars() int {
+	n := 0
+	for _, b := range d.Bars {
+		if b.W >= 0.5 && b.H >= 0.5 {
+			n++
+		}
+	}
+	return n
+}
+
+// render lays page out in headless Chromium and returns what it drew.
+func render(t *testing.T, bin, page string) []drawn {
+	t.Helper()
+	src, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.LastIndex(src, []byte("</body>"))
+	if i < 0 {
+		t.Fatal("page has no </body>")
+	}
+	measured := filepath.Join(t.TempDir(), "measured.html")
+	if err := os.WriteFile(measured, append(append(append([]byte{}, src[:i]...), measure...), src[i:]...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,2000", "--dump-dom", "file://"+measured).Output()
+	if err != nil {
+		t.Fatalf("chromium: %v", err)
+	}
+	m := regexp.MustCompile(`(?s)<pre id="measured">(.*?)</pre>`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("chromium did not run the measurement; DOM:\n%.2000s", out)
+	}
+	var charts []drawn
+	if err := json.Unmarshal([]byte(html.UnescapeString(string(m[1]))), &charts); err != nil {
+		t.Fatalf("measurement: %v", err)
+	}
+	return charts
+}
+
+// TestChromiumRendersCharts lays the page out in headless Chromium and
+// checks what it drew, not what the markup says: every chart has a size;
+// the throughput chart has a line per region through its points, with
+// length and height, axis labels and the drill markers; histograms, the
+// path chart and the takeover timeline have bars with an area. For the
+// sample document it also checks the drawing against the data (points per
+// line, one bar per non-zero count, the tallest bar where the largest count
+// is). A blank chart (no points, zero-height bars, nothing laid out) fails.
+// It skips when Chromium is not installed, unless ONCEPLANE_REQUIRE_CHROMIUM
+// is set (CI sets it).
 func TestChromiumRendersCharts(t *testing.T) {
 	bin, err := exec.LookPath("chromium")
 	if err != nil {
@@ -55,7 +157,8 @@ func TestChromiumRendersCharts(t *testing.T) {
 		t.Skip("chromium not installed (apt-get install chromium)")
 	}
 	page := os.Getenv("ONCEPLANE_REPORT_HTML") // a simulation's report, when CI has one
-	if page == "" {
+	sampled := page == ""
+	if sampled {
 		page = filepath.Join(t.TempDir(), "report.html")
 		f, err := os.Create(page)
 		if err != nil {
@@ -66,33 +169,78 @@ func TestChromiumRendersCharts(t *testing.T) {
 		}
 		f.Close()
 	}
-	abs, _ := filepath.Abs(page)
-	out, err := exec.Command(bin, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", "file://"+abs).Output()
-	if err != nil {
-		t.Fatalf("chromium: %v", err)
+	charts := render(t, bin, page)
+	byKind := map[string][]drawn{}
+	for _, c := range charts {
+		if c.W < 100 || c.H < 20 {
+			t.Errorf("%s chart laid out %.0fx%.0f px", c.Kind, c.W, c.H)
+		}
+		byKind[c.Kind] = append(byKind[c.Kind], c)
 	}
-	dom := string(out)
-	count := func(re string) int { return len(regexp.MustCompile(re).FindAllString(dom, -1)) }
-	if n := count(`<svg data-chart="throughput"`); n != 1 {
-		t.Errorf("%d throughput charts, want 1", n)
+	if n := len(byKind["throughput"]); n != 1 {
+		t.Fatalf("%d throughput charts, want 1", n)
 	}
-	if n := count(`<polyline class="series"`); n < 2 {
-		t.Errorf("%d throughput lines, want one per region (>= 2)", n)
+	tp := byKind["throughput"][0]
+	if len(tp.Lines) < 2 {
+		t.Errorf("%d throughput lines, want one per region (>= 2)", len(tp.Lines))
 	}
-	if n := count(`stroke-dasharray`); n < 1 {
-		t.Errorf("no drill markers")
+	rising := 0
+	for i, l := range tp.Lines {
+		if l.Points < 2 || l.Len < 100 || l.W < 100 {
+			t.Errorf("throughput line %d: %d points, %.0f px long, %.0f px wide: not drawn", i, l.Points, l.Len, l.W)
+		}
+		if l.H >= 10 {
+			rising++
+		}
 	}
-	if n := count(`<svg data-chart="histogram"`); n < 2 {
+	if rising == 0 {
+		t.Error("every throughput line is flat: no values drawn")
+	}
+	if tp.Labels < 10+len(tp.Lines) {
+		t.Errorf("%d labels drawn on the throughput chart, want 10 axis ticks and a legend per line", tp.Labels)
+	}
+	if tp.Marks < 1 {
+		t.Error("no drill marker drawn")
+	}
+	if n := len(byKind["histogram"]); n < 2 {
 		t.Errorf("%d latency histograms, want >= 2", n)
 	}
-	if n := count(`<svg data-chart="paths"`); n != 1 {
-		t.Errorf("%d path charts, want 1", n)
+	for i, h := range byKind["histogram"] {
+		if h.visibleBars() == 0 || h.Labels < 2 {
+			t.Errorf("histogram %d: %d bars drawn, %d labels", i, h.visibleBars(), h.Labels)
+		}
 	}
-	if n := count(`<svg data-chart="takeovers"`); n != 1 {
-		t.Errorf("%d takeover charts, want 1", n)
+	for _, kind := range []string{"paths", "takeovers"} {
+		if n := len(byKind[kind]); n != 1 {
+			t.Fatalf("%d %s charts, want 1", n, kind)
+		}
+		if c := byKind[kind][0]; c.visibleBars() == 0 || c.Labels == 0 {
+			t.Errorf("%s chart: %d bars drawn, %d labels", kind, c.visibleBars(), c.Labels)
+		}
 	}
-	if n := count(`<rect class="bar"`); n < 5 {
-		t.Errorf("%d bars drawn, want >= 5", n)
+	if sampled {
+		doc := sample()
+		for i, l := range tp.Lines {
+			if want := len(doc.Throughput[i].Points); l.Points != want {
+				t.Errorf("throughput line %d: %d points drawn, %d in the data", i, l.Points, want)
+			}
+		}
+		for i, h := range byKind["histogram"] {
+			// 3, 10, 2: three bars, the second the tallest.
+			if h.visibleBars() != 3 || len(h.Bars) != 3 || !(h.Bars[1].H > h.Bars[0].H && h.Bars[0].H > h.Bars[2].H) {
+				t.Errorf("histogram %d: bars %+v, want 3 with heights ordered as the counts 3, 10, 2", i, h.Bars)
+			}
+		}
+		if n := byKind["paths"][0].visibleBars(); n != 3 {
+			t.Errorf("%d path bars drawn, want 3 (one per non-zero path and region)", n)
+		}
+		if n := byKind["takeovers"][0].visibleBars(); n != 2 {
+			t.Errorf("%d takeover phases drawn, want 2", n)
+		}
 	}
-	t.Logf("%s rendered: %d charts, %d bars", page, count(`<svg data-chart=`), count(`<rect class="bar"`))
+	bars := 0
+	for _, c := range charts {
+		bars += c.visibleBars()
+	}
+	t.Logf("%s rendered: %d charts, %d bars drawn, %d throughput lines", page, len(charts), bars, len(tp.Lines))
 }

@@ -31,6 +31,10 @@ func (r *Report) Print(w io.Writer) {
 	if !r.ExactlyOnce {
 		verdict = "FAIL"
 	}
+	fmt.Fprintf(w, "handler runs          %s (counted in process)\n", r.Runs)
+	if err := r.Runs.Check(0); err != nil {
+		fmt.Fprintf(w, "                      %v\n", err)
+	}
 	fmt.Fprintf(w, "output stream         %d effects for %d unique IDs: %d missing, %d duplicated -> exactly once: %s\n",
 		r.Output, r.Unique, r.Missing, r.OutputDuplicates, verdict)
 }

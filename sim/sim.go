@@ -94,10 +94,15 @@ type Report struct {
 	Output                 int
 	OutputDuplicates       int
 	Missing                int
-	Elapsed                time.Duration
-	Decision, EndToEnd     Quantiles
-	EventsPerSec           float64
-	ExactlyOnce            bool
+	// Runs is the account of every handler run, counted in process after
+	// the sink succeeded (the output stream's Nats-Msg-Id window would hide
+	// a second effect): no run lost, none repeated. The simulation injects
+	// no failure, so even a flagged re-run fails it.
+	Runs               verify.RunAccount
+	Elapsed            time.Duration
+	Decision, EndToEnd Quantiles
+	EventsPerSec       float64
+	ExactlyOnce        bool
 }
 
 // dataDir returns dir, or when it is empty a temporary directory that
@@ -159,6 +164,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 	defer ecancel()
 	var edges []*edge.Consumer
 	edgeDone := make(chan struct{}, cfg.Edges)
+	runs := verify.NewRuns()
 	metrics := telemetry.NewMetrics()
 	for i := 0; i < cfg.Edges; i++ {
 		var parts []int
@@ -171,7 +177,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 		}
 		defer enc.Close()
 		ejs, _ := jetstream.New(enc, jetstream.WithPublishAsyncTimeout(5*time.Second))
-		c := edge.New(ejs, &sink.NATS{JS: ejs, Names: scfg.Names}, edge.Options{
+		c := edge.New(ejs, sink.Chain{&sink.NATS{JS: ejs, Names: scfg.Names}, runs}, edge.Options{
 			Name: fmt.Sprintf("edge-%d", i), Partitions: parts, BatchSize: cfg.BatchSize, NoBloom: cfg.NoBloom,
 			Metrics: metrics, Logger: cfg.Logger, OnDecision: onDecision,
 		})
@@ -260,8 +266,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 			r.OutputDuplicates += n - 1
 		}
 	}
+	r.Runs = runs.Account(ids)
 	r.EventsPerSec = float64(r.Decided) / elapsed.Seconds()
-	r.ExactlyOnce = r.Missing == 0 && r.OutputDuplicates == 0 && r.Output == unique
+	r.ExactlyOnce = r.Missing == 0 && r.OutputDuplicates == 0 && r.Output == unique && r.Runs.Check(0) == nil
 	return r, nil
 }
 

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -41,7 +42,6 @@ import (
 	"github.com/onceplane/onceplane/internal/workload"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/producer"
-	"github.com/onceplane/onceplane/sink"
 )
 
 type config struct {
@@ -53,6 +53,7 @@ type config struct {
 	socket      string
 	mix         workload.Mix
 	partitions  int
+	batch       int
 	steps       []string
 	hold        time.Duration
 	ready       time.Duration
@@ -76,6 +77,7 @@ func main() {
 	flag.StringVar(&c.project, "project", "", "Compose project (default: this container's own)")
 	flag.StringVar(&c.socket, "docker-socket", "/var/run/docker.sock", "Docker Engine API socket")
 	flag.IntVar(&c.partitions, "partitions", 8, "partitions of the deployment (to check every input consumer drained)")
+	flag.IntVar(&c.batch, "batch", 500, "the edges' batch size (bounds the uncertain re-runs a disruption can cause)")
 	flag.IntVar(&c.mix.Events, "events", 12000, "unique IDs in the load")
 	flag.IntVar(&c.mix.Rate, "rate", 600, "first sends per second")
 	flag.StringVar(&prefix, "prefix", "", "ID prefix (default drill-<start time>-)")
@@ -227,9 +229,16 @@ load:
 	// replicate once the sources notice healed links (up to minutes after a
 	// disconnect), so an inexact account is polled until the deadline.
 	deadline := time.Now().Add(c.settle)
+	// Re-runs: each step disrupts one region (an edge killed or paused, a
+	// core killed; a disconnect moves no ownership), and per disruption each
+	// of its partitions has at most one batch not known done: its last
+	// claimed one (the next claim record carries the previous batch's done
+	// mark).
+	bound := c.batch * c.partitions * disruptions(c.steps)
 	var (
+		runs             map[string]*verify.Runs
 		effects          map[string]map[string]int
-		reruns, skipped  int
+		ra               runsAccount
 		acct             verify.Account
 		lastLines        = -1
 		stableSince      time.Time
@@ -237,14 +246,19 @@ load:
 	)
 	for {
 		var lines int
-		effects, reruns, skipped, lines = readLedgers(c.ledgers, c.mix.Prefix)
+		runs, lines = readLedgers(c.ledgers, c.mix.Prefix)
+		effects = map[string]map[string]int{}
+		for r, rs := range runs {
+			effects[r] = rs.Effects()
+		}
 		if lines != lastLines {
 			lastLines, stableSince = lines, time.Now()
 		}
 		drained = allDrained(ctx, admin, c.partitions)
 		acct = verify.Tally(ids, effects, conflicts(ctx, admin, mine))
+		ra = accountRuns(runs, ids, bound)
 		settled = drained && time.Since(stableSince) >= 3*time.Second
-		if (settled && acct.OK()) || time.Now().After(deadline) {
+		if (settled && acct.OK() && ra.err == nil) || time.Now().After(deadline) {
 			break
 		}
 		if err := poll.Sleep(ctx, time.Second); err != nil {
@@ -255,15 +269,16 @@ load:
 	fmt.Printf("sent                %d (%v), %d unique IDs\n", len(sends), kinds, len(ids))
 	fmt.Printf("lost                %d\n", acct.Lost)
 	for _, r := range c.regions.Names {
-		n := 0
-		for range effects[r] {
-			n++
-		}
-		fmt.Printf("effects in %-8s %d, duplicate effects %d\n", r, n, acct.DupEffects[r])
+		ra := ra.byRegion[r]
+		fmt.Printf("effects in %-8s %d, duplicate effects %d (handler runs %d: %d extra, %d flagged uncertain)\n", r, len(effects[r]), acct.DupEffects[r], ra.Runs, ra.Extra, ra.Flagged)
 	}
-	fmt.Printf("uncertain re-runs   %d (batches in flight when an edge was killed or paused; the handler is told)\n", reruns)
-	if skipped > 0 {
-		fmt.Printf("torn ledger lines   %d (a write cut by SIGKILL; the batch was re-run as uncertain)\n", skipped)
+	fmt.Printf("uncertain re-runs   %d (batches in flight when an edge was killed or paused; the handler is told); bound %d (batch %d x %d partitions x %d disruptions)\n",
+		ra.flagged, bound, c.batch, c.partitions, disruptions(c.steps))
+	if ra.torn > 0 {
+		fmt.Printf("torn ledger lines   %d (a write cut by SIGKILL; the batch was re-run as uncertain)\n", ra.torn)
+	}
+	if ra.err != nil {
+		fmt.Printf("handler runs        %v\n", ra.err)
 	}
 	fmt.Printf("true races          %d (IDs with effects in two regions)\n", acct.TrueRaces)
 	fmt.Printf("conflicts reported  %d (missed %d, spurious %d)\n", acct.Reported, acct.Missed, acct.Spurious)
@@ -271,12 +286,49 @@ load:
 	if !settled {
 		fmt.Printf("not settled after %v (inputs drained: %v); the counts above may still move\n", c.settle, drained)
 	}
-	if acct.OK() && settled {
+	ok := acct.OK() && ra.err == nil && settled
+	if ok {
 		fmt.Println("result              OK")
 	} else {
 		fmt.Println("result              FAILED")
 	}
-	return acct.OK() && settled, nil
+	return ok, nil
+}
+
+// disruptions counts the ownership changes the drill steps can cause: a
+// failure and its undoing each.
+func disruptions(steps []string) int { return 2 * len(steps) }
+
+// runsAccount is the drill's account of handler runs, per region and in all.
+type runsAccount struct {
+	byRegion      map[string]verify.RunAccount
+	flagged, torn int
+	err           error
+}
+
+// accountRuns checks each region's runs of ids: an ID run again there
+// without the uncertain flag is a duplicate effect (Tally counts it too),
+// and the flagged re-runs of every region together stay within bound. A
+// lost ID is Tally's (it may have run in another region).
+func accountRuns(runs map[string]*verify.Runs, ids []string, bound int) runsAccount {
+	ra := runsAccount{byRegion: map[string]verify.RunAccount{}}
+	var errs []error
+	regions := slices.Sorted(maps.Keys(runs))
+	for _, r := range regions {
+		a := runs[r].Account(ids)
+		a.Lost, a.Missing = 0, nil // not every ID is handled in every region
+		ra.byRegion[r] = a
+		ra.flagged += a.Flagged
+		ra.torn += a.Torn
+		if a.Unflagged > 0 {
+			errs = append(errs, fmt.Errorf("%s: %d IDs handled again without the uncertain flag (e.g. %s)", r, a.Unflagged, strings.Join(a.Examples, "; ")))
+		}
+	}
+	if ra.flagged > bound {
+		errs = append(errs, fmt.Errorf("%d flagged re-runs exceed the in-flight bound %d", ra.flagged, bound))
+	}
+	ra.err = errors.Join(errs...)
+	return ra
 }
 
 // allDrained reports whether every region's input consumers are drained.
@@ -474,45 +526,28 @@ func dial(url string, role auth.Role, credentials, ca string) (jetstream.JetStre
 	return jetstream.New(nc, jetstream.WithPublishAsyncTimeout(5*time.Second))
 }
 
-// readLedgers counts, per region, the effects of IDs with prefix in the
-// ledgers under dir (<region>/<edge>/ledger.jsonl): an ID's handler runs
-// that were not told they might be re-runs. Runs marked uncertain (the
-// previous owner died or was paused between its claim and recording it
-// done: G1's uncertain set) are counted apart, as reruns; an ID run only
-// as uncertain counts one effect. It also returns the lines it could not
-// read (a write cut by SIGKILL) and the number of lines with prefix.
-func readLedgers(dir, prefix string) (effects map[string]map[string]int, reruns, skipped, total int) {
-	effects = map[string]map[string]int{}
+// readLedgers counts, per region, the handler runs of IDs with prefix in
+// the ledgers under dir (<region>/<edge>/ledger.jsonl), line by line; a
+// line cut short by SIGKILL is skipped and counted (RunAccount.Torn). It
+// also returns the number of lines read, to tell when the ledgers are still.
+func readLedgers(dir, prefix string) (runs map[string]*verify.Runs, lines int) {
+	runs = map[string]*verify.Runs{}
 	files, _ := filepath.Glob(filepath.Join(dir, "*", "*", "ledger.jsonl"))
 	slices.Sort(files)
 	for _, f := range files {
 		region := filepath.Base(filepath.Dir(filepath.Dir(f)))
-		lines, bad, _ := sink.ScanLedger(f)
-		skipped += bad
-		if effects[region] == nil {
-			effects[region] = map[string]int{}
+		if runs[region] == nil {
+			runs[region] = verify.NewRuns()
 		}
-		for _, l := range lines {
-			if !strings.HasPrefix(l.ID, prefix) {
-				continue
+		_ = runs[region].AddLedger(f, func(id string) bool {
+			if !strings.HasPrefix(id, prefix) {
+				return false
 			}
-			total++
-			if l.Uncertain {
-				reruns++
-				effects[region][l.ID] += 0 // handled, if only as a re-run
-				continue
-			}
-			effects[region][l.ID]++
-		}
+			lines++
+			return true
+		})
 	}
-	for _, m := range effects {
-		for id, n := range m {
-			if n == 0 {
-				m[id] = 1
-			}
-		}
-	}
-	return effects, reruns, skipped, total
+	return runs, lines
 }
 
 // conflicts returns the ID hashes of mine in every region's conflicts

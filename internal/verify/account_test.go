@@ -33,3 +33,34 @@ func TestTally(t *testing.T) {
 		t.Fatalf("reported race: %+v", a)
 	}
 }
+
+func TestRuns(t *testing.T) {
+	r := verify.NewRuns()
+	for _, run := range []struct {
+		id  string
+		unc bool
+	}{{"a", false}, {"b", false}, {"b", true}, {"c", false}, {"c", false}, {"d", true}, {"e", false}, {"e", true}, {"e", false}} {
+		r.Add(run.id, run.unc)
+	}
+	a := r.Account([]string{"a", "b", "c", "d", "e", "f", "a"})
+	// a once; b again flagged; c again unflagged; d only as a flagged re-run;
+	// e three times, one flagged: one extra run unexplained; f never.
+	want := verify.RunAccount{IDs: 6, Runs: 9, Lost: 1, Extra: 4, Flagged: 2, Unflagged: 2}
+	if a.IDs != want.IDs || a.Runs != want.Runs || a.Lost != want.Lost || a.Extra != want.Extra || a.Flagged != want.Flagged || a.Unflagged != want.Unflagged {
+		t.Fatalf("got %v, want %v", a, want)
+	}
+	if a.Check(-1) == nil {
+		t.Fatal("a lost ID and unflagged re-runs pass the check")
+	}
+	ok := r.Account([]string{"a", "b", "d"})
+	if err := ok.Check(1); err != nil {
+		t.Fatalf("one flagged re-run within a bound of 1: %v", err)
+	}
+	if ok.Check(0) == nil {
+		t.Fatal("a flagged re-run beyond a bound of 0 passes the check")
+	}
+	eff := r.Effects()
+	if eff["a"] != 1 || eff["b"] != 1 || eff["c"] != 2 || eff["d"] != 1 || eff["e"] != 2 {
+		t.Fatalf("effects %v", eff)
+	}
+}

@@ -1,0 +1,382 @@
+// Command mutants is the mutation check behind .ci/mutants: it copies the
+// repository (tracked and untracked, unignored files; the working copy is
+// never touched) to a temporary directory, makes one small source change
+// per mutant there, runs the short tests that should catch it, and reports
+// KILLED or SURVIVED. It exits 1 when a mutant survives, when a mutant's text
+// is no longer in the source (a refactor must not silently disable a
+// mutant: update the mutant with the code), when a mutant does not build,
+// or when the unmutated tests fail.
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// mutant is one small change to the source and the tests that must see it.
+type mutant struct {
+	name, what string
+	file       string   // relative to the repository root
+	old, new   string   // old must occur exactly once in file
+	pkgs       []string // packages whose tests should catch it
+	tests      []string // top-level test (or fuzz seed) names run in pkgs
+}
+
+var mutants = []mutant{
+	{
+		name: "A", what: "Classify: a repeat in a later batch (exact-set hit) decided as first time",
+		file: "dedupe/state.go",
+		old:  "\t\t\t\tout = append(out, PathExactHit)\n",
+		new:  "\t\t\t\tout = append(out, PathExactMiss)\n",
+		pkgs: []string{"./dedupe"}, tests: []string{"TestOwnersWithCrashesModel", "FuzzOwnersModel"},
+	},
+	{
+		name: "A/edge", what: "mutant A, seen by the edge's effect checks (ledger run counts)",
+		file: "dedupe/state.go",
+		old:  "\t\t\t\tout = append(out, PathExactHit)\n",
+		new:  "\t\t\t\tout = append(out, PathExactMiss)\n",
+		pkgs: []string{"./edge"}, tests: []string{"TestTwoOwnersFenced", "TestScaleOutAndIn"},
+	},
+	{
+		name: "B", what: "Apply ignores done records: every claimed ID becomes uncertain",
+		file: "dedupe/state.go",
+		old:  "\ts.markLogged(r.DoneThrough)\n",
+		new:  "\t_ = s.markLogged\n",
+		pkgs: []string{"./dedupe"}, tests: []string{"TestOwnersWithCrashesModel", "FuzzOwnersModel"},
+	},
+	{
+		name: "C", what: "Classify: an uncertain ID decided exact-hit instead of re-run (silently skipped)",
+		file: "dedupe/state.go",
+		old:  "\t\t\t\t\tout = append(out, PathUncertainRerun)\n",
+		new:  "\t\t\t\t\tout = append(out, PathExactHit)\n",
+		pkgs: []string{"./dedupe"}, tests: []string{"TestClassifyPaths", "TestOwnersWithCrashesModel", "TestUncertainOnBothSidesRunsAgain"},
+	},
+	{
+		name: "D", what: "edge: delivery gap check disabled (checkDelivery always nil)",
+		file: "edge/consumer.go",
+		old:  "\tif d != last+1 {\n",
+		new:  "\tif false && d != last+1 {\n",
+		pkgs: []string{"./edge"}, tests: []string{"TestFirstDeliveryGapChecked"},
+	},
+	{
+		name: "E", what: "edge: the handler's result ignored, so give-ups are acked without a dead letter",
+		file: "edge/consumer.go",
+		old:  "\t\tfor i, e := range final {\n",
+		new:  "\t\tfor i, e := range final[:0] {\n",
+		pkgs: []string{"./edge"}, tests: []string{"TestBadInputToDLQ"},
+	},
+	{
+		name: "F", what: "MergeRemote ignores takeover records: an ID uncertain on both sides is skipped by both",
+		file: "dedupe/state.go",
+		old:  "\t\t\trl.uncertain[h] = struct{}{}\n",
+		new:  "\t\t\t_ = h\n",
+		pkgs: []string{"./dedupe"}, tests: []string{"TestUncertainOnBothSidesRunsAgain", "TestRemoteMergeModel"},
+	},
+	{
+		name: "G", what: "RecordTime returns the writer's time unclamped",
+		file: "dedupe/state.go",
+		old:  "\tif stored.IsZero() {\n\t\treturn r.Time\n\t}\n",
+		new:  "\tif true {\n\t\treturn r.Time\n\t}\n",
+		pkgs: []string{"./dedupe"}, tests: []string{"TestWriterClockAheadDoesNotMoveTheWindow", "TestSkewedClocksDecideTheSame"},
+	},
+	{
+		name: "H", what: "handleIsolated re-runs a panicked batch's events unflagged",
+		file: "edge/handler.go",
+		old:  "\t\tev.Uncertain = true\n",
+		new:  "\t\t_ = ev.Uncertain\n",
+		pkgs: []string{"./edge"}, tests: []string{"TestPanicReRunsAreFlagged"},
+	},
+	{
+		name: "I", what: "event.ValidateID accepts '>' (an ID that is not one subject token)",
+		file: "event/event.go",
+		old:  "c == '.' || c == '*' || c == '>'",
+		new:  "c == '.' || c == '*'",
+		pkgs: []string{"./event"}, tests: []string{"FuzzCheck"},
+	},
+	{
+		name: "J", what: "event.Check skips the routing check (a misrouted event escapes its partition's dedupe)",
+		file: "event/event.go",
+		old:  "\tif got := Partition(id, n); got != p {\n",
+		new:  "\tif got := Partition(id, n); false && got != p {\n",
+		pkgs: []string{"./event"}, tests: []string{"FuzzCheck"},
+	},
+	{
+		name: "K", what: "event.Check refuses every event",
+		file: "event/event.go",
+		old:  "\treturn HashID(id), nil\n",
+		new:  "\treturn Hash{}, fmt.Errorf(\"%w: always\", ErrMisrouted)\n",
+		pkgs: []string{"./event"}, tests: []string{"FuzzCheck"},
+	},
+}
+
+func main() {
+	only := flag.String("only", "", "comma-separated mutant names to run (default: all)")
+	timeout := flag.Duration("timeout", 150*time.Second, "go test -timeout for each mutant")
+	keep := flag.Bool("keep", false, "keep the temporary copy")
+	verbose := flag.Bool("v", false, "print the tests' output of every mutant")
+	list := flag.Bool("list", false, "list the mutants and exit")
+	flag.Parse()
+	if *list {
+		for _, m := range mutants {
+			fmt.Printf("%-7s %s (%s; %s %s)\n", m.name, m.what, m.file, strings.Join(m.pkgs, " "), strings.Join(m.tests, "|"))
+		}
+		return
+	}
+	sel := mutants
+	if *only != "" {
+		sel = nil
+		for _, n := range strings.Split(*only, ",") {
+			i := slices.IndexFunc(mutants, func(m mutant) bool { return m.name == n })
+			if i < 0 {
+				fatalf("unknown mutant %q (-list lists them)", n)
+			}
+			sel = append(sel, mutants[i])
+		}
+	}
+	if err := run(sel, *timeout, *keep, *verbose); err != nil {
+		fatalf("%v", err)
+	}
+}
+
+func fatalf(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "mutants: "+format+"\n", a...)
+	os.Exit(1)
+}
+
+type result struct {
+	m       mutant
+	verdict string // KILLED, SURVIVED, ERROR
+	by      string
+	took    time.Duration
+}
+
+func run(sel []mutant, timeout time.Duration, keep, verbose bool) error {
+	root, err := output("", "git", "rev-parse", "--show-toplevel")
+	if err != nil {
+		return fmt.Errorf("find the repository: %w", err)
+	}
+	root = strings.TrimSpace(root)
+	tmp, err := os.MkdirTemp("", "onceplane-mutants-")
+	if err != nil {
+		return fmt.Errorf("temporary directory: %w", err)
+	}
+	if keep {
+		fmt.Println("copy kept in", tmp)
+	} else {
+		defer os.RemoveAll(tmp)
+	}
+	if err := copyRepo(root, tmp); err != nil {
+		return err
+	}
+	// Every mutant's text must be there before anything runs.
+	for _, m := range sel {
+		b, err := os.ReadFile(filepath.Join(tmp, m.file))
+		if err != nil {
+			return fmt.Errorf("mutant %s: %w", m.name, err)
+		}
+		if n := bytes.Count(b, []byte(m.old)); n != 1 {
+			return fmt.Errorf("mutant %s: %q occurs %d times in %s, want exactly once: the code changed; update the mutant", m.name, m.old, n, m.file)
+		}
+	}
+	// The unmutated tests must pass, or every mutant would look killed.
+	t0 := time.Now()
+	tests, pkgs := map[string]bool{}, map[string]bool{}
+	for _, m := range sel {
+		for _, t := range m.tests {
+			tests[t] = true
+		}
+		for _, p := range m.pkgs {
+			pkgs[p] = true
+		}
+	}
+	out, err := goTest(tmp, slices.Sorted(maps.Keys(pkgs)), slices.Sorted(maps.Keys(tests)), timeout)
+	if err != nil {
+		fmt.Print(out)
+		return fmt.Errorf("the unmutated tests fail (%v): fix them first", err)
+	}
+	fmt.Printf("baseline: the unmutated tests pass (%.1fs)\n", time.Since(t0).Seconds())
+
+	var results []result
+	for _, m := range sel {
+		r := result{m: m}
+		start := time.Now()
+		path := filepath.Join(tmp, m.file)
+		orig, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(path, bytes.Replace(orig, []byte(m.old), []byte(m.new), 1), 0o644); err != nil {
+			return err
+		}
+		out, err := goTest(tmp, m.pkgs, m.tests, timeout)
+		if werr := os.WriteFile(path, orig, 0o644); werr != nil {
+			return fmt.Errorf("restore %s: %w", m.file, werr)
+		}
+		r.took = time.Since(start)
+		switch {
+		case err == nil:
+			r.verdict = "SURVIVED"
+		case strings.Contains(out, "[build failed]") || strings.Contains(out, "[setup failed]"):
+			r.verdict, r.by = "ERROR", "does not build"
+		default:
+			r.verdict, r.by = "KILLED", caughtBy(out)
+		}
+		fmt.Printf("%-7s %-8s %5.1fs  %s", m.name, r.verdict, r.took.Seconds(), m.what)
+		if r.by != "" {
+			fmt.Printf("  [%s]", r.by)
+		}
+		fmt.Println()
+		if verbose || r.verdict != "KILLED" {
+			fmt.Print(indent(tail(out, 3000)))
+		}
+		results = append(results, r)
+	}
+	var bad []string
+	for _, r := range results {
+		if r.verdict != "KILLED" {
+			bad = append(bad, r.m.name+" "+r.verdict)
+		}
+	}
+	fmt.Printf("%d mutants, %d killed, in %.0fs\n", len(results), len(results)-len(bad), time.Since(t0).Seconds())
+	if len(bad) > 0 {
+		return fmt.Errorf("not killed: %s", strings.Join(bad, ", "))
+	}
+	return nil
+}
+
+// goTest runs the named tests of pkgs in dir, short and uncached. It does
+// not stop at the first failure, so the report names every test that saw
+// the mutant.
+func goTest(dir string, pkgs, tests []string, timeout time.Duration) (string, error) {
+	quoted := make([]string, len(tests))
+	for i, t := range tests {
+		quoted[i] = regexp.QuoteMeta(t)
+	}
+	args := append([]string{"test", "-short", "-count=1", "-timeout", timeout.String(),
+		"-run", "^(" + strings.Join(quoted, "|") + ")$"}, pkgs...)
+	// The go command stops the test binary at -timeout; this bounds the
+	// build and anything else.
+	ctx, cancel := context.WithTimeout(context.Background(), timeout+2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = dir
+	var b bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &b, &b
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		return b.String(), fmt.Errorf("go test did not end within %v: %w", timeout+2*time.Minute, ctx.Err())
+	}
+	return b.String(), err
+}
+
+var failRE = regexp.MustCompile(`--- FAIL: (\S+)`)
+
+// caughtBy names the failing tests in go test's output.
+func caughtBy(out string) string {
+	var names []string
+	for _, m := range failRE.FindAllStringSubmatch(out, -1) {
+		if !slices.Contains(names, m[1]) {
+			names = append(names, m[1])
+		}
+	}
+	if strings.Contains(out, "panic: test timed out") {
+		names = append(names, "test timeout")
+	}
+	if len(names) == 0 {
+		return "go test failed"
+	}
+	return strings.Join(names, ", ")
+}
+
+// copyRepo copies the repository's tracked and untracked unignored files
+// from root to dst.
+func copyRepo(root, dst string) error {
+	ls, err := output(root, "git", "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+	if err != nil {
+		return fmt.Errorf("list files: %w", err)
+	}
+	for _, rel := range strings.Split(ls, "\x00") {
+		if rel == "" {
+			continue
+		}
+		if err := copyFile(filepath.Join(root, rel), filepath.Join(dst, rel)); err != nil {
+			return fmt.Errorf("copy %s: %w", rel, err)
+		}
+	}
+	return nil
+}
+
+func copyFile(src, dst string) error {
+	fi, err := os.Lstat(src)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // deleted in the working copy
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	if fi.Mode()&os.ModeSymlink != 0 {
+		target, err := os.Readlink(src)
+		if err != nil {
+			return err
+		}
+		return os.Symlink(target, dst)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, fi.Mode().Perm())
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+func output(dir, name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	b, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return string(b), nil
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+func indent(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "    " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n    ") + "\n"
+}
