@@ -145,7 +145,7 @@ func edgeRun(ctx context.Context, b *testing.B, js jetstream.JetStream, region s
 	// Handler runs are counted after the sink, in process: the output
 	// stream's Nats-Msg-Id window would hide a second effect.
 	runs := verify.NewRuns()
-	s := &timedSink{inner: sink.Chain{&sink.NATS{JS: js, Names: out}, runs}, lat: batchLat}
+	s := &timedSink{inner: sink.NewChain(&sink.NATS{JS: js, Names: out}, runs), lat: batchLat}
 	c := edge.New(js, s, edge.Options{
 		Region: region, Name: name, BatchSize: *batchSize, NoBloom: noBloom, ExpectedIDs: int(total) / *partitions,
 		Metrics: telemetry.NewMetrics(), Logger: coretest.Quiet,

@@ -177,7 +177,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 		}
 		defer enc.Close()
 		ejs, _ := jetstream.New(enc, jetstream.WithPublishAsyncTimeout(5*time.Second))
-		c := edge.New(ejs, sink.Chain{&sink.NATS{JS: ejs, Names: scfg.Names}, runs}, edge.Options{
+		c := edge.New(ejs, sink.NewChain(&sink.NATS{JS: ejs, Names: scfg.Names}, runs), edge.Options{
 			Name: fmt.Sprintf("edge-%d", i), Partitions: parts, BatchSize: cfg.BatchSize, NoBloom: cfg.NoBloom,
 			Metrics: metrics, Logger: cfg.Logger, OnDecision: onDecision,
 		})
