@@ -324,21 +324,26 @@ func TestReleaseThenRetake(t *testing.T) {
 	}
 	m := &fakeMembership{names: []string{"edge-r"}, changes: make(chan struct{}, 1)}
 	var mu sync.Mutex
-	inFlight, overlap := 0, false
+	inFlight, overlap, blocked := 0, false, false
+	gate := make(chan struct{}) // holds the first handler call: the batch in hand during the flip
 	slowSink := edge.HandlerFunc(func(ctx context.Context, ev event.Event) error {
 		mu.Lock()
 		inFlight++
 		if inFlight > 1 {
 			overlap = true
 		}
+		first := !blocked
+		blocked = true
 		mu.Unlock()
-		time.Sleep(20 * time.Millisecond) // the handler's own work, not a wait for a condition
+		if first {
+			<-gate
+		}
 		mu.Lock()
 		inFlight--
 		mu.Unlock()
 		return nil
 	})
-	c := r.startEdgeChain(t, edge.Options{Name: "edge-r", Membership: m, BatchSize: 20, HandoffDelay: time.Hour}, filepath.Join(t.TempDir(), "l.jsonl"), slowSink)
+	c := r.startEdgeChain(t, edge.Options{Name: "edge-r", Membership: m, BatchSize: 20, HandoffDelay: time.Hour, ShutdownGrace: time.Minute}, filepath.Join(t.TempDir(), "l.jsonl"), slowSink)
 	coretest.Eventually(t, 10*time.Second, "owned", func() bool { return slices.Equal(c.Owned(), []int{0}) })
 	ctx := context.Background()
 	pr := producer.New(r.js, "local")
@@ -350,10 +355,17 @@ func TestReleaseThenRetake(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	coretest.Eventually(t, 10*time.Second, "a batch in hand", func() bool { return c.Stats().First > 0 })
+	coretest.Eventually(t, 10*time.Second, "a batch in hand", func() bool { mu.Lock(); defer mu.Unlock(); return blocked })
 	m.set("edge-r", other)
 	coretest.Eventually(t, 5*time.Second, "the release to start", func() bool { return len(c.Owned()) == 0 })
 	m.set("edge-r")
+	// The old run still holds its batch: no second run may start handling.
+	coretest.Never(t, 3*time.Second, "a second run of the partition handling events", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return overlap
+	})
+	close(gate)
 	coretest.Eventually(t, 30*time.Second, "owned, ready, every event handled", func() bool {
 		return slices.Equal(c.Owned(), []int{0}) && c.Ready() == nil && c.Stats().Done >= 200
 	})
