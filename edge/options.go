@@ -87,6 +87,9 @@ type Options struct {
 	// OnDecision, when set, is called once per decided event after its claim
 	// is committed (simulation reports, tests). It must be fast.
 	OnDecision func(Decision)
+	// Clock, when set, replaces time.Now for this edge's wall clock (drills
+	// skew it; decisions must not depend on it). Zero means time.Now.
+	Clock func() time.Time
 }
 
 // Decision describes one event's dedupe decision, for OnDecision.
