@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"sync"
 	"time"
@@ -48,6 +49,10 @@ type Config struct {
 	Batch int
 	// Rate is the background load in events per second. Zero means 500.
 	Rate int
+	// LinkDelay is the one-way delay of every edge's link to the core, so
+	// that answers are in flight when a cut swallows them. Zero means 2 ms;
+	// negative means none. A flap raises it to 20–60 ms while it lasts.
+	LinkDelay time.Duration
 	// Window is the dedupe window the region provisions. Zero means the core's default (24 h).
 	Window time.Duration
 	// Chaos are the edges' baseline chaos-sink rates (FaultSink raises them
@@ -95,6 +100,10 @@ func (c Config) withDefaults() Config {
 	if c.Rate <= 0 {
 		c.Rate = 500
 	}
+	if c.LinkDelay == 0 {
+		c.LinkDelay = 2 * time.Millisecond
+	}
+	c.LinkDelay = max(c.LinkDelay, 0)
 	if c.Chaos.HangMax <= 0 {
 		c.Chaos.HangMax = time.Second
 	}
@@ -167,6 +176,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	// Publishes still being retried get a while to be acked (the region is
 	// whole again); what is never acked is not checked.
 	load.finish(ctx, 30*time.Second)
+	// One new event per partition: each must still be handled.
+	load.probes(ctx)
+	load.close()
 	log.Info("faults stopped; settling", "published", len(load.pubs))
 
 	rep.Settle = r.settle(ctx, cfg.SettleTimeout)
@@ -181,7 +193,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.Elapsed = time.Since(r.start)
 	rep.Errors = r.errors()
 	r.mu.Lock()
-	rep.StartRefused = r.refused
+	rep.StartFailed = maps.Clone(r.startFailed)
 	r.mu.Unlock()
 	rep.summarize(load)
 	if tempDir && rep.OK() && len(rep.Errors) == 0 {

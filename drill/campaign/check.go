@@ -32,6 +32,9 @@ const (
 	StalledPartition = "stalled-partition"
 	// EdgeNotReady: an edge whose /readyz was not OK once faults stopped.
 	EdgeNotReady = "edge-not-ready"
+	// UnownedPartition: a partition no running edge owned (or two did)
+	// once faults stopped.
+	UnownedPartition = "unowned-partition"
 	// ProcessCrash: a process exited without being told to.
 	ProcessCrash = "process-crash"
 )
@@ -122,8 +125,10 @@ func (t *tally) violation(kind, detail string) (Violation, bool) {
 //     carries the done mark of its previous batch, so an owner that dies
 //     leaves only its last claimed batch undone), so uncertain runs are at
 //     most Batch × Σ Affected over the faults that can leave work in flight.
-//  4. Once faults stop, every partition drains and every edge is ready, and
-//     no process exited by itself.
+//  4. Once faults stop, every partition drains, is owned by exactly one
+//     edge, every edge is ready, and no process exited by itself after it
+//     had started (an edge that cannot reach the core at start exits, and
+//     is started again, as a supervisor would).
 func Check(h History) Verdict {
 	var v Verdict
 	undrained := map[int]bool{}
@@ -214,9 +219,12 @@ func Check(h History) Verdict {
 	}
 
 	// 4. Settled, ready, no crash.
-	var stalled, notReady, crashed tally
+	var stalled, notReady, unowned, crashed tally
 	for _, p := range h.Settle.Undrained {
 		stalled.add(fmt.Sprintf("p%d", p))
+	}
+	for _, p := range h.Settle.Unowned {
+		unowned.add(fmt.Sprintf("p%d", p))
 	}
 	for e, why := range h.Settle.NotReady {
 		notReady.add(fmt.Sprintf("%s: %s", e, clip(why)))
@@ -239,6 +247,7 @@ func Check(h History) Verdict {
 		{&over, UncertainOverBound, fmt.Sprintf("%d uncertain runs > bound %d = batch %d × %d partitions with work in flight at faults", v.UncertainRuns, v.Bound, h.Batch, v.InFlight)},
 		{&stalled, StalledPartition, fmt.Sprintf("not drained within %v of the faults stopping", h.Settle.Within)},
 		{&notReady, EdgeNotReady, ""},
+		{&unowned, UnownedPartition, "owned by no running edge, or by two"},
 		{&crashed, ProcessCrash, ""},
 	} {
 		if viol, ok := x.t.violation(x.kind, x.detail); ok {

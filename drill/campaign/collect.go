@@ -34,17 +34,29 @@ func (r *region) settle(ctx context.Context, within time.Duration) Settle {
 			}
 		}
 		notReady := map[string]string{}
+		owners := map[int]int{}
 		for _, n := range r.edges {
 			if err := drill.Ready(n.spec.Admin); err != nil {
 				notReady[n.spec.Name] = err.Error()
 			}
+			if st, err := drill.Status(n.spec.Admin); err == nil {
+				for _, p := range st.Owned {
+					owners[p]++
+				}
+			}
 		}
-		if len(left) == 0 && len(notReady) == 0 {
+		var unowned []int
+		for p := 0; p < r.cfg.Partitions; p++ {
+			if owners[p] != 1 {
+				unowned = append(unowned, p)
+			}
+		}
+		if len(left) == 0 && len(notReady) == 0 && len(unowned) == 0 {
 			s.Took = time.Since(t0)
 			return s
 		}
 		if time.Since(t0) > within || ctx.Err() != nil {
-			s.Took, s.Undrained = within, left
+			s.Took, s.Undrained, s.Unowned = within, left, unowned
 			if len(notReady) > 0 {
 				s.NotReady = notReady
 			}

@@ -16,6 +16,9 @@ const (
 	// KindHostileValid is a hostile producer's event that must still be
 	// handled (a valid ID with control headers, a payload at the limit).
 	KindHostileValid Kind = "hostile-valid"
+	// KindProbe is one event per partition published once the faults
+	// stopped: every partition must still handle new events.
+	KindProbe Kind = "probe"
 	// KindInvalid is an event that must be dead-lettered (no ID, an ID too
 	// long or with a bad byte, a misrouted ID, a payload over the limit).
 	KindInvalid Kind = "invalid"
@@ -98,6 +101,9 @@ type Settle struct {
 	// Undrained lists the partitions whose newest input consumer still had
 	// events pending or unacknowledged (or that had none) at the deadline.
 	Undrained []int
+	// Unowned lists the partitions that no running edge owned, or two did,
+	// per their /status, at the deadline.
+	Unowned []int
 	// NotReady maps each edge whose /readyz was not OK to its answer.
 	NotReady map[string]string
 	// Diagnosis describes the consumers and the edges when it did not settle.

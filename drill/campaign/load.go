@@ -119,7 +119,7 @@ func (l *load) run(ctx context.Context) {
 }
 
 // finish waits for the publishes still being retried, for at most within,
-// then gives up on the rest (they are not checked) and closes the connection.
+// then gives up on the rest (they are not checked).
 func (l *load) finish(ctx context.Context, within time.Duration) {
 	done := make(chan struct{})
 	go func() { l.wg.Wait(); close(done) }()
@@ -130,6 +130,10 @@ func (l *load) finish(ctx context.Context, within time.Duration) {
 	}
 	l.cancel()
 	<-done
+}
+
+// close closes the producer's connection.
+func (l *load) close() {
 	if l.nc != nil {
 		l.nc.Close()
 	}
@@ -197,6 +201,32 @@ func (l *load) nextJob() job {
 	id := l.newID("u")
 	data := payload(id, 64+int(digest([]byte(id))%448), 0)
 	return job{msg: l.msg(id, id, data), rec: Publish{ID: id, Token: id, Digest: digest(data), Kind: KindUnique}}
+}
+
+// probes publishes one new event per partition and waits for their acks
+// (bounded): once the faults stop, every partition must still handle new
+// events, which draining alone cannot show.
+func (l *load) probes(ctx context.Context) {
+	if l.js == nil {
+		return
+	}
+	parts := l.cfg.Partitions
+	var jobs []job
+	for seen := map[int]bool{}; len(seen) < parts; {
+		id := l.newID("probe")
+		if p := event.Partition(id, parts); !seen[p] {
+			seen[p] = true
+			data := payload(id, 64, 0)
+			jobs = append(jobs, job{msg: l.msg(id, id, data), rec: Publish{ID: id, Token: id, Digest: digest(data), Kind: KindProbe}})
+		}
+	}
+	l.giveUp, l.cancel = context.WithTimeout(ctx, 30*time.Second)
+	defer l.cancel()
+	var wg sync.WaitGroup
+	for _, j := range jobs {
+		wg.Go(func() { l.publish(j) })
+	}
+	wg.Wait()
 }
 
 // publish publishes j until it is acked, refused (a hostile event the

@@ -58,13 +58,14 @@ type region struct {
 	faults   []Injected
 	crashes  []Crash
 	errs     []error
-	// refused counts edge starts that exited because the core could not
-	// be reached (the edge exits then; a supervisor starts it again).
-	refused int
+	// startFailed counts, by the error logged, edge processes that exited
+	// before owning any partition (a core out of reach at start: the edge
+	// exits and a supervisor starts it again).
+	startFailed map[string]int
 }
 
 func startRegion(ctx context.Context, cfg Config) (*region, error) {
-	r := &region{cfg: cfg, log: cfg.Logger, names: streams.Names{Region: "local"}, coreHeld: make([]bool, cfg.Cores)}
+	r := &region{cfg: cfg, log: cfg.Logger, names: streams.Names{Region: "local"}, coreHeld: make([]bool, cfg.Cores), startFailed: map[string]int{}}
 	var err error
 	r.cores, err = drill.StartCores(ctx, drill.CoreSpec{Bin: cfg.CoreBin, Dir: cfg.Dir, Nodes: cfg.Cores, Partitions: cfg.Partitions, Window: cfg.Window})
 	if err != nil {
@@ -93,7 +94,8 @@ func startRegion(ctx context.Context, cfg Config) (*region, error) {
 		name := fmt.Sprintf("edge-%d", i)
 		// One link per edge: a fault cuts one edge's connection alone. In a
 		// 3-node region the link dials the nodes in order until one answers.
-		l, err := wan.Listen(wan.LinkOptions{Name: name, Targets: r.cores.Addrs, Logger: linkLog, DialTimeout: time.Second})
+		l, err := wan.Listen(wan.LinkOptions{Name: name, Targets: r.cores.Addrs, Logger: linkLog, DialTimeout: time.Second,
+			Delay: cfg.LinkDelay, Seed: int64(cfg.Seed) + int64(i)})
 		if err != nil {
 			r.close()
 			return nil, fmt.Errorf("campaign: %w", err)
@@ -147,18 +149,28 @@ func (r *region) startEdge(n *edgeNode) error {
 	return nil
 }
 
-// startRefused reports whether n's process exited at start because it could
-// not connect to the core, from what it logged since it started.
-func startRefused(n *edgeNode) bool {
+// startFailure reads what n's exited process logged since it started: when
+// it never owned a partition, it returns the last error it logged (it failed
+// to start: a core out of reach) and true.
+func startFailure(n *edgeNode) (string, bool) {
 	f, err := os.Open(n.spec.Log())
 	if err != nil {
-		return false
+		return "", false
 	}
 	defer f.Close()
-	b := make([]byte, 64<<10)
+	b := make([]byte, 1<<20)
 	k, _ := f.ReadAt(b, n.logOff)
 	out := string(b[:k])
-	return strings.Contains(out, "level=ERROR msg=connect") && !strings.Contains(out, "edge starting")
+	if strings.Contains(out, `msg="partition owned"`) {
+		return "", false
+	}
+	why := "exited"
+	for _, line := range strings.Split(out, "\n") {
+		if i := strings.Index(line, "level=ERROR "); i >= 0 {
+			why = line[i+len("level=ERROR "):]
+		}
+	}
+	return strings.ReplaceAll(clip(why), n.spec.Name, "<edge>"), true
 }
 
 // stopEdge stops n's process: SIGTERM with a grace, or SIGKILL. The caller holds n.mu.
@@ -279,6 +291,7 @@ func (r *region) inject(ctx, stop context.Context, load *load, f Fault) error {
 	}
 	n := r.edges[f.Target]
 	name := n.spec.Name
+	r.running(n)
 	switch f.Kind {
 	case FaultKill:
 		aff := r.affected(n)
@@ -294,7 +307,15 @@ func (r *region) inject(ctx, stop context.Context, load *load, f Fault) error {
 		n.mu.Lock()
 		n.held = true
 		err := n.p.Pause()
+		exited := n.p.Exited()
+		if err != nil {
+			n.held = false
+		}
 		n.mu.Unlock()
+		if err != nil && exited {
+			r.log.Info("fault skipped: the edge exited by itself just before", "fault", f.String())
+			return nil // the crash watcher starts it again
+		}
 		if err != nil {
 			return fmt.Errorf("pause %s: %w", name, err)
 		}
@@ -319,6 +340,25 @@ func (r *region) inject(ctx, stop context.Context, load *load, f Fault) error {
 		cuts := r.flap(stop, n, f)
 		r.record(Injected{At: at, Kind: f.Kind, Target: name, Affected: aff * cuts, Strikes: cuts, Detail: fmt.Sprintf("%d cuts in %v", cuts, f.Hold.Round(time.Millisecond))})
 		return nil
+	case FaultFlapKill:
+		aff := r.affected(n)
+		var cuts int
+		done := make(chan struct{})
+		go func() { defer close(done); cuts = r.flap(stop, n, f) }()
+		var err error
+		if poll.Sleep(stop, f.KillAt) == nil {
+			kaff := r.affected(n)
+			n.mu.Lock()
+			n.held = true
+			n.p.Kill9()
+			n.mu.Unlock()
+			r.record(Injected{At: r.since(), Kind: FaultKill, Target: name, Affected: kaff, Strikes: 1, Detail: fmt.Sprintf("down %v, in a flap", f.Down.Round(time.Millisecond))})
+			_ = poll.Sleep(stop, f.Down)
+			err = r.restart(n, false, nil)
+		}
+		<-done
+		r.record(Injected{At: at, Kind: f.Kind, Target: name, Affected: aff * cuts, Strikes: cuts, Detail: fmt.Sprintf("%d cuts in %v", cuts, f.Hold.Round(time.Millisecond))})
+		return err
 	case FaultSkew:
 		aff := r.affected(n)
 		how := "SIGKILL"
@@ -360,17 +400,22 @@ func (r *region) restart(n *edgeNode, graceful bool, change func(*edgeNode)) err
 	return err
 }
 
-// flap cuts n's link every 400 ms for 100–300 ms until f.Hold has passed or
-// stop ends, and returns how many cuts it made.
+// flap cuts n's link every 400 ms for 20–150 ms until f.Hold has passed or
+// stop ends, and returns how many cuts it made. Meanwhile the link's delay
+// is 5–25 ms, so that each cut swallows the answers in flight (a pull's
+// first answer to a fresh consumer among them) while the edge can still
+// reconnect and work between cuts.
 func (r *region) flap(stop context.Context, n *edgeNode, f Fault) int {
 	rng := newRand(f.Seed)
+	n.link.SetDelay(5*time.Millisecond+time.Duration(rng.Int64N(int64(20*time.Millisecond))), 0)
+	defer n.link.SetDelay(r.cfg.LinkDelay, 0)
 	end := time.Now().Add(f.Hold)
 	cuts := 0
 	for time.Now().Before(end) && stop.Err() == nil {
 		tick := time.Now()
 		n.link.Cut()
 		cuts++
-		_ = poll.Sleep(stop, 100*time.Millisecond+time.Duration(rng.Int64N(int64(200*time.Millisecond))))
+		_ = poll.Sleep(stop, 20*time.Millisecond+time.Duration(rng.Int64N(int64(130*time.Millisecond))))
 		n.link.Heal()
 		_ = poll.Sleep(stop, time.Until(tick.Add(400*time.Millisecond)))
 	}
@@ -414,17 +459,7 @@ func (r *region) watchCrashes() func() {
 			for _, n := range r.edges {
 				n.mu.Lock()
 				if !n.held && n.p.Exited() && time.Now().After(n.retryAt) {
-					if startRefused(n) {
-						r.mu.Lock()
-						r.refused++
-						r.mu.Unlock()
-					} else {
-						r.crashed(n.spec.Name, n.p.Log)
-					}
-					if err := r.startEdge(n); err != nil {
-						r.fail(err)
-					}
-					n.retryAt = time.Now().Add(500 * time.Millisecond)
+					r.revive(n)
 				}
 				n.mu.Unlock()
 			}
@@ -442,6 +477,33 @@ func (r *region) watchCrashes() func() {
 		}
 	}()
 	return func() { cancel(); <-done }
+}
+
+// revive starts n again after its process exited by itself, recording
+// why: a failed start (it never owned a partition: the edge exits when the
+// core is out of reach at start, and a supervisor starts it again) or a
+// crash. The caller holds n.mu.
+func (r *region) revive(n *edgeNode) {
+	if why, ok := startFailure(n); ok {
+		r.mu.Lock()
+		r.startFailed[why]++
+		r.mu.Unlock()
+	} else {
+		r.crashed(n.spec.Name, n.p.Log)
+	}
+	if err := r.startEdge(n); err != nil {
+		r.fail(err)
+	}
+	n.retryAt = time.Now().Add(500 * time.Millisecond)
+}
+
+// running makes sure n has a live process before a fault strikes it.
+func (r *region) running(n *edgeNode) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.p.Exited() {
+		r.revive(n)
+	}
 }
 
 func (r *region) crashed(name, logPath string) {

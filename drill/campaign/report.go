@@ -35,9 +35,10 @@ type Report struct {
 	Signals map[string]int
 	// TornLines counts ledger lines a kill tore.
 	TornLines int
-	// StartRefused counts edge starts that exited because the core could
-	// not be reached (started again, not a crash).
-	StartRefused int
+	// StartFailed counts, by the error logged, edge processes that exited
+	// before owning a partition (a core out of reach at start), started
+	// again as a supervisor would; not a violation.
+	StartFailed map[string]int
 	// Bypassed lists edges connected around their link at the end.
 	Bypassed []string
 	// Errors are the campaign's own failures (a process it could not
@@ -116,11 +117,14 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "handler     %d runs of %d IDs (%d extra); uncertain %d, bound %d (= batch %d × %d partitions with work in flight at faults)\n",
 		v.Runs, v.Handled, v.ExtraRuns, v.UncertainRuns, v.Bound, c.Batch, v.InFlight)
 	fmt.Fprintf(w, "DLQ         %d (%s)\n", sum(r.DLQ), counts(r.DLQ))
-	fmt.Fprintf(w, "edge logs   %s; torn ledger lines %d; starts refused (core unreachable) %d\n", counts(r.Signals), r.TornLines, r.StartRefused)
-	if r.Settle.Undrained == nil && r.Settle.NotReady == nil {
+	fmt.Fprintf(w, "edge logs   %s; torn ledger lines %d\n", counts(r.Signals), r.TornLines)
+	if len(r.StartFailed) > 0 {
+		fmt.Fprintf(w, "restarted   %d edge processes that exited before owning a partition (core out of reach at start): %s\n", sum(r.StartFailed), counts(r.StartFailed))
+	}
+	if r.Settle.Undrained == nil && r.Settle.NotReady == nil && r.Settle.Unowned == nil {
 		fmt.Fprintf(w, "settle      drained and ready %v after the faults stopped\n", r.Settle.Took.Round(time.Millisecond))
 	} else {
-		fmt.Fprintf(w, "settle      NOT settled within %v: undrained %v, not ready %v\n", r.Settle.Within, r.Settle.Undrained, r.Settle.NotReady)
+		fmt.Fprintf(w, "settle      NOT settled within %v: undrained %v, unowned %v, not ready %v\n", r.Settle.Within, r.Settle.Undrained, r.Settle.Unowned, r.Settle.NotReady)
 		fmt.Fprintf(w, "            %s\n", r.Settle.Diagnosis)
 	}
 	if len(r.Bypassed) > 0 {

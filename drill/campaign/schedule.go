@@ -26,8 +26,13 @@ const (
 	// pull answers are lost with it), then heals it.
 	FaultCut FaultKind = "cut"
 	// FaultFlap cuts one edge's connection every 400 ms, for a random
-	// 100–300 ms each, during Hold.
+	// 20–150 ms each, during Hold, with 5–25 ms of delay on the link.
 	FaultFlap FaultKind = "flap"
+	// FaultFlapKill flaps one edge's connection as FaultFlap does and, in
+	// the middle, kills the edge with SIGKILL and restarts it while its
+	// connection keeps flapping: its takeovers start fresh consumers whose
+	// first pull answers the cuts swallow (issue 10's reproduction).
+	FaultFlapKill FaultKind = "flapkill"
 	// FaultSkew restarts an edge (SIGKILL or SIGTERM) with its wall clock
 	// offset by Offset.
 	FaultSkew FaultKind = "skew"
@@ -52,7 +57,7 @@ var scheduled = []struct {
 	kind   FaultKind
 	weight int
 }{
-	{FaultKill, 3}, {FaultPause, 3}, {FaultCore, 1}, {FaultCut, 4}, {FaultFlap, 2},
+	{FaultKill, 3}, {FaultPause, 3}, {FaultCore, 1}, {FaultCut, 4}, {FaultFlap, 2}, {FaultFlapKill, 2},
 	{FaultSkew, 2}, {FaultSink, 2}, {FaultHostile, 3},
 }
 
@@ -85,7 +90,7 @@ func ParseKinds(s string) ([]FaultKind, error) {
 // events unfinished, which their next owner re-runs flagged uncertain.
 func (k FaultKind) LeavesWorkInFlight() bool {
 	switch k {
-	case FaultKill, FaultPause, FaultCore, FaultCut, FaultFlap, FaultSkew, FaultSink, FaultChaosPanic, FaultCrash:
+	case FaultKill, FaultPause, FaultCore, FaultCut, FaultFlap, FaultFlapKill, FaultSkew, FaultSink, FaultChaosPanic, FaultCrash:
 		return true
 	}
 	return false
@@ -116,9 +121,11 @@ type Fault struct {
 	Target int
 	// Hold is how long the fault lasts.
 	Hold time.Duration
-	// Down is, for kill and core, how long the process stays down (Hold too).
 	// Offset is, for skew, the new clock offset.
 	Offset time.Duration
+	// KillAt and Down are, for flapkill, when into the flap the edge is
+	// killed and how long it stays down.
+	KillAt, Down time.Duration
 	// Graceful is, for skew, a SIGTERM restart instead of SIGKILL.
 	Graceful bool
 	// Fail, Hang and Panic are, for sink, the chaos rates while it lasts.
@@ -135,6 +142,8 @@ func (f Fault) String() string {
 	switch f.Kind {
 	case FaultKill, FaultPause, FaultCut, FaultFlap:
 		s += fmt.Sprintf(" edge-%d for %v", f.Target, f.Hold.Round(time.Millisecond))
+	case FaultFlapKill:
+		s += fmt.Sprintf(" edge-%d for %v, killed after %v for %v", f.Target, f.Hold.Round(time.Millisecond), f.KillAt.Round(time.Millisecond), f.Down.Round(time.Millisecond))
 	case FaultCore:
 		s += fmt.Sprintf(" core-%d down %v", f.Target, f.Hold.Round(time.Millisecond))
 	case FaultSkew:
@@ -219,6 +228,10 @@ func Plan(seed uint64, o PlanOptions) []Fault {
 			f.Hold = between(100*time.Millisecond, 3*time.Second)
 		case FaultFlap:
 			f.Hold = between(5*time.Second, 20*time.Second)
+		case FaultFlapKill:
+			f.Hold = between(8*time.Second, 20*time.Second)
+			f.KillAt = between(f.Hold/5, f.Hold/2)
+			f.Down = between(0, 1500*time.Millisecond)
 		case FaultSkew:
 			f.Offset = between(time.Hour, 6*time.Hour).Truncate(time.Minute)
 			if r.IntN(2) == 0 {
