@@ -27,7 +27,7 @@ func runCampaign(args []string) int {
 	fs.IntVar(&cfg.Edges, "edges", 3, "edge processes")
 	fs.IntVar(&cfg.Partitions, "partitions", 8, "partitions")
 	fs.IntVar(&cfg.Batch, "batch", 100, "edge batch size")
-	fs.IntVar(&cfg.Rate, "rate", 500, "background load, events per second")
+	fs.IntVar(&cfg.Rate, "rate", 2000, "background load, events per second")
 	fs.DurationVar(&cfg.Window, "window", 0, "dedupe window (0: the core's default)")
 	fs.DurationVar(&cfg.LinkDelay, "link-delay", 2*time.Millisecond, "one-way delay of each edge's link to the core (negative: none); flaps raise it")
 	fs.Float64Var(&cfg.Chaos.Fail, "chaos-fail", 0.01, "baseline chaos sink failure rate")

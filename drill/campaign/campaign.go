@@ -47,7 +47,7 @@ type Config struct {
 	Partitions int
 	// Batch is the edges' batch size. Zero means 100.
 	Batch int
-	// Rate is the background load in events per second. Zero means 500.
+	// Rate is the background load in events per second. Zero means 2,000.
 	Rate int
 	// LinkDelay is the one-way delay of every edge's link to the core, so
 	// that answers are in flight when a cut swallows them. Zero means 2 ms;
@@ -98,7 +98,7 @@ func (c Config) withDefaults() Config {
 		c.Batch = 100
 	}
 	if c.Rate <= 0 {
-		c.Rate = 500
+		c.Rate = 2000
 	}
 	if c.LinkDelay == 0 {
 		c.LinkDelay = 2 * time.Millisecond

@@ -72,7 +72,8 @@ func newLoad(r *region, cfg Config) *load {
 	l := &load{r: r, cfg: cfg, names: r.names, prefix: fmt.Sprintf("c%d", cfg.Seed), rng: newRand(cfg.Seed ^ 0x9e37),
 		refused: map[string]int{}, jobs: make(chan job, 1024)}
 	l.giveUp, l.cancel = context.WithCancel(context.Background())
-	nc, err := nats.Connect(r.cores.URL(), nats.Name("campaign-producer"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	nc, err := nats.Connect(r.cores.URL(), nats.Name("campaign-producer"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { r.log.Debug("producer connection", "err", err) }))
 	if err != nil {
 		l.connErr = err
 		return l
@@ -92,7 +93,7 @@ func (l *load) run(ctx context.Context) {
 	for range workers {
 		l.wg.Go(func() {
 			for j := range l.jobs {
-				l.publish(j)
+				l.publish(l.giveUp, j)
 			}
 		})
 	}
@@ -224,16 +225,16 @@ func (l *load) probes(ctx context.Context) {
 	defer l.cancel()
 	var wg sync.WaitGroup
 	for _, j := range jobs {
-		wg.Go(func() { l.publish(j) })
+		wg.Go(func() { l.publish(l.giveUp, j) })
 	}
 	wg.Wait()
 }
 
 // publish publishes j until it is acked, refused (a hostile event the
-// ingest stream rejects) or the load gives up, and records the outcome.
-func (l *load) publish(j job) bool {
+// ingest stream rejects) or ctx ends, and records the outcome.
+func (l *load) publish(ctx context.Context, j job) bool {
 	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
-		pctx, cancel := context.WithTimeout(l.giveUp, 3*time.Second)
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		ack, err := l.js.PublishMsg(pctx, j.msg)
 		cancel()
 		l.heal.Observe(err)
@@ -254,7 +255,7 @@ func (l *load) publish(j job) bool {
 			l.r.log.Info("hostile publish refused", "variant", j.rec.Hostile, "err", err)
 			return false
 		}
-		if poll.Sleep(l.giveUp, backoff) != nil {
+		if poll.Sleep(ctx, backoff) != nil {
 			l.mu.Lock()
 			l.unacked++
 			l.mu.Unlock()
@@ -263,11 +264,12 @@ func (l *load) publish(j job) bool {
 	}
 }
 
-// refusal reports whether a publish error is final: the stream rejected
-// the message (a 400) or the client refused to send it.
+// refusal reports whether a hostile publish's error is final: the stream
+// rejected the message (an API error other than 503: "rollup not permitted"
+// comes as a 500) or the client refused to send it.
 func refusal(err error) bool {
 	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.Code == 400 {
+	if errors.As(err, &apiErr) && apiErr.ErrorCode != 0 && apiErr.Code != 503 {
 		return true
 	}
 	return errors.Is(err, nats.ErrMaxPayload)
@@ -286,8 +288,26 @@ func (l *load) hostile(ctx context.Context, f Fault) int {
 		if !ok || ctx.Err() != nil {
 			continue
 		}
-		if l.publish(j) {
+		// Bounded: the fault phase waits for it.
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		if l.publish(pctx, j) {
 			n++
+		}
+		cancel()
+	}
+	return n
+}
+
+// maxMsg is the largest message (headers and payload) the client and the
+// streams accept.
+const maxMsg = 1 << 20
+
+// headerLen is the size of h on the wire (NATS/1.0 header block).
+func headerLen(h nats.Header) int {
+	n := len("NATS/1.0\r\n\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(": ") + len(v) + len("\r\n")
 		}
 	}
 	return n
@@ -333,9 +353,11 @@ func (l *load) hostileJob(variant string, r *rand.Rand) (job, bool) {
 		// streams' limit): over the edge's payload limit, so dead-lettered,
 		// and a dead letter that copies it with more headers is too big.
 		id := l.newID("big")
-		pad := strings.Repeat("p", 1500)
-		data := payload(id, 1<<20-2048, r.Uint64())
-		return invalid(id, id, data, map[string]string{"X-Pad": pad}), true
+		hdr := map[string]string{"X-Pad": strings.Repeat("p", 1000+r.IntN(1000))}
+		j := invalid(id, id, nil, hdr)
+		j.msg.Data = payload(id, maxMsg-headerLen(j.msg.Header)-16-r.IntN(48), r.Uint64())
+		j.rec.Digest = digest(j.msg.Data)
+		return j, true
 	case "missing-id":
 		return invalid(l.newID("noid"), "", small(), nil), true
 	case "long-id":

@@ -71,7 +71,8 @@ func startRegion(ctx context.Context, cfg Config) (*region, error) {
 	if err != nil {
 		return nil, fmt.Errorf("campaign: %w", err)
 	}
-	r.nc, err = nats.Connect(r.cores.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	r.nc, err = nats.Connect(r.cores.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { r.log.Debug("campaign connection", "err", err) }))
 	if err != nil {
 		r.close()
 		return nil, fmt.Errorf("campaign: connect: %w", err)
