@@ -196,6 +196,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.StartFailed = maps.Clone(r.startFailed)
 	r.mu.Unlock()
 	rep.summarize(load)
+	rep.save()
 	if tempDir && rep.OK() && len(rep.Errors) == 0 {
 		_ = os.RemoveAll(cfg.Dir)
 		rep.Dir = ""

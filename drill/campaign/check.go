@@ -43,8 +43,9 @@ const (
 type Violation struct {
 	Kind  string
 	Count int
-	// Examples are a few of the IDs, partitions or edges concerned.
-	Examples []string
+	// Examples are a few of the IDs, partitions or edges concerned; Items
+	// all of them, sorted.
+	Examples, Items []string
 	// Detail explains the count (bounds, partitions).
 	Detail string
 }
@@ -103,13 +104,11 @@ func (t *tally) violation(kind, detail string) (Violation, bool) {
 	if t.n == 0 {
 		return Violation{}, false
 	}
-	ex := slices.Clone(t.ex)
-	slices.Sort(ex)
-	ex = slices.Compact(ex)
-	if len(ex) > maxExamples {
-		ex = ex[:maxExamples]
-	}
-	return Violation{Kind: kind, Count: t.n, Examples: ex, Detail: detail}, true
+	all := slices.Clone(t.ex)
+	slices.Sort(all)
+	all = slices.Compact(all)
+	ex := all[:min(len(all), maxExamples)]
+	return Violation{Kind: kind, Count: t.n, Examples: ex, Items: all, Detail: detail}, true
 }
 
 // Check accounts for a campaign's history. It does no I/O.

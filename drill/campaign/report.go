@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -157,6 +159,34 @@ func (r *Report) Print(w io.Writer) {
 		verdict = "FAIL"
 	}
 	fmt.Fprintf(w, "result      %s (seed %d)\n", verdict, r.Seed)
+}
+
+// save writes the summary (report.txt), the schedule (schedule.txt), the
+// faults as injected (faults.txt) and every item of every violation
+// (violations.txt) into the run's directory.
+func (r *Report) save() {
+	write := func(name string, f func(io.Writer)) {
+		var b strings.Builder
+		f(&b)
+		if err := os.WriteFile(filepath.Join(r.Dir, name), []byte(b.String()), 0o640); err != nil {
+			r.Errors = append(r.Errors, fmt.Errorf("save %s: %w", name, err))
+		}
+	}
+	write("report.txt", r.Print)
+	write("schedule.txt", r.PrintSchedule)
+	write("faults.txt", func(w io.Writer) {
+		for _, f := range r.History.Faults {
+			fmt.Fprintf(w, "%9.3fs %-12s %-8s affected %-4d strikes %-5d %s\n", f.At.Seconds(), f.Kind, f.Target, f.Affected, f.Strikes, f.Detail)
+		}
+	})
+	write("violations.txt", func(w io.Writer) {
+		for _, v := range r.Verdict.Violations {
+			fmt.Fprintf(w, "== %s %d (%s)\n", v.Kind, v.Count, v.Detail)
+			for _, it := range v.Items {
+				fmt.Fprintln(w, it)
+			}
+		}
+	})
 }
 
 // PrintSchedule writes the schedule, one fault a line.
