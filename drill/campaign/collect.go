@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -173,7 +174,12 @@ var logSignals = []string{
 	"dead-letter publish failed", "pull refused", "TEST ONLY",
 }
 
-// scanLog counts the lines of an edge log that carry each signal.
+// descRE finds a NATS API error's description in a log line.
+var descRE = regexp.MustCompile(`description=([^"]+)`)
+
+// scanLog counts the lines of an edge log that carry each signal; a failed
+// dead-letter publish is also counted by the API error's description (what
+// stalls a partition).
 func scanLog(path string) (map[string]int, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -191,6 +197,11 @@ func scanLog(path string) (map[string]int, error) {
 		for _, s := range logSignals {
 			if strings.Contains(line, s) {
 				out[s]++
+			}
+		}
+		if strings.Contains(line, "dead-letter publish failed") {
+			if m := descRE.FindStringSubmatch(line); m != nil {
+				out["dead-letter publish failed: "+m[1]]++
 			}
 		}
 	}
