@@ -34,6 +34,7 @@ func runCampaign(args []string) int {
 	fs.Float64Var(&cfg.Chaos.Hang, "chaos-hang", 0.002, "baseline chaos sink hang rate")
 	fs.Float64Var(&cfg.Chaos.Panic, "chaos-panic", 0.0005, "baseline chaos sink panic rate")
 	fs.DurationVar(&cfg.Chaos.HangMax, "chaos-hang-max", time.Second, "longest chaos sink hang")
+	fs.BoolVar(&cfg.ChaosLast, "chaos-last", false, "put the chaos sink after the ledger (a batch re-run after a panic then shows as unflagged duplicates)")
 	fs.DurationVar(&cfg.SettleTimeout, "settle", 60*time.Second, "how long the region has to drain once faults stop")
 	fs.StringVar(&cfg.Dir, "dir", "", "keep logs, ledgers and data here (default: a temporary directory, kept on violation)")
 	fs.StringVar(&cfg.EdgeBin, "edge-bin", "", "edge binary (default: build ./cmd/edge)")

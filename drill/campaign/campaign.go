@@ -58,6 +58,13 @@ type Config struct {
 	// Chaos are the edges' baseline chaos-sink rates (FaultSink raises them
 	// for a while). The zero value is a sink that never misbehaves.
 	Chaos ChaosRates
+	// ChaosLast puts the chaos sink after the ledger ("ledger,chaos"): a
+	// failure then comes after the ledger recorded the run, so each event
+	// the chaos sink failed or panicked on may be recorded once more
+	// (counted from the edges' logs and excused), and any other extra run
+	// is a duplicate (a batch re-run after a panic, say). False means
+	// "chaos,ledger": a chaos failure happens before any effect.
+	ChaosLast bool
 	// SettleTimeout is how long the region has to drain once the faults
 	// stop. Zero means 60 s.
 	SettleTimeout time.Duration

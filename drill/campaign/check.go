@@ -118,7 +118,8 @@ func (t *tally) violation(kind, detail string) (Violation, bool) {
 //     dead-lettered is, with a reason, and never handled. A loss in a
 //     partition that drained means an acknowledgement passed the event.
 //  2. No ID is handled twice unless every extra run is flagged uncertain:
-//     at most one unflagged run per ID.
+//     at most one unflagged run per ID, plus one for each time a sink that
+//     runs after the ledger failed on it on purpose (History.Excused).
 //  3. Uncertain runs are bounded: a fault can leave at most one batch in
 //     flight in each partition its target owned (an edge's claim record
 //     carries the done mark of its previous batch, so an owner that dies
@@ -197,10 +198,11 @@ func Check(h History) Verdict {
 		}
 	}
 
-	// 2. At most one unflagged run per ID.
+	// 2. At most one unflagged run per ID (plus one per run the sink failed
+	// on purpose after recording it).
 	var dups tally
 	for id, n := range unflagged {
-		for i := 1; i < n; i++ {
+		for i := 1 + h.Excused[id]; i < n; i++ {
 			dups.add(id)
 		}
 	}

@@ -104,6 +104,10 @@ func TestEachViolationIsSeen(t *testing.T) {
 		{"an unflagged run after an uncertain one", func(h *History) {
 			h.Runs = append(h.Runs, HandlerRun{ID: "c", Seq: 3, Edge: "e2"}, HandlerRun{ID: "c", Seq: 3, Edge: "e0"})
 		}, UnflaggedDuplicate, 1, nil},
+		{"a run the sink failed after recording excuses one more, not two", func(h *History) {
+			h.Excused = map[string]int{"a": 1}
+			h.Runs = append(h.Runs, HandlerRun{ID: "a", Edge: "e0"}, HandlerRun{ID: "a", Edge: "e0"})
+		}, UnflaggedDuplicate, 1, nil},
 		{"three unflagged runs are two duplicates", func(h *History) {
 			h.Runs = append(h.Runs, HandlerRun{ID: "a", Edge: "e1"}, HandlerRun{ID: "a", Edge: "e2"})
 		}, UnflaggedDuplicate, 2, nil},
@@ -147,6 +151,15 @@ func TestEachViolationIsSeen(t *testing.T) {
 				t.Fatalf("%s counted %d, want %d", c.kind, n, c.count)
 			}
 		})
+	}
+}
+
+func TestExcusedRunsPass(t *testing.T) {
+	h := clean()
+	h.Excused = map[string]int{"a": 2}
+	h.Runs = append(h.Runs, HandlerRun{ID: "a", Edge: "e0"}, HandlerRun{ID: "a", Edge: "e0"})
+	if v := Check(h); !v.OK() {
+		t.Fatalf("two runs the sink failed after recording, each run again: %v", v.Violations)
 	}
 }
 

@@ -129,6 +129,9 @@ func (r *region) collect(ctx context.Context, l *load, rep *Report) (History, er
 	}
 	wg.Wait()
 	rep.Signals = map[string]int{}
+	if r.cfg.ChaosLast {
+		h.Excused = map[string]int{}
+	}
 	for _, n := range r.edges {
 		lines, bad, err := sink.ScanLedger(n.spec.Ledger())
 		if err != nil && !os.IsNotExist(err) {
@@ -138,7 +141,7 @@ func (r *region) collect(ctx context.Context, l *load, rep *Report) (History, er
 		for _, ln := range lines {
 			h.Runs = append(h.Runs, HandlerRun{ID: ln.ID, Partition: ln.Partition, Seq: ln.Seq, Edge: ln.Edge, Uncertain: ln.Uncertain})
 		}
-		sig, err := scanLog(n.spec.Log())
+		sig, err := scanLog(n.spec.Log(), h.Excused)
 		if err != nil {
 			return h, fmt.Errorf("campaign: log of %s: %w", n.spec.Name, err)
 		}
@@ -177,10 +180,14 @@ var logSignals = []string{
 // descRE finds a NATS API error's description in a log line.
 var descRE = regexp.MustCompile(`description=([^"]+)`)
 
+// idRE finds the event ID of a chaos sink's warning.
+var idRE = regexp.MustCompile(`msg="chaos (?:fail|panic)" id=(\S+)`)
+
 // scanLog counts the lines of an edge log that carry each signal; a failed
 // dead-letter publish is also counted by the API error's description (what
-// stalls a partition).
-func scanLog(path string) (map[string]int, error) {
+// stalls a partition). When excused is not nil, it counts the IDs the chaos
+// sink failed or panicked on.
+func scanLog(path string, excused map[string]int) (map[string]int, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		if os.IsNotExist(err) {
@@ -197,6 +204,11 @@ func scanLog(path string) (map[string]int, error) {
 		for _, s := range logSignals {
 			if strings.Contains(line, s) {
 				out[s]++
+			}
+		}
+		if excused != nil {
+			if m := idRE.FindStringSubmatch(line); m != nil {
+				excused[m[1]]++
 			}
 		}
 		if strings.Contains(line, "dead-letter publish failed") {

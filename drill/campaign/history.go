@@ -117,6 +117,10 @@ type History struct {
 	Runs              []HandlerRun
 	DeadLetters       []DeadLetter
 	Faults            []Injected
-	Crashes           []Crash
-	Settle            Settle
+	// Excused counts, per ID, handler runs recorded before the sink failed
+	// on purpose (chaos after the ledger): each may be followed by one more
+	// unflagged run.
+	Excused map[string]int
+	Crashes []Crash
+	Settle  Settle
 }

@@ -91,6 +91,10 @@ func startRegion(ctx context.Context, cfg Config) (*region, error) {
 		gossips = append(gossips, fmt.Sprintf("127.0.0.1:%d", ps[2*i+1]))
 	}
 	linkLog := slog.New(slog.DiscardHandler)
+	sinks := "chaos,ledger"
+	if cfg.ChaosLast {
+		sinks = "ledger,chaos"
+	}
 	for i := 0; i < cfg.Edges; i++ {
 		name := fmt.Sprintf("edge-%d", i)
 		// One link per edge: a fault cuts one edge's connection alone. In a
@@ -110,7 +114,7 @@ func startRegion(ctx context.Context, cfg Config) (*region, error) {
 		n := &edgeNode{idx: i, link: l, chaos: cfg.Chaos, spec: drill.EdgeSpec{
 			Bin: cfg.EdgeBin, Dir: cfg.Dir, NATS: "nats://" + l.Addr(), Name: name,
 			Gossip: gossips[i], Admin: fmt.Sprintf("127.0.0.1:%d", ps[2*i]), Seeds: seeds,
-			Sinks: "chaos,ledger", Batch: cfg.Batch,
+			Sinks: sinks, Batch: cfg.Batch,
 		}}
 		r.edges = append(r.edges, n)
 		n.mu.Lock()

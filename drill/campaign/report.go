@@ -103,6 +103,16 @@ func (r *Report) Print(w io.Writer) {
 		r.Seed, c.Duration, c.Cores, c.Edges, c.Partitions, c.Batch, c.Rate)
 	fmt.Fprintf(w, "replay      go run ./cmd/drill campaign -seed %d -duration %v -cores %d -edges %d -partitions %d -batch %d -rate %d",
 		r.Seed, c.Duration, c.Cores, c.Edges, c.Partitions, c.Batch, c.Rate)
+	fmt.Fprintf(w, " -every %v -chaos-fail %g -chaos-hang %g -chaos-panic %g -chaos-hang-max %v", c.MeanGap, c.Chaos.Fail, c.Chaos.Hang, c.Chaos.Panic, c.Chaos.HangMax)
+	if c.LinkDelay != 2*time.Millisecond {
+		fmt.Fprintf(w, " -link-delay %v", c.LinkDelay)
+	}
+	if c.Window > 0 {
+		fmt.Fprintf(w, " -window %v", c.Window)
+	}
+	if c.ChaosLast {
+		fmt.Fprint(w, " -chaos-last")
+	}
 	if len(c.Kinds) > 0 {
 		ks := make([]string, len(c.Kinds))
 		for i, k := range c.Kinds {
