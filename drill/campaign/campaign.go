@@ -24,8 +24,9 @@ import (
 type Config struct {
 	// EdgeBin and CoreBin are the edge and core binaries.
 	EdgeBin, CoreBin string
-	// Dir keeps logs, ledgers and data. Empty means a temporary directory,
-	// removed after a run without violations and kept otherwise.
+	// Dir keeps logs, ledgers and data; it must be empty or absent. Empty
+	// means a temporary directory, removed after a run without violations
+	// and kept otherwise.
 	Dir string
 	// Seed draws the schedule, the load and the chaos sinks. Zero means a
 	// seed from the clock (Report.Seed says which).
@@ -145,8 +146,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return nil, fmt.Errorf("campaign: %w", err)
 		}
 		cfg.Dir = d
-	} else if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
-		return nil, fmt.Errorf("campaign: %w", err)
+	} else {
+		// A previous run's core data would be reused: refuse it.
+		if ents, err := os.ReadDir(cfg.Dir); err == nil && len(ents) > 0 {
+			return nil, fmt.Errorf("campaign: directory %s is not empty (a previous run's data would be reused)", cfg.Dir)
+		}
+		if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
+			return nil, fmt.Errorf("campaign: %w", err)
+		}
 	}
 	log := cfg.Logger
 	schedule := Plan(cfg.Seed, PlanOptionsOf(cfg))
