@@ -36,7 +36,7 @@ func runCampaign(args []string) int {
 	fs.DurationVar(&cfg.Chaos.HangMax, "chaos-hang-max", time.Second, "longest chaos sink hang")
 	fs.BoolVar(&cfg.ChaosLast, "chaos-last", false, "put the chaos sink after the ledger (a batch re-run after a panic then shows as unflagged duplicates)")
 	fs.DurationVar(&cfg.SettleTimeout, "settle", 60*time.Second, "how long the region has to drain once faults stop")
-	fs.StringVar(&cfg.Dir, "dir", "", "keep logs, ledgers and data here (default: a temporary directory, kept on violation)")
+	fs.StringVar(&cfg.Dir, "dir", "", "keep logs, ledgers and data here; must be empty (default: a temporary directory, kept on violation)")
 	fs.StringVar(&cfg.EdgeBin, "edge-bin", "", "edge binary (default: build ./cmd/edge)")
 	fs.StringVar(&cfg.CoreBin, "core-bin", "", "core binary (default: build ./cmd/core)")
 	fs.BoolVar(&schedule, "print-schedule", false, "print the schedule before running")
