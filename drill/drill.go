@@ -330,7 +330,7 @@ func (h *harness) coreKill(ctx context.Context, r *Report) error {
 	bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	before, _ := verify.StreamMsgs(bctx, h.js, h.names.OutputStream())
 	cancel()
-	v := h.cores[1]
+	v := h.cores.Procs[1]
 	t0 := time.Now()
 	v.Kill9()
 	r.Disruptions++

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -109,7 +108,7 @@ type harness struct {
 	observer *gossip.Cluster
 	failed   chan gossip.Event
 	edges    map[string]*edgeProc
-	cores    []*proc.Proc
+	cores    *Cores
 	url      string
 	gen      int
 	prefix   string
@@ -203,73 +202,20 @@ func (h *harness) close() {
 	if h.node != nil {
 		h.node.Shutdown()
 	}
-	for _, c := range h.cores {
-		if !c.Exited() {
-			_ = c.Stop(5 * time.Second)
-		}
+	if h.cores != nil {
+		h.cores.Stop()
 	}
-}
-
-// streamsReady checks, with a bounded wait, that the region's streams exist.
-func (h *harness) streamsReady(ctx context.Context, url string) error {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	nc, err := nats.Connect(url, nats.Timeout(time.Second))
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	for _, sc := range (streams.Config{Names: h.names}).StreamConfigs() {
-		if _, err := js.Stream(ctx, sc.Name); err != nil {
-			return fmt.Errorf("stream %s: %w", sc.Name, err)
-		}
-	}
-	return nil
 }
 
 // startCores runs a 3-node region of core processes with R3 streams and
 // returns its client URLs once the streams exist.
 func (h *harness) startCores(ctx context.Context) (string, error) {
-	ps, err := ports.Free(6)
+	c, err := StartCores(ctx, CoreSpec{Bin: h.cfg.CoreBin, Dir: h.cfg.Dir, Region: h.cfg.Region, Nodes: 3, Partitions: h.cfg.Partitions})
 	if err != nil {
 		return "", err
 	}
-	var routes, urls []string
-	for i := 0; i < 3; i++ {
-		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", ps[i]))
-		routes = append(routes, fmt.Sprintf("127.0.0.1:%d", ps[3+i]))
-	}
-	for i := 0; i < 3; i++ {
-		name := fmt.Sprintf("core-%d", i)
-		p, err := proc.Start(name, filepath.Join(h.cfg.Dir, name+".log"), h.cfg.CoreBin,
-			"-name", name, "-region", h.cfg.Region, "-port", fmt.Sprint(ps[i]), "-data", filepath.Join(h.cfg.Dir, name),
-			"-cluster-port", fmt.Sprint(ps[3+i]), "-routes", strings.Join(routes, ","), "-replicas", "3",
-			"-partitions", fmt.Sprint(h.cfg.Partitions), "-ingest-dedupe", "off", "-log-level", "warn")
-		if err != nil {
-			return "", err
-		}
-		h.cores = append(h.cores, p)
-	}
-	url := strings.Join(urls, ",")
-	deadline := time.Now().Add(time.Minute)
-	var lastErr error
-	for {
-		if lastErr = h.streamsReady(ctx, url); lastErr == nil {
-			return url, nil
-		}
-		if time.Now().After(deadline) {
-			return "", fmt.Errorf("3-node region not ready after a minute: %w", lastErr)
-		}
-		select {
-		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	h.cores = c
+	return c.URL(), nil
 }
 
 // startEdge starts (or restarts) edge name, seeded with the observer and
@@ -287,12 +233,10 @@ func (h *harness) startEdge(name string) (*edgeProc, error) {
 	}
 	e := &edgeProc{name: name, admin: fmt.Sprintf("127.0.0.1:%d", ps[0]), gossip: fmt.Sprintf("127.0.0.1:%d", ps[1])}
 	h.gen++
-	args := []string{"-nats", h.url, "-region", h.cfg.Region, "-name", name,
-		"-gossip", e.gossip, "-gossip-seeds", strings.Join(seeds, ","), "-admin", e.admin,
-		"-sink", "nats,ledger", "-ledger", filepath.Join(h.cfg.Dir, name+".jsonl"),
-		"-batch", fmt.Sprint(h.cfg.Batch), "-log-level", "info",
-		"-stats-file", filepath.Join(h.cfg.Dir, fmt.Sprintf("%s.%d.stats.json", name, h.gen))}
-	if e.p, err = proc.Start(name, filepath.Join(h.cfg.Dir, name+".log"), h.cfg.EdgeBin, args...); err != nil {
+	spec := EdgeSpec{Bin: h.cfg.EdgeBin, Dir: h.cfg.Dir, NATS: h.url, Region: h.cfg.Region, Name: name,
+		Gossip: e.gossip, Admin: e.admin, Seeds: seeds, Sinks: "nats,ledger", Batch: h.cfg.Batch,
+		StatsFile: filepath.Join(h.cfg.Dir, fmt.Sprintf("%s.%d.stats.json", name, h.gen))}
+	if e.p, err = spec.Start(); err != nil {
 		return nil, err
 	}
 	h.edges[name] = e
@@ -300,16 +244,7 @@ func (h *harness) startEdge(name string) (*edgeProc, error) {
 	return e, nil
 }
 
-func (h *harness) status(e *edgeProc) (edge.Status, error) {
-	var s edge.Status
-	c := http.Client{Timeout: 500 * time.Millisecond}
-	resp, err := c.Get("http://" + e.admin + "/status")
-	if err != nil {
-		return s, err
-	}
-	defer resp.Body.Close()
-	return s, json.NewDecoder(resp.Body).Decode(&s)
-}
+func (h *harness) status(e *edgeProc) (edge.Status, error) { return Status(e.admin) }
 
 // owners returns how many partitions each given edge owns, and whether
 // together they own every partition exactly once.

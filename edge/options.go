@@ -91,8 +91,8 @@ type Options struct {
 	// OnOwnership, when set, is called on every ownership change of this edge.
 	OnOwnership func(OwnershipEvent)
 	// OnReplicated, when set, is called for each live claim record merged
-	// from another region with its replication lag (its append there, by the
-	// writer's clock, to its merge here). It must be fast.
+	// from another region with its replication lag (its batch's ingest
+	// there to its store here, on servers' clocks). It must be fast.
 	OnReplicated func(from string, lag time.Duration)
 	// OnDecision, when set, is called once per decided event after its claim
 	// is committed (simulation reports, tests). It must be fast.

@@ -1,6 +1,7 @@
 // Package sink holds the edge binary's built-in handlers: nats (republish to
 // the output stream with Nats-Msg-Id = event ID, so effects are idempotent),
-// http (POST, 2xx = done), ledger (one JSON line per invocation) and stdout.
+// http (POST, 2xx = done), ledger (one JSON line per invocation), stdout,
+// and chaos (fails, hangs and panics on purpose, for drills).
 package sink
 
 import (

@@ -5,6 +5,7 @@
 //	drill kill                 # embedded core, 3 edge processes, kill -9 one under load
 //	drill -nats nats://127.0.0.1:4222 pause
 //	drill rolling | scale
+//	drill campaign -duration 2m -seed 42   # a seeded random fault campaign (see package drill/campaign)
 //
 // The drill starts its own edge processes (it has to be able to kill and
 // pause them); with -nats they run against your region's core nodes.
@@ -25,6 +26,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "campaign" {
+		os.Exit(runCampaign(os.Args[2:]))
+	}
 	var cfg drill.Config
 	var logLevel string
 	var repeat int
@@ -41,7 +45,7 @@ func main() {
 	flag.IntVar(&repeat, "repeat", 1, "run the drill this many times and report p50/p99 of detection and takeover")
 	flag.StringVar(&logLevel, "log-level", "warn", "log level")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: drill [flags] %v\n", drill.Names)
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: drill [flags] %v\n       drill campaign [flags]   (drill campaign -h)\n", drill.Names)
 		flag.PrintDefaults()
 	}
 	flag.Parse()

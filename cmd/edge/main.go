@@ -39,6 +39,7 @@ func main() {
 		policy, logLevel, traceFile, statsFile    string
 		gossipBind, gossipSeeds, gossipKeyFile    string
 		gossipProfile, peers, adminTokenFile      string
+		test                                      testFlags
 	)
 	flag.StringVar(&url, "nats", "nats://127.0.0.1:4222", "core node URL(s), comma-separated")
 	flag.StringVar(&o.Region, "region", "local", "region whose streams to consume")
@@ -55,7 +56,7 @@ func main() {
 	flag.StringVar(&policy, "uncertain", "rerun", "policy for uncertain IDs: rerun or skip")
 	flag.IntVar(&o.Limits.MaxPayload, "max-payload", 64<<10, "largest accepted payload in bytes")
 	flag.IntVar(&o.Retry.Attempts, "retry-attempts", 5, "handler attempts before dead-lettering")
-	flag.StringVar(&sinks, "sink", "nats", "comma-separated sinks, run in order: nats, http, ledger, stdout")
+	flag.StringVar(&sinks, "sink", "nats", "comma-separated sinks, run in order: nats, http, ledger, stdout, chaos (drills)")
 	flag.StringVar(&ledger, "ledger", "ledger.jsonl", "ledger sink file")
 	flag.StringVar(&httpURL, "http-url", "", "http sink URL")
 	flag.StringVar(&admin, "admin", "127.0.0.1:9222", "admin HTTP address for /metrics, /healthz, /readyz (empty: off)")
@@ -68,10 +69,12 @@ func main() {
 	flag.StringVar(&gossipProfile, "gossip-profile", "fast", "failure detection timers: fast (~1-2 s) or lan (~5-7 s)")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	insecure := cli.InsecureFlag(flag.CommandLine)
+	test.register(flag.CommandLine)
 	flag.Parse()
 	log := cli.Logger(logLevel)
 	o.Logger = log
 	refuseExposed(log, gossipBind, gossipKeyFile, admin, adminTokenFile, *insecure)
+	test.apply(&o, log)
 	var err error
 	if peers != "" {
 		o.Peers = strings.Split(peers, ",")
@@ -134,7 +137,7 @@ func main() {
 		h, _ := os.Hostname()
 		o.Name = fmt.Sprintf("%s-%d", h, os.Getpid())
 	}
-	h, closeSinks, err := buildSinks(sinks, js, o, ledger, httpURL)
+	h, closeSinks, err := buildSinks(sinks, js, o, ledger, httpURL, &test)
 	if err != nil {
 		cli.Fatal(log, "sinks", err)
 	}
@@ -190,7 +193,7 @@ func writeStats(log *slog.Logger, path string, s edge.Stats) {
 	}
 }
 
-func buildSinks(list string, js jetstream.JetStream, o edge.Options, ledger, httpURL string) (edge.Handler, func(), error) {
+func buildSinks(list string, js jetstream.JetStream, o edge.Options, ledger, httpURL string, test *testFlags) (edge.Handler, func(), error) {
 	var chain []edge.Handler
 	closers := []func(){}
 	for _, name := range strings.Split(list, ",") {
@@ -211,8 +214,14 @@ func buildSinks(list string, js jetstream.JetStream, o edge.Options, ledger, htt
 			closers = append(closers, func() { l.Close() })
 		case "stdout":
 			chain = append(chain, &sink.Writer{W: os.Stdout})
+		case "chaos":
+			c, err := test.chaosSink(o.Logger)
+			if err != nil {
+				return nil, nil, err
+			}
+			chain = append(chain, c)
 		default:
-			return nil, nil, fmt.Errorf("unknown sink %q (want nats, http, ledger, stdout)", name)
+			return nil, nil, fmt.Errorf("unknown sink %q (want nats, http, ledger, stdout, chaos)", name)
 		}
 	}
 	return sink.NewChain(chain...), func() {

@@ -103,13 +103,21 @@ func StreamMsgs(ctx context.Context, js jetstream.JetStream, stream string) (uin
 // nothing pending and nothing awaiting acknowledgement, and every partition
 // has such a consumer.
 func Drained(ctx context.Context, js jetstream.JetStream, n streams.Names, partitions int, strict bool) (bool, error) {
+	left, err := Undrained(ctx, js, n, partitions, strict)
+	return err == nil && len(left) == 0, err
+}
+
+// Undrained returns, in order, the partitions whose newest-epoch input
+// consumer has events pending or awaiting acknowledgement, or that have no
+// such consumer: what keeps Drained false.
+func Undrained(ctx context.Context, js jetstream.JetStream, n streams.Names, partitions int, strict bool) ([]int, error) {
 	stream := n.IngestStream()
 	if strict {
 		stream = n.HomeStream()
 	}
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	newest := map[int]*jetstream.ConsumerInfo{}
 	lister := s.ListConsumers(ctx)
@@ -126,15 +134,14 @@ func Drained(ctx context.Context, js jetstream.JetStream, n streams.Names, parti
 		newest[p] = ci
 	}
 	if err := lister.Err(); err != nil {
-		return false, err
+		return nil, err
 	}
-	if len(newest) < partitions {
-		return false, nil
-	}
-	for _, ci := range newest {
-		if ci.NumPending > 0 || ci.NumAckPending > 0 {
-			return false, nil
+	var left []int
+	for p := 0; p < partitions; p++ {
+		ci, ok := newest[p]
+		if !ok || ci.NumPending > 0 || ci.NumAckPending > 0 {
+			left = append(left, p)
 		}
 	}
-	return true, nil
+	return left, nil
 }

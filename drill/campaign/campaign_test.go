@@ -1,0 +1,63 @@
+package campaign
+
+import (
+	"context"
+	"flag"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/onceplane/onceplane/internal/proc"
+)
+
+var (
+	runCampaign      = flag.Bool("campaign", false, "run the fault campaign (real processes, minutes)")
+	campaignSeed     = flag.Uint64("campaign.seed", 0, "campaign seed (0: from the clock; printed)")
+	campaignDuration = flag.Duration("campaign.duration", 90*time.Second, "campaign fault phase")
+	campaignCores    = flag.Int("campaign.cores", 1, "campaign core nodes: 1 or 3")
+)
+
+// TestCampaignShort runs the fault campaign's short form: a seeded random
+// schedule of kills, pauses, core restarts, cut connections, skewed clocks,
+// hostile producers and failing sinks for about two minutes, then fails on
+// any violation. It runs with -campaign (see .ci/run); -campaign.seed
+// replays a run. ONCEPLANE_CAMPAIGN_DIR keeps the run's directory; a
+// failing run keeps a temporary one and says where.
+func TestCampaignShort(t *testing.T) {
+	if !*runCampaign {
+		t.Skip("the campaign runs with -campaign (see .ci/run)")
+	}
+	bin := t.TempDir()
+	edgeBin, err := proc.Build("../..", bin, "./cmd/edge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	coreBin, err := proc.Build("../..", bin, "./cmd/core")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{
+		EdgeBin: edgeBin, CoreBin: coreBin, Dir: os.Getenv("ONCEPLANE_CAMPAIGN_DIR"),
+		Seed: *campaignSeed, Duration: *campaignDuration, Cores: *campaignCores,
+		Chaos: ChaosRates{Fail: 0.01, Hang: 0.002, Panic: 0.0005},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *campaignDuration+10*time.Minute)
+	defer cancel()
+	r, err := Run(ctx, cfg)
+	if r != nil {
+		r.Print(os.Stdout)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Errors) > 0 {
+		t.Errorf("the campaign itself failed %d times (first: %v): it tested less than planned", len(r.Errors), r.Errors[0])
+	}
+	if r.Verdict.Runs == 0 || r.Faults[string(FaultKill)]+r.Faults[string(FaultCut)]+r.Faults[string(FaultPause)] == 0 {
+		t.Errorf("a campaign that handled %d events under %v proves nothing", r.Verdict.Runs, r.Faults)
+	}
+	if !r.OK() {
+		t.Fatalf("campaign seed %d: %d kinds of violation (replay: go test ./drill/campaign -run TestCampaignShort -campaign -campaign.seed %d); dir %s",
+			r.Seed, len(r.Verdict.Violations), r.Seed, r.Dir)
+	}
+}
