@@ -468,3 +468,36 @@ func TestSplitViewDoesNotFlap(t *testing.T) {
 	})
 	r.checkRuns(t, ids)
 }
+
+// TestReadyAfterHandingOver: a partition this edge was fenced from and that
+// membership now gives another edge does not hold its readiness down.
+func TestReadyAfterHandingOver(t *testing.T) {
+	r := newRegion(t, streams.Config{Partitions: 2, IngestDuplicates: -1})
+	m := &fakeMembership{names: []string{"edge-y"}, changes: make(chan struct{}, 1)}
+	c := r.startEdge(t, edge.Options{Name: "edge-y", Membership: m, HandoffDelay: 10 * time.Millisecond}, filepath.Join(t.TempDir(), "l.jsonl"))
+	coretest.Eventually(t, 10*time.Second, "both owned", func() bool { return len(c.Owned()) == 2 })
+	// Another owner takes p0 over behind this edge's back (a split view): p0 is fenced here.
+	other := edge.New(r.js, edge.HandlerFunc(func(context.Context, event.Event) error { return nil }),
+		edge.Options{Name: "edge-z", Partitions: []int{0}, Logger: coretest.Quiet})
+	octx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = other.Run(octx) }()
+	defer func() { cancel(); <-done }()
+	coretest.Eventually(t, 10*time.Second, "p0 taken by the other owner", func() bool { return slices.Equal(other.Owned(), []int{0}) })
+	coretest.Eventually(t, 10*time.Second, "p0 fenced here", func() bool {
+		err := c.Ready()
+		return err != nil && strings.Contains(err.Error(), "p0 fenced")
+	})
+	// Membership now agrees: p0 belongs to edge-z.
+	name := ""
+	for i := 0; name == ""; i++ {
+		n := fmt.Sprintf("edge-z%d", i)
+		if a := failover.AssignSome([]string{"edge-y", n}, 2, nil); a[0] == n && a[1] == "edge-y" {
+			name = n
+		}
+	}
+	m.set("edge-y", name)
+	coretest.Eventually(t, 15*time.Second, "ready with p1 only", func() bool {
+		return c.Ready() == nil && slices.Equal(c.Owned(), []int{1})
+	})
+}

@@ -231,6 +231,7 @@ func (c *Consumer) follow(ctx context.Context, n int) error {
 		}
 		have := c.owned()
 		plan := failover.Diff(have, want)
+		c.forget(want)
 		// Releases finish their batch in hand: run them aside so that taking
 		// over a dead owner's partitions never waits for them.
 		for _, p := range plan.Release {
@@ -308,6 +309,19 @@ func (c *Consumer) takeFenced() map[int]time.Time {
 	out := c.fenced
 	c.fenced = map[int]time.Time{}
 	return out
+}
+
+// forget drops what this edge remembers of partitions membership no longer
+// gives it and that it does not run (fenced, failed): they are another
+// edge's business now and must not hold this edge's readiness down.
+func (c *Consumer) forget(want []int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for p := range c.state {
+		if _, running := c.runs[p]; !running && !slices.Contains(want, p) {
+			delete(c.state, p)
+		}
+	}
 }
 
 // isFenced reports whether p's last owner run was fenced and none runs now.
