@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/onceplane/onceplane/edge"
 	"github.com/onceplane/onceplane/event"
@@ -500,4 +501,35 @@ func TestReadyAfterHandingOver(t *testing.T) {
 	coretest.Eventually(t, 15*time.Second, "ready with p1 only", func() bool {
 		return c.Ready() == nil && slices.Equal(c.Owned(), []int{1})
 	})
+}
+
+// TestStartsBeforeItsCore: an edge started while its core is down (or still
+// provisioning) waits for it and owns its partitions once the streams exist,
+// instead of exiting.
+func TestStartsBeforeItsCore(t *testing.T) {
+	port := coretest.FreePorts(t, 1)[0]
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	nc, err := nats.Connect(url, nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := edge.New(js, edge.HandlerFunc(func(context.Context, event.Event) error { return nil }), edge.Options{Name: "edge-early", Logger: coretest.Quiet})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	coretest.Never(t, time.Second, "Run to give up without a core", func() bool { return len(done) > 0 })
+	n := coretest.StartIn(t, t.TempDir(), port)
+	_, ajs := coretest.Connect(t, n.ClientURL())
+	pctx, pcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer pcancel()
+	if err := streams.Provision(pctx, ajs, streams.Config{Partitions: 2}); err != nil {
+		t.Fatal(err)
+	}
+	coretest.Eventually(t, 30*time.Second, "partitions owned once the core is up", func() bool { return len(c.Owned()) == 2 })
 }

@@ -121,15 +121,11 @@ func (c *Consumer) notify(e OwnershipEvent) {
 // every partition is released gracefully (the batch in hand finishes and is
 // recorded done) within Options.ShutdownGrace.
 func (c *Consumer) Run(ctx context.Context) error {
-	set, err := streams.ReadSettings(ctx, c.js, c.names)
+	set, l, err := c.open(ctx)
 	if err != nil {
 		return fmt.Errorf("edge %s: %w", c.o.Name, err)
 	}
 	if err := c.o.check(set); err != nil {
-		return fmt.Errorf("edge %s: %w", c.o.Name, err)
-	}
-	l, err := claimlog.Open(ctx, c.js, c.names)
-	if err != nil {
 		return fmt.Errorf("edge %s: %w", c.o.Name, err)
 	}
 	n := set.Partitions
@@ -178,6 +174,28 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 	}
 	return c.follow(ctx, n)
+}
+
+// open reads the region's stream settings and binds the claim log, waiting
+// for a core that is still starting or out of reach (and for streams not yet
+// provisioned) until ctx ends, as a supervisor restarting the edge would.
+func (c *Consumer) open(ctx context.Context) (streams.Settings, *claimlog.Log, error) {
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		set, err := streams.ReadSettings(ctx, c.js, c.names)
+		if err == nil {
+			var l *claimlog.Log
+			if l, err = claimlog.Open(ctx, c.js, c.names); err == nil {
+				return set, l, nil
+			}
+		}
+		if ctx.Err() != nil {
+			return streams.Settings{}, nil, err
+		}
+		c.lg.Warn("region's streams not reachable yet; retrying", "err", err, "in", backoff)
+		if !sleepCtx(ctx, backoff) {
+			return streams.Settings{}, nil, err
+		}
+	}
 }
 
 // check refuses options the region's streams cannot honour.

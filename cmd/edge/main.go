@@ -121,7 +121,9 @@ func main() {
 	if err != nil {
 		cli.Fatal(log, "connect", err)
 	}
-	natsOpts = append(natsOpts, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("nats async error", "err", err) }))
+	// A core that is still starting or out of reach is waited for, not a
+	// reason to exit: the edge connects when it can (Run waits for the streams).
+	natsOpts = append(natsOpts, nats.RetryOnFailedConnect(true), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("nats async error", "err", err) }))
 	nc, err := nats.Connect(url, natsOpts...)
 	if err != nil {
 		cli.Fatal(log, "connect", err)
