@@ -275,19 +275,8 @@ func (c *Consumer) follow(ctx context.Context, n int) error {
 			}
 			c.acquire(p)
 		}
-		if len(handoff) > 0 {
-			go func(ps []int) {
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(c.o.HandoffDelay):
-				}
-				for _, p := range ps {
-					if slices.Contains(failover.OwnedSome(sortedNames(c.o.Membership), n, c.o.Partitions, c.o.Name), p) {
-						c.acquire(p)
-					}
-				}
-			}(handoff)
+		for _, p := range handoff {
+			go c.handover(ctx, n, p)
 		}
 		prev = members
 		select {
@@ -296,6 +285,26 @@ func (c *Consumer) follow(ctx context.Context, n int) error {
 		case <-c.o.Membership.Changes():
 		case <-tick.C:
 		}
+	}
+}
+
+// handover takes p from a live previous owner: after HandoffDelay, and once
+// that owner has let go (its consumer has no pull waiting: it finished its
+// batch in hand and recorded it done), or after ShutdownGrace, the longest a
+// release may take. Taking it earlier would fence the owner mid-batch and
+// leave that batch uncertain.
+func (c *Consumer) handover(ctx context.Context, n, p int) {
+	if !sleepCtx(ctx, c.o.HandoffDelay) {
+		return
+	}
+	deadline := time.Now().Add(c.o.ShutdownGrace)
+	for time.Now().Before(deadline) && c.ownerActive(ctx, p) {
+		if !sleepCtx(ctx, 50*time.Millisecond) {
+			return
+		}
+	}
+	if slices.Contains(failover.OwnedSome(sortedNames(c.o.Membership), n, c.o.Partitions, c.o.Name), p) {
+		c.acquire(p)
 	}
 }
 
