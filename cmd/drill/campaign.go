@@ -35,7 +35,7 @@ func runCampaign(args []string) int {
 	fs.Float64Var(&cfg.Chaos.Panic, "chaos-panic", 0.0005, "baseline chaos sink panic rate")
 	fs.DurationVar(&cfg.Chaos.HangMax, "chaos-hang-max", time.Second, "longest chaos sink hang")
 	fs.BoolVar(&cfg.ChaosLast, "chaos-last", false, "put the chaos sink after the ledger (a batch re-run after a panic then shows as unflagged duplicates)")
-	fs.DurationVar(&cfg.SettleTimeout, "settle", 60*time.Second, "how long the region has to drain once faults stop")
+	fs.DurationVar(&cfg.SettleTimeout, "settle", 0, "how long the region has to drain once faults stop (0: a sixth of -duration, at least 60 s)")
 	fs.StringVar(&cfg.Dir, "dir", "", "keep logs, ledgers and data here; must be empty (default: a temporary directory, kept on violation)")
 	fs.StringVar(&cfg.EdgeBin, "edge-bin", "", "edge binary (default: build ./cmd/edge)")
 	fs.StringVar(&cfg.CoreBin, "core-bin", "", "core binary (default: build ./cmd/core)")

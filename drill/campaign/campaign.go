@@ -67,7 +67,7 @@ type Config struct {
 	// "chaos,ledger": a chaos failure happens before any effect.
 	ChaosLast bool
 	// SettleTimeout is how long the region has to drain once the faults
-	// stop. Zero means 60 s.
+	// stop. Zero means a sixth of Duration, at least 60 s.
 	SettleTimeout time.Duration
 	// Logger receives progress. Nil means discard.
 	Logger *slog.Logger
@@ -116,7 +116,9 @@ func (c Config) withDefaults() Config {
 		c.Chaos.HangMax = time.Second
 	}
 	if c.SettleTimeout <= 0 {
-		c.SettleTimeout = 60 * time.Second
+		// A long run at a high rate on a small machine ends with a backlog
+		// built during the faults: give it time in proportion.
+		c.SettleTimeout = max(60*time.Second, c.Duration/6)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
