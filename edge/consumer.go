@@ -26,6 +26,7 @@ import (
 
 	"github.com/onceplane/onceplane/dedupe"
 	"github.com/onceplane/onceplane/event"
+	"github.com/onceplane/onceplane/internal/poll"
 	"github.com/onceplane/onceplane/jetstream/claimlog"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/telemetry"
@@ -479,23 +480,11 @@ func (c *Consumer) consume(ctx context.Context, pt *part, cons jetstream.Consume
 				break
 			}
 			c.lg.Warn("rewind failed; retrying", "partition", p, "err", err)
-			if !sleepCtx(ctx, backoff) {
+			if poll.Sleep(ctx, backoff) != nil {
 				return nil
 			}
 		}
 		c.idle(p)
-	}
-}
-
-// sleepCtx waits d; false if ctx ended first.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/onceplane/onceplane/event"
+	"github.com/onceplane/onceplane/internal/poll"
 )
 
 // Dead-letter headers, onceplane's own: a dead letter carries no header the
@@ -148,7 +149,7 @@ func (c *Consumer) deadLetter(ctx context.Context, p int, dead []deadMsg) error 
 				continue
 			}
 			c.lg.Warn("dead-letter publish failed; retrying", "partition", p, "err", err)
-			if !sleepCtx(ctx, backoff) {
+			if poll.Sleep(ctx, backoff) != nil {
 				return ctx.Err()
 			}
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/onceplane/onceplane/dedupe"
 	"github.com/onceplane/onceplane/failover"
+	"github.com/onceplane/onceplane/internal/poll"
 	"github.com/onceplane/onceplane/jetstream/claimlog"
 	"github.com/onceplane/onceplane/jetstream/streams"
 )
@@ -192,7 +193,7 @@ func (c *Consumer) open(ctx context.Context) (streams.Settings, *claimlog.Log, e
 			return streams.Settings{}, nil, err
 		}
 		c.lg.Warn("region's streams not reachable yet; retrying", "err", err, "in", backoff)
-		if !sleepCtx(ctx, backoff) {
+		if poll.Sleep(ctx, backoff) != nil {
 			return streams.Settings{}, nil, err
 		}
 	}
@@ -294,12 +295,12 @@ func (c *Consumer) follow(ctx context.Context, n int) error {
 // release may take. Taking it earlier would fence the owner mid-batch and
 // leave that batch uncertain.
 func (c *Consumer) handover(ctx context.Context, n, p int) {
-	if !sleepCtx(ctx, c.o.HandoffDelay) {
+	if poll.Sleep(ctx, c.o.HandoffDelay) != nil {
 		return
 	}
 	deadline := time.Now().Add(c.o.ShutdownGrace)
 	for time.Now().Before(deadline) && c.ownerActive(ctx, p) {
-		if !sleepCtx(ctx, 50*time.Millisecond) {
+		if poll.Sleep(ctx, 50*time.Millisecond) != nil {
 			return
 		}
 	}
