@@ -54,21 +54,16 @@ func margin(win time.Duration) time.Duration { return min(30*time.Second, win/4)
 
 func eventKey(ev event.Event) string { return ev.ID + "\x00" + strconv.FormatUint(ev.StreamSeq, 10) }
 
-func (s *NATS) window(ctx context.Context, p int) time.Duration {
+func (s *NATS) window(ctx context.Context) time.Duration {
 	s.mu.Lock()
-	w := s.Window
-	s.mu.Unlock()
-	if w > 0 {
-		return w
+	defer s.mu.Unlock()
+	if s.Window <= 0 {
+		s.Window = 10 * time.Minute
+		if st, err := s.JS.Stream(ctx, s.Names.OutputStream()); err == nil && st.CachedInfo().Config.Duplicates > 0 {
+			s.Window = st.CachedInfo().Config.Duplicates
+		}
 	}
-	w = 10 * time.Minute
-	if st, err := s.JS.Stream(ctx, s.Names.OutputStream()); err == nil && st.CachedInfo().Config.Duplicates > 0 {
-		w = st.CachedInfo().Config.Duplicates
-	}
-	s.mu.Lock()
-	s.Window = w
-	s.mu.Unlock()
-	return w
+	return s.Window
 }
 
 // Handle publishes the batch asynchronously and waits for every ack.
@@ -90,7 +85,7 @@ func (s *NATS) Handle(ctx context.Context, evs []event.Event) []error {
 		first, retried := s.ambiguous[eventKey(ev)]
 		s.mu.Unlock()
 		if retried && win == 0 {
-			win = s.window(ctx, ev.Partition)
+			win = s.window(ctx)
 		}
 		if ev.Uncertain || (retried && now.Sub(first) >= win-margin(win)) {
 			hdr.Set(event.HeaderUncertain, "true")
@@ -134,6 +129,15 @@ func (s *NATS) Handle(ctx context.Context, evs []event.Event) []error {
 		} else if _, ok := s.ambiguous[k]; !ok {
 			if s.ambiguous == nil {
 				s.ambiguous = map[string]time.Time{}
+			}
+			if len(s.ambiguous) >= maxProgress {
+				// Events that moved to another edge or were dead-lettered
+				// are never retried here: forget the oldest.
+				for k, at := range s.ambiguous {
+					if now.Sub(at) > time.Hour {
+						delete(s.ambiguous, k)
+					}
+				}
 			}
 			s.ambiguous[k] = now
 		}
