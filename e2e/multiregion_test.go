@@ -205,6 +205,15 @@ func TestMultiRegionProcesses(t *testing.T) {
 		return hasStream("eu-west", streams.Names{Region: "eu-west"}.IngestStream())
 	})
 	wave("b", 1500)
+	// The restarted core answers for its streams before it has found the
+	// supercluster's JetStream meta leader again; until it has, its edge
+	// cannot remake the consumers the kill cost it (consumer creation goes
+	// through the meta leader, which may sit across the link stopped next).
+	// The races below need a whole region on each side: wait for every
+	// ID so far to be handled before stopping the link.
+	coretest.Eventually(t, 120*time.Second, "every ID so far handled (eu-west caught up)", func() bool {
+		return missing(t, dir, regions, published) == 0
+	})
 
 	// Certain races: the us-east/eu-west link stopped in both directions,
 	// the same IDs sent to both regions, each handled in both.
