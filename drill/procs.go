@@ -5,14 +5,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/onceplane/onceplane/core"
 	"github.com/onceplane/onceplane/edge"
 	"github.com/onceplane/onceplane/internal/ports"
 	"github.com/onceplane/onceplane/internal/proc"
@@ -33,6 +37,16 @@ type CoreSpec struct {
 	Partitions int
 	// Window is the dedupe window the nodes provision. Zero means the core's default.
 	Window time.Duration
+	// GatewayPort, when non-zero, joins the region (one node) to other
+	// regions into a supercluster; Gateways maps each other region to the
+	// address its gateway is reached at (a WAN link's, in a simulation).
+	// The node advertises no gateway address of its own, so the other
+	// regions keep to Gateways.
+	GatewayPort int
+	Gateways    map[string]string
+	// Peers are the other regions: the nodes provision the xclaims and
+	// conflicts streams. Empty means a region on its own.
+	Peers []string
 }
 
 // Cores is a running region of core processes. Each node keeps its ports
@@ -50,6 +64,21 @@ type Cores struct {
 // StartCores starts spec's nodes with ingest dedupe off (re-sends reach the
 // edges) and returns once the region's streams exist (within a minute).
 func StartCores(ctx context.Context, spec CoreSpec) (*Cores, error) {
+	c, err := LaunchCores(spec)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.WaitStreams(ctx, time.Minute); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	return c, nil
+}
+
+// LaunchCores starts spec's nodes as StartCores does, without waiting for
+// the streams: regions joined by gateways provision only once the
+// supercluster has a JetStream meta leader, so all of them start first.
+func LaunchCores(spec CoreSpec) (*Cores, error) {
 	if spec.Region == "" {
 		spec.Region = "local"
 	}
@@ -61,6 +90,12 @@ func StartCores(ctx context.Context, spec CoreSpec) (*Cores, error) {
 	}
 	if spec.Partitions <= 0 {
 		spec.Partitions = 8
+	}
+	if spec.GatewayPort != 0 && spec.Nodes != 1 {
+		return nil, fmt.Errorf("cores: gateways from a region of %d nodes (want 1)", spec.Nodes)
+	}
+	if err := os.MkdirAll(spec.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("cores: %w", err)
 	}
 	n := spec.Nodes
 	ps, err := ports.Free(2 * n)
@@ -74,13 +109,31 @@ func StartCores(ctx context.Context, spec CoreSpec) (*Cores, error) {
 	}
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("core-%d", i)
-		args := []string{"-name", name, "-region", spec.Region, "-port", fmt.Sprint(ps[i]), "-data", filepath.Join(spec.Dir, name),
+		server := name
+		if spec.GatewayPort != 0 {
+			server = spec.Region + "-" + name // server names are unique across a supercluster
+		}
+		args := []string{"-name", server, "-region", spec.Region, "-port", fmt.Sprint(ps[i]), "-data", filepath.Join(spec.Dir, name),
 			"-partitions", fmt.Sprint(spec.Partitions), "-ingest-dedupe", "off", "-log-level", "warn"}
 		if n > 1 {
 			args = append(args, "-cluster-port", fmt.Sprint(ps[n+i]), "-routes", strings.Join(routes, ","), "-replicas", "3")
+		} else if spec.GatewayPort != 0 {
+			// JetStream in a supercluster needs a cluster: one node routes to itself.
+			args = append(args, "-cluster-port", fmt.Sprint(ps[n+i]), "-routes", routes[i])
 		}
 		if spec.Window > 0 {
 			args = append(args, "-window", spec.Window.String())
+		}
+		if spec.GatewayPort != 0 {
+			var gws []string
+			for _, r := range slices.Sorted(maps.Keys(spec.Gateways)) {
+				gws = append(gws, r+"="+spec.Gateways[r])
+			}
+			args = append(args, "-gateway-port", fmt.Sprint(spec.GatewayPort), "-gateways", strings.Join(gws, ";"),
+				"-gateway-advertise", core.NoAdvertise)
+		}
+		if len(spec.Peers) > 0 {
+			args = append(args, "-peers", strings.Join(spec.Peers, ","))
 		}
 		c.names, c.args = append(c.names, name), append(c.args, args)
 		c.Addrs = append(c.Addrs, fmt.Sprintf("127.0.0.1:%d", ps[i]))
@@ -90,10 +143,6 @@ func StartCores(ctx context.Context, spec CoreSpec) (*Cores, error) {
 			return nil, fmt.Errorf("cores: %w", err)
 		}
 		c.Procs = append(c.Procs, p)
-	}
-	if err := c.WaitStreams(ctx, time.Minute); err != nil {
-		c.Stop()
-		return nil, err
 	}
 	return c, nil
 }
@@ -132,10 +181,10 @@ func (c *Cores) Stop() {
 
 // WaitStreams polls until the region's streams exist, for up to within.
 func (c *Cores) WaitStreams(ctx context.Context, within time.Duration) error {
-	names := streams.Names{Region: c.spec.Region}
+	cfg := streams.Config{Names: streams.Names{Region: c.spec.Region}, Peers: c.spec.Peers}
 	deadline := time.Now().Add(within)
 	for {
-		err := streamsExist(ctx, c.URL(), names)
+		err := streamsExist(ctx, c.URL(), cfg)
 		if err == nil {
 			return nil
 		}
@@ -151,7 +200,7 @@ func (c *Cores) WaitStreams(ctx context.Context, within time.Duration) error {
 }
 
 // streamsExist checks, with a bounded wait, that the region's streams exist.
-func streamsExist(ctx context.Context, url string, names streams.Names) error {
+func streamsExist(ctx context.Context, url string, cfg streams.Config) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	nc, err := nats.Connect(url, nats.Timeout(time.Second))
@@ -163,7 +212,7 @@ func streamsExist(ctx context.Context, url string, names streams.Names) error {
 	if err != nil {
 		return err
 	}
-	for _, sc := range (streams.Config{Names: names}).StreamConfigs() {
+	for _, sc := range cfg.StreamConfigs() {
 		if _, err := js.Stream(ctx, sc.Name); err != nil {
 			return fmt.Errorf("stream %s: %w", sc.Name, err)
 		}
@@ -187,6 +236,9 @@ type EdgeSpec struct {
 	Gossip, Admin string
 	// Seeds are other members' gossip addresses.
 	Seeds []string
+	// Peers are the other regions (the edge merges their claims). Empty
+	// means a region on its own.
+	Peers []string
 	// Sinks is the -sink list. Zero means "nats,ledger".
 	Sinks string
 	// Batch is the edge's batch size. Zero means the edge's default.
@@ -217,6 +269,9 @@ func (s EdgeSpec) Args() []string {
 		"-sink", sinks, "-ledger", s.Ledger(), "-log-level", "info"}
 	if s.Batch > 0 {
 		args = append(args, "-batch", fmt.Sprint(s.Batch))
+	}
+	if len(s.Peers) > 0 {
+		args = append(args, "-peers", strings.Join(s.Peers, ","))
 	}
 	if s.StatsFile != "" {
 		args = append(args, "-stats-file", s.StatsFile)

@@ -39,6 +39,10 @@ func runCampaign(args []string) int {
 	fs.StringVar(&cfg.Dir, "dir", "", "keep logs, ledgers and data here; must be empty (default: a temporary directory, kept on violation)")
 	fs.StringVar(&cfg.EdgeBin, "edge-bin", "", "edge binary (default: build ./cmd/edge)")
 	fs.StringVar(&cfg.CoreBin, "core-bin", "", "core binary (default: build ./cmd/core)")
+	fs.IntVar(&cfg.Regions, "regions", 1, "1, or 3: us-east, eu-west and ap-south joined by gateways through WAN links that are cut and healed, edges' clocks hours apart between regions, IDs sent to two regions at once (-edges, -partitions, -rate and -every are then per region)")
+	fs.DurationVar(&cfg.WANGap, "wan-every", 10*time.Second, "three regions: mean time between link cuts")
+	fs.IntVar(&cfg.RaceRate, "race-rate", 0, "three regions: IDs a second sent to two regions at once (0: -rate/20, at least 5)")
+	fs.DurationVar(&cfg.ConflictTimeout, "conflict-timeout", 3*time.Minute, "three regions: how long to wait, once settled, for every race to be recorded as a conflict")
 	fs.BoolVar(&schedule, "print-schedule", false, "print the schedule before running")
 	fs.StringVar(&logLevel, "log-level", "info", "campaign log level")
 	fs.Usage = func() {
@@ -83,8 +87,11 @@ func runCampaign(args []string) int {
 		r := campaign.Report{Seed: cfg.Seed, Schedule: campaign.Plan(cfg.Seed, campaign.PlanOptionsOf(cfg))}
 		r.PrintSchedule(os.Stdout)
 	}
-	ctx, cancel := context.WithTimeout(ctx, cfg.Duration+10*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, cfg.Duration+15*time.Minute)
 	defer cancel()
+	if cfg.Regions > 1 {
+		return runRegions(ctx, cfg)
+	}
 	r, err := campaign.Run(ctx, cfg)
 	if r != nil && (err == nil || r.Verdict.Runs > 0) {
 		r.Print(os.Stdout)
@@ -100,6 +107,29 @@ func runCampaign(args []string) int {
 		return 2
 	}
 	if len(r.Errors) > 0 {
+		return 1
+	}
+	return 0
+}
+
+// runRegions runs a three-region campaign and returns the exit status as
+// runCampaign does.
+func runRegions(ctx context.Context, cfg campaign.Config) int {
+	m, err := campaign.RunRegions(ctx, cfg)
+	if m != nil && (err == nil || len(m.Regions) > 0) {
+		m.Print(os.Stdout)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "campaign:", err)
+		if m != nil && m.Dir != "" {
+			fmt.Fprintln(os.Stderr, "campaign: logs in", m.Dir)
+		}
+		return 1
+	}
+	if !m.OK() {
+		return 2
+	}
+	if len(m.Errors) > 0 {
 		return 1
 	}
 	return 0

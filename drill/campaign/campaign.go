@@ -69,6 +69,22 @@ type Config struct {
 	// SettleTimeout is how long the region has to drain once the faults
 	// stop. Zero means a sixth of Duration, at least 60 s.
 	SettleTimeout time.Duration
+
+	// Regions is 1 (Run: one region) or 3 (RunRegions: us-east, eu-west
+	// and ap-south, one core node each, joined by gateways through WAN
+	// links). Zero means 1. In three regions Edges, Partitions, Rate and
+	// the schedule's MeanGap are per region.
+	Regions int
+	// WANGap is the mean time between faults of the links between regions
+	// (three regions). Zero means 10 s.
+	WANGap time.Duration
+	// RaceRate is how many IDs a second are sent to two regions at once
+	// (three regions). Zero means Rate/20, at least 5.
+	RaceRate int
+	// ConflictTimeout bounds the wait, once the regions settled, for every
+	// race to be recorded as a conflict (replication across a healed link
+	// resumes at JetStream's next source retry). Zero means 3 minutes.
+	ConflictTimeout time.Duration
 	// Logger receives progress. Nil means discard.
 	Logger *slog.Logger
 }
@@ -123,6 +139,18 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.Regions <= 0 {
+		c.Regions = 1
+	}
+	if c.WANGap <= 0 {
+		c.WANGap = 10 * time.Second
+	}
+	if c.RaceRate <= 0 {
+		c.RaceRate = max(c.Rate/20, 5)
+	}
+	if c.ConflictTimeout <= 0 {
+		c.ConflictTimeout = 3 * time.Minute
+	}
 	return c
 }
 
@@ -141,28 +169,19 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Cores != 1 && cfg.Cores != 3 {
 		return nil, fmt.Errorf("campaign: %d cores, want 1 or 3", cfg.Cores)
 	}
-	tempDir := cfg.Dir == ""
-	if tempDir {
-		d, err := os.MkdirTemp("", "onceplane-campaign-")
-		if err != nil {
-			return nil, fmt.Errorf("campaign: %w", err)
-		}
-		cfg.Dir = d
-	} else {
-		// A previous run's core data would be reused: refuse it.
-		if ents, err := os.ReadDir(cfg.Dir); err == nil && len(ents) > 0 {
-			return nil, fmt.Errorf("campaign: directory %s is not empty (a previous run's data would be reused)", cfg.Dir)
-		}
-		if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
-			return nil, fmt.Errorf("campaign: %w", err)
-		}
+	if cfg.Regions != 1 {
+		return nil, fmt.Errorf("campaign: %d regions: use RunRegions", cfg.Regions)
+	}
+	tempDir, err := prepareDir(&cfg)
+	if err != nil {
+		return nil, err
 	}
 	log := cfg.Logger
 	schedule := Plan(cfg.Seed, PlanOptionsOf(cfg))
 	rep := &Report{Seed: cfg.Seed, Config: cfg, Dir: cfg.Dir, Schedule: schedule}
 	log.Info("campaign starting", "seed", cfg.Seed, "duration", cfg.Duration, "faults", len(schedule), "dir", cfg.Dir)
 
-	r, err := startRegion(ctx, cfg)
+	r, err := startRegion(ctx, cfg, regionSpec{})
 	if err != nil {
 		return rep, err
 	}
@@ -171,53 +190,123 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return rep, err
 	}
 	log.Info("region up", "cores", cfg.Cores, "edges", cfg.Edges, "partitions", cfg.Partitions)
-
-	// The load and the faults, for Duration.
-	r.start = time.Now()
-	load := newLoad(r, cfg)
-	loadCtx, stopLoad := context.WithCancel(ctx)
-	loadDone := make(chan struct{})
-	go func() { defer close(loadDone); load.run(loadCtx) }()
-	faultCtx, stopFaults := context.WithTimeout(ctx, cfg.Duration)
-	var wg sync.WaitGroup
-	for _, queue := range byTarget(schedule) {
-		wg.Go(func() { r.runFaults(ctx, faultCtx, load, queue) })
-	}
-	stopWatch := r.watchCrashes()
-	<-faultCtx.Done()
-	stopFaults()
-	wg.Wait()
-	stopLoad()
-	<-loadDone
-	// Publishes still being retried get a while to be acked (the region is
-	// whole again); what is never acked is not checked.
-	load.finish(ctx, 30*time.Second)
-	// One new event per partition: each must still be handled.
-	load.probes(ctx)
-	load.close()
-	log.Info("faults stopped; settling", "published", len(load.pubs))
-
-	rep.Settle = r.settle(ctx, cfg.SettleTimeout)
-	stopWatch()
-	rep.Bypassed = r.bypassed()
-	h, err := r.collect(ctx, load, rep)
-	if err != nil {
+	if err := drive(ctx, cfg.Duration, []*region{r}, []*Report{rep}, hooks{}); err != nil {
 		return rep, err
 	}
-	rep.History = h
-	rep.Verdict = Check(h)
-	rep.Elapsed = time.Since(r.start)
-	rep.Errors = r.errors()
-	r.mu.Lock()
-	rep.StartFailed = maps.Clone(r.startFailed)
-	r.mu.Unlock()
-	rep.summarize(load)
 	rep.save()
 	if tempDir && rep.OK() && len(rep.Errors) == 0 {
 		_ = os.RemoveAll(cfg.Dir)
 		rep.Dir = ""
 	}
 	return rep, nil
+}
+
+// prepareDir makes cfg.Dir a fresh directory (a temporary one when empty,
+// reported by the bool) and refuses one holding a previous run's data.
+func prepareDir(cfg *Config) (bool, error) {
+	if cfg.Dir == "" {
+		d, err := os.MkdirTemp("", "onceplane-campaign-")
+		if err != nil {
+			return false, fmt.Errorf("campaign: %w", err)
+		}
+		cfg.Dir = d
+		return true, nil
+	}
+	// A previous run's core data would be reused: refuse it.
+	if ents, err := os.ReadDir(cfg.Dir); err == nil && len(ents) > 0 {
+		return false, fmt.Errorf("campaign: directory %s is not empty (a previous run's data would be reused)", cfg.Dir)
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
+		return false, fmt.Errorf("campaign: %w", err)
+	}
+	return false, nil
+}
+
+// hooks add to what drive does; a nil hook does nothing.
+type hooks struct {
+	// during runs beside the regions' own faults while faults last (stop),
+	// and returns once what it started has ended; loads are the regions'
+	// producers.
+	during func(ctx, stop context.Context, loads []*load)
+	// settled runs once every region settled, before the edges are
+	// stopped and their histories collected.
+	settled func(ctx context.Context)
+}
+
+// drive runs the load and each region's schedule (reps[i].Schedule) for
+// duration, and the hooks; then lets every region settle, collects its
+// history and checks it into reps[i].
+func drive(ctx context.Context, duration time.Duration, regions []*region, reps []*Report, h hooks) error {
+	start := time.Now()
+	loads := make([]*load, len(regions))
+	for i, r := range regions {
+		r.start = start
+		loads[i] = newLoad(r, r.cfg)
+	}
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	var loading sync.WaitGroup
+	for _, l := range loads {
+		loading.Go(func() { l.run(loadCtx) })
+	}
+	faultCtx, stopFaults := context.WithTimeout(ctx, duration)
+	var wg sync.WaitGroup
+	var stopWatch []func()
+	for i, r := range regions {
+		for _, queue := range byTarget(reps[i].Schedule) {
+			wg.Go(func() { r.runFaults(ctx, faultCtx, loads[i], queue) })
+		}
+		stopWatch = append(stopWatch, r.watchCrashes())
+	}
+	if h.during != nil {
+		wg.Go(func() { h.during(ctx, faultCtx, loads) })
+	}
+	<-faultCtx.Done()
+	stopFaults()
+	wg.Wait()
+	stopLoad()
+	loading.Wait()
+	// Publishes still being retried get a while to be acked (the regions
+	// are whole again); what is never acked is not checked. Then one new
+	// event per partition: each must still be handled.
+	each(regions, func(i int, _ *region) {
+		loads[i].finish(ctx, 30*time.Second)
+		loads[i].probes(ctx)
+		loads[i].close()
+	})
+	regions[0].log.Info("faults stopped; settling", "published", len(loads[0].pubs))
+	each(regions, func(i int, r *region) { reps[i].Settle = r.settle(ctx, r.cfg.SettleTimeout) })
+	for _, stop := range stopWatch {
+		stop()
+	}
+	if h.settled != nil {
+		h.settled(ctx)
+	}
+	for i, r := range regions {
+		rep := reps[i]
+		rep.Bypassed = r.bypassed()
+		h, err := r.collect(ctx, loads[i], rep)
+		if err != nil {
+			return err
+		}
+		rep.History = h
+		rep.Verdict = Check(h)
+		rep.Elapsed = time.Since(start)
+		rep.Errors = r.errors()
+		r.mu.Lock()
+		rep.StartFailed = maps.Clone(r.startFailed)
+		r.mu.Unlock()
+		rep.summarize(loads[i])
+	}
+	return nil
+}
+
+// each runs f for every region at once and returns when all have returned.
+func each(regions []*region, f func(int, *region)) {
+	var wg sync.WaitGroup
+	for i, r := range regions {
+		wg.Go(func() { f(i, r) })
+	}
+	wg.Wait()
 }
 
 // PlanOptionsOf returns the schedule options of a campaign run with cfg.

@@ -234,11 +234,7 @@ func Check(h History) Verdict {
 		crashed.add(fmt.Sprintf("%s at %v", c.Process, c.At.Round(1e6)))
 	}
 
-	for _, x := range []struct {
-		t      *tally
-		kind   string
-		detail string
-	}{
+	v.Violations = violations([]named{
 		{&lostAcked, LostAcked, "acked valid events never handled nor dead-lettered, in partitions that drained"},
 		{&lostStalled, LostStalled, "acked events never handled nor dead-lettered, in partitions that did not drain"},
 		{&invalidLost, InvalidLost, "acked invalid events neither dead-lettered nor handled, in partitions that drained"},
@@ -250,12 +246,25 @@ func Check(h History) Verdict {
 		{&notReady, EdgeNotReady, ""},
 		{&unowned, UnownedPartition, "owned by no running edge, or by two"},
 		{&crashed, ProcessCrash, ""},
-	} {
+	})
+	return v
+}
+
+// named is a tally with its violation kind and what its count means.
+type named struct {
+	t            *tally
+	kind, detail string
+}
+
+// violations returns the violations of the tallies that counted something, in order.
+func violations(ts []named) []Violation {
+	var out []Violation
+	for _, x := range ts {
 		if viol, ok := x.t.violation(x.kind, x.detail); ok {
-			v.Violations = append(v.Violations, viol)
+			out = append(out, viol)
 		}
 	}
-	return v
+	return out
 }
 
 // clip shortens a long ID or answer for an example.

@@ -133,14 +133,12 @@ func (r *region) collect(ctx context.Context, l *load, rep *Report) (History, er
 		h.Excused = map[string]int{}
 	}
 	for _, n := range r.edges {
-		lines, bad, err := sink.ScanLedger(n.spec.Ledger())
-		if err != nil && !os.IsNotExist(err) {
-			return h, fmt.Errorf("campaign: ledger of %s: %w", n.spec.Name, err)
+		runs, bad, err := ledgerRuns(n)
+		if err != nil {
+			return h, err
 		}
 		rep.TornLines += bad
-		for _, ln := range lines {
-			h.Runs = append(h.Runs, HandlerRun{ID: ln.ID, Partition: ln.Partition, Seq: ln.Seq, Edge: ln.Edge, Uncertain: ln.Uncertain})
-		}
+		h.Runs = append(h.Runs, runs...)
 		sig, err := scanLog(n.spec.Log(), h.Excused)
 		if err != nil {
 			return h, fmt.Errorf("campaign: log of %s: %w", n.spec.Name, err)
@@ -218,4 +216,29 @@ func scanLog(path string, excused map[string]int) (map[string]int, error) {
 		}
 	}
 	return out, sc.Err()
+}
+
+// ledgerRuns reads the handler runs n's ledger recorded, and how many torn
+// lines it holds.
+func ledgerRuns(n *edgeNode) ([]HandlerRun, int, error) {
+	lines, bad, err := sink.ScanLedger(n.spec.Ledger())
+	if err != nil && !os.IsNotExist(err) {
+		return nil, 0, fmt.Errorf("campaign: ledger of %s: %w", n.spec.Name, err)
+	}
+	runs := make([]HandlerRun, 0, len(lines))
+	for _, ln := range lines {
+		runs = append(runs, HandlerRun{ID: ln.ID, Partition: ln.Partition, Seq: ln.Seq, Edge: ln.Edge, Uncertain: ln.Uncertain})
+	}
+	return runs, bad, nil
+}
+
+// ledgerRuns reads what the region's ledgers hold so far (the edges may be
+// running); a ledger that cannot be read counts as empty.
+func (r *region) ledgerRuns() []HandlerRun {
+	var out []HandlerRun
+	for _, n := range r.edges {
+		runs, _, _ := ledgerRuns(n)
+		out = append(out, runs...)
+	}
+	return out
 }

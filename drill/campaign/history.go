@@ -19,6 +19,9 @@ const (
 	// KindProbe is one event per partition published once the faults
 	// stopped: every partition must still handle new events.
 	KindProbe Kind = "probe"
+	// KindRace is an ID sent to two regions at once (three regions): it
+	// must be handled in at least one, and if in both, be a conflict.
+	KindRace Kind = "race"
 	// KindInvalid is an event that must be dead-lettered (no ID, an ID too
 	// long or with a bad byte, a misrouted ID, a payload over the limit).
 	KindInvalid Kind = "invalid"

@@ -61,6 +61,7 @@ type load struct {
 
 	mu      sync.Mutex
 	pubs    []Publish
+	races   []Publish // IDs also sent to another region (KindRace)
 	refused map[string]int
 	unacked int
 	valid   []acked // acked valid IDs, for re-sends
@@ -241,6 +242,12 @@ func (l *load) publish(ctx context.Context, j job) bool {
 		if err == nil {
 			j.rec.Seq, j.rec.Duplicate, j.rec.At = ack.Sequence, ack.Duplicate, l.r.since()
 			l.mu.Lock()
+			if j.rec.Kind == KindRace {
+				// Checked across regions: the other region may handle it.
+				l.races = append(l.races, j.rec)
+				l.mu.Unlock()
+				return true
+			}
 			l.pubs = append(l.pubs, j.rec)
 			if !j.rec.DeadLetter && j.rec.ID != "" {
 				l.valid = append(l.valid, acked{id: j.rec.ID, at: j.rec.At})

@@ -64,13 +64,31 @@ type region struct {
 	startFailed map[string]int
 }
 
-func startRegion(ctx context.Context, cfg Config) (*region, error) {
-	r := &region{cfg: cfg, log: cfg.Logger, names: streams.Names{Region: "local"}, coreHeld: make([]bool, cfg.Cores), startFailed: map[string]int{}}
-	var err error
-	r.cores, err = drill.StartCores(ctx, drill.CoreSpec{Bin: cfg.CoreBin, Dir: cfg.Dir, Nodes: cfg.Cores, Partitions: cfg.Partitions, Window: cfg.Window})
-	if err != nil {
-		return nil, fmt.Errorf("campaign: %w", err)
+// regionSpec says which region to start: its name, the other regions, and
+// its core nodes when they were started already (joined to the other
+// regions by gateways); nil cores means a region on its own, started here.
+type regionSpec struct {
+	name  string
+	peers []string
+	cores *drill.Cores
+	// offset is the clock offset every edge of the region starts with.
+	offset time.Duration
+}
+
+func startRegion(ctx context.Context, cfg Config, spec regionSpec) (*region, error) {
+	if spec.name == "" {
+		spec.name = "local"
 	}
+	r := &region{cfg: cfg, log: cfg.Logger, names: streams.Names{Region: spec.name}, coreHeld: make([]bool, cfg.Cores), startFailed: map[string]int{}}
+	r.cores = spec.cores
+	if r.cores == nil {
+		var err error
+		r.cores, err = drill.StartCores(ctx, drill.CoreSpec{Bin: cfg.CoreBin, Dir: cfg.Dir, Region: spec.name, Nodes: cfg.Cores, Partitions: cfg.Partitions, Window: cfg.Window})
+		if err != nil {
+			return nil, fmt.Errorf("campaign: %w", err)
+		}
+	}
+	var err error
 	r.nc, err = nats.Connect(r.cores.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { r.log.Debug("campaign connection", "err", err) }))
 	if err != nil {
@@ -111,8 +129,8 @@ func startRegion(ctx context.Context, cfg Config) (*region, error) {
 				seeds = append(seeds, g)
 			}
 		}
-		n := &edgeNode{idx: i, link: l, chaos: cfg.Chaos, spec: drill.EdgeSpec{
-			Bin: cfg.EdgeBin, Dir: cfg.Dir, NATS: "nats://" + l.Addr(), Name: name,
+		n := &edgeNode{idx: i, link: l, chaos: cfg.Chaos, offset: spec.offset, spec: drill.EdgeSpec{
+			Bin: cfg.EdgeBin, Dir: cfg.Dir, NATS: "nats://" + l.Addr(), Name: name, Region: spec.name, Peers: spec.peers,
 			Gossip: gossips[i], Admin: fmt.Sprintf("127.0.0.1:%d", ps[2*i]), Seeds: seeds,
 			Sinks: sinks, Batch: cfg.Batch,
 		}}

@@ -15,6 +15,9 @@ import (
 type Report struct {
 	Seed   uint64
 	Config Config
+	// Region names the region when the report is one of a three-region
+	// campaign's ("" for a campaign of one region).
+	Region string
 	// Dir holds the run's logs, ledgers and data; "" when it was removed
 	// (a temporary directory after a clean run).
 	Dir      string
@@ -95,9 +98,8 @@ func sum(m map[string]int) int {
 	return n
 }
 
-// Print writes the summary: seed, what was published and injected, what
-// the handlers did, the DLQ, how the region settled, and the violations.
-func (r *Report) Print(w io.Writer) {
+// printHead writes a one-region campaign's title and replay command.
+func (r *Report) printHead(w io.Writer) {
 	c := r.Config
 	fmt.Fprintf(w, "\n== campaign seed %d: %v of faults, %d core(s), %d edges, %d partitions, batch %d, %d events/s ==\n",
 		r.Seed, c.Duration, c.Cores, c.Edges, c.Partitions, c.Batch, c.Rate)
@@ -121,6 +123,17 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, " -faults %s", strings.Join(ks, ","))
 	}
 	fmt.Fprintln(w)
+}
+
+// Print writes the summary: seed, what was published and injected, what
+// the handlers did, the DLQ, how the region settled, and the violations.
+func (r *Report) Print(w io.Writer) {
+	c := r.Config
+	if r.Region != "" {
+		fmt.Fprintf(w, "\n--- region %s (its seed %d) ---\n", r.Region, r.Seed)
+	} else {
+		r.printHead(w)
+	}
 	fmt.Fprintf(w, "published   %d acked (%s); hostile acked: %s; refused at ingest: %s; given up: %d\n",
 		sum(r.Published), counts(r.Published), counts(r.Hostile), counts(r.Refused), r.Unacked)
 	fmt.Fprintf(w, "faults      %d scheduled; injected %s\n", len(r.Schedule), counts(r.Faults))
@@ -160,15 +173,20 @@ func (r *Report) Print(w io.Writer) {
 			fmt.Fprintf(w, "  crash of %s at %v, log tail:\n%s\n", cr.Process, cr.At.Round(time.Millisecond), indent(cr.Tail))
 		}
 	}
-	fmt.Fprintf(w, "elapsed     %v\n", r.Elapsed.Round(time.Second))
-	if r.Dir != "" {
-		fmt.Fprintf(w, "dir         %s\n", r.Dir)
+	printEnd(w, r.Elapsed, r.Dir, v.OK(), fmt.Sprintf("seed %d", r.Seed))
+}
+
+// printEnd writes a report's last lines: elapsed time, directory and result.
+func printEnd(w io.Writer, elapsed time.Duration, dir string, ok bool, what string) {
+	fmt.Fprintf(w, "elapsed     %v\n", elapsed.Round(time.Second))
+	if dir != "" {
+		fmt.Fprintf(w, "dir         %s\n", dir)
 	}
 	verdict := "PASS"
-	if !v.OK() {
+	if !ok {
 		verdict = "FAIL"
 	}
-	fmt.Fprintf(w, "result      %s (seed %d)\n", verdict, r.Seed)
+	fmt.Fprintf(w, "result      %s (%s)\n", verdict, what)
 }
 
 // save writes the summary (report.txt), the schedule (schedule.txt), the
