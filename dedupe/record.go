@@ -75,6 +75,15 @@ func MaxBatch(maxMsg int) int {
 // ErrCorrupt is returned for any record that does not decode.
 var ErrCorrupt = errors.New("corrupt claim record")
 
+// ErrForeign (which wraps ErrCorrupt) is returned for bytes that are not a
+// claim record at all: they lack the record's magic, so no edge wrote them.
+// A claim log can hold such bytes only if something other than an edge
+// wrote to it (a JetStream acknowledgement sent there through a publisher's
+// reply subject, say). An owner skips a foreign record, counted and
+// reported, and never stops on one; a record with the magic that does not
+// decode is corrupt, and an owner stops rather than decide on it.
+var ErrForeign = fmt.Errorf("%w: foreign bytes (no record magic)", ErrCorrupt)
+
 // Append encodes r onto b.
 func (r Record) Append(b []byte) ([]byte, error) {
 	if len(r.Writer) > 255 {
@@ -102,8 +111,11 @@ func (r Record) Append(b []byte) ([]byte, error) {
 func Decode(b []byte) (Record, error) {
 	var r Record
 	fail := func(what string) (Record, error) { return Record{}, fmt.Errorf("%w: %s", ErrCorrupt, what) }
-	if len(b) < 4 || b[0] != magic0 || b[1] != magic1 {
-		return fail("bad magic")
+	if len(b) < 2 || b[0] != magic0 || b[1] != magic1 {
+		return Record{}, ErrForeign
+	}
+	if len(b) < 4 {
+		return fail("short")
 	}
 	if b[2] != version {
 		return fail(fmt.Sprintf("version %d", b[2]))

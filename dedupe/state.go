@@ -425,6 +425,15 @@ func (s *State) RecordTime(r Record, stored time.Time) time.Time {
 	return r.Time
 }
 
+// Foreign notes a claim-log message at seq that is not a record
+// (ErrForeign): it holds no claim, so it changes nothing but the log
+// position the next append is conditional on.
+func (s *State) Foreign(seq uint64) {
+	if seq > s.lastSeq {
+		s.lastSeq = seq
+	}
+}
+
 // Apply applies a record committed at claim-log sequence seq: one this owner
 // just appended (stored zero), or one read back from the log with the time
 // the claim stream stored it.

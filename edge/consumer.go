@@ -252,7 +252,8 @@ func (c *Consumer) own(ctx context.Context, p int, release <-chan struct{}) erro
 	for attempt := 0; ; attempt++ {
 		// Rebuild: replay the claim log (from the start, then only the tail).
 		if err := phase("rebuild", func(ctx context.Context) error {
-			_, err := c.log.Replay(ctx, p, st.LastSeq(), st.Apply)
+			last, err := c.log.Replay(ctx, p, st.LastSeq(), st.Apply)
+			st.Foreign(last) // a foreign tail: the next append is conditional on it
 			return err
 		}); err != nil {
 			return fmt.Errorf("p%d rebuild: %w", p, err)

@@ -186,6 +186,7 @@ func (c *Consumer) open(ctx context.Context) (streams.Settings, *claimlog.Log, e
 		if err == nil {
 			var l *claimlog.Log
 			if l, err = claimlog.Open(ctx, c.js, c.names); err == nil {
+				l.Foreign = func(p int, seq uint64) { c.foreign("claims", p, seq) }
 				return set, l, nil
 			}
 		}

@@ -77,7 +77,9 @@ func (c *Consumer) followRemote(ctx context.Context, p int) (<-chan remoteRec, <
 				continue
 			}
 			rec, err := dedupe.Decode(m.Data())
-			if err != nil {
+			if errors.Is(err, dedupe.ErrForeign) {
+				c.foreign("xclaims", p, md.Sequence.Stream)
+			} else if err != nil {
 				c.lg.Error("undecodable remote claim record skipped", "partition", p, "subject", m.Subject(), "seq", md.Sequence.Stream, "err", err)
 			} else {
 				r := remoteRec{region: streams.RegionOf(m.Subject()), seq: md.Sequence.Stream, rec: rec, stored: md.Timestamp}
@@ -191,7 +193,7 @@ func (c *Consumer) recordConflicts(ctx context.Context, p int, st *dedupe.State)
 			c.lg.Warn("cross-region conflict", "partition", p, "id_hash", rec.Hash, "peer", cf.Region, "peer_writer", cf.Writer)
 		}
 		ambiguous := false // an earlier attempt may have landed without its ack
-		for backoff := 20 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+		for backoff, alt := 20*time.Millisecond, 0; ; backoff = min(2*backoff, time.Second) {
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			_, err := c.js.PublishMsg(pctx, msg)
 			cancel()
@@ -200,12 +202,24 @@ func (c *Consumer) recordConflicts(ctx context.Context, p int, st *dedupe.State)
 				break
 			}
 			if strings.Contains(err.Error(), "maximum messages per subject") {
-				// Already recorded: by a rebuild that found it again, or by
-				// this loop's earlier attempt whose ack was lost.
-				if ambiguous {
-					counted()
+				// Recorded already (by a rebuild that found it again, or by
+				// this loop's earlier attempt whose ack was lost) — unless
+				// what holds the subject is not a conflict record: then no
+				// edge wrote it, and the conflict goes on another subject.
+				seq, held := c.conflictHeld(ctx, msg.Subject, rec.Hash)
+				if held {
+					if ambiguous {
+						counted()
+					}
+					break
 				}
-				break
+				c.foreign("conflicts", p, seq)
+				if alt++; alt > maxConflictSubjects {
+					c.lg.Error("conflict not recorded: every subject it may go on holds foreign bytes", "partition", p, "id_hash", rec.Hash, "peer", cf.Region)
+					break
+				}
+				msg.Subject = c.names.Conflict(rec.Hash, fmt.Sprintf("%s~%d", cf.Region, alt))
+				continue
 			}
 			ambiguous = true
 			if ctx.Err() != nil {
@@ -222,11 +236,52 @@ func (c *Consumer) recordConflicts(ctx context.Context, p int, st *dedupe.State)
 	return nil
 }
 
+// maxConflictSubjects bounds the other subjects (peer~1, peer~2, ...) a
+// conflict goes on when foreign bytes hold its own.
+const maxConflictSubjects = 8
+
+// conflictHeld reports whether the message on subject is a conflict record
+// of the ID hashed hash (true, as when it cannot tell: the stream keeps one
+// message per subject, so a record is there), or foreign bytes, with their
+// sequence.
+func (c *Consumer) conflictHeld(ctx context.Context, subject, hash string) (uint64, bool) {
+	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	s, err := c.js.Stream(gctx, c.names.ConflictStream())
+	if err != nil {
+		return 0, true
+	}
+	m, err := s.GetLastMsgForSubject(gctx, subject)
+	if err != nil {
+		return 0, true
+	}
+	if r, err := DecodeConflict(m.Data); err == nil && r.Hash == hash {
+		return m.Sequence, true
+	}
+	return m.Sequence, false
+}
+
+// foreign reports a message no edge wrote on one of stream's subjects (an
+// alarm: something other than an edge can write there), skipped.
+func (c *Consumer) foreign(stream string, p int, seq uint64) {
+	c.o.Metrics.ForeignRecords.WithLabelValues(c.o.Region, stream).Inc()
+	c.lg.Error("foreign message skipped: no edge wrote it (check who can publish, or set reply subjects, on this stream's subjects)",
+		"stream", stream, "partition", p, "seq", seq)
+}
+
+// ErrForeignConflict is returned for bytes on a conflict subject that are
+// not a conflict record (a JetStream acknowledgement is JSON too: the
+// fields a record must have tell them apart).
+var ErrForeignConflict = errors.New("not a conflict record")
+
 // DecodeConflict decodes a conflicts stream record.
 func DecodeConflict(b []byte) (ConflictRecord, error) {
 	var r ConflictRecord
 	if err := json.Unmarshal(b, &r); err != nil {
-		return r, fmt.Errorf("conflict record: %w", err)
+		return r, fmt.Errorf("%w: %w", ErrForeignConflict, err)
+	}
+	if len(r.Hash) != 32 || strings.Trim(r.Hash, "0123456789abcdef") != "" || r.Region == "" || r.Remote.Region == "" {
+		return ConflictRecord{}, fmt.Errorf("%w: no ID hash or regions", ErrForeignConflict)
 	}
 	return r, nil
 }

@@ -37,6 +37,7 @@ type Metrics struct {
 	Conflicts        *prometheus.CounterVec   // region, peer: IDs claimed in both regions (recorded once per ID and region)
 	RemoteMerged     *prometheus.CounterVec   // region, peer: remote claim records merged by owners
 	DedupeLatency    *prometheus.HistogramVec // from, to: publish in region from to the decision in region to
+	ForeignRecords   *prometheus.CounterVec   // region, stream (claims, xclaims, conflicts): messages no edge wrote, skipped
 }
 
 var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
@@ -95,5 +96,6 @@ func NewMetrics() *Metrics {
 		Conflicts:        cv("conflicts_total", "IDs claimed both in this region and in peer inside the replication lag (asynchronous mode), recorded once per ID.", "region", "peer"),
 		RemoteMerged:     cv("remote_claims_merged_total", "Claim records of other regions merged into owners' pre-check state.", "region", "peer"),
 		DedupeLatency:    wv("dedupe_latency_seconds", "From an event's publish in region from to its decision in region to (strict mode crosses the WAN).", "from", "to"),
+		ForeignRecords:   cv("foreign_records_total", "Messages on claim or conflict subjects that no edge wrote (not a record: e.g. a JetStream acknowledgement sent there through a publisher's reply subject), skipped. Any is an alarm: something other than an edge can write there.", "region", "stream"),
 	}
 }

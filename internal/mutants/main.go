@@ -134,6 +134,20 @@ var mutants = []mutant{
 		pkgs: []string{"./edge"}, tests: []string{"TestSplitViewDoesNotFlap"},
 	},
 	{
+		name: "Q", what: "claimlog: a tail after the owner's record counts as foreign even when another writer's record is in it (a stale owner is not fenced)",
+		file: "jetstream/claimlog/claimlog.go",
+		old:  "\t\town = true\n\t\treturn errStop",
+		new:  "\t\treturn nil",
+		pkgs: []string{"./jetstream/claimlog"}, tests: []string{"TestForeignTailDoesNotFence", "TestAppendFencesStaleWriter"},
+	},
+	{
+		name: "R", what: "claimlog: a replay stops at foreign bytes (one producer's reply subject stops a partition for good)",
+		file: "jetstream/claimlog/claimlog.go",
+		old:  "\t\tcase errors.Is(err, dedupe.ErrForeign):\n\t\t\tl.foreign(p, seq)\n",
+		new:  "",
+		pkgs: []string{"./jetstream/claimlog"}, tests: []string{"TestForeignTailDoesNotFence"},
+	},
+	{
 		name: "I", what: "event.ValidateID accepts '>' (an ID that is not one subject token)",
 		file: "event/event.go",
 		old:  "c == '.' || c == '*' || c == '>'",

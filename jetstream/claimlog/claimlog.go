@@ -32,6 +32,16 @@ type Log struct {
 	heal   *healconn.Healer
 	// AppendTimeout bounds one publish attempt. Zero means 5 s.
 	AppendTimeout time.Duration
+	// Foreign, when set, is told of every message on a claim subject that
+	// is not a record (dedupe.ErrForeign: no edge wrote it) as Replay and
+	// Append skip it. Nil means skip silently.
+	Foreign func(p int, seq uint64)
+}
+
+func (l *Log) foreign(p int, seq uint64) {
+	if l.Foreign != nil {
+		l.Foreign(p, seq)
+	}
 }
 
 // Open binds to the region's claim stream.
@@ -96,6 +106,12 @@ func (l *Log) Append(ctx context.Context, p int, expected uint64, rec dedupe.Rec
 			expected = 0
 			continue
 		case last != expected:
+			// Fenced if another writer's record is among the new ones; a
+			// tail of foreign bytes only (no edge wrote them) is skipped.
+			if foreign, ferr := l.foreignTail(ctx, p, expected, last); ferr == nil && foreign {
+				expected = last
+				continue
+			}
 			return 0, fmt.Errorf("claim p%d: expected last %d, log at %d: %w", p, expected, last, ErrFenced)
 		}
 		select {
@@ -132,19 +148,67 @@ func (l *Log) LastSeq(ctx context.Context, p int) (uint64, error) {
 	return seq, nil
 }
 
+// foreignTail reports whether every message of partition p's log after
+// sequence from, through last, is foreign (dedupe.ErrForeign), telling
+// l.Foreign of each.
+func (l *Log) foreignTail(ctx context.Context, p int, from, last uint64) (bool, error) {
+	own := false
+	var seen []uint64
+	_, err := l.read(ctx, p, from, last, func(seq uint64, data []byte, _ time.Time) error {
+		if _, err := dedupe.Decode(data); errors.Is(err, dedupe.ErrForeign) {
+			seen = append(seen, seq)
+			return nil
+		}
+		own = true
+		return errStop
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return false, err
+	}
+	if own {
+		return false, nil
+	}
+	for _, seq := range seen {
+		l.foreign(p, seq)
+	}
+	return true, nil
+}
+
+// errStop ends a read early.
+var errStop = errors.New("stop")
+
 // Replay calls fn, in order, for each record of partition p after sequence
 // from, up to the log's last record when Replay starts, with the time the
 // claim stream stored it (the time the record's IDs are judged on, never the
-// writer's clock). It returns the last
-// sequence delivered (from when there was none). A record that does not
-// decode stops the replay with an error: an owner must not decide on a log it
-// cannot read.
+// writer's clock). It returns the last sequence read, foreign messages
+// included (from when there was none): an owner's next append is
+// conditional on it (dedupe.State.Foreign). A foreign message (not a
+// record: no edge wrote it) is skipped and reported to l.Foreign; a record
+// that does not decode otherwise stops the replay with an error: an owner
+// must not decide on a log it cannot read.
 func (l *Log) Replay(ctx context.Context, p int, from uint64, fn func(seq uint64, r dedupe.Record, stored time.Time)) (uint64, error) {
-	subj := l.names.Claims(p)
 	last, err := l.LastSeq(ctx, p)
 	if err != nil {
 		return from, err
 	}
+	return l.read(ctx, p, from, last, func(seq uint64, data []byte, stored time.Time) error {
+		rec, err := dedupe.Decode(data)
+		switch {
+		case errors.Is(err, dedupe.ErrForeign):
+			l.foreign(p, seq)
+		case err != nil:
+			return fmt.Errorf("claim p%d seq %d: %w", p, seq, err)
+		default:
+			fn(seq, rec, stored)
+		}
+		return nil
+	})
+}
+
+// read calls fn, in order, for each message of partition p's log after
+// sequence from through last, and returns the last sequence fn accepted.
+func (l *Log) read(ctx context.Context, p int, from, last uint64, fn func(seq uint64, data []byte, stored time.Time) error) (uint64, error) {
+	subj := l.names.Claims(p)
 	if last <= from {
 		return from, nil
 	}
@@ -171,12 +235,10 @@ func (l *Log) Replay(ctx context.Context, p int, from uint64, fn func(seq uint64
 		if err != nil {
 			return seq, fmt.Errorf("claim p%d replay metadata: %w", p, err)
 		}
-		rec, err := dedupe.Decode(m.Data())
-		if err != nil {
-			return seq, fmt.Errorf("claim p%d seq %d: %w", p, md.Sequence.Stream, err)
+		if err := fn(md.Sequence.Stream, m.Data(), md.Timestamp); err != nil {
+			return seq, err
 		}
 		seq = md.Sequence.Stream
-		fn(seq, rec, md.Timestamp)
 	}
 	return seq, nil
 }

@@ -83,3 +83,65 @@ func TestAppendAfterLogAgedOut(t *testing.T) {
 		t.Fatalf("append after age-out: %d %v", s2, err)
 	}
 }
+
+// TestForeignTailDoesNotFence: bytes no edge wrote on a claim subject (a
+// JetStream acknowledgement sent there through a publisher's reply
+// subject) neither fence the owner nor stop a replay: both skip them and
+// report each; a record of another writer among them still fences.
+func TestForeignTailDoesNotFence(t *testing.T) {
+	cfg := streams.Config{Partitions: 2, Memory: true}
+	n := coretest.Start(t)
+	nc, js := coretest.Connect(t, n.ClientURL())
+	ctx := context.Background()
+	if err := streams.Provision(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	l, err := claimlog.Open(ctx, js, cfg.Names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var foreign []uint64
+	l.Foreign = func(p int, seq uint64) { foreign = append(foreign, seq) }
+	now := time.Now()
+	s1, err := l.Append(ctx, 0, 0, dedupe.Record{Kind: dedupe.KindTakeover, Epoch: 1, Writer: "a", Time: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	poison := func() uint64 {
+		t.Helper()
+		if _, err := js.Publish(ctx, cfg.Claims(0), []byte(`{"stream":"onceplane-local-in","seq":7}`)); err != nil {
+			t.Fatal(err)
+		}
+		seq, err := l.LastSeq(ctx, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seq
+	}
+	f1, f2 := poison(), poison()
+	claim := dedupe.Record{Kind: dedupe.KindClaim, Epoch: 1, Writer: "a", Time: now, IDs: []event.Hash{event.HashID("x")}}
+	s2, err := l.Append(ctx, 0, s1, claim)
+	if err != nil || s2 <= f2 {
+		t.Fatalf("append after a foreign tail: seq %d, %v", s2, err)
+	}
+	if len(foreign) != 2 || foreign[0] != f1 || foreign[1] != f2 {
+		t.Fatalf("foreign reported %v, want [%d %d]", foreign, f1, f2)
+	}
+	// A replay skips them and ends past them.
+	foreign = nil
+	f3 := poison()
+	var got []uint64
+	last, err := l.Replay(ctx, 0, 0, func(seq uint64, _ dedupe.Record, _ time.Time) { got = append(got, seq) })
+	if err != nil || last != f3 || len(got) != 2 || got[0] != s1 || got[1] != s2 || len(foreign) != 3 {
+		t.Fatalf("replay: last %d (want %d), records %v (want [%d %d]), foreign %v, %v", last, f3, got, s1, s2, foreign, err)
+	}
+	// Another writer's record among foreign bytes fences.
+	if _, err := l.Append(ctx, 0, f3, dedupe.Record{Kind: dedupe.KindTakeover, Epoch: 2, Writer: "b", Time: now}); err != nil {
+		t.Fatal(err)
+	}
+	poison()
+	if _, err := l.Append(ctx, 0, f3, claim); !errors.Is(err, claimlog.ErrFenced) {
+		t.Fatalf("a newer writer's record behind foreign bytes: %v, want fenced", err)
+	}
+	_ = nc
+}
