@@ -9,6 +9,10 @@
 //	          outputs, dead letters and conflicts; it may not create,
 //	          update, purge or delete streams, nor delete messages
 //	admin     everything: operators and the core nodes' own provisioning
+//
+// Producers are in their own account (ProducerAccount) and reach the
+// ingest subjects through an import; edges and admins share the account
+// the streams live in (AppAccount).
 package auth
 
 import (
@@ -43,9 +47,33 @@ const (
 	Core Role = "core"
 )
 
-// SystemAccount names the NATS system account the System user belongs to;
-// every other user is in the global account, where the streams live.
+// SystemAccount names the NATS system account the System user belongs to.
 const SystemAccount = "SYS"
+
+// AppAccount is the account of edges and admins, where the streams live;
+// ProducerAccount the producers'. Producers reach the ingest subjects
+// through a service import from AppAccount, so JetStream's publish
+// acknowledgement returns to the reply subject the producer set in
+// ProducerAccount, where no stream listens: a reply set to a claim subject
+// cannot write into a claim log (NATS checks the subject a client publishes
+// to, never its reply subject).
+const (
+	AppAccount      = "ONCEPLANE"
+	ProducerAccount = "PRODUCERS"
+)
+
+// IngestSubjects are the subjects producers publish events to.
+const IngestSubjects = "onceplane.*.in.>"
+
+// AccountsConfig is the NATS configuration of the accounts Users puts the
+// roles in (core.Options.Accounts): AppAccount with JetStream, exporting
+// the ingest subjects as a service, and ProducerAccount importing them.
+func AccountsConfig() string {
+	return fmt.Sprintf(`accounts {
+  %s: { jetstream: enabled, exports: [ { service: %q } ] }
+  %s: { imports: [ { service: { account: %s, subject: %q } } ] }
+}`, AppAccount, IngestSubjects, ProducerAccount, AppAccount, IngestSubjects)
+}
 
 // Roles lists every role.
 func Roles() []Role { return []Role{Producer, Edge, Admin, System, Core} }
@@ -59,7 +87,7 @@ func Permissions(r Role) *server.Permissions {
 	switch r {
 	case Producer:
 		return &server.Permissions{
-			Publish:   &server.SubjectPermission{Allow: []string{"onceplane.*.in.>"}},
+			Publish:   &server.SubjectPermission{Allow: []string{IngestSubjects}},
 			Subscribe: &server.SubjectPermission{Allow: []string{InboxPrefix(Producer) + ".>"}},
 		}
 	case Edge:
@@ -100,9 +128,10 @@ func ClientOptions(r Role, pw string) []nats.Option {
 
 // Users returns the server users for c: one per client role that has a
 // password (Core is not a client). The server gets bcrypt hashes, never the
-// passwords. The System user belongs to a new account named SystemAccount:
-// give the server that account as its system account
-// (core.Options.SystemAccount).
+// passwords. Each user's account is named (the core matches it by name):
+// the producer in ProducerAccount, edge and admin in AppAccount (give the
+// server AccountsConfig), the System user in SystemAccount (give the server
+// that account as its system account, core.Options.SystemAccount).
 func Users(c Credentials) ([]*server.User, error) {
 	var us []*server.User
 	for _, r := range Roles() {
@@ -116,8 +145,13 @@ func Users(c Credentials) ([]*server.User, error) {
 				return nil, fmt.Errorf("credentials: %s: %w", r, err)
 			}
 			u := &server.User{Username: string(r), Password: string(hash), Permissions: Permissions(r)}
-			if r == System {
+			switch r {
+			case System:
 				u.Account = server.NewAccount(SystemAccount)
+			case Producer:
+				u.Account = server.NewAccount(ProducerAccount)
+			default:
+				u.Account = server.NewAccount(AppAccount)
 			}
 			us = append(us, u)
 		}

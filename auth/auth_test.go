@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -24,27 +25,9 @@ import (
 // it, or deleting a stream, and an edge deleting or purging one. What each
 // role must be able to do still works.
 func TestRefusals(t *testing.T) {
-	creds, err := Generate(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	users, err := Users(creds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, u := range users {
-		if u.Password == creds[Role(u.Username)] {
-			t.Errorf("the server is given %s's password, not a hash", u.Username)
-		}
-	}
-	n, err := core.Start(ctx, core.Options{Port: -1, DataDir: t.TempDir(), Users: users, SystemAccount: SystemAccount, ClientUser: string(Admin), ClientPassword: creds[Admin],
-		MaxMemory: 256 << 20, MaxStore: 1 << 30, Logger: coretest.Quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Shutdown()
+	n, creds := secureNode(t)
 	names := streams.Names{Region: "local"}
 	admin := connect(t, n, Admin, creds[Admin], nil)
 	if err := streams.Provision(ctx, admin, streams.Config{Names: names, Partitions: 4, Memory: true}); err != nil {
@@ -171,6 +154,86 @@ func TestRefusals(t *testing.T) {
 		}
 		if s != names.OutputStream() && st.CachedInfo().State.Msgs != 1 {
 			t.Errorf("%s has %d messages, want 1", s, st.CachedInfo().State.Msgs)
+		}
+	}
+}
+
+// secureNode starts a core node with authentication on, as cmd/core does
+// with -credentials, and returns it with the credentials.
+func secureNode(t *testing.T) (*core.Node, Credentials) {
+	t.Helper()
+	creds, err := Generate(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	users, err := Users(creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range users {
+		if u.Password == creds[Role(u.Username)] {
+			t.Errorf("the server is given %s's password, not a hash", u.Username)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	n, err := core.Start(ctx, core.Options{Port: -1, DataDir: t.TempDir(), Users: users, SystemAccount: SystemAccount, Accounts: AccountsConfig(), ClientUser: string(Admin), ClientPassword: creds[Admin],
+		MaxMemory: 256 << 20, MaxStore: 1 << 30, Logger: coretest.Quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Shutdown)
+	return n, creds
+}
+
+// TestProducerReplyCannotWriteStreams is issue 11's critical finding: NATS
+// checks a publisher's permission on the subject, not on the reply subject,
+// and JetStream sends its publish acknowledgement to whatever reply the
+// publisher set. A producer publishing an event with its reply set to a
+// claim, conflict, output or DLQ subject stored the acknowledgement there.
+// Producers now publish from their own account through an import, so the
+// acknowledgement goes back to a subject of the producers' account, where
+// no stream listens.
+func TestProducerReplyCannotWriteStreams(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	n, creds := secureNode(t)
+	names := streams.Names{Region: "local"}
+	admin := connect(t, n, Admin, creds[Admin], nil)
+	if err := streams.Provision(ctx, admin, streams.Config{Names: names, Partitions: 2, Memory: true, Peers: []string{"other"}}.Own()); err != nil {
+		t.Fatal(err)
+	}
+	prod := connect(t, n, Producer, creds[Producer], nil)
+	targets := []string{names.Claims(0), names.Claims(1), names.DLQ(0), names.Output(0)}
+	for i, reply := range targets {
+		id := fmt.Sprintf("attack-%d", i)
+		m := nats.NewMsg(names.Ingest(id))
+		m.Header.Set(event.HeaderID, id)
+		m.Reply = reply
+		if err := prod.Conn().PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A normal publish on the same connection is acknowledged after the
+	// attacks were stored (one stream, in order).
+	if _, err := producer.New(prod, "local").Publish(ctx, "order-1", []byte("x")); err != nil {
+		t.Fatalf("producer publish: %v", err)
+	}
+	in, err := admin.Stream(ctx, names.IngestStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := in.CachedInfo().State.Msgs; got != uint64(len(targets))+1 {
+		t.Fatalf("ingest holds %d events, want %d", got, len(targets)+1)
+	}
+	for _, stream := range []string{names.ClaimStream(), names.DLQStream(), names.OutputStream()} {
+		s, err := admin.Stream(ctx, stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.CachedInfo().State.Msgs; got != 0 {
+			m, _ := s.GetMsg(ctx, s.CachedInfo().State.LastSeq)
+			t.Errorf("%s holds %d messages a producer's reply subject put there (last: %s)", stream, got, m.Data)
 		}
 	}
 }

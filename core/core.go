@@ -73,9 +73,14 @@ type Options struct {
 	// SystemAccount names the account of Users that is the NATS system
 	// account (server monitoring over $SYS subjects). Every account of
 	// Users is configured on the server; users without one are in the
-	// global account, where JetStream runs. Zero means the server's default
-	// system account, with no users.
+	// global account. Zero means the server's default system account, with
+	// no users.
 	SystemAccount string
+	// Accounts is NATS configuration of accounts (an `accounts { … }`
+	// block: JetStream, exports, imports) that Users' accounts name: a
+	// user whose Account has the name of one defined here is put in it
+	// (auth.AccountsConfig). Empty means none.
+	Accounts string
 	// PingInterval is how often the server pings clients, routes and
 	// gateways; a peer that misses two pings in a row is dropped, so a link
 	// that silently stops carrying packets (a network disconnect, not a
@@ -160,7 +165,24 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		PingInterval:       o.PingInterval,
 		SystemAccount:      o.SystemAccount,
 	}
-	for _, u := range o.Users {
+	if o.Accounts != "" {
+		if err := sopts.ProcessConfigString(o.Accounts); err != nil {
+			return nil, fmt.Errorf("core %s: accounts: %w", o.Name, err)
+		}
+		// Put each user in the configured account of its account's name.
+		users := make([]*server.User, len(o.Users))
+		for i, u := range o.Users {
+			c := *u
+			for _, a := range sopts.Accounts {
+				if c.Account != nil && a.Name == c.Account.Name {
+					c.Account = a
+				}
+			}
+			users[i] = &c
+		}
+		sopts.Users = users
+	}
+	for _, u := range sopts.Users {
 		if u.Account != nil && !slices.Contains(sopts.Accounts, u.Account) {
 			sopts.Accounts = append(sopts.Accounts, u.Account)
 		}

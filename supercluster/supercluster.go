@@ -175,7 +175,7 @@ func Start(ctx context.Context, top topology.Topology, o Options) (*Cluster, err
 			if err != nil {
 				return nil, fmt.Errorf("supercluster: %w", err)
 			}
-			co.Users, co.SystemAccount, co.ClientUser, co.ClientPassword = users, auth.SystemAccount, string(auth.Admin), c.creds[auth.Admin]
+			co.Users, co.SystemAccount, co.Accounts, co.ClientUser, co.ClientPassword = users, auth.SystemAccount, auth.AccountsConfig(), string(auth.Admin), c.creds[auth.Admin]
 			co.PeerPassword = c.creds[auth.Core]
 			co.TLS = core.TLSFiles{CertFile: c.tls.Cert, KeyFile: c.tls.Key, CAFile: c.tls.CA}
 		}

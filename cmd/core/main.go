@@ -138,7 +138,7 @@ func main() {
 		if err != nil {
 			cli.Fatal(log, "credentials", err)
 		}
-		o.Users, o.SystemAccount, o.ClientUser, o.ClientPassword = users, auth.SystemAccount, string(auth.Admin), creds[auth.Admin]
+		o.Users, o.SystemAccount, o.Accounts, o.ClientUser, o.ClientPassword = users, auth.SystemAccount, auth.AccountsConfig(), string(auth.Admin), creds[auth.Admin]
 		o.PeerPassword = creds[auth.Core]
 	}
 	refuseExposed(log, o, *insecure)
