@@ -30,7 +30,9 @@ import (
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "health" {
-		os.Exit(cli.Health(os.Args[2:], "http://127.0.0.1:9222/healthz"))
+		// Readiness, not liveness: a container whose partition is stuck,
+		// fenced or failed must not report healthy (issue 11, item 8).
+		os.Exit(cli.Health(os.Args[2:], "http://127.0.0.1:9222/readyz"))
 	}
 	var (
 		o                                         edge.Options
