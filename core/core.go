@@ -4,6 +4,7 @@ package core
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -144,6 +145,13 @@ type Node struct {
 	srv *server.Server
 }
 
+// aeadSuites are the TLS 1.2 cipher suites the core accepts: AEAD only (no
+// CBC, no SHA-1 MACs). TLS 1.3's suites are all AEAD and not configurable.
+var aeadSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
 // Start starts a node and waits until it accepts clients and, when clustered,
 // until JetStream has a current meta leader.
 func Start(ctx context.Context, o Options) (*Node, error) {
@@ -200,7 +208,8 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		sopts.HTTPHost, sopts.HTTPPort = o.Host, o.MonitorPort
 	}
 	if o.TLS.CertFile != "" {
-		client, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: o.TLS.CertFile, KeyFile: o.TLS.KeyFile, CaFile: o.TLS.CAFile})
+		client, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: o.TLS.CertFile, KeyFile: o.TLS.KeyFile, CaFile: o.TLS.CAFile,
+			Ciphers: aeadSuites, MinVersion: tls.VersionTLS12})
 		if err != nil {
 			return nil, fmt.Errorf("core %s: tls: %w", o.Name, err)
 		}
@@ -235,7 +244,8 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 			sopts.Cluster.Username, sopts.Cluster.Password = PeerUser, o.PeerPassword
 		}
 		if o.TLS.CertFile != "" {
-			peer, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: o.TLS.CertFile, KeyFile: o.TLS.KeyFile, CaFile: o.TLS.CAFile, Verify: true})
+			peer, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: o.TLS.CertFile, KeyFile: o.TLS.KeyFile, CaFile: o.TLS.CAFile, Verify: true,
+				Ciphers: aeadSuites, MinVersion: tls.VersionTLS12})
 			if err != nil {
 				return nil, fmt.Errorf("core %s: tls: %w", o.Name, err)
 			}

@@ -2,7 +2,10 @@ package core_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -69,4 +72,23 @@ func TestTLSEverywhere(t *testing.T) {
 	if !nc.TLSRequired() {
 		t.Fatal("connection is not TLS")
 	}
+	// Only AEAD suites: a TLS 1.2 client offering CBC-SHA1 suites alone is
+	// refused (issue 11, item 7); one offering an AEAD suite connects.
+	pool := x509.NewCertPool()
+	ca, err := os.ReadFile(files.CA)
+	if err != nil || !pool.AppendCertsFromPEM(ca) {
+		t.Fatalf("CA: %v", err)
+	}
+	tls12 := func(suites ...uint16) *tls.Config {
+		return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12, CipherSuites: suites}
+	}
+	if nc, err := nats.Connect(url, nats.Secure(tls12(tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA))); err == nil {
+		nc.Close()
+		t.Fatal("a TLS 1.2 client with CBC-SHA1 suites only connected")
+	}
+	nc12, err := nats.Connect(url, nats.Secure(tls12(tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)))
+	if err != nil {
+		t.Fatalf("a TLS 1.2 client with an AEAD suite: %v", err)
+	}
+	nc12.Close()
 }
