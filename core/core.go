@@ -3,6 +3,7 @@
 package core
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -63,8 +64,14 @@ type Options struct {
 	// route and gateway ports with mutual verification against CAFile.
 	TLS TLSFiles
 	// MonitorPort serves NATS's HTTP monitoring (/healthz, /varz, /jsz) on
-	// Host when non-zero. Zero means off.
+	// MonitorHost when non-zero. Zero means off.
 	MonitorPort int
+	// MonitorHost is the address monitoring listens on. NATS monitoring has
+	// no authentication (/connz names users and addresses, /jsz shows
+	// configurations), so zero means 127.0.0.1: a container's health check
+	// runs on the node itself. Expose it on purpose, behind a network you
+	// trust.
+	MonitorHost string
 	// PeerPassword, when set, makes routes and gateways authenticate: a
 	// core node accepts a route or gateway connection only from user
 	// PeerUser with this password, and dials its own with it. Zero means
@@ -205,7 +212,7 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		}
 	}
 	if o.MonitorPort != 0 {
-		sopts.HTTPHost, sopts.HTTPPort = o.Host, o.MonitorPort
+		sopts.HTTPHost, sopts.HTTPPort = cmp.Or(o.MonitorHost, "127.0.0.1"), o.MonitorPort
 	}
 	if o.TLS.CertFile != "" {
 		client, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: o.TLS.CertFile, KeyFile: o.TLS.KeyFile, CaFile: o.TLS.CAFile,

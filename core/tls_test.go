@@ -92,3 +92,22 @@ func TestTLSEverywhere(t *testing.T) {
 	}
 	nc12.Close()
 }
+
+// TestMonitoringOnLoopbackByDefault: NATS monitoring has no authentication
+// (/connz names users and addresses), so a core listening for clients on
+// every interface still serves monitoring on loopback unless told otherwise
+// (issue 11, item 5).
+func TestMonitoringOnLoopbackByDefault(t *testing.T) {
+	ports := coretest.FreePorts(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := core.Start(ctx, core.Options{Name: "mon", Host: "0.0.0.0", Port: ports[0], MonitorPort: ports[1], DataDir: t.TempDir(),
+		MaxMemory: 64 << 20, MaxStore: 1 << 30, Logger: coretest.Quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown()
+	if a := n.Server().MonitorAddr(); a == nil || !a.IP.IsLoopback() {
+		t.Fatalf("monitoring listens on %v, want loopback", a)
+	}
+}

@@ -20,7 +20,7 @@ func refuseExposed(log *slog.Logger, o core.Options, insecure bool) {
 }
 
 // listeners are the node's listeners as core.Start binds them: client,
-// route, gateway and monitoring, all on Host. -credentials protects the
+// route and gateway on Host, monitoring on MonitorHost. -credentials protects the
 // first three: Users authenticate clients, PeerPassword routes and
 // gateways. Plain text on them is a weak point. NATS monitoring has no
 // authentication: when exposed it is only a weak point, as it serves reads.
@@ -50,7 +50,11 @@ func listeners(o core.Options) []exposure.Listener {
 		ls = append(ls, listener("gateway (-host, -gateway-port)", o.GatewayPort, o.PeerPassword != "", "any server that reaches it can join the supercluster as a region"))
 	}
 	if o.MonitorPort != 0 {
-		ls = append(ls, exposure.Listener{Name: "monitoring (-host, -monitor-port)", Addr: addr(host, o.MonitorPort), Protected: true,
+		mh := o.MonitorHost
+		if mh == "" {
+			mh = "127.0.0.1" // core.Options' default
+		}
+		ls = append(ls, exposure.Listener{Name: "monitoring (-monitor-host, -monitor-port)", Addr: addr(mh, o.MonitorPort), Protected: true,
 			Weak: []string{"no authentication (NATS monitoring has none, even with -credentials): anyone who reaches it reads server, connection, account and stream details"}})
 	}
 	return ls

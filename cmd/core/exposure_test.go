@@ -38,8 +38,8 @@ func TestListeners(t *testing.T) {
 	secured := open
 	secured.Users, secured.PeerPassword = []*server.User{{Username: "admin"}}, "peer"
 	ws, err := exposure.Check(listeners(secured), false)
-	if err != nil || len(ws) != 4 {
-		t.Fatalf("credentials: %+v, %v; want 4 warnings", ws, err)
+	if err != nil || len(ws) != 3 {
+		t.Fatalf("credentials: %+v, %v; want 3 warnings (plain text; monitoring is on loopback)", ws, err)
 	}
 	for _, w := range ws {
 		if w.Unprotected {
@@ -48,8 +48,13 @@ func TestListeners(t *testing.T) {
 	}
 	secured.TLS.CertFile = "cert.pem"
 	ws, err = exposure.Check(listeners(secured), false)
+	if err != nil || len(ws) != 0 {
+		t.Fatalf("credentials and TLS, monitoring on loopback (the default): %+v, %v; want no warning", ws, err)
+	}
+	secured.MonitorHost = "0.0.0.0"
+	ws, err = exposure.Check(listeners(secured), false)
 	if err != nil || len(ws) != 1 || !strings.HasPrefix(ws[0].Listener, "monitoring") {
-		t.Fatalf("credentials and TLS: %+v, %v; want the monitoring warning only", ws, err)
+		t.Fatalf("credentials and TLS, monitoring exposed: %+v, %v; want the monitoring warning only", ws, err)
 	}
 
 	// Users without a peer password leave routes and gateways open.
@@ -118,12 +123,12 @@ func TestProtectedMode(t *testing.T) {
 
 	t.Run("insecure starts and says so", func(t *testing.T) {
 		ps := free(2)
-		p := startCore(t, bin, ps[0], "-host", "0.0.0.0", "-monitor-port", fmt.Sprint(ps[1]), "-insecure")
+		p := startCore(t, bin, ps[0], "-host", "0.0.0.0", "-monitor-host", "0.0.0.0", "-monitor-port", fmt.Sprint(ps[1]), "-insecure")
 		out := p.Output()
 		for _, want := range []string{
 			`level=ERROR msg="INSECURE: listening beyond loopback without protection (-insecure)" listener="client (-host, -port)" addr=0.0.0.0:` + fmt.Sprint(ps[0]) + ` missing="no authentication: anyone who reaches it`,
 			`level=WARN msg="listening beyond loopback with a weak point" listener="client (-host, -port)" addr=0.0.0.0:` + fmt.Sprint(ps[0]) + ` weakness="plain text`,
-			`level=WARN msg="listening beyond loopback with a weak point" listener="monitoring (-host, -monitor-port)" addr=0.0.0.0:` + fmt.Sprint(ps[1]) + ` weakness="no authentication (NATS monitoring has none`,
+			`level=WARN msg="listening beyond loopback with a weak point" listener="monitoring (-monitor-host, -monitor-port)" addr=0.0.0.0:` + fmt.Sprint(ps[1]) + ` weakness="no authentication (NATS monitoring has none`,
 		} {
 			if !strings.Contains(out, want) {
 				t.Errorf("log lacks %q:\n%s", want, out)

@@ -57,6 +57,7 @@ func main() {
 	flag.IntVar(&o.ClusterPort, "cluster-port", 0, "route port; non-zero joins a region cluster")
 	flag.StringVar(&routes, "routes", "", "comma-separated host:port route addresses of the region's core nodes")
 	flag.IntVar(&o.MonitorPort, "monitor-port", 0, "NATS HTTP monitoring port (/healthz, /varz, /jsz); 0 is off; `core health` checks it")
+	flag.StringVar(&o.MonitorHost, "monitor-host", "127.0.0.1", "address NATS monitoring listens on; it has no authentication, so loopback unless you expose it on purpose")
 	flag.IntVar(&o.GatewayPort, "gateway-port", 0, "gateway port; non-zero joins other regions into a supercluster")
 	flag.StringVar(&gateways, "gateways", "", "other regions' gateways: 'region=host:port,host:port;region2=...' (a WAN link's address in a simulation)")
 	flag.StringVar(&o.GatewayAdvertise, "gateway-advertise", "", "gateway address told to other regions (default: the listen address; "+core.NoAdvertise+" keeps peers on -gateways)")
