@@ -209,12 +209,14 @@ func (c *Cluster) Members() []Member {
 }
 
 // Names returns the names of the live members that have this member's
-// role, sorted: for an edge, the edges that share out the partitions (a
-// drill observer or a core node in the same cluster is not one of them).
+// role and region, sorted: for an edge, the edges of its region that share
+// out its partitions (a drill observer, a core node, or an edge of another
+// region that joined the same cluster through a flat network or shared
+// seeds is not one of them: it would take partitions it never consumes).
 func (c *Cluster) Names() []string {
 	var out []string
 	for _, m := range c.Members() {
-		if m.Meta.Role == c.opt.Meta.Role {
+		if m.Meta.Role == c.opt.Meta.Role && m.Meta.Region == c.opt.Meta.Region {
 			out = append(out, m.Name)
 		}
 	}

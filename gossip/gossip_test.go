@@ -11,7 +11,12 @@ import (
 
 func start(t *testing.T, name string, key []byte, seeds ...string) *Cluster {
 	t.Helper()
-	c, err := Start(Options{Name: name, Key: key, Seeds: seeds, Meta: Meta{Region: "local", Role: "edge", Admin: "127.0.0.1:1"}})
+	return startIn(t, "local", name, key, seeds...)
+}
+
+func startIn(t *testing.T, region, name string, key []byte, seeds ...string) *Cluster {
+	t.Helper()
+	c, err := Start(Options{Name: name, Key: key, Seeds: seeds, Meta: Meta{Region: region, Role: "edge", Admin: "127.0.0.1:1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,6 +77,25 @@ func TestJoinFailLeave(t *testing.T) {
 		}
 	})
 	coretest.Eventually(t, 5*time.Second, "two members left", func() bool { return slices.Equal(a.Names(), []string{"a", "b"}) })
+}
+
+// TestOtherRegionsEdgesShareNothing: edges of two regions that end up in
+// one gossip cluster (a flat network, shared seeds) see each other as
+// members but share partitions only within their region (issue 11: they
+// used to take each other's partitions, which then went unowned).
+func TestOtherRegionsEdgesShareNothing(t *testing.T) {
+	a := startIn(t, "us-east", "a", key)
+	b := startIn(t, "us-east", "b", key, a.Addr())
+	x := startIn(t, "eu-west", "x", key, a.Addr())
+	coretest.Eventually(t, 5*time.Second, "all three members seen", func() bool {
+		return len(a.Members()) == 3 && len(b.Members()) == 3 && len(x.Members()) == 3
+	})
+	if got := a.Names(); !slices.Equal(got, []string{"a", "b"}) {
+		t.Errorf("us-east shares partitions with %v, want [a b]", got)
+	}
+	if got := x.Names(); !slices.Equal(got, []string{"x"}) {
+		t.Errorf("eu-west shares partitions with %v, want [x]", got)
+	}
 }
 
 // TestWrongKeyRefused: a member without the cluster's key cannot join.
