@@ -7,7 +7,8 @@
 //	          logs, call the JetStream API, or delete anything
 //	edge      may use the JetStream API to consume, append claims, publish
 //	          outputs, dead letters and conflicts; it may not create,
-//	          update, purge or delete streams, nor delete messages
+//	          update, purge or delete streams, delete messages, pause or
+//	          reset consumers, step leaders down, snapshot or restore
 //	admin     everything: operators and the core nodes' own provisioning
 //
 // Producers are in their own account (ProducerAccount) and reach the
@@ -95,7 +96,15 @@ func Permissions(r Role) *server.Permissions {
 			Publish: &server.SubjectPermission{
 				Allow: []string{"$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "onceplane.*.claims.*", "onceplane.*.dlq.*", "onceplane.*.out.*", "onceplane.*.conflicts.>"},
 				Deny: []string{"$JS.API.STREAM.CREATE.>", "$JS.API.STREAM.UPDATE.>", "$JS.API.STREAM.DELETE.>",
-					"$JS.API.STREAM.PURGE.>", "$JS.API.STREAM.MSG.DELETE.>", "$JS.API.ACCOUNT.>"},
+					"$JS.API.STREAM.PURGE.>", "$JS.API.STREAM.MSG.DELETE.>", "$JS.API.ACCOUNT.>",
+					// Operators' tools an edge never uses: pausing or resetting a
+					// consumer (another edge's pending grows unseen, or it skips),
+					// unpinning, leader step-downs, snapshots and restores,
+					// peer and server moves, the meta group.
+					"$JS.API.CONSUMER.PAUSE.>", "$JS.API.CONSUMER.RESET.>", "$JS.API.CONSUMER.UNPIN.>",
+					"$JS.API.STREAM.LEADER.STEPDOWN.>", "$JS.API.CONSUMER.LEADER.STEPDOWN.>",
+					"$JS.API.STREAM.SNAPSHOT.>", "$JS.API.STREAM.RESTORE.>", "$JS.API.STREAM.PEER.>",
+					"$JS.API.META.>", "$JS.API.SERVER.>"},
 			},
 			Subscribe: &server.SubjectPermission{Allow: []string{InboxPrefix(Edge) + ".>"}},
 		}

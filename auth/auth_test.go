@@ -124,6 +124,24 @@ func TestRefusals(t *testing.T) {
 	if _, err := edgeJS.Publish(short(), names.Ingest("forged"), nil); err == nil {
 		t.Error("edge published to an ingest subject")
 	}
+	// Nor use operators' tools on what other edges run (issue 11, item 2).
+	if _, err := admin.CreateOrUpdateConsumer(ctx, names.IngestStream(), jetstream.ConsumerConfig{Durable: "p0-t1", AckPolicy: jetstream.AckAllPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := edgeJS.PauseConsumer(short(), names.IngestStream(), "p0-t1", time.Now().Add(time.Hour)); err == nil {
+		t.Error("edge paused a consumer")
+	}
+	for _, subj := range []string{
+		"$JS.API.CONSUMER.RESET." + names.IngestStream() + ".p0-t1",
+		"$JS.API.STREAM.LEADER.STEPDOWN." + names.IngestStream(),
+		"$JS.API.STREAM.SNAPSHOT." + names.ClaimStream(),
+		"$JS.API.STREAM.RESTORE." + names.ClaimStream(),
+		"$JS.API.META.LEADER.STEPDOWN",
+	} {
+		if m, err := edgeJS.Conn().Request(subj, []byte("{}"), time.Second); err == nil {
+			t.Errorf("edge called %s: %s", subj, m.Data)
+		}
+	}
 
 	// Operators reach server monitoring through the system account; the
 	// application roles do not, and the system user sees no streams.
