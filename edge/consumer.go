@@ -463,9 +463,9 @@ func (c *Consumer) consume(ctx context.Context, pt *part, cons jetstream.Consume
 			// Fenced only if the claim log says so: a newer owner appends
 			// its takeover record before it deletes older consumers.
 			lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			last, lerr := c.log.LastSeq(lctx, p)
+			moved, last, lerr := c.log.MovedOn(lctx, p, pt.st.LastSeq())
 			cancel()
-			if lerr == nil && last != pt.st.LastSeq() {
+			if lerr == nil && moved {
 				return fmt.Errorf("p%d: consumer %s deleted and the claim log moved on (%d -> %d): %w", p, pt.name, pt.st.LastSeq(), last, ErrFenced)
 			}
 			c.lg.Warn("consumer gone while the claim log is still ours; making it again", "partition", p, "consumer", pt.name, "err", err, "log_err", lerr)

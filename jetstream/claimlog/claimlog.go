@@ -174,6 +174,21 @@ func (l *Log) foreignTail(ctx context.Context, p int, from, last uint64) (bool, 
 	return true, nil
 }
 
+// MovedOn reports whether partition p's log holds another writer's record
+// after sequence from, and the log's last sequence. Foreign messages
+// (reported to l.Foreign) do not count: no writer put them there.
+func (l *Log) MovedOn(ctx context.Context, p int, from uint64) (bool, uint64, error) {
+	last, err := l.LastSeq(ctx, p)
+	if err != nil || last <= from {
+		return false, last, err
+	}
+	foreign, err := l.foreignTail(ctx, p, from, last)
+	if err != nil {
+		return false, last, fmt.Errorf("claim p%d: %w", p, err)
+	}
+	return !foreign, last, nil
+}
+
 // errStop ends a read early.
 var errStop = errors.New("stop")
 

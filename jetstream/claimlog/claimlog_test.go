@@ -135,11 +135,17 @@ func TestForeignTailDoesNotFence(t *testing.T) {
 	if err != nil || last != f3 || len(got) != 2 || got[0] != s1 || got[1] != s2 || len(foreign) != 3 {
 		t.Fatalf("replay: last %d (want %d), records %v (want [%d %d]), foreign %v, %v", last, f3, got, s1, s2, foreign, err)
 	}
+	if moved, last, err := l.MovedOn(ctx, 0, s2); err != nil || moved || last != f3 {
+		t.Fatalf("moved on after foreign bytes only: %v (last %d, want %d), %v", moved, last, f3, err)
+	}
 	// Another writer's record among foreign bytes fences.
 	if _, err := l.Append(ctx, 0, f3, dedupe.Record{Kind: dedupe.KindTakeover, Epoch: 2, Writer: "b", Time: now}); err != nil {
 		t.Fatal(err)
 	}
 	poison()
+	if moved, _, err := l.MovedOn(ctx, 0, s2); err != nil || !moved {
+		t.Fatalf("moved on after another writer's record: %v, %v", moved, err)
+	}
 	if _, err := l.Append(ctx, 0, f3, claim); !errors.Is(err, claimlog.ErrFenced) {
 		t.Fatalf("a newer writer's record behind foreign bytes: %v, want fenced", err)
 	}
