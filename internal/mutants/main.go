@@ -109,7 +109,7 @@ var mutants = []mutant{
 		name: "M", what: "edge: a consumer gone counts as fenced even when the claim log is still this owner's",
 		file: "edge/consumer.go",
 		old:  "if lerr == nil && moved {",
-		new:  "if true {",
+		new:  "if lerr == nil || moved {",
 		pkgs: []string{"./edge"}, tests: []string{"TestConsumerLostNotFenced"},
 	},
 	{
