@@ -116,7 +116,7 @@ func TestWrongKeyRefused(t *testing.T) {
 // address is merged back by the periodic re-join, whoever it seeds from.
 func TestRejoinAfterRestart(t *testing.T) {
 	a := start(t, "a", key)
-	b, err := Start(Options{Name: "b", Key: key, Seeds: []string{a.Addr()}, Meta: Meta{Role: "edge"}})
+	b, err := Start(Options{Name: "b", Key: key, Seeds: []string{a.Addr()}, Meta: Meta{Region: "local", Role: "edge"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func TestRejoinAfterRestart(t *testing.T) {
 	a.SetSeeds([]string{addr})
 	var port int
 	fmt.Sscanf(addr[len("127.0.0.1:"):], "%d", &port)
-	b2, err := Start(Options{Name: "b", Key: key, BindPort: port, Meta: Meta{Role: "edge"}})
+	b2, err := Start(Options{Name: "b", Key: key, BindPort: port, Meta: Meta{Region: "local", Role: "edge"}})
 	if err != nil {
 		t.Fatal(err)
 	}
