@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,6 +40,9 @@ type AdminOptions struct {
 	// every endpoint except /healthz and /readyz (health checks stay open).
 	// Zero means no token: for loopback-only use.
 	Token string
+	// TLS, when set, serves HTTPS only, so the token does not cross the
+	// network in clear. Nil means plain HTTP.
+	TLS *tls.Config
 	// Logger receives errors. Nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -51,6 +55,9 @@ func StartAdmin(o AdminOptions) (*Admin, error) {
 	ln, err := net.Listen("tcp", o.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin listen %s: %w", o.Addr, err)
+	}
+	if o.TLS != nil {
+		ln = tls.NewListener(ln, o.TLS)
 	}
 	mux := http.NewServeMux()
 	guard := func(h http.Handler) http.Handler {

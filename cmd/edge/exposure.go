@@ -12,7 +12,7 @@ import (
 // loopback without the gossip key or the admin token and without -insecure
 // (protected mode, package exposure), and logs what an exposed edge lacks
 // otherwise. It reads the key and the token as the edge does later.
-func refuseExposed(log *slog.Logger, gossipBind, gossipKeyFile, admin, adminTokenFile string, insecure bool) {
+func refuseExposed(log *slog.Logger, gossipBind, gossipKeyFile, admin, adminTokenFile string, adminTLS, insecure bool) {
 	var keyed, tokened bool
 	if gossipBind != "" {
 		key, err := readKey(gossipKeyFile)
@@ -28,7 +28,7 @@ func refuseExposed(log *slog.Logger, gossipBind, gossipKeyFile, admin, adminToke
 		}
 		tokened = token != ""
 	}
-	if err := cli.CheckExposure(log, insecure, listeners(gossipBind, keyed, admin, tokened)...); err != nil {
+	if err := cli.CheckExposure(log, insecure, listeners(gossipBind, keyed, admin, tokened, adminTLS)...); err != nil {
 		cli.Fatal(log, "refusing to start", err)
 	}
 }
@@ -36,17 +36,21 @@ func refuseExposed(log *slog.Logger, gossipBind, gossipKeyFile, admin, adminToke
 // listeners are the edge's listeners, those of its flags that are set:
 // gossip (protected by the encryption key, which also authenticates every
 // message) and the admin HTTP port (protected by the bearer token, which
-// travels in plain HTTP: a weak point when exposed).
-func listeners(gossipBind string, keyed bool, admin string, tokened bool) []exposure.Listener {
+// travels in plain HTTP unless the port serves TLS: a weak point when
+// exposed).
+func listeners(gossipBind string, keyed bool, admin string, tokened, adminTLS bool) []exposure.Listener {
 	var ls []exposure.Listener
 	if gossipBind != "" {
 		ls = append(ls, exposure.Listener{Name: "gossip (-gossip)", Addr: gossipAddr(gossipBind), Protected: keyed,
 			Missing: "no encryption key: anyone who reaches it can join the membership and take partitions over (add -gossip-key-file FILE or ONCEPLANE_GOSSIP_KEY)"})
 	}
 	if admin != "" {
-		ls = append(ls, exposure.Listener{Name: "admin HTTP (-admin)", Addr: admin, Protected: tokened,
-			Missing: "no token: anyone who reaches it reads /metrics and /status (add -admin-token-file FILE or ONCEPLANE_ADMIN_TOKEN)",
-			Weak:    []string{"plain HTTP: the bearer token crosses the network unencrypted"}})
+		l := exposure.Listener{Name: "admin HTTP (-admin)", Addr: admin, Protected: tokened,
+			Missing: "no token: anyone who reaches it reads /metrics and /status (add -admin-token-file FILE or ONCEPLANE_ADMIN_TOKEN)"}
+		if !adminTLS {
+			l.Weak = []string{"plain HTTP: the bearer token crosses the network unencrypted (add -admin-tls-cert and -admin-tls-key)"}
+		}
+		ls = append(ls, l)
 	}
 	return ls
 }

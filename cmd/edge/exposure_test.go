@@ -20,24 +20,27 @@ import (
 )
 
 func TestListeners(t *testing.T) {
-	_, err := exposure.Check(listeners("0.0.0.0:7946", false, ":9222", false), false)
+	_, err := exposure.Check(listeners("0.0.0.0:7946", false, ":9222", false, false), false)
 	var refused *exposure.RefusedError
 	if !errors.As(err, &refused) || len(refused.Listeners) != 2 ||
 		refused.Listeners[0].Name != "gossip (-gossip)" || refused.Listeners[1].Name != "admin HTTP (-admin)" {
 		t.Fatalf("open edge: %v, want gossip and admin refused", err)
 	}
-	ws, err := exposure.Check(listeners("0.0.0.0:7946", true, ":9222", true), false)
+	ws, err := exposure.Check(listeners("0.0.0.0:7946", true, ":9222", true, false), false)
 	if err != nil || len(ws) != 1 || ws[0].Listener != "admin HTTP (-admin)" || ws[0].Unprotected {
 		t.Fatalf("key and token: %+v, %v; want the plain-HTTP warning only", ws, err)
 	}
+	if ws, err := exposure.Check(listeners("0.0.0.0:7946", true, ":9222", true, true), false); err != nil || len(ws) != 0 {
+		t.Fatalf("key, token and admin TLS: %+v, %v; want no warning", ws, err)
+	}
 	// Package gossip binds an empty host to loopback; net.Listen does not.
-	if ls := listeners(":7946", false, "", false); len(ls) != 1 || ls[0].Addr != "127.0.0.1:7946" || exposure.Exposed(ls[0].Addr) {
+	if ls := listeners(":7946", false, "", false, false); len(ls) != 1 || ls[0].Addr != "127.0.0.1:7946" || exposure.Exposed(ls[0].Addr) {
 		t.Errorf("-gossip :7946: %+v, want loopback", ls)
 	}
-	if ls := listeners("", false, "", false); len(ls) != 0 {
+	if ls := listeners("", false, "", false, false); len(ls) != 0 {
 		t.Errorf("gossip and admin off: %+v", ls)
 	}
-	if ws, err := exposure.Check(listeners("127.0.0.1:7946", false, "localhost:9222", false), false); err != nil || len(ws) != 0 {
+	if ws, err := exposure.Check(listeners("127.0.0.1:7946", false, "localhost:9222", false, false), false); err != nil || len(ws) != 0 {
 		t.Errorf("loopback: %+v, %v", ws, err)
 	}
 }

@@ -8,7 +8,9 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -41,6 +43,7 @@ func main() {
 		policy, logLevel, traceFile, statsFile    string
 		gossipBind, gossipSeeds, gossipKeyFile    string
 		gossipProfile, peers, adminTokenFile      string
+		adminCert, adminKey                       string
 		test                                      testFlags
 	)
 	flag.StringVar(&url, "nats", "nats://127.0.0.1:4222", "core node URL(s), comma-separated")
@@ -62,6 +65,8 @@ func main() {
 	flag.StringVar(&ledger, "ledger", "ledger.jsonl", "ledger sink file")
 	flag.StringVar(&httpURL, "http-url", "", "http sink URL")
 	flag.StringVar(&admin, "admin", "127.0.0.1:9222", "admin HTTP address for /metrics, /healthz, /readyz (empty: off)")
+	flag.StringVar(&adminCert, "admin-tls-cert", "", "PEM certificate for the admin port: HTTPS only, so the bearer token never crosses the network in clear (with -admin-tls-key)")
+	flag.StringVar(&adminKey, "admin-tls-key", "", "PEM key of -admin-tls-cert")
 	flag.StringVar(&adminTokenFile, "admin-token-file", "", "file holding the admin bearer token (or set ONCEPLANE_ADMIN_TOKEN); /metrics and /status then require it, health checks stay open")
 	flag.StringVar(&traceFile, "trace-file", "", "write spans as JSON lines to this file (else OTEL_* variables decide)")
 	flag.StringVar(&statsFile, "stats-file", "", "write final stats as JSON here on shutdown")
@@ -75,7 +80,10 @@ func main() {
 	flag.Parse()
 	log := cli.Logger(logLevel)
 	o.Logger = log
-	refuseExposed(log, gossipBind, gossipKeyFile, admin, adminTokenFile, *insecure)
+	if (adminCert == "") != (adminKey == "") {
+		cli.Fatal(log, "admin TLS", errors.New("-admin-tls-cert and -admin-tls-key go together"))
+	}
+	refuseExposed(log, gossipBind, gossipKeyFile, admin, adminTokenFile, adminCert != "", *insecure)
 	test.apply(&o, log)
 	var err error
 	if peers != "" {
@@ -163,8 +171,16 @@ func main() {
 		if err != nil {
 			cli.Fatal(log, "admin token", err)
 		}
-		a, err := telemetry.StartAdmin(telemetry.AdminOptions{Addr: admin, Metrics: o.Metrics, Ready: c.Ready, Logger: log, Token: token,
-			Routes: []telemetry.Route{{Path: "/status", Handler: statusHandler(c, g, &events)}}})
+		ao := telemetry.AdminOptions{Addr: admin, Metrics: o.Metrics, Ready: c.Ready, Logger: log, Token: token,
+			Routes: []telemetry.Route{{Path: "/status", Handler: statusHandler(c, g, &events)}}}
+		if adminCert != "" {
+			cert, err := tls.LoadX509KeyPair(adminCert, adminKey)
+			if err != nil {
+				cli.Fatal(log, "admin TLS", err)
+			}
+			ao.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		}
+		a, err := telemetry.StartAdmin(ao)
 		if err != nil {
 			cli.Fatal(log, "admin", err)
 		}

@@ -4,6 +4,8 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -84,10 +86,20 @@ func Health(args []string, defaultURL string) int {
 	fs := flag.NewFlagSet("health", flag.ContinueOnError)
 	url := fs.String("url", defaultURL, "health endpoint to GET")
 	timeout := fs.Duration("timeout", 3*time.Second, "how long to wait for the answer")
+	ca := fs.String("ca", "", "PEM CA to verify an https -url with (default: the system's)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	c := http.Client{Timeout: *timeout}
+	if *ca != "" {
+		pem, err := os.ReadFile(*ca)
+		pool := x509.NewCertPool()
+		if err != nil || !pool.AppendCertsFromPEM(pem) {
+			fmt.Fprintln(os.Stderr, "unhealthy: cannot read the CA", *ca, err)
+			return 2
+		}
+		c.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	}
 	resp, err := c.Get(*url)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "unhealthy:", err)

@@ -1,8 +1,11 @@
 package cli
 
 import (
+	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -20,6 +23,22 @@ func TestHealth(t *testing.T) {
 	}
 	if got := Health(nil, ok.URL); got != 0 {
 		t.Errorf("default URL: %d", got)
+	}
+}
+
+// TestHealthOverTLS: an admin port serving HTTPS is checked with its CA.
+func TestHealthOverTLS(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := Health([]string{"-url", srv.URL, "-ca", ca, "-timeout", "1s"}, ""); got != 0 {
+		t.Errorf("https with its CA: %d, want 0", got)
+	}
+	if got := Health([]string{"-url", srv.URL, "-timeout", "1s"}, ""); got != 1 {
+		t.Errorf("https without its CA: %d, want 1", got)
 	}
 }
 
