@@ -136,8 +136,8 @@ var mutants = []mutant{
 	{
 		name: "Q", what: "claimlog: a tail after the owner's record counts as foreign even when another writer's record is in it (a stale owner is not fenced)",
 		file: "jetstream/claimlog/claimlog.go",
-		old:  "\t\town = true\n\t\treturn errStop",
-		new:  "\t\treturn nil",
+		old:  "\t\t\tother = true\n",
+		new:  "",
 		pkgs: []string{"./jetstream/claimlog"}, tests: []string{"TestForeignTailDoesNotFence", "TestAppendFencesStaleWriter"},
 	},
 	{

@@ -106,9 +106,15 @@ func (l *Log) Append(ctx context.Context, p int, expected uint64, rec dedupe.Rec
 			expected = 0
 			continue
 		case last != expected:
-			// Fenced if another writer's record is among the new ones; a
-			// tail of foreign bytes only (no edge wrote them) is skipped.
-			if foreign, ferr := l.foreignTail(ctx, p, expected, last); ferr == nil && foreign {
+			// Read what came after expected: this append (landed, its ack
+			// lost, with foreign bytes after it), foreign bytes only (no
+			// edge wrote them: append after them), or another writer's
+			// record (fenced).
+			t, ferr := l.tail(ctx, p, expected, last, data)
+			switch {
+			case ferr == nil && t.ours > 0:
+				return t.ours, nil
+			case ferr == nil && t.foreignOnly:
 				expected = last
 				continue
 			}
@@ -148,30 +154,45 @@ func (l *Log) LastSeq(ctx context.Context, p int) (uint64, error) {
 	return seq, nil
 }
 
-// foreignTail reports whether every message of partition p's log after
-// sequence from, through last, is foreign (dedupe.ErrForeign), telling
-// l.Foreign of each.
-func (l *Log) foreignTail(ctx context.Context, p int, from, last uint64) (bool, error) {
-	own := false
+// tailState is what follows a sequence in a partition's log.
+type tailState struct {
+	// ours is the sequence of a record equal to the caller's (0: none
+	// before another writer's record).
+	ours uint64
+	// foreignOnly is true when every message is foreign.
+	foreignOnly bool
+}
+
+// tail reads partition p's log after sequence from, through last, up to
+// the first record that is not foreign: it is ours when its bytes equal
+// mine (no other writer writes the same writer and epoch). Foreign
+// messages are told to l.Foreign when the tail holds nothing else.
+func (l *Log) tail(ctx context.Context, p int, from, last uint64, mine []byte) (tailState, error) {
+	var t tailState
 	var seen []uint64
+	other := false
 	_, err := l.read(ctx, p, from, last, func(seq uint64, data []byte, _ time.Time) error {
 		if _, err := dedupe.Decode(data); errors.Is(err, dedupe.ErrForeign) {
 			seen = append(seen, seq)
 			return nil
 		}
-		own = true
+		if mine != nil && bytes.Equal(data, mine) {
+			t.ours = seq
+		} else {
+			other = true
+		}
 		return errStop
 	})
 	if err != nil && !errors.Is(err, errStop) {
-		return false, err
+		return tailState{}, err
 	}
-	if own {
-		return false, nil
+	if t.ours == 0 && !other {
+		t.foreignOnly = true
+		for _, seq := range seen {
+			l.foreign(p, seq)
+		}
 	}
-	for _, seq := range seen {
-		l.foreign(p, seq)
-	}
-	return true, nil
+	return t, nil
 }
 
 // MovedOn reports whether partition p's log holds another writer's record
@@ -182,11 +203,11 @@ func (l *Log) MovedOn(ctx context.Context, p int, from uint64) (bool, uint64, er
 	if err != nil || last <= from {
 		return false, last, err
 	}
-	foreign, err := l.foreignTail(ctx, p, from, last)
+	t, err := l.tail(ctx, p, from, last, nil)
 	if err != nil {
 		return false, last, fmt.Errorf("claim p%d: %w", p, err)
 	}
-	return !foreign, last, nil
+	return !t.foreignOnly, last, nil
 }
 
 // errStop ends a read early.

@@ -138,6 +138,11 @@ func TestForeignTailDoesNotFence(t *testing.T) {
 	if moved, last, err := l.MovedOn(ctx, 0, s2); err != nil || moved || last != f3 {
 		t.Fatalf("moved on after foreign bytes only: %v (last %d, want %d), %v", moved, last, f3, err)
 	}
+	// The same append retried after its ack was lost, foreign bytes having
+	// landed behind it: it landed, at s2; it is not fenced.
+	if again, err := l.Append(ctx, 0, s1, claim); err != nil || again != s2 {
+		t.Fatalf("a landed append retried behind foreign bytes: seq %d (want %d), %v", again, s2, err)
+	}
 	// Another writer's record among foreign bytes fences.
 	if _, err := l.Append(ctx, 0, f3, dedupe.Record{Kind: dedupe.KindTakeover, Epoch: 2, Writer: "b", Time: now}); err != nil {
 		t.Fatal(err)
