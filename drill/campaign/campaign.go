@@ -273,7 +273,12 @@ func drive(ctx context.Context, duration time.Duration, regions []*region, reps 
 		loads[i].probes(ctx)
 		loads[i].close()
 	})
-	regions[0].log.Info("faults stopped; settling", "published", len(loads[0].pubs))
+	for i, r := range regions {
+		loads[i].mu.Lock()
+		n := len(loads[i].pubs)
+		loads[i].mu.Unlock()
+		r.log.Info("faults stopped; settling", "published", n)
+	}
 	each(regions, func(i int, r *region) { reps[i].Settle = r.settle(ctx, r.cfg.SettleTimeout) })
 	for _, stop := range stopWatch {
 		stop()

@@ -202,13 +202,6 @@ func (m *MultiReport) Print(w io.Writer) {
 		}
 		fmt.Fprintf(w, "%-11s %s\n", label, r)
 	}
-	if v.OK() {
-		fmt.Fprintf(w, "violations  none across regions\n")
-	} else {
-		fmt.Fprintf(w, "violations  across regions\n")
-		for _, x := range v.Violations {
-			fmt.Fprintf(w, "  - %s\n", x)
-		}
-	}
+	printViolations(w, v.Violations, " across regions")
 	printEnd(w, m.Elapsed, m.Dir, m.OK(), fmt.Sprintf("seed %d, three regions", m.Seed))
 }

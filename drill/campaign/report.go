@@ -158,13 +158,8 @@ func (r *Report) Print(w io.Writer) {
 	for _, e := range r.Errors {
 		fmt.Fprintf(w, "error       %v\n", e)
 	}
-	if v.OK() {
-		fmt.Fprintf(w, "violations  none\n")
-	} else {
-		fmt.Fprintf(w, "violations\n")
-		for _, x := range v.Violations {
-			fmt.Fprintf(w, "  - %s\n", x)
-		}
+	printViolations(w, v.Violations, "")
+	if !v.OK() {
 		for i, cr := range r.History.Crashes {
 			if i == 3 {
 				fmt.Fprintf(w, "  ... %d more crashes\n", len(r.History.Crashes)-i)
@@ -174,6 +169,23 @@ func (r *Report) Print(w io.Writer) {
 		}
 	}
 	printEnd(w, r.Elapsed, r.Dir, v.OK(), fmt.Sprintf("seed %d", r.Seed))
+}
+
+// printViolations writes the violations line ("none" when there are none;
+// suffix says where, e.g. " across regions") and one line per violation.
+func printViolations(w io.Writer, vs []Violation, suffix string) {
+	if len(vs) == 0 {
+		fmt.Fprintf(w, "violations  none%s\n", suffix)
+		return
+	}
+	head := "violations"
+	if suffix != "" {
+		head += " " + suffix
+	}
+	fmt.Fprintln(w, head)
+	for _, x := range vs {
+		fmt.Fprintf(w, "  - %s\n", x)
+	}
 }
 
 // printEnd writes a report's last lines: elapsed time, directory and result.
