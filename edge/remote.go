@@ -206,22 +206,27 @@ func (c *Consumer) recordConflicts(ctx context.Context, p int, st *dedupe.State)
 				// this loop's earlier attempt whose ack was lost) — unless
 				// what holds the subject is not a conflict record: then no
 				// edge wrote it, and the conflict goes on another subject.
-				seq, held := c.conflictHeld(ctx, msg.Subject, rec.Hash)
-				if held {
+				// What cannot be read yet is asked again, never assumed.
+				seq, held, herr := c.conflictHeld(ctx, msg.Subject, rec.Hash)
+				if herr == nil && held {
 					if ambiguous {
 						counted()
 					}
 					break
 				}
-				c.foreign("conflicts", p, seq)
-				if alt++; alt > maxConflictSubjects {
-					c.lg.Error("conflict not recorded: every subject it may go on holds foreign bytes", "partition", p, "id_hash", rec.Hash, "peer", cf.Region)
-					break
+				if herr == nil {
+					c.foreign("conflicts", p, seq)
+					if alt++; alt > maxConflictSubjects {
+						c.lg.Error("conflict not recorded: every subject it may go on holds foreign bytes", "partition", p, "id_hash", rec.Hash, "peer", cf.Region)
+						break
+					}
+					msg.Subject = c.names.Conflict(rec.Hash, fmt.Sprintf("%s~%d", cf.Region, alt))
+					continue
 				}
-				msg.Subject = c.names.Conflict(rec.Hash, fmt.Sprintf("%s~%d", cf.Region, alt))
-				continue
+				err = fmt.Errorf("read what holds %s: %w", msg.Subject, herr)
+			} else {
+				ambiguous = true
 			}
-			ambiguous = true
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -241,24 +246,20 @@ func (c *Consumer) recordConflicts(ctx context.Context, p int, st *dedupe.State)
 const maxConflictSubjects = 8
 
 // conflictHeld reports whether the message on subject is a conflict record
-// of the ID hashed hash (true, as when it cannot tell: the stream keeps one
-// message per subject, so a record is there), or foreign bytes, with their
-// sequence.
-func (c *Consumer) conflictHeld(ctx context.Context, subject, hash string) (uint64, bool) {
+// of the ID hashed hash (true), or foreign bytes (false), with its sequence.
+func (c *Consumer) conflictHeld(ctx context.Context, subject, hash string) (uint64, bool, error) {
 	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	s, err := c.js.Stream(gctx, c.names.ConflictStream())
 	if err != nil {
-		return 0, true
+		return 0, false, err
 	}
 	m, err := s.GetLastMsgForSubject(gctx, subject)
 	if err != nil {
-		return 0, true
+		return 0, false, err
 	}
-	if r, err := DecodeConflict(m.Data); err == nil && r.Hash == hash {
-		return m.Sequence, true
-	}
-	return m.Sequence, false
+	r, err := DecodeConflict(m.Data)
+	return m.Sequence, err == nil && r.Hash == hash, nil
 }
 
 // foreign reports a message no edge wrote on one of stream's subjects (an
