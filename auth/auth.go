@@ -5,10 +5,11 @@
 //	producer  may publish events to ingest subjects (onceplane.*.in.>) and
 //	          receive its publish acks; nothing else: it cannot read claim
 //	          logs, call the JetStream API, or delete anything
-//	edge      may use the JetStream API to consume, append claims, publish
-//	          outputs, dead letters and conflicts; it may not create,
-//	          update, purge or delete streams, delete messages, pause or
-//	          reset consumers, step leaders down, snapshot or restore
+//	edge-<r>  the edges of region r: may consume r's streams, append to
+//	          r's claim log, publish r's outputs, dead letters and
+//	          conflicts; nothing of another region, and none of the
+//	          operators' JetStream API (streams' create, update, purge,
+//	          delete; consumer pause or reset; step-downs, snapshots)
 //	admin     everything: operators and the core nodes' own provisioning
 //
 // Producers are in their own account (ProducerAccount) and reach the
@@ -21,13 +22,17 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/onceplane/onceplane/jetstream/streams"
 )
 
 // Role is a kind of client.
@@ -76,133 +81,254 @@ func AccountsConfig() string {
 }`, AppAccount, IngestSubjects, ProducerAccount, AppAccount, IngestSubjects)
 }
 
-// Roles lists every role.
-func Roles() []Role { return []Role{Producer, Edge, Admin, System, Core} }
 
-// Credentials maps each role to its password. The user name is the role.
-type Credentials map[Role]string
+// Roles lists the roles that have a user of their own, unscoped: every
+// deployment has one of each (Edge users are per region, EdgeUser).
+func Roles() []Role { return []Role{Producer, Admin, System, Core} }
 
-// Permissions returns role's subject permissions (nil for Admin and System:
+// User is one NATS user: a role and, for an edge, the region it is
+// confined to. Its name is the role, or role-scope ("edge-us-east").
+type User struct {
+	Role Role
+	// Scope is an edge user's region. Other roles have none.
+	Scope string
+}
+
+// EdgeUser is the user of region's edges ("" means "local", as in
+// streams.Names). Its permissions name only that region's streams and
+// subjects: a leaked edge password cannot touch another region.
+func EdgeUser(region string) User {
+	if region == "" {
+		region = "local"
+	}
+	return User{Role: Edge, Scope: region}
+}
+
+// Name is the user name on the wire and the password file's stem.
+func (u User) Name() string {
+	if u.Scope == "" {
+		return string(u.Role)
+	}
+	return string(u.Role) + "-" + u.Scope
+}
+
+func (u User) String() string { return u.Name() }
+
+// User is r's unscoped user (the producer, admin, system or core user).
+func (r Role) User() User { return User{Role: r} }
+
+// ErrUnknownUser reports a user name that names no role, or an edge
+// without a region.
+var ErrUnknownUser = errors.New("unknown user")
+
+// ParseUser parses a user name (User.Name). The unscoped "edge" of
+// earlier releases is refused: an edge credential now names its region.
+func ParseUser(name string) (User, error) {
+	role, scope, scoped := strings.Cut(name, "-")
+	u := User{Role: Role(role), Scope: scope}
+	switch {
+	case scoped && !validScope(scope):
+		return User{}, fmt.Errorf("%w %q: bad scope", ErrUnknownUser, name)
+	case u.Role == Edge && validScope(scope):
+		return u, nil
+	case u.Role == Edge && scope == "":
+		return User{}, fmt.Errorf("%w %q: an edge user names its region (edge-<region>)", ErrUnknownUser, name)
+	case slices.Contains(Roles(), u.Role) && scope == "":
+		return u, nil
+	}
+	return User{}, fmt.Errorf("%w %q", ErrUnknownUser, name)
+}
+
+// validScope: a region is one subject token of [A-Za-z0-9_-].
+func validScope(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Credentials maps user names (User.Name) to passwords.
+type Credentials map[string]string
+
+// Password is u's password ("" when c has none).
+func (c Credentials) Password(u User) string { return c[u.Name()] }
+
+// Permissions returns u's subject permissions (nil for Admin and System:
 // everything in their account).
-func Permissions(r Role) *server.Permissions {
-	switch r {
+func Permissions(u User) *server.Permissions {
+	switch u.Role {
 	case Producer:
 		return &server.Permissions{
 			Publish:   &server.SubjectPermission{Allow: []string{IngestSubjects}},
-			Subscribe: &server.SubjectPermission{Allow: []string{InboxPrefix(Producer) + ".>"}},
+			Subscribe: &server.SubjectPermission{Allow: []string{InboxPrefix(u) + ".>"}},
 		}
 	case Edge:
 		return &server.Permissions{
-			Publish: &server.SubjectPermission{
-				Allow: []string{"$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "onceplane.*.claims.*", "onceplane.*.dlq.*", "onceplane.*.out.*", "onceplane.*.conflicts.>"},
-				Deny: []string{"$JS.API.STREAM.CREATE.>", "$JS.API.STREAM.UPDATE.>", "$JS.API.STREAM.DELETE.>",
-					"$JS.API.STREAM.PURGE.>", "$JS.API.STREAM.MSG.DELETE.>", "$JS.API.ACCOUNT.>",
-					// Operators' tools an edge never uses: pausing or resetting a
-					// consumer (another edge's pending grows unseen, or it skips),
-					// unpinning, leader step-downs, snapshots and restores,
-					// peer and server moves, the meta group.
-					"$JS.API.CONSUMER.PAUSE.>", "$JS.API.CONSUMER.RESET.>", "$JS.API.CONSUMER.UNPIN.>",
-					"$JS.API.STREAM.LEADER.STEPDOWN.>", "$JS.API.CONSUMER.LEADER.STEPDOWN.>",
-					"$JS.API.STREAM.SNAPSHOT.>", "$JS.API.STREAM.RESTORE.>", "$JS.API.STREAM.PEER.>",
-					"$JS.API.META.>", "$JS.API.SERVER.>"},
-			},
-			Subscribe: &server.SubjectPermission{Allow: []string{InboxPrefix(Edge) + ".>"}},
+			Publish:   &server.SubjectPermission{Allow: edgePublish(u.Scope)},
+			Subscribe: &server.SubjectPermission{Allow: []string{InboxPrefix(u) + ".>"}},
 		}
 	default:
 		return nil
 	}
 }
 
-// InboxPrefix is the reply-subject prefix clients of role r must use
-// (nats.CustomInboxPrefix; ClientOptions sets it): each role may subscribe
-// only under its own, so a producer cannot read the replies an edge's pull
-// requests get (events, claim records) by subscribing to _INBOX.>. Admin
-// clients use the default, _INBOX.
-func InboxPrefix(r Role) string {
-	if r != Producer && r != Edge {
-		return nats.InboxPrefix[:len(nats.InboxPrefix)-1]
+// edgePublish is what region's edges may publish: their claims, dead
+// letters, outputs and conflicts, acks of their region's consumers, and the
+// JetStream API calls an edge makes, each on its region's streams only.
+// Everything else is refused by omission: creating, updating, purging or
+// deleting streams, deleting messages, pausing, resetting or unpinning
+// consumers, leader step-downs, snapshots and restores, peer and server
+// moves, the meta group, account info; and every other region's streams.
+func edgePublish(region string) []string {
+	n := streams.Names{Region: region}
+	allow := []string{n.Prefix() + ".claims.*", n.Prefix() + ".dlq.*", n.Prefix() + ".out.*", n.Prefix() + ".conflicts.>"}
+	for _, s := range n.Streams() {
+		allow = append(allow,
+			"$JS.API.STREAM.INFO."+s, "$JS.API.STREAM.MSG.GET."+s,
+			"$JS.API.DIRECT.GET."+s, "$JS.API.DIRECT.GET."+s+".>",
+			"$JS.API.CONSUMER.CREATE."+s, "$JS.API.CONSUMER.CREATE."+s+".>",
+			"$JS.API.CONSUMER.DURABLE.CREATE."+s+".>",
+			"$JS.API.CONSUMER.INFO."+s+".>", "$JS.API.CONSUMER.DELETE."+s+".>",
+			"$JS.API.CONSUMER.MSG.NEXT."+s+".>",
+			"$JS.API.CONSUMER.NAMES."+s, "$JS.API.CONSUMER.LIST."+s,
+			"$JS.ACK."+s+".>", "$JS.FC."+s+".>")
 	}
-	return "_INBOX." + string(r)
+	return allow
 }
 
-// ClientOptions are the connection options of a client of role r with
-// password pw: the user and the role's inbox prefix.
-func ClientOptions(r Role, pw string) []nats.Option {
-	opts := []nats.Option{nats.UserInfo(string(r), pw)}
-	if r == Producer || r == Edge {
-		opts = append(opts, nats.CustomInboxPrefix(InboxPrefix(r)))
+// InboxPrefix is the reply-subject prefix user u must use
+// (nats.CustomInboxPrefix; ClientOptions sets it): each producer and each
+// region's edges may subscribe only under their own, so a producer cannot
+// read the replies an edge's pull requests get (events, claim records) by
+// subscribing to _INBOX.>, nor one region's edges another's. Admin clients
+// use the default, _INBOX.
+func InboxPrefix(u User) string {
+	if u.Role != Producer && u.Role != Edge {
+		return nats.InboxPrefix[:len(nats.InboxPrefix)-1]
+	}
+	return "_INBOX." + u.Name()
+}
+
+// ClientOptions are the connection options of user u with password pw:
+// the user name and its inbox prefix.
+func ClientOptions(u User, pw string) []nats.Option {
+	opts := []nats.Option{nats.UserInfo(u.Name(), pw)}
+	if u.Role == Producer || u.Role == Edge {
+		opts = append(opts, nats.CustomInboxPrefix(InboxPrefix(u)))
 	}
 	return opts
 }
 
-// Users returns the server users for c: one per client role that has a
-// password (Core is not a client). The server gets bcrypt hashes, never the
-// passwords. Each user's account is named (the core matches it by name):
-// the producer in ProducerAccount, edge and admin in AppAccount (give the
-// server AccountsConfig), the System user in SystemAccount (give the server
-// that account as its system account, core.Options.SystemAccount).
-func Users(c Credentials) ([]*server.User, error) {
+// Users returns the users of a core node of region: every client user in
+// c except other regions' edges (Core is not a client), so an edge's
+// password is refused at connect by every other region's cores. The server
+// gets bcrypt hashes, never the passwords. Each user's account is named
+// (the core matches it by name): producers in ProducerAccount, edges and
+// admins in AppAccount (give the server AccountsConfig), the System user
+// in SystemAccount (give the server that account as its system account,
+// core.Options.SystemAccount).
+func Users(c Credentials, region string) ([]*server.User, error) {
+	own := EdgeUser(region)
 	var us []*server.User
-	for _, r := range Roles() {
-		if pw := c[r]; pw != "" && r != Core {
-			// The lowest cost: the passwords are random 192-bit strings
-			// (Generate), so no cost makes guessing them from the hash
-			// any harder, while every client connection pays it (at the
-			// default cost, connects under load exceed the 2 s auth timeout).
-			hash, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
-			if err != nil {
-				return nil, fmt.Errorf("credentials: %s: %w", r, err)
-			}
-			u := &server.User{Username: string(r), Password: string(hash), Permissions: Permissions(r)}
-			switch r {
-			case System:
-				u.Account = server.NewAccount(SystemAccount)
-			case Producer:
-				u.Account = server.NewAccount(ProducerAccount)
-			default:
-				u.Account = server.NewAccount(AppAccount)
-			}
-			us = append(us, u)
+	for _, name := range slices.Sorted(maps.Keys(c)) {
+		u, err := ParseUser(name)
+		if err != nil {
+			return nil, fmt.Errorf("credentials: %w", err)
 		}
+		if u.Role == Core || u.Role == Edge && u != own || c[name] == "" {
+			continue
+		}
+		// The lowest cost: the passwords are random 192-bit strings
+		// (Generate), so no cost makes guessing them from the hash any
+		// harder, while every client connection pays it (at the default
+		// cost, connects under load exceed the 2 s auth timeout).
+		hash, err := bcrypt.GenerateFromPassword([]byte(c[name]), bcrypt.MinCost)
+		if err != nil {
+			return nil, fmt.Errorf("credentials: %s: %w", name, err)
+		}
+		su := &server.User{Username: name, Password: string(hash), Permissions: Permissions(u)}
+		switch u.Role {
+		case System:
+			su.Account = server.NewAccount(SystemAccount)
+		case Producer:
+			su.Account = server.NewAccount(ProducerAccount)
+		default:
+			su.Account = server.NewAccount(AppAccount)
+		}
+		us = append(us, su)
 	}
 	return us, nil
 }
 
-// Load reads <dir>/<role>.password for every role.
+const passwordExt = ".password"
+
+// Load reads every <user>.password in dir. It needs one of each of Roles;
+// edge users are optional (a core of a region without one admits no edge).
 func Load(dir string) (Credentials, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*"+passwordExt))
+	if err != nil {
+		return nil, fmt.Errorf("credentials: %w", err)
+	}
 	c := Credentials{}
-	for _, r := range Roles() {
-		b, err := os.ReadFile(filepath.Join(dir, string(r)+".password"))
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), passwordExt)
+		if _, err := ParseUser(name); err != nil {
+			return nil, fmt.Errorf("credentials: %s: %w", f, err)
+		}
+		b, err := os.ReadFile(f)
 		if err != nil {
 			return nil, fmt.Errorf("credentials: %w", err)
 		}
-		if c[r] = strings.TrimSpace(string(b)); c[r] == "" {
-			return nil, fmt.Errorf("credentials: %s.password is empty", r)
+		if c[name] = strings.TrimSpace(string(b)); c[name] == "" {
+			return nil, fmt.Errorf("credentials: %s is empty", f)
+		}
+	}
+	for _, r := range Roles() {
+		if c[string(r)] == "" {
+			return nil, fmt.Errorf("credentials: %s%s: %w", filepath.Join(dir, string(r)), passwordExt, os.ErrNotExist)
 		}
 	}
 	return c, nil
 }
 
-// Generate writes a random password for every role missing one in dir
-// (files 0600) and returns them all.
-func Generate(dir string) (Credentials, error) {
+// Generate writes a random password for each of Roles and the edges of
+// every region in regions that has none in dir (files 0600), and returns
+// all the credentials dir holds.
+func Generate(dir string, regions ...string) (Credentials, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("credentials: %w", err)
 	}
+	var users []User
 	for _, r := range Roles() {
-		p := filepath.Join(dir, string(r)+".password")
+		users = append(users, User{Role: r})
+	}
+	for _, r := range regions {
+		users = append(users, EdgeUser(r))
+	}
+	for _, u := range users {
+		p := filepath.Join(dir, u.Name()+passwordExt)
 		if _, err := os.Stat(p); err == nil {
 			continue
 		} else if !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("credentials: %w", err)
 		}
-		var b [24]byte
-		if _, err := rand.Read(b[:]); err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(p, []byte(hex.EncodeToString(b[:])+"\n"), 0o600); err != nil {
+		if err := os.WriteFile(p, []byte(Secret()+"\n"), 0o600); err != nil {
 			return nil, fmt.Errorf("credentials: %w", err)
 		}
 	}
 	return Load(dir)
+}
+
+// Secret returns a random 192-bit secret, hex-encoded.
+func Secret() string {
+	var b [24]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err)) // never fails on Linux (Go 1.24+ crashes instead)
+	}
+	return hex.EncodeToString(b[:])
 }

@@ -2,7 +2,10 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -27,9 +30,9 @@ import (
 func TestRefusals(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	n, creds := secureNode(t)
+	n, creds := secureNode(t, "local")
 	names := streams.Names{Region: "local"}
-	admin := connect(t, n, Admin, creds[Admin], nil)
+	admin := connect(t, n, Admin.User(), creds, nil)
 	if err := streams.Provision(ctx, admin, streams.Config{Names: names, Partitions: 4, Memory: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +41,7 @@ func TestRefusals(t *testing.T) {
 	if _, err := nats.Connect(n.ClientURL()); err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
 		t.Fatalf("unauthenticated connect: %v, want an authorization violation", err)
 	}
-	if _, err := nats.Connect(n.ClientURL(), nats.UserInfo(string(Producer), "guess")); err == nil {
+	if _, err := nats.Connect(n.ClientURL(), nats.UserInfo(Producer.User().Name(), "guess")); err == nil {
 		t.Fatal("a wrong password connected")
 	}
 
@@ -50,7 +53,7 @@ func TestRefusals(t *testing.T) {
 		violations = append(violations, err.Error())
 		mu.Unlock()
 	}
-	prodJS := connect(t, n, Producer, creds[Producer], onErr)
+	prodJS := connect(t, n, Producer.User(), creds, onErr)
 	if _, err := producer.New(prodJS, "local").Publish(ctx, "order-1", []byte("x")); err != nil {
 		t.Fatalf("producer publish: %v", err)
 	}
@@ -105,7 +108,7 @@ func TestRefusals(t *testing.T) {
 	}
 
 	// The edge appends claims but cannot delete or purge streams.
-	edgeJS := connect(t, n, Edge, creds[Edge], nil)
+	edgeJS := connect(t, n, EdgeUser("local"), creds, nil)
 	log, err := claimlog.Open(ctx, edgeJS, names)
 	if err != nil {
 		t.Fatalf("edge opens the claim log: %v", err)
@@ -145,7 +148,7 @@ func TestRefusals(t *testing.T) {
 
 	// Operators reach server monitoring through the system account; the
 	// application roles do not, and the system user sees no streams.
-	sys, err := nats.Connect(n.ClientURL(), ClientOptions(System, creds[System])...)
+	sys, err := nats.Connect(n.ClientURL(), ClientOptions(System.User(), creds.Password(System.User()))...)
 	if err != nil {
 		t.Fatalf("system user connect: %v", err)
 	}
@@ -178,24 +181,24 @@ func TestRefusals(t *testing.T) {
 
 // secureNode starts a core node with authentication on, as cmd/core does
 // with -credentials, and returns it with the credentials.
-func secureNode(t *testing.T) (*core.Node, Credentials) {
+func secureNode(t *testing.T, region string) (*core.Node, Credentials) {
 	t.Helper()
-	creds, err := Generate(t.TempDir())
+	creds, err := Generate(t.TempDir(), "local", "us-east", "eu-west")
 	if err != nil {
 		t.Fatal(err)
 	}
-	users, err := Users(creds)
+	users, err := Users(creds, region)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, u := range users {
-		if u.Password == creds[Role(u.Username)] {
+		if u.Password == creds[u.Username] {
 			t.Errorf("the server is given %s's password, not a hash", u.Username)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	n, err := core.Start(ctx, core.Options{Port: -1, DataDir: t.TempDir(), Users: users, SystemAccount: SystemAccount, Accounts: AccountsConfig(), ClientUser: string(Admin), ClientPassword: creds[Admin],
+	n, err := core.Start(ctx, core.Options{Region: region, Port: -1, DataDir: t.TempDir(), Users: users, SystemAccount: SystemAccount, Accounts: AccountsConfig(), ClientUser: string(Admin), ClientPassword: creds.Password(Admin.User()),
 		MaxMemory: 256 << 20, MaxStore: 1 << 30, Logger: coretest.Quiet})
 	if err != nil {
 		t.Fatal(err)
@@ -215,13 +218,13 @@ func secureNode(t *testing.T) (*core.Node, Credentials) {
 func TestProducerReplyCannotWriteStreams(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	n, creds := secureNode(t)
+	n, creds := secureNode(t, "local")
 	names := streams.Names{Region: "local"}
-	admin := connect(t, n, Admin, creds[Admin], nil)
+	admin := connect(t, n, Admin.User(), creds, nil)
 	if err := streams.Provision(ctx, admin, streams.Config{Names: names, Partitions: 2, Memory: true, Peers: []string{"other"}}.Own()); err != nil {
 		t.Fatal(err)
 	}
-	prod := connect(t, n, Producer, creds[Producer], nil)
+	prod := connect(t, n, Producer.User(), creds, nil)
 	targets := []string{names.Claims(0), names.Claims(1), names.DLQ(0), names.Output(0)}
 	for i, reply := range targets {
 		id := fmt.Sprintf("attack-%d", i)
@@ -256,15 +259,15 @@ func TestProducerReplyCannotWriteStreams(t *testing.T) {
 	}
 }
 
-func connect(t *testing.T, n *core.Node, r Role, pw string, onErr nats.ErrHandler) jetstream.JetStream {
+func connect(t *testing.T, n *core.Node, u User, creds Credentials, onErr nats.ErrHandler) jetstream.JetStream {
 	t.Helper()
-	opts := ClientOptions(r, pw)
+	opts := ClientOptions(u, creds.Password(u))
 	if onErr != nil {
 		opts = append(opts, nats.ErrorHandler(onErr))
 	}
 	nc, err := nats.Connect(n.ClientURL(), opts...)
 	if err != nil {
-		t.Fatalf("%s connect: %v", r, err)
+		t.Fatalf("%s connect: %v", u, err)
 	}
 	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
@@ -279,12 +282,176 @@ func TestLoadNeedsEveryRole(t *testing.T) {
 	if _, err := Load(dir); err == nil {
 		t.Fatal("Load of an empty dir succeeded")
 	}
-	c, err := Generate(dir)
-	if err != nil || len(c) != len(Roles()) || c[Producer] == c[Edge] {
+	c, err := Generate(dir, "us-east", "eu-west")
+	if err != nil || len(c) != len(Roles())+2 || c.Password(EdgeUser("us-east")) == c.Password(EdgeUser("eu-west")) {
 		t.Fatalf("Generate: %v %v", c, err)
 	}
 	again, err := Generate(dir) // keeps existing passwords
-	if err != nil || again[Admin] != c[Admin] {
+	if err != nil || again.Password(Admin.User()) != c.Password(Admin.User()) || len(again) != len(c) {
 		t.Fatalf("Generate changed existing passwords: %v", err)
+	}
+	// The shared edge user of earlier releases is refused, by name.
+	if err := os.WriteFile(filepath.Join(dir, "edge.password"), []byte("x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(dir); !errors.Is(err, ErrUnknownUser) || !strings.Contains(err.Error(), "edge-<region>") {
+		t.Fatalf("Load with edge.password: %v, want the per-region edge user named", err)
+	}
+}
+
+func TestParseUser(t *testing.T) {
+	for name, want := range map[string]User{
+		"producer": Producer.User(), "admin": Admin.User(), "sys": System.User(), "core": Core.User(),
+		"edge-us-east": EdgeUser("us-east"), "edge-local": EdgeUser(""),
+	} {
+		if got, err := ParseUser(name); err != nil || got != want || got.Name() != name {
+			t.Errorf("ParseUser(%q) = %v, %v; want %v", name, got, err, want)
+		}
+	}
+	for _, name := range []string{"", "edge", "edge-", "edge-a.b", "edge-*", "edge->", "admin-x", "producer-", "root", "core-eu"} {
+		if u, err := ParseUser(name); err == nil {
+			t.Errorf("ParseUser(%q) = %v, want an error", name, u)
+		}
+	}
+}
+
+// TestEdgeConfinedToItsRegion is issue 11's finding 2: one edge credential
+// for every edge of every region let a probe append a valid claim to
+// another region's claim log (silent loss there), pause and delete its
+// consumers and step its leaders down. An edge user now names its region:
+// on its own region's streams it does its job; on another region's it can
+// do nothing; and another region's edge password does not even connect.
+func TestEdgeConfinedToItsRegion(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	n, creds := secureNode(t, "us-east")
+	east, west := streams.Names{Region: "us-east"}, streams.Names{Region: "eu-west"}
+	admin := connect(t, n, Admin.User(), creds, nil)
+	cfgs := []streams.Config{
+		{Names: east, Partitions: 2, Memory: true, Peers: []string{"eu-west"}},
+		{Names: west, Partitions: 2, Memory: true, Peers: []string{"us-east"}},
+	}
+	for _, c := range append([]streams.Config{cfgs[0].Own(), cfgs[1].Own()}, cfgs...) {
+		if err := streams.Provision(ctx, admin, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := producer.New(connect(t, n, Producer.User(), creds, nil), "eu-west").Publish(ctx, "order-0", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.CreateOrUpdateConsumer(ctx, west.IngestStream(), jetstream.ConsumerConfig{Durable: "p0-t1", AckPolicy: jetstream.AckAllPolicy}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Another region's edge user is not a user of this region's cores.
+	wu := EdgeUser("eu-west")
+	if nc, err := nats.Connect(n.ClientURL(), ClientOptions(wu, creds.Password(wu))...); err == nil {
+		nc.Close()
+		t.Fatal("eu-west's edge password connected to a us-east core")
+	}
+
+	edge := connect(t, n, EdgeUser("us-east"), creds, nil)
+	short := func() context.Context {
+		c, cancel := context.WithTimeout(ctx, 2*time.Second)
+		t.Cleanup(cancel)
+		return c
+	}
+	// Its own region: everything an edge does.
+	log, err := claimlog.Open(ctx, edge, east)
+	if err != nil {
+		t.Fatalf("edge opens its claim log: %v", err)
+	}
+	if _, err := log.Append(ctx, 0, 0, dedupe.Record{Kind: dedupe.KindClaim, Writer: "e", Time: time.Now(), IDs: []event.Hash{event.HashID("order-1")}}); err != nil {
+		t.Fatalf("edge claim append: %v", err)
+	}
+	if _, err := producer.New(connect(t, n, Producer.User(), creds, nil), "us-east").Publish(ctx, "order-1", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := edge.CreateOrUpdateConsumer(ctx, east.IngestStream(), jetstream.ConsumerConfig{Name: "p0-t9", AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: east.Prefix() + ".part.>"})
+	if err != nil {
+		t.Fatalf("edge creates a consumer in its region: %v", err)
+	}
+	msgs, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for m := range msgs.Messages() {
+		got++
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatalf("edge acks in its region: %v", err)
+		}
+	}
+	if got != 1 {
+		t.Fatalf("edge fetched %d events in its region, want 1 (%v)", got, msgs.Error())
+	}
+	for _, subj := range []string{east.DLQ(0), east.Output(0), east.Conflict("00ff", "eu-west")} {
+		if _, err := edge.Publish(short(), subj, []byte("x")); err != nil {
+			t.Errorf("edge publishes %s: %v", subj, err)
+		}
+	}
+	if err := edge.DeleteConsumer(short(), east.IngestStream(), "p0-t9"); err != nil {
+		t.Errorf("edge deletes its region's consumer: %v", err)
+	}
+
+	// Another region: nothing. The attack of the finding first: a valid
+	// claim record appended to eu-west's claim log.
+	rec, err := dedupe.Record{Kind: dedupe.KindClaim, Writer: "probe", Time: time.Now(), IDs: []event.Hash{event.HashID("order-0")}}.Append(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := edge.Publish(short(), west.Claims(0), rec); err == nil {
+		t.Error("a us-east edge appended a claim to eu-west's claim log")
+	}
+	if _, err := claimlog.Open(short(), edge, west); err == nil {
+		t.Error("a us-east edge opened eu-west's claim log")
+	}
+	for _, s := range []string{west.IngestStream(), west.ClaimStream(), west.XClaimStream()} {
+		if _, err := edge.Stream(short(), s); err == nil {
+			t.Errorf("a us-east edge read %s's info", s)
+		}
+		if _, err := edge.CreateOrUpdateConsumer(short(), s, jetstream.ConsumerConfig{Name: "probe", AckPolicy: jetstream.AckNonePolicy}); err == nil {
+			t.Errorf("a us-east edge created a consumer on %s", s)
+		}
+	}
+	if err := edge.DeleteConsumer(short(), west.IngestStream(), "p0-t1"); err == nil {
+		t.Error("a us-east edge deleted eu-west's consumer")
+	}
+	if _, err := edge.PauseConsumer(short(), west.IngestStream(), "p0-t1", time.Now().Add(time.Hour)); err == nil {
+		t.Error("a us-east edge paused eu-west's consumer")
+	}
+	for _, subj := range []string{west.DLQ(0), west.Output(0), west.Conflict("00ff", "us-east"), west.Ingest("forged")} {
+		if _, err := edge.Publish(short(), subj, []byte("x")); err == nil {
+			t.Errorf("a us-east edge published to %s", subj)
+		}
+	}
+	for _, subj := range []string{
+		"$JS.API.STREAM.LEADER.STEPDOWN." + west.ClaimStream(),
+		"$JS.API.STREAM.LEADER.STEPDOWN." + east.ClaimStream(),
+		"$JS.API.STREAM.RESTORE." + west.ClaimStream(),
+		"$JS.API.STREAM.MSG.GET." + west.ClaimStream(),
+		"$JS.API.DIRECT.GET." + west.ClaimStream() + "." + west.Claims(0),
+		"$JS.API.CONSUMER.MSG.NEXT." + west.IngestStream() + ".p0-t1",
+		"$JS.API.INFO",
+	} {
+		if m, err := edge.Conn().Request(subj, []byte("{}"), time.Second); err == nil {
+			t.Errorf("a us-east edge called %s: %s", subj, m.Data)
+		}
+	}
+
+	// What the probes did not do: eu-west is as the admin left it.
+	ws, err := admin.Stream(ctx, west.ClaimStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ws.CachedInfo().State.Msgs; got != 0 {
+		t.Errorf("eu-west's claim log holds %d records", got)
+	}
+	c, err := admin.Consumer(ctx, west.IngestStream(), "p0-t1")
+	if err != nil {
+		t.Fatalf("eu-west's consumer: %v", err)
+	}
+	if c.CachedInfo().Paused {
+		t.Error("eu-west's consumer is paused")
 	}
 }

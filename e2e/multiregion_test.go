@@ -41,7 +41,7 @@ import (
 func TestMultiRegionProcesses(t *testing.T) {
 	dir := t.TempDir()
 	regions := []string{"us-east", "eu-west", "ap-south"}
-	creds, err := auth.Generate(filepath.Join(dir, "credentials"))
+	creds, err := auth.Generate(filepath.Join(dir, "credentials"), regions...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,11 @@ func TestMultiRegionProcesses(t *testing.T) {
 	url := func(r string) string { return fmt.Sprintf("nats://127.0.0.1:%d", client[r]) }
 	// dial connects to region r's core as role, over TLS.
 	dial := func(r string, role auth.Role) (*nats.Conn, jetstream.JetStream, error) {
-		nc, err := nats.Connect(url(r), append(auth.ClientOptions(role, creds[role]), nats.RootCAs(certs.CA),
+		u := role.User()
+		if role == auth.Edge {
+			u = auth.EdgeUser(r)
+		}
+		nc, err := nats.Connect(url(r), append(auth.ClientOptions(u, creds.Password(u)), nats.RootCAs(certs.CA),
 			nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))...)
 		if err != nil {
 			return nil, nil, err
@@ -143,7 +147,7 @@ func TestMultiRegionProcesses(t *testing.T) {
 			}
 		}
 		start(r+"-edge", bins.edge, "-nats", url(r), "-region", r, "-name", r+"-edge", "-peers", strings.Join(peers, ","),
-			"-nats-user", "edge", "-nats-password-file", filepath.Join(dir, "credentials", "edge.password"), "-tls-ca", certs.CA,
+			"-nats-user", auth.EdgeUser(r).Name(), "-nats-password-file", filepath.Join(dir, "credentials", auth.EdgeUser(r).Name()+".password"), "-tls-ca", certs.CA,
 			"-window", "1h", "-sink", "ledger", "-ledger", filepath.Join(dir, r+".ledger.jsonl"), "-admin", "", "-log-level", "warn")
 	}
 

@@ -93,7 +93,7 @@ func Start(ctx context.Context, top topology.Topology, o Options) (*Cluster, err
 	}
 	c := &Cluster{top: top, opt: o, nodes: map[string][]*core.Node{}, cfg: map[string][]core.Options{}, links: map[[2]string]*wan.Link{}}
 	if !o.Insecure {
-		creds, err := auth.Generate(filepath.Join(o.DataDir, "credentials"))
+		creds, err := auth.Generate(filepath.Join(o.DataDir, "credentials"), top.RegionNames()...)
 		if err != nil {
 			return nil, fmt.Errorf("supercluster: %w", err)
 		}
@@ -171,12 +171,12 @@ func Start(ctx context.Context, top topology.Topology, o Options) (*Cluster, err
 			MaxMemory: o.MaxMemory, MaxStore: o.MaxStore, Logger: o.Logger,
 		}
 		if c.creds != nil {
-			users, err := auth.Users(c.creds)
+			users, err := auth.Users(c.creds, pl.region)
 			if err != nil {
 				return nil, fmt.Errorf("supercluster: %w", err)
 			}
-			co.Users, co.SystemAccount, co.Accounts, co.ClientUser, co.ClientPassword = users, auth.SystemAccount, auth.AccountsConfig(), string(auth.Admin), c.creds[auth.Admin]
-			co.PeerPassword = c.creds[auth.Core]
+			co.Users, co.SystemAccount, co.Accounts, co.ClientUser, co.ClientPassword = users, auth.SystemAccount, auth.AccountsConfig(), string(auth.Admin), c.creds.Password(auth.Admin.User())
+			co.PeerPassword = c.creds.Password(auth.Core.User())
 			co.TLS = core.TLSFiles{CertFile: c.tls.Cert, KeyFile: c.tls.Key, CAFile: c.tls.CA}
 		}
 		if len(r.Cores) > 1 || multi {
@@ -335,12 +335,23 @@ func (c *Cluster) Connect(region string, opts ...nats.Option) (*nats.Conn, jetst
 	return c.ConnectAs(region, auth.Admin, opts...)
 }
 
-// ConnectAs is Connect with role's credentials: what a producer or an edge
-// may do is then limited by its permissions.
+// ConnectAs is Connect with role's credentials (an edge's are its
+// region's, auth.EdgeUser): what a producer or an edge may do is then
+// limited by its permissions.
 func (c *Cluster) ConnectAs(region string, role auth.Role, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
-	base := []nats.Option{nats.Name("onceplane-" + region + "-" + string(role)), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
+	u := role.User()
+	if role == auth.Edge {
+		u = auth.EdgeUser(region)
+	}
+	return c.ConnectUser(region, u, opts...)
+}
+
+// ConnectUser is Connect as user u (with TLS), whatever its scope: tests
+// use it to prove what one region's credentials cannot do in another.
+func (c *Cluster) ConnectUser(region string, u auth.User, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
+	base := []nats.Option{nats.Name("onceplane-" + region + "-" + u.Name()), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
 	if c.creds != nil {
-		base = append(append(base, auth.ClientOptions(role, c.creds[role])...), nats.RootCAs(c.tls.CA))
+		base = append(append(base, auth.ClientOptions(u, c.creds.Password(u))...), nats.RootCAs(c.tls.CA))
 	}
 	nc, err := nats.Connect(c.ClientURL(region), append(base, opts...)...)
 	if err != nil {

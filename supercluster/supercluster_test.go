@@ -52,7 +52,7 @@ func TestClaimsReplicateOverTheWAN(t *testing.T) {
 		nc.Close()
 		t.Fatal("an unauthenticated client connected to the simulation's core")
 	}
-	if nc, err := nats.Connect(c.ClientURL("us-east"), nats.UserInfo(string(auth.Admin), c.creds[auth.Admin])); err == nil {
+	if nc, err := nats.Connect(c.ClientURL("us-east"), nats.UserInfo(string(auth.Admin), c.creds.Password(auth.Admin.User()))); err == nil {
 		nc.Close()
 		t.Fatal("a client that does not trust the deployment's CA connected (TLS must be required)")
 	}

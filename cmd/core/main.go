@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -77,7 +78,7 @@ func main() {
 	flag.StringVar(&o.TLS.CAFile, "tls-ca", "", "PEM CA that signed the core nodes' certificates (routes and gateways verify peers with it)")
 	flag.StringVar(&devCerts, "generate-dev-certs", "", "write a development CA, certificate and key into this directory and exit")
 	flag.StringVar(&devHosts, "dev-cert-hosts", "", "comma-separated host names or IPs the development certificate is valid for (localhost and 127.0.0.1 always)")
-	flag.StringVar(&credDir, "credentials", "", "directory of <role>.password files (producer, edge, admin, sys, core): turns on authentication with per-role permissions, the system account and authenticated routes and gateways (package auth)")
+	flag.StringVar(&credDir, "credentials", "", "directory of <user>.password files (producer, admin, sys, core, and edge-<region> for this region's edges): turns on authentication with per-role permissions, the system account and authenticated routes and gateways (package auth)")
 	flag.BoolVar(&genCreds, "generate-credentials", false, "create missing password files in -credentials first (development)")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	insecure := cli.InsecureFlag(flag.CommandLine)
@@ -129,18 +130,21 @@ func main() {
 	if credDir != "" {
 		load := auth.Load
 		if genCreds {
-			load = auth.Generate
+			load = func(dir string) (auth.Credentials, error) { return auth.Generate(dir, o.Region) }
 		}
 		creds, err := load(credDir)
 		if err != nil {
 			cli.Fatal(log, "credentials", err)
 		}
-		users, err := auth.Users(creds)
+		if creds.Password(auth.EdgeUser(o.Region)) == "" {
+			log.Warn("no edge user for this region: its edges cannot connect", "want", filepath.Join(credDir, auth.EdgeUser(o.Region).Name()+".password"))
+		}
+		users, err := auth.Users(creds, o.Region)
 		if err != nil {
 			cli.Fatal(log, "credentials", err)
 		}
-		o.Users, o.SystemAccount, o.Accounts, o.ClientUser, o.ClientPassword = users, auth.SystemAccount, auth.AccountsConfig(), string(auth.Admin), creds[auth.Admin]
-		o.PeerPassword = creds[auth.Core]
+		o.Users, o.SystemAccount, o.Accounts, o.ClientUser, o.ClientPassword = users, auth.SystemAccount, auth.AccountsConfig(), string(auth.Admin), creds.Password(auth.Admin.User())
+		o.PeerPassword = creds.Password(auth.Core.User())
 	}
 	refuseExposed(log, o, *insecure)
 	ctx, stop := cli.SignalContext()

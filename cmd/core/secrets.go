@@ -13,36 +13,43 @@ import (
 
 	"github.com/onceplane/onceplane/auth"
 	"github.com/onceplane/onceplane/devcert"
+	"github.com/onceplane/onceplane/topology"
 )
 
 // secrets runs "core secrets": it writes every secret a deployment needs
 // into one directory, keeping what is already there, and exits:
 //
-//	credentials/<role>.password   NATS passwords per role (package auth)
+//	credentials/<user>.password   NATS passwords per user (package auth):
+//	                              producer, admin, sys, core, edge-<region>
 //	tls/{ca,cert,key}.pem         development CA and certificate (package devcert)
-//	gossip.key                    hex gossip encryption key (32 bytes)
-//	admin.token                   bearer token of the edges' admin endpoints
+//	gossip-<region>.key           hex gossip encryption key of region's edges (32 bytes)
+//	admin-<region>.token          bearer token of region's edges' admin endpoints
 //
 // Run again, it changes nothing; delete a file to rotate it.
 //
 // -edge-dir and -producer-dir receive copies of only what that role needs,
-// in the same layout, so each service mounts only its own secrets:
+// so each service mounts only its own secrets; the edges' copies are per
+// region (-edge-dir/<region>), so a region's edges hold nothing that works
+// in another region:
 //
-//	edge:      credentials/edge.password, tls/ca.pem, gossip.key, admin.token
+//	edge:      <region>/credentials/edge-<region>.password, <region>/tls/ca.pem,
+//	           <region>/gossip.key, <region>/admin.token
 //	producer:  credentials/producer.password, tls/ca.pem
 func secrets(args []string) error {
 	fl := flag.NewFlagSet("secrets", flag.ContinueOnError)
 	dir := fl.String("dir", "secrets", "directory to write the secrets into")
-	edgeDir := fl.String("edge-dir", "", "also copy the edges' secrets here")
+	regionList := fl.String("regions", strings.Join(topology.Default().RegionNames(), ","), "comma-separated regions: an edge user, gossip key and admin token each")
+	edgeDir := fl.String("edge-dir", "", "also copy each region's edge secrets into <edge-dir>/<region>")
 	producerDir := fl.String("producer-dir", "", "also copy the producers' secrets here")
 	hosts := fl.String("hosts", "", "comma-separated host names or IPs the development certificate is valid for (localhost and 127.0.0.1 always)")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
+	regions := strings.Split(*regionList, ",")
 	if err := os.MkdirAll(*dir, 0o700); err != nil {
 		return fmt.Errorf("secrets dir: %w", err)
 	}
-	if _, err := auth.Generate(filepath.Join(*dir, "credentials")); err != nil {
+	if _, err := auth.Generate(filepath.Join(*dir, "credentials"), regions...); err != nil {
 		return fmt.Errorf("credentials: %w", err)
 	}
 	tlsDir := filepath.Join(*dir, "tls")
@@ -55,41 +62,56 @@ func secrets(args []string) error {
 			return fmt.Errorf("dev certs: %w", err)
 		}
 	}
-	for _, f := range []struct {
-		name  string
-		bytes int
-	}{{"gossip.key", 32}, {"admin.token", 24}} {
-		path := filepath.Join(*dir, f.name)
-		if _, err := os.Stat(path); err == nil {
-			continue
-		}
-		b := make([]byte, f.bytes)
-		if _, err := rand.Read(b); err != nil {
-			return err
-		}
-		if err := os.WriteFile(path, []byte(hex.EncodeToString(b)+"\n"), 0o600); err != nil {
-			return fmt.Errorf("%s: %w", f.name, err)
-		}
-	}
-	for _, c := range []struct {
-		dir   string
-		files []string
-	}{
-		{*edgeDir, []string{"credentials/edge.password", "tls/ca.pem", "gossip.key", "admin.token"}},
-		{*producerDir, []string{"credentials/producer.password", "tls/ca.pem"}},
-	} {
-		if c.dir == "" {
-			continue
-		}
-		for _, f := range c.files {
-			if err := copySecret(filepath.Join(*dir, f), filepath.Join(c.dir, f)); err != nil {
+	for _, r := range regions {
+		for _, f := range []struct {
+			name  string
+			bytes int
+		}{{gossipKeyFile(r), 32}, {adminTokenFile(r), 24}} {
+			path := filepath.Join(*dir, f.name)
+			if _, err := os.Stat(path); err == nil {
+				continue
+			}
+			b := make([]byte, f.bytes)
+			if _, err := rand.Read(b); err != nil {
 				return err
+			}
+			if err := os.WriteFile(path, []byte(hex.EncodeToString(b)+"\n"), 0o600); err != nil {
+				return fmt.Errorf("%s: %w", f.name, err)
 			}
 		}
 	}
-	fmt.Printf("secrets in %s: credentials/, tls/, gossip.key, admin.token\n", *dir)
+	type copy struct{ from, to string }
+	var copies []copy
+	if *edgeDir != "" {
+		for _, r := range regions {
+			pw := filepath.Join("credentials", auth.EdgeUser(r).Name()+".password")
+			out := filepath.Join(*edgeDir, r)
+			copies = append(copies,
+				copy{pw, filepath.Join(out, pw)},
+				copy{"tls/ca.pem", filepath.Join(out, "tls/ca.pem")},
+				copy{gossipKeyFile(r), filepath.Join(out, "gossip.key")},
+				copy{adminTokenFile(r), filepath.Join(out, "admin.token")})
+		}
+	}
+	if *producerDir != "" {
+		for _, f := range []string{"credentials/producer.password", "tls/ca.pem"} {
+			copies = append(copies, copy{f, filepath.Join(*producerDir, f)})
+		}
+	}
+	for _, c := range copies {
+		if err := copySecret(filepath.Join(*dir, c.from), c.to); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("secrets in %s: credentials/, tls/, gossip-<region>.key, admin-<region>.token for %s\n", *dir, strings.Join(regions, ", "))
 	return nil
 }
+
+// gossipKeyFile is the name of region's gossip key in a secrets directory.
+func gossipKeyFile(region string) string { return "gossip-" + region + ".key" }
+
+// adminTokenFile is the name of region's admin token in a secrets directory.
+func adminTokenFile(region string) string { return "admin-" + region + ".token" }
 
 // copySecret copies src to dst (creating its directory), keeping src's mode.
 func copySecret(src, dst string) error {

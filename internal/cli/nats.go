@@ -22,7 +22,7 @@ type NATSFlags struct {
 
 // Register adds -nats-user, -nats-password-file and -tls-ca to fs.
 func (f *NATSFlags) Register(fs *flag.FlagSet, role string) {
-	fs.StringVar(&f.User, "nats-user", "", fmt.Sprintf("NATS user (the %s role: %q); its password from -nats-password-file or ONCEPLANE_NATS_PASSWORD", role, role))
+	fs.StringVar(&f.User, "nats-user", "", fmt.Sprintf("NATS user (the %s role: %q; an edge's is its region's, edge-<region>); its password from -nats-password-file or ONCEPLANE_NATS_PASSWORD", role, role))
 	fs.StringVar(&f.PasswordFile, "nats-password-file", "", "file holding the NATS password")
 	fs.StringVar(&f.CA, "tls-ca", "", "PEM CA of the core nodes' certificates: connect with TLS")
 }
@@ -36,9 +36,13 @@ func (f NATSFlags) Options(name string) ([]nats.Option, error) {
 		if err != nil {
 			return nil, fmt.Errorf("nats password: %w", err)
 		}
-		// The user name is the role (package auth), which fixes the
-		// inbox prefix its permissions allow.
-		opts = append(opts, auth.ClientOptions(auth.Role(f.User), pw)...)
+		// The user name fixes the inbox prefix its permissions allow
+		// (package auth).
+		u, err := auth.ParseUser(f.User)
+		if err != nil {
+			return nil, fmt.Errorf("-nats-user: %w", err)
+		}
+		opts = append(opts, auth.ClientOptions(u, pw)...)
 	}
 	if f.CA != "" {
 		opts = append(opts, nats.RootCAs(f.CA))

@@ -92,6 +92,16 @@ func (n Names) XClaimStream() string   { return "onceplane-" + n.region() + "-xc
 func (n Names) ConflictStream() string { return "onceplane-" + n.region() + "-conflicts" }
 func (n Names) HomeStream() string     { return "onceplane-" + n.region() + "-home" }
 
+// Streams lists every stream a region may have, whether or not its mode
+// provisions it.
+func (n Names) Streams() []string {
+	return []string{n.IngestStream(), n.ClaimStream(), n.DLQStream(), n.OutputStream(), n.XClaimStream(), n.ConflictStream(), n.HomeStream()}
+}
+
+// Prefix is the first two tokens of every subject of the region
+// (onceplane.<region>).
+func (n Names) Prefix() string { return n.prefix() }
+
 // Consumer is the durable consumer name of partition p.
 func (n Names) Consumer(p int) string { return "part-" + strconv.Itoa(p) }
 
