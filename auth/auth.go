@@ -81,7 +81,6 @@ func AccountsConfig() string {
 }`, AppAccount, IngestSubjects, ProducerAccount, AppAccount, IngestSubjects)
 }
 
-
 // Roles lists the roles that have a user of their own, unscoped: every
 // deployment has one of each (Edge users are per region, EdgeUser).
 func Roles() []Role { return []Role{Producer, Admin, System, Core} }
