@@ -593,10 +593,17 @@ func (c *Consumer) consumeUntilGap(ctx context.Context, pt *part, cons jetstream
 			if time.Since(lastCheck) >= consumerCheckEvery {
 				lastCheck = time.Now()
 				ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
-				_, err := cons.Info(ictx)
+				info, err := cons.Info(ictx)
 				cancel()
 				if errors.Is(err, jetstream.ErrConsumerNotFound) {
 					return fmt.Errorf("p%d: %w: %w", p, errConsumerGone, err)
+				}
+				// A paused consumer delivers nothing while its pending
+				// grows: the partition is as good as stuck, and says so
+				// (readiness, after StuckAfter) until it is resumed.
+				// Edges may not pause consumers; an operator can.
+				if err == nil {
+					c.notePaused(p, info)
 				}
 			}
 			idle.Reset(c.o.IdleFlush)
@@ -637,8 +644,27 @@ func (c *Consumer) consumeUntilGap(ctx context.Context, pt *part, cons jetstream
 	}
 }
 
+// notePaused marks p stuck while its consumer is paused, and idle again
+// once it is not.
+func (c *Consumer) notePaused(p int, info *jetstream.ConsumerInfo) {
+	c.mu.Lock()
+	s, marked := c.steps[p]
+	marked = marked && strings.HasPrefix(s.what, pausedStep)
+	c.mu.Unlock()
+	switch {
+	case info.Paused && !marked:
+		c.o.Logger.Warn("consumer paused: partition stopped until it is resumed", "partition", p, "consumer", info.Name, "until", info.Config.PauseUntil, "pending", info.NumPending)
+		c.busy(p, fmt.Sprintf("%s (consumer %s paused until %v, %d pending)", pausedStep, info.Name, info.Config.PauseUntil, info.NumPending))
+	case !info.Paused && marked:
+		c.o.Logger.Info("consumer resumed", "partition", p, "consumer", info.Name)
+		c.idle(p)
+	}
+}
+
+const pausedStep = "waiting on a paused consumer"
+
 // consumerCheckEvery is how often an idle partition checks that its
-// consumer still exists.
+// consumer still exists and is not paused.
 const consumerCheckEvery = 2 * time.Second
 
 // flushDone writes a done record when the partition is idle and the log lags.

@@ -533,3 +533,42 @@ func TestStartsBeforeItsCore(t *testing.T) {
 	}
 	coretest.Eventually(t, 30*time.Second, "partitions owned once the core is up", func() bool { return len(c.Owned()) == 2 })
 }
+
+// TestPausedConsumerFailsReadiness is issue 11's finding 2, last part: a
+// probe paused an edge's consumer and the edge did not notice while its
+// pending grew. Edges can no longer pause consumers, but an operator can:
+// the partition now reports itself stuck until the consumer is resumed.
+func TestPausedConsumerFailsReadiness(t *testing.T) {
+	r := newRegion(t, streams.Config{Partitions: 1, IngestDuplicates: -1})
+	c := r.startEdge(t, edge.Options{Name: "edge-p", StuckAfter: time.Second, IdleFlush: 100 * time.Millisecond}, filepath.Join(t.TempDir(), "l.jsonl"))
+	coretest.Eventually(t, 10*time.Second, "owned", func() bool { return c.Ready() == nil })
+	ctx := context.Background()
+	var name string
+	coretest.Eventually(t, 10*time.Second, "the partition's consumer", func() bool {
+		s, err := r.js.Stream(ctx, r.cfg.IngestStream())
+		if err != nil {
+			return false
+		}
+		names := s.ConsumerNames(ctx)
+		for n := range names.Name() {
+			name = n
+		}
+		return name != ""
+	})
+	if _, err := r.js.PauseConsumer(ctx, r.cfg.IngestStream(), name, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.js.Publish(ctx, r.cfg.Ingest("held"), nil, jetstream.WithMsgID("held")); err != nil {
+		t.Fatal(err)
+	}
+	coretest.Eventually(t, 15*time.Second, "readiness to report the paused consumer", func() bool {
+		err := c.Ready()
+		return err != nil && strings.Contains(err.Error(), "paused")
+	})
+	if _, err := r.js.ResumeConsumer(ctx, r.cfg.IngestStream(), name); err != nil {
+		t.Fatal(err)
+	}
+	coretest.Eventually(t, 15*time.Second, "the event handled and the partition ready", func() bool {
+		return c.Stats().Done == 1 && c.Ready() == nil
+	})
+}
