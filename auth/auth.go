@@ -2,9 +2,11 @@
 // servers: one user per role, each with subject permissions, and the
 // passwords kept in files (never on a command line).
 //
-//	producer  may publish events to ingest subjects (onceplane.*.in.>) and
-//	          receive its publish acks; nothing else: it cannot read claim
-//	          logs, call the JetStream API, or delete anything
+//	producer  the default tenant's producers (producer-<t>: tenant t's):
+//	          may publish events to its tenant's ingest subjects
+//	          (onceplane.*.in.<tenant>.*) and receive its publish acks on
+//	          its own inbox prefix; nothing else: it cannot read claim logs,
+//	          call the JetStream API, or delete anything
 //	edge-<r>  the edges of region r: may consume r's streams, append to
 //	          r's claim log, publish r's outputs, dead letters and
 //	          conflicts; nothing of another region, and none of the
@@ -32,6 +34,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/jetstream/streams"
 )
 
@@ -74,23 +77,49 @@ const IngestSubjects = "onceplane.*.in.>"
 // AccountsConfig is the NATS configuration of the accounts Users puts the
 // roles in (core.Options.Accounts): AppAccount with JetStream, exporting
 // the ingest subjects as a service, and ProducerAccount importing them.
+// Both map the ingest subjects of before tenants to the default tenant's
+// (streams.LegacyIngestMapping), before permissions are checked.
 func AccountsConfig() string {
+	src, dest := streams.LegacyIngestMapping()
 	return fmt.Sprintf(`accounts {
-  %s: { jetstream: enabled, exports: [ { service: %q } ] }
-  %s: { imports: [ { service: { account: %s, subject: %q } } ] }
-}`, AppAccount, IngestSubjects, ProducerAccount, AppAccount, IngestSubjects)
+  %s: { jetstream: enabled, exports: [ { service: %q } ], mappings: { %q: %q } }
+  %s: { imports: [ { service: { account: %s, subject: %q } } ], mappings: { %q: %q } }
+}`, AppAccount, IngestSubjects, src, dest, ProducerAccount, AppAccount, IngestSubjects, src, dest)
 }
 
 // Roles lists the roles that have a user of their own, unscoped: every
-// deployment has one of each (Edge users are per region, EdgeUser).
+// deployment has one of each (Edge users are per region, EdgeUser; the
+// unscoped producer is the default tenant's, and other tenants have their
+// own, ProducerUser).
 func Roles() []Role { return []Role{Producer, Admin, System, Core} }
 
 // User is one NATS user: a role and, for an edge, the region it is
-// confined to. Its name is the role, or role-scope ("edge-us-east").
+// confined to, for a producer its tenant. Its name is the role, or
+// role-scope ("edge-us-east", "producer-acme").
 type User struct {
 	Role Role
-	// Scope is an edge user's region. Other roles have none.
+	// Scope is an edge user's region or a producer user's tenant (none:
+	// the default tenant). Other roles have none.
 	Scope string
+}
+
+// ProducerUser is the user of tenant's producers ("" or
+// event.DefaultTenant: the unscoped producer user). It may publish only
+// under its tenant's ingest subjects, so its events live in its tenant's
+// ID space: no other tenant can claim its IDs first.
+func ProducerUser(tenant string) User {
+	if tenant == event.DefaultTenant {
+		tenant = ""
+	}
+	return User{Role: Producer, Scope: tenant}
+}
+
+// Tenant is a producer user's tenant.
+func (u User) Tenant() string {
+	if u.Scope == "" {
+		return event.DefaultTenant
+	}
+	return u.Scope
 }
 
 // EdgeUser is the user of region's edges ("" means "local", as in
@@ -132,6 +161,10 @@ func ParseUser(name string) (User, error) {
 		return u, nil
 	case u.Role == Edge && scope == "":
 		return User{}, fmt.Errorf("%w %q: an edge user names its region (edge-<region>)", ErrUnknownUser, name)
+	case u.Role == Producer && scope == event.DefaultTenant:
+		return User{}, fmt.Errorf("%w %q: the default tenant's producer is %q", ErrUnknownUser, name, Producer)
+	case u.Role == Producer && scoped:
+		return u, nil
 	case slices.Contains(Roles(), u.Role) && scope == "":
 		return u, nil
 	}
@@ -162,8 +195,11 @@ func (c Credentials) Password(u User) string { return c[u.Name()] }
 func Permissions(u User) *server.Permissions {
 	switch u.Role {
 	case Producer:
+		// Its tenant's ingest subjects only. The legacy subjects of
+		// before tenants are mapped to the default tenant's before this
+		// check, so the default producer needs no more.
 		return &server.Permissions{
-			Publish:   &server.SubjectPermission{Allow: []string{IngestSubjects}},
+			Publish:   &server.SubjectPermission{Allow: []string{"onceplane.*.in." + u.Tenant() + ".*"}},
 			Subscribe: &server.SubjectPermission{Allow: []string{InboxPrefix(u) + ".>"}},
 		}
 	case Edge:
@@ -295,10 +331,19 @@ func Load(dir string) (Credentials, error) {
 	return c, nil
 }
 
-// Generate writes a random password for each of Roles and the edges of
-// every region in regions that has none in dir (files 0600), and returns
-// all the credentials dir holds.
-func Generate(dir string, regions ...string) (Credentials, error) {
+// EdgeUsers returns the edge users of regions.
+func EdgeUsers(regions ...string) []User {
+	us := make([]User, len(regions))
+	for i, r := range regions {
+		us[i] = EdgeUser(r)
+	}
+	return us
+}
+
+// Generate writes a random password for each of Roles and each of extra
+// (edges of regions, tenants' producers) that has none in dir (files
+// 0600), and returns all the credentials dir holds.
+func Generate(dir string, extra ...User) (Credentials, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("credentials: %w", err)
 	}
@@ -306,10 +351,10 @@ func Generate(dir string, regions ...string) (Credentials, error) {
 	for _, r := range Roles() {
 		users = append(users, User{Role: r})
 	}
-	for _, r := range regions {
-		users = append(users, EdgeUser(r))
-	}
-	for _, u := range users {
+	for _, u := range append(users, extra...) {
+		if _, err := ParseUser(u.Name()); err != nil {
+			return nil, fmt.Errorf("credentials: %w", err)
+		}
 		p := filepath.Join(dir, u.Name()+passwordExt)
 		if _, err := os.Stat(p); err == nil {
 			continue

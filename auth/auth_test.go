@@ -2,8 +2,10 @@ package auth
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,11 +18,14 @@ import (
 
 	"github.com/onceplane/onceplane/core"
 	"github.com/onceplane/onceplane/dedupe"
+	"github.com/onceplane/onceplane/edge"
 	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/internal/coretest"
+	"github.com/onceplane/onceplane/internal/verify"
 	"github.com/onceplane/onceplane/jetstream/claimlog"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/producer"
+	"github.com/onceplane/onceplane/sink"
 )
 
 // TestRefusals proves each refusal on a core node with authentication on:
@@ -183,7 +188,7 @@ func TestRefusals(t *testing.T) {
 // with -credentials, and returns it with the credentials.
 func secureNode(t *testing.T, region string) (*core.Node, Credentials) {
 	t.Helper()
-	creds, err := Generate(t.TempDir(), "local", "us-east", "eu-west")
+	creds, err := Generate(t.TempDir(), append(EdgeUsers("local", "us-east", "eu-west"), ProducerUser("acme"), ProducerUser("beta"))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +234,7 @@ func TestProducerReplyCannotWriteStreams(t *testing.T) {
 	for i, reply := range targets {
 		id := fmt.Sprintf("attack-%d", i)
 		m := nats.NewMsg(names.Ingest(id))
-		m.Header.Set(event.HeaderID, id)
+		m.Header.Set(event.HeaderMsgID, id)
 		m.Reply = reply
 		if err := prod.Conn().PublishMsg(m); err != nil {
 			t.Fatal(err)
@@ -282,7 +287,7 @@ func TestLoadNeedsEveryRole(t *testing.T) {
 	if _, err := Load(dir); err == nil {
 		t.Fatal("Load of an empty dir succeeded")
 	}
-	c, err := Generate(dir, "us-east", "eu-west")
+	c, err := Generate(dir, EdgeUsers("us-east", "eu-west")...)
 	if err != nil || len(c) != len(Roles())+2 || c.Password(EdgeUser("us-east")) == c.Password(EdgeUser("eu-west")) {
 		t.Fatalf("Generate: %v %v", c, err)
 	}
@@ -303,12 +308,13 @@ func TestParseUser(t *testing.T) {
 	for name, want := range map[string]User{
 		"producer": Producer.User(), "admin": Admin.User(), "sys": System.User(), "core": Core.User(),
 		"edge-us-east": EdgeUser("us-east"), "edge-local": EdgeUser(""),
+		"producer-acme": ProducerUser("acme"),
 	} {
 		if got, err := ParseUser(name); err != nil || got != want || got.Name() != name {
 			t.Errorf("ParseUser(%q) = %v, %v; want %v", name, got, err, want)
 		}
 	}
-	for _, name := range []string{"", "edge", "edge-", "edge-a.b", "edge-*", "edge->", "admin-x", "producer-", "root", "core-eu"} {
+	for _, name := range []string{"", "edge", "edge-", "edge-a.b", "edge-*", "edge->", "admin-x", "producer-", "producer-default", "producer-a.b", "root", "core-eu"} {
 		if u, err := ParseUser(name); err == nil {
 			t.Errorf("ParseUser(%q) = %v, want an error", name, u)
 		}
@@ -453,5 +459,131 @@ func TestEdgeConfinedToItsRegion(t *testing.T) {
 	}
 	if c.CachedInfo().Paused {
 		t.Error("eu-west's consumer is paused")
+	}
+}
+
+// TestTenantsCannotSuppressEachOther is issue 11's finding 3: every
+// producer shared one ID space, so an attacker who published a guessable ID
+// first had the victim's event acknowledged and skipped. Each tenant's
+// producer may now publish only under its tenant's token, the edge reads the
+// tenant from the stored subject, and dedupe works on the key (tenant, ID):
+// the attacker's pre-claim, its pre-filled Nats-Msg-Id window and its
+// forged publishes to the victim's subjects leave the victim's event
+// handled once; within a tenant, dedupe still holds.
+func TestTenantsCannotSuppressEachOther(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	n, creds := secureNode(t, "local")
+	names := streams.Names{Region: "local"}
+	admin := connect(t, n, Admin.User(), creds, nil)
+	// The default 2-minute Nats-Msg-Id window: the attack on it is part of
+	// the test.
+	if err := streams.Provision(ctx, admin, streams.Config{Names: names, Partitions: 2, Memory: true}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var violations []string
+	onErr := func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		mu.Lock()
+		violations = append(violations, err.Error())
+		mu.Unlock()
+	}
+	attacker := connect(t, n, ProducerUser("acme"), creds, onErr)
+	victim := connect(t, n, ProducerUser("beta"), creds, nil)
+	const id = "order-86571"
+
+	// The attack, before the victim publishes: its own event with the
+	// victim's ID, the same ID in Nats-Msg-Id, the victim's tenant in a
+	// header, and publishes to the victim's and the default tenant's
+	// subjects (refused).
+	m := nats.NewMsg(names.IngestOf("acme", id))
+	m.Header.Set(event.HeaderID, id)
+	m.Header.Set(event.HeaderMsgID, id)
+	m.Header.Set(event.HeaderTenant, "beta")
+	m.Data = []byte("attacker")
+	if _, err := attacker.PublishMsg(ctx, m); err != nil {
+		t.Fatalf("the attacker's own tenant: %v", err)
+	}
+	for _, subj := range []string{names.IngestOf("beta", id), names.Ingest(id), names.LegacyIngest(id)} {
+		f := nats.NewMsg(subj)
+		f.Header.Set(event.HeaderID, id)
+		f.Data = []byte("forged")
+		sctx, scancel := context.WithTimeout(ctx, time.Second)
+		_, err := attacker.PublishMsg(sctx, f)
+		scancel()
+		if err == nil {
+			t.Errorf("tenant acme published to %s", subj)
+		}
+	}
+	// Nor does it read the others' acknowledgements.
+	for _, inbox := range []string{"_INBOX.producer-beta.>", "_INBOX.producer.>"} {
+		if sub, err := attacker.Conn().SubscribeSync(inbox); err == nil {
+			_ = attacker.Conn().Flush()
+			coretest.Eventually(t, 5*time.Second, "inbox subscription refused", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				for _, v := range violations {
+					if strings.Contains(v, "Subscription") && strings.Contains(v, inbox) {
+						return true
+					}
+				}
+				return false
+			})
+			_ = sub.Unsubscribe()
+		}
+	}
+
+	// The victims: tenant beta (twice: a retry) and the default tenant.
+	for i := 0; i < 2; i++ {
+		ack, err := producer.NewTenant(victim, "local", "beta").Publish(ctx, id, []byte("victim"))
+		if err != nil || ack.Duplicate {
+			t.Fatalf("tenant beta's publish: %+v %v (a Duplicate ack is the suppression)", ack, err)
+		}
+	}
+	if _, err := producer.New(connect(t, n, Producer.User(), creds, nil), "local").Publish(ctx, id, []byte("default")); err != nil {
+		t.Fatal(err)
+	}
+
+	ledger := filepath.Join(t.TempDir(), "ledger.jsonl")
+	l, err := sink.OpenLedger(ledger, "e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ejs := connect(t, n, EdgeUser("local"), creds, nil)
+	c := edge.New(ejs, sink.NewChain(l, &sink.NATS{JS: ejs, Names: names}), edge.Options{Name: "e", Region: "local", Logger: coretest.Quiet})
+	ectx, ecancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ectx) }()
+	defer func() { ecancel(); <-done }()
+	coretest.Eventually(t, 30*time.Second, "every event decided", func() bool {
+		st := c.Stats()
+		return st.Done+st.Duplicates >= 4
+	})
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(ledger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var ll sink.LedgerLine
+		if err := json.Unmarshal([]byte(line), &ll); err != nil {
+			t.Fatal(err)
+		}
+		runs[ll.ID]++
+	}
+	want := map[string]int{"acme." + id: 1, "beta." + id: 1, id: 1}
+	if !maps.Equal(runs, want) {
+		t.Fatalf("handler runs by key %v, want %v", runs, want)
+	}
+	outs, err := verify.OutputCounts(ctx, admin, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(outs, want) {
+		t.Fatalf("outputs by key %v, want %v", outs, want)
 	}
 }

@@ -116,7 +116,7 @@ func rawRun(ctx context.Context, b *testing.B, js jetstream.JetStream, names, ou
 				t0 := time.Now()
 				evs = evs[:0]
 				for _, m := range batch {
-					id := m.Headers().Get(event.HeaderID)
+					id := m.Headers().Get(event.HeaderMsgID)
 					evs = append(evs, event.Event{ID: id, Partition: p, Data: m.Data()})
 				}
 				for errs := s.Handle(ctx, evs); errs != nil; errs = s.Handle(ctx, evs) {

@@ -17,6 +17,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/onceplane/onceplane/jetstream/streams"
 )
 
 // PeerUser is the user core nodes authenticate as to each other's route
@@ -280,6 +282,14 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		return nil, fmt.Errorf("core %s: %w", o.Name, err)
 	}
 	srv.SetLoggerV2(&slogAdapter{l: o.Logger.With("core", o.Name)}, false, false, false)
+	if o.Accounts == "" {
+		// Without accounts, producers publish in the global account: map
+		// the ingest subjects of before tenants there (auth.AccountsConfig
+		// does it in the configured accounts).
+		if err := srv.GlobalAccount().AddMapping(streams.LegacyIngestMapping()); err != nil {
+			return nil, fmt.Errorf("core %s: ingest mapping: %w", o.Name, err)
+		}
+	}
 	srv.Start()
 	n := &Node{opt: o, srv: srv}
 	if !srv.ReadyForConnections(30 * time.Second) {

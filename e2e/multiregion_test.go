@@ -41,7 +41,7 @@ import (
 func TestMultiRegionProcesses(t *testing.T) {
 	dir := t.TempDir()
 	regions := []string{"us-east", "eu-west", "ap-south"}
-	creds, err := auth.Generate(filepath.Join(dir, "credentials"), regions...)
+	creds, err := auth.Generate(filepath.Join(dir, "credentials"), auth.EdgeUsers(regions...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -363,7 +363,7 @@ func isPartitionConsumer(p int, name string) (uint64, bool) {
 func (c *Consumer) consumer(ctx context.Context, pt *part) (jetstream.Consumer, error) {
 	p := pt.p
 	cfg := jetstream.ConsumerConfig{
-		Durable: pt.name, FilterSubject: c.inputFilter(p),
+		Durable: pt.name, FilterSubjects: c.inputFilters(p),
 		AckPolicy: jetstream.AckAllPolicy, AckWait: c.o.AckWait, MaxDeliver: -1,
 		MaxAckPending: 8 * c.o.BatchSize, InactiveThreshold: time.Hour,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
@@ -427,11 +427,11 @@ func (c *Consumer) inputStream() string {
 	return c.names.IngestStream()
 }
 
-func (c *Consumer) inputFilter(p int) string {
+func (c *Consumer) inputFilters(p int) []string {
 	if c.o.Strict {
-		return c.names.AnyPartition(p)
+		return c.names.AnyPartitionFilters(p)
 	}
-	return c.names.Partition(p)
+	return c.names.PartitionFilters(p)
 }
 
 func (c *Consumer) attrs(p int) []attribute.KeyValue {
@@ -703,6 +703,7 @@ type work struct {
 type validMsg struct {
 	in     inMsg
 	id     string
+	tenant string
 	h      event.Hash
 	seq    uint64
 	at     time.Time
@@ -717,6 +718,7 @@ const maxTracedPerBatch = 64
 type deadMsg struct {
 	m      jetstream.Msg
 	id     string
+	tenant string
 	seq    uint64
 	reason string
 	detail string
@@ -753,20 +755,27 @@ func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch [
 			at = stored
 		}
 		hdr := in.m.Headers()
+		// The tenant from the stored subject (the producer's permissions
+		// pinned it); the ID from the producer's header. Nats-Msg-Id is
+		// read only for the default tenant, whose producers sent their
+		// IDs there before tenants.
+		tenant := streams.TenantOf(in.m.Subject())
 		var id string
 		if hdr != nil {
-			id = hdr.Get(event.HeaderID)
+			if id = hdr.Get(event.HeaderID); id == "" && tenant == event.DefaultTenant {
+				id = hdr.Get(event.HeaderMsgID)
+			}
 		}
-		h, err := event.Check(id, len(in.m.Data()), p, c.nparts, c.o.Limits)
+		h, err := event.Check(tenant, id, len(in.m.Data()), p, c.nparts, c.o.Limits)
 		if err != nil {
 			detail := err.Error()
 			if hdr == nil {
 				detail = "no headers (absent or undecodable): " + detail
 			}
-			w.dead = append(w.dead, deadMsg{m: in.m, id: id, seq: seq, reason: event.Reason(err), detail: detail})
+			w.dead = append(w.dead, deadMsg{m: in.m, id: id, tenant: tenant, seq: seq, reason: event.Reason(err), detail: detail})
 			continue
 		}
-		v := validMsg{in: in, id: id, h: h, seq: seq, at: stored, origin: region}
+		v := validMsg{in: in, id: id, tenant: tenant, h: h, seq: seq, at: stored, origin: region}
 		if c.o.Strict { // the home stream holds every region's events
 			v.origin = streams.RegionOf(in.m.Subject())
 		}
@@ -801,7 +810,7 @@ func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch [
 		if unc {
 			reruns++
 		}
-		w.evs = append(w.evs, event.Event{ID: v.id, Hash: v.h, Partition: p, Data: v.in.m.Data(), Headers: v.in.m.Headers(), StreamSeq: v.seq, Uncertain: unc})
+		w.evs = append(w.evs, event.Event{ID: v.id, Tenant: v.tenant, Hash: v.h, Partition: p, Data: v.in.m.Data(), Headers: v.in.m.Headers(), StreamSeq: v.seq, Uncertain: unc})
 	}
 	var claimSeq uint64
 	if len(w.first) > 0 {
@@ -842,7 +851,7 @@ func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch [
 	}
 	if c.o.OnDecision != nil {
 		for i, v := range w.valid {
-			c.o.OnDecision(Decision{Partition: p, ID: v.id, Path: w.paths[i], Origin: v.origin, Published: v.pub, Stored: v.at, Received: v.in.at, Started: started, Committed: committed})
+			c.o.OnDecision(Decision{Partition: p, ID: v.id, Tenant: v.tenant, Path: w.paths[i], Origin: v.origin, Published: v.pub, Stored: v.at, Received: v.in.at, Started: started, Committed: committed})
 		}
 	}
 
@@ -869,7 +878,7 @@ func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch [
 		for i, e := range final {
 			if e != nil {
 				ev := w.evs[i]
-				w.dead = append(w.dead, deadMsg{m: w.valid[w.from[i]].in.m, id: ev.ID, seq: ev.StreamSeq, reason: event.ErrHandlerFail.Error(), detail: e.Error()})
+				w.dead = append(w.dead, deadMsg{m: w.valid[w.from[i]].in.m, id: ev.ID, tenant: ev.Tenant, seq: ev.StreamSeq, reason: event.ErrHandlerFail.Error(), detail: e.Error()})
 			}
 		}
 	}

@@ -48,13 +48,16 @@ const (
 // refused for good.
 func deadLetterMsg(subject, region string, p int, d deadMsg, maxMsg int, minimal bool) *nats.Msg {
 	hdr := nats.Header{}
-	hdr.Set(event.HeaderID, fmt.Sprintf("dlq-%s-%d-%d", region, p, d.seq))
+	hdr.Set(event.HeaderMsgID, fmt.Sprintf("dlq-%s-%d-%d", region, p, d.seq))
 	hdr.Set(event.HeaderReason, d.reason)
 	hdr.Set(HeaderDetail, sanitize(d.detail, maxDetail))
 	hdr.Set(event.HeaderPartition, strconv.Itoa(p))
 	hdr.Set(event.HeaderStreamSeq, strconv.FormatUint(d.seq, 10))
 	if d.id != "" {
 		hdr.Set(HeaderEventID, sanitize(d.id, maxEventID))
+	}
+	if d.tenant != "" {
+		hdr.Set(event.HeaderTenant, sanitize(d.tenant, maxEventID))
 	}
 	data := d.m.Data()
 	hdr.Set(HeaderPayloadBytes, strconv.Itoa(len(data)))

@@ -322,7 +322,7 @@ func TestBadInputToDLQ(t *testing.T) {
 	}
 	withID := func(id string, data []byte) *nats.Msg {
 		m := nats.NewMsg(subj)
-		m.Header.Set(event.HeaderID, id)
+		m.Header.Set(event.HeaderMsgID, id)
 		m.Data = data
 		return m
 	}
@@ -411,7 +411,7 @@ func TestMisrouted(t *testing.T) {
 		header = fmt.Sprintf("b%d", i)
 	}
 	m := nats.NewMsg(r.cfg.Ingest(token))
-	m.Header.Set(event.HeaderID, header)
+	m.Header.Set(event.HeaderMsgID, header)
 	ctx := context.Background()
 	if _, err := r.js.PublishMsg(ctx, m); err != nil {
 		t.Fatal(err)

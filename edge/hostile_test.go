@@ -61,7 +61,7 @@ func TestHostileHeadersCannotStopAPartition(t *testing.T) {
 	for _, d := range dead {
 		h := nats.Header(d.Header)
 		for k := range h {
-			if !strings.HasPrefix(k, "Onceplane-") && k != event.HeaderID {
+			if !strings.HasPrefix(k, "Onceplane-") && k != event.HeaderMsgID {
 				t.Errorf("dead letter carries the producer's header %q", k)
 			}
 		}

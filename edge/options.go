@@ -102,8 +102,11 @@ type Options struct {
 // Decision describes one event's dedupe decision, for OnDecision.
 type Decision struct {
 	Partition int
-	ID        string
-	Path      dedupe.Path
+	// ID and Tenant are the event's; event.Key(Tenant, ID) is what was
+	// decided.
+	ID     string
+	Tenant string
+	Path   dedupe.Path
 	// Origin is the region the event was published in; Published the
 	// producer's publish time when it stamped one (event.HeaderPublished).
 	Origin    string

@@ -83,12 +83,12 @@ func TestDeadLetterCarriesOnlyItsOwnHeaders(t *testing.T) {
 	for _, minimal := range []bool{false, true} {
 		m := deadLetterMsg("onceplane.local.dlq.0", "local", 0, d, 1<<20, minimal)
 		for k := range m.Header {
-			if k != event.HeaderID && !strings.HasPrefix(k, "Onceplane-") {
+			if k != event.HeaderMsgID && !strings.HasPrefix(k, "Onceplane-") {
 				t.Errorf("minimal=%v: producer header %q", minimal, k)
 			}
 		}
-		if m.Header.Get(event.HeaderID) != "dlq-local-0-9" {
-			t.Errorf("msg id %q", m.Header.Get(event.HeaderID))
+		if m.Header.Get(event.HeaderMsgID) != "dlq-local-0-9" {
+			t.Errorf("msg id %q", m.Header.Get(event.HeaderMsgID))
 		}
 		size := len(m.Data)
 		for k, vs := range m.Header {

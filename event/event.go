@@ -12,8 +12,18 @@ import (
 
 // Header names used on the wire.
 const (
-	// HeaderID is the standard JetStream de-duplication header; onceplane uses it as the event ID.
-	HeaderID = "Nats-Msg-Id"
+	// HeaderID carries the event's ID: the producer contract.
+	HeaderID = "Onceplane-Id"
+	// HeaderMsgID is JetStream's de-duplication header. Before tenants it
+	// carried the event's ID, and an event of the default tenant without
+	// HeaderID is still read from it. New producers must not send it: the
+	// ingest stream's Nats-Msg-Id window is one per region, shared by
+	// every producer, so any producer could send another's ID first and
+	// have the stream drop the real event as a duplicate. onceplane's own
+	// streams (outputs, dead letters) use it, keyed by event key.
+	HeaderMsgID = "Nats-Msg-Id"
+	// HeaderTenant carries an output's or a dead letter's tenant.
+	HeaderTenant = "Onceplane-Tenant"
 	// HeaderReason carries the DLQ reason.
 	HeaderReason = "Onceplane-Reason"
 	// HeaderPartition carries the partition an event was consumed from (DLQ, outputs).
@@ -29,6 +39,24 @@ const (
 
 // MaxIDLen is the longest event ID accepted, in bytes.
 const MaxIDLen = 128
+
+// DefaultTenant is the tenant of the producer user without one ("producer")
+// and of events published before tenants. Its keys are the bare IDs, so the
+// claims made before tenants keep deduplicating after the upgrade.
+const DefaultTenant = "default"
+
+// MaxTenantLen is the longest tenant name, in bytes.
+const MaxTenantLen = 64
+
+// Key is the identity dedupe works on: id within its tenant's ID space.
+// The default tenant's is the bare ID; another tenant's is "<tenant>.<id>"
+// (IDs and tenants hold no '.', so no two tenants' keys meet).
+func Key(tenant, id string) string {
+	if tenant == "" || tenant == DefaultTenant {
+		return id
+	}
+	return tenant + "." + id
+}
 
 // Hash is the compact 128-bit identity of an event ID (XXH3-128 of its bytes).
 // Claim logs store hashes, never raw IDs.
@@ -60,6 +88,7 @@ var (
 	ErrTooLarge    = errors.New("payload-too-large")
 	ErrMisrouted   = errors.New("misrouted")
 	ErrBadHeaders  = errors.New("undecodable-headers")
+	ErrTenant      = errors.New("invalid-tenant")
 	ErrHandlerFail = errors.New("handler-gave-up")
 )
 
@@ -77,6 +106,21 @@ func ValidateID(id string) error {
 		c := id[i]
 		if c < 0x21 || c > 0x7e || c == '.' || c == '*' || c == '>' {
 			return fmt.Errorf("%w: byte %#x at %d", ErrIDCharset, c, i)
+		}
+	}
+	return nil
+}
+
+// ValidateTenant checks a tenant name: 1..MaxTenantLen bytes of
+// [A-Za-z0-9_-], one subject token.
+func ValidateTenant(t string) error {
+	if t == "" || len(t) > MaxTenantLen {
+		return fmt.Errorf("%w: %d bytes", ErrTenant, len(t))
+	}
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("%w: byte %#x at %d", ErrTenant, c, i)
 		}
 	}
 	return nil
@@ -100,7 +144,10 @@ func (l Limits) maxPayload() int {
 
 // Event is one validated event as the handler sees it.
 type Event struct {
-	ID        string
+	ID string
+	// Tenant is the ID space the event was published in (DefaultTenant
+	// for events without one).
+	Tenant    string
 	Hash      Hash
 	Partition int
 	Data      []byte
@@ -113,9 +160,16 @@ type Event struct {
 	Uncertain bool
 }
 
-// Check validates an event consumed from partition p of n: its ID, its size and
-// its routing. It returns the hash of a valid ID.
-func Check(id string, payloadLen, p, n int, lim Limits) (Hash, error) {
+// Key is the event's dedupe identity, Key(Tenant, ID).
+func (e Event) Key() string { return Key(e.Tenant, e.ID) }
+
+// Check validates an event of tenant consumed from partition p of n: its
+// tenant, its ID, its size and its routing (the partition is the ID's,
+// whatever the tenant). It returns the hash of the event's key.
+func Check(tenant, id string, payloadLen, p, n int, lim Limits) (Hash, error) {
+	if err := ValidateTenant(tenant); err != nil {
+		return Hash{}, err
+	}
 	if err := ValidateID(id); err != nil {
 		return Hash{}, err
 	}
@@ -125,12 +179,12 @@ func Check(id string, payloadLen, p, n int, lim Limits) (Hash, error) {
 	if got := Partition(id, n); got != p {
 		return Hash{}, fmt.Errorf("%w: id hashes to partition %d, consumed from %d", ErrMisrouted, got, p)
 	}
-	return HashID(id), nil
+	return HashID(Key(tenant, id)), nil
 }
 
 // Reason returns the short DLQ reason of a validation error.
 func Reason(err error) string {
-	for _, e := range []error{ErrMissingID, ErrIDTooLong, ErrIDCharset, ErrTooLarge, ErrMisrouted, ErrBadHeaders, ErrHandlerFail} {
+	for _, e := range []error{ErrMissingID, ErrIDTooLong, ErrIDCharset, ErrTooLarge, ErrMisrouted, ErrBadHeaders, ErrTenant, ErrHandlerFail} {
 		if errors.Is(err, e) {
 			return e.Error()
 		}

@@ -49,14 +49,22 @@ func TestPartitionStable(t *testing.T) {
 func TestCheck(t *testing.T) {
 	id := "order-42"
 	p := Partition(id, 16)
-	h, err := Check(id, 10, p, 16, Limits{})
+	h, err := Check(DefaultTenant, id, 10, p, 16, Limits{})
 	if err != nil || h != HashID(id) {
 		t.Fatalf("Check valid: %v", err)
 	}
-	if _, err := Check(id, 10, (p+1)%16, 16, Limits{}); !errors.Is(err, ErrMisrouted) {
+	// Another tenant's same ID is another event (issue 11, finding 3), in
+	// the same partition.
+	if h2, err := Check("acme", id, 10, p, 16, Limits{}); err != nil || h2 == h || h2 != HashID("acme."+id) {
+		t.Fatalf("Check of tenant acme: %v %v", h2, err)
+	}
+	if _, err := Check("ac.me", id, 10, p, 16, Limits{}); !errors.Is(err, ErrTenant) {
+		t.Fatalf("bad tenant: %v", err)
+	}
+	if _, err := Check(DefaultTenant, id, 10, (p+1)%16, 16, Limits{}); !errors.Is(err, ErrMisrouted) {
 		t.Fatalf("misrouted: %v", err)
 	}
-	if _, err := Check(id, 100, p, 16, Limits{MaxPayload: 99}); !errors.Is(err, ErrTooLarge) {
+	if _, err := Check(DefaultTenant, id, 100, p, 16, Limits{MaxPayload: 99}); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("too large: %v", err)
 	}
 	if Reason(errors.Join(ErrTooLarge)) != "payload-too-large" {
@@ -68,7 +76,7 @@ func TestCheck(t *testing.T) {
 // an event is refused ("" when it is accepted), in the order the edge checks
 // (the ID, then the payload size, then the routing), and the partition the
 // ID belongs to (FNV-1a 32 of its bytes, modulo n, spelled out here).
-func oracle(id string, payloadLen, p, n, maxPayload int) (reason string, part int) {
+func oracle(tenant, id string, payloadLen, p, n, maxPayload int) (reason string, part int) {
 	h := uint32(2166136261)
 	for i := 0; i < len(id); i++ {
 		h ^= uint32(id[i])
@@ -78,6 +86,8 @@ func oracle(id string, payloadLen, p, n, maxPayload int) (reason string, part in
 		part = int(h % uint32(n))
 	}
 	switch {
+	case !tenantChars.MatchString(tenant) || len(tenant) > 64:
+		return "invalid-tenant", part
 	case id == "":
 		return "missing-id", part
 	case len(id) > 128:
@@ -95,24 +105,40 @@ func oracle(id string, payloadLen, p, n, maxPayload int) (reason string, part in
 // idChars: printable ASCII (0x21-0x7e) but '*' (0x2a), '.' (0x2e) and '>' (0x3e).
 var idChars = regexp.MustCompile(`^[!-)+-\-/-=?-~]+$`)
 
+// tenantChars: letters, digits, '-' and '_'.
+var tenantChars = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// oracleKey is the key of a valid event: the bare ID in the default
+// tenant, "<tenant>.<id>" in any other.
+func oracleKey(tenant, id string) string {
+	if tenant == "default" {
+		return id
+	}
+	return tenant + "." + id
+}
+
 // FuzzCheck compares Check with the oracle: a valid event is accepted with
 // its hash, an invalid one refused with the oracle's reason. Each input is
 // also checked on the partition the oracle says the ID belongs to, so that
 // valid IDs are accepted, not merely invalid ones refused.
 func FuzzCheck(f *testing.F) {
-	f.Add("order-1", 10, 3, 0)
-	f.Add("", 0, 0, 0)
-	f.Add("a.b.c", 1<<20, 7, 0)
-	f.Add("a>b", 1, 0, 0)
-	f.Add("a*", 1, 0, 0)
-	f.Add("tab\there", 1, 0, 0)
-	f.Add("caf\xc3\xa9", 1, 0, 0)
-	f.Add("\x7f", 1, 0, 0)
-	f.Add("!#$%&'()+,-/0123456789:;<=?@AZ[\\]^_`az{|}~", 65536, 0, 0)
-	f.Add(strings.Repeat("k", 128), 65537, 0, 0)
-	f.Add(strings.Repeat("k", 129), 0, 0, 0)
-	f.Add("big-payload", 100, 0, 99)
-	f.Fuzz(func(t *testing.T, id string, payloadLen, p, maxPayload int) {
+	f.Add("default", "order-1", 10, 3, 0)
+	f.Add("acme", "order-1", 10, 3, 0)
+	f.Add("default", "", 0, 0, 0)
+	f.Add("a.b", "x", 0, 0, 0)
+	f.Add("", "x", 0, 0, 0)
+	f.Add(strings.Repeat("t", 65), "x", 0, 0, 0)
+	f.Add("default", "a.b.c", 1<<20, 7, 0)
+	f.Add("default", "a>b", 1, 0, 0)
+	f.Add("default", "a*", 1, 0, 0)
+	f.Add("default", "tab\there", 1, 0, 0)
+	f.Add("default", "caf\xc3\xa9", 1, 0, 0)
+	f.Add("default", "\x7f", 1, 0, 0)
+	f.Add("default", "!#$%&'()+,-/0123456789:;<=?@AZ[\\]^_`az{|}~", 65536, 0, 0)
+	f.Add("default", strings.Repeat("k", 128), 65537, 0, 0)
+	f.Add("default", strings.Repeat("k", 129), 0, 0, 0)
+	f.Add("default", "big-payload", 100, 0, 99)
+	f.Fuzz(func(t *testing.T, tenant, id string, payloadLen, p, maxPayload int) {
 		if payloadLen < 0 || payloadLen > 1<<30 || maxPayload < 0 || maxPayload > 1<<30 {
 			return
 		}
@@ -122,15 +148,15 @@ func FuzzCheck(f *testing.F) {
 		if max == 0 {
 			max = DefaultMaxPayload
 		}
-		_, part := oracle(id, payloadLen, p, n, max)
+		_, part := oracle(tenant, id, payloadLen, p, n, max)
 		for _, p := range []int{p, part} {
-			want, _ := oracle(id, payloadLen, p, n, max)
-			h, err := Check(id, payloadLen, p, n, lim)
+			want, _ := oracle(tenant, id, payloadLen, p, n, max)
+			h, err := Check(tenant, id, payloadLen, p, n, lim)
 			switch {
 			case want == "" && err != nil:
-				t.Fatalf("Check(%q, %d, p%d) refused a valid event: %v", id, payloadLen, p, err)
-			case want == "" && h != HashID(id):
-				t.Fatalf("Check(%q) hash %v, want %v", id, h, HashID(id))
+				t.Fatalf("Check(%q, %q, %d, p%d) refused a valid event: %v", tenant, id, payloadLen, p, err)
+			case want == "" && h != HashID(oracleKey(tenant, id)):
+				t.Fatalf("Check(%q, %q) hash %v, want the hash of %q", tenant, id, h, oracleKey(tenant, id))
 			case want != "" && err == nil:
 				t.Fatalf("Check(%q, %d, p%d) accepted an event the contract refuses (%s)", id, payloadLen, p, want)
 			case want != "" && Reason(err) != want:

@@ -1,6 +1,9 @@
 // Package producer is the Go helper for the onceplane producer contract:
-// publish an event to onceplane.<region>.in.<ID> with the header
-// Nats-Msg-Id: <ID>. Any NATS client in any language can do the same.
+// publish an event to onceplane.<region>.in.<tenant>.<ID> with the header
+// Onceplane-Id: <ID>, and no Nats-Msg-Id (the ingest stream's Nats-Msg-Id
+// window is shared by every producer of the region: another producer
+// could fill it with this one's IDs). Any NATS client in any language can
+// do the same.
 package producer
 
 import (
@@ -18,16 +21,25 @@ import (
 	"github.com/onceplane/onceplane/telemetry"
 )
 
-// Producer publishes events to one region's ingest stream.
+// Producer publishes one tenant's events to one region's ingest stream.
 type Producer struct {
-	js    jetstream.JetStream
-	names streams.Names
-	heal  *healconn.Healer
+	js     jetstream.JetStream
+	names  streams.Names
+	tenant string
+	heal   *healconn.Healer
 }
 
-// New returns a Producer for region ("" means "local").
+// New returns a Producer of the default tenant for region ("" means
+// "local").
 func New(js jetstream.JetStream, region string) *Producer {
-	return &Producer{js: js, names: streams.Names{Region: region}, heal: healconn.New(js.Conn(), 0)}
+	return NewTenant(js, region, event.DefaultTenant)
+}
+
+// NewTenant returns a Producer of tenant for region. The connection's user
+// must be tenant's producer (auth.ProducerUser): its permissions allow
+// publishing under its own tenant only.
+func NewTenant(js jetstream.JetStream, region, tenant string) *Producer {
+	return &Producer{js: js, names: streams.Names{Region: region}, tenant: tenant, heal: healconn.New(js.Conn(), 0)}
 }
 
 // Observe reports the outcome of an asynchronous publish (the error of its
@@ -38,18 +50,21 @@ func (p *Producer) Observe(err error) { p.heal.Observe(err) }
 
 // Msg builds the message for an event, carrying the trace context of ctx.
 func (p *Producer) Msg(ctx context.Context, id string, data []byte) (*nats.Msg, error) {
+	if err := event.ValidateTenant(p.tenant); err != nil {
+		return nil, fmt.Errorf("publish %q: %w", id, err)
+	}
 	if err := event.ValidateID(id); err != nil {
 		return nil, fmt.Errorf("publish %q: %w", id, err)
 	}
-	m := &nats.Msg{Subject: p.names.Ingest(id), Header: nats.Header{}, Data: data}
+	m := &nats.Msg{Subject: p.names.IngestOf(p.tenant, id), Header: nats.Header{}, Data: data}
 	m.Header.Set(event.HeaderID, id)
 	m.Header.Set(event.HeaderPublished, strconv.FormatInt(time.Now().UnixNano(), 10))
 	telemetry.Propagator().Inject(ctx, telemetry.HeaderCarrier(m.Header))
 	return m, nil
 }
 
-// Publish publishes one event and waits for the stream's ack. A duplicate
-// inside the ingest stream's Nats-Msg-Id window is acked with Duplicate set.
+// Publish publishes one event and waits for the stream's ack. A publish
+// retried after a lost ack stores the event again: the edges dedupe it.
 func (p *Producer) Publish(ctx context.Context, id string, data []byte) (*jetstream.PubAck, error) {
 	m, err := p.Msg(ctx, id, data)
 	if err != nil {

@@ -52,7 +52,7 @@ type NATS struct {
 // measures the window from its own store time, not the sink's.
 func margin(win time.Duration) time.Duration { return min(30*time.Second, win/4) }
 
-func eventKey(ev event.Event) string { return ev.ID + "\x00" + strconv.FormatUint(ev.StreamSeq, 10) }
+func eventKey(ev event.Event) string { return ev.Key() + "\x00" + strconv.FormatUint(ev.StreamSeq, 10) }
 
 func (s *NATS) window(ctx context.Context) time.Duration {
 	s.mu.Lock()
@@ -79,7 +79,13 @@ func (s *NATS) Handle(ctx context.Context, evs []event.Event) []error {
 	now := time.Now()
 	for i, ev := range evs {
 		hdr := nats.Header{}
+		// The output stream's window dedupes by key: two tenants' same ID
+		// are two outputs.
+		hdr.Set(event.HeaderMsgID, ev.Key())
 		hdr.Set(event.HeaderID, ev.ID)
+		if ev.Tenant != "" && ev.Tenant != event.DefaultTenant {
+			hdr.Set(event.HeaderTenant, ev.Tenant)
+		}
 		hdr.Set(event.HeaderPartition, strconv.Itoa(ev.Partition))
 		s.mu.Lock()
 		first, retried := s.ambiguous[eventKey(ev)]
@@ -180,7 +186,11 @@ func (s *HTTP) post(ctx context.Context, client *http.Client, ev event.Event) er
 	if err != nil {
 		return fmt.Errorf("http sink: %w", err)
 	}
-	req.Header.Set("Idempotency-Key", ev.ID)
+	req.Header.Set("Idempotency-Key", ev.Key())
+	req.Header.Set(event.HeaderID, ev.ID)
+	if ev.Tenant != "" && ev.Tenant != event.DefaultTenant {
+		req.Header.Set(event.HeaderTenant, ev.Tenant)
+	}
 	req.Header.Set(event.HeaderPartition, strconv.Itoa(ev.Partition))
 	if ev.Uncertain {
 		req.Header.Set(event.HeaderUncertain, "true")
@@ -203,6 +213,8 @@ func (s *HTTP) post(ctx context.Context, client *http.Client, ev event.Event) er
 
 // LedgerLine is one ledger entry: one handler invocation.
 type LedgerLine struct {
+	// ID is the event's key (event.Key): its ID, prefixed "<tenant>." for
+	// a tenant other than the default.
 	ID        string    `json:"id"`
 	Partition int       `json:"partition"`
 	Seq       uint64    `json:"seq"`
@@ -236,7 +248,7 @@ func (l *Ledger) Handle(_ context.Context, evs []event.Event) []error {
 	now := time.Now().UTC()
 	enc := json.NewEncoder(l.w)
 	for _, ev := range evs {
-		_ = enc.Encode(LedgerLine{ID: ev.ID, Partition: ev.Partition, Seq: ev.StreamSeq, Edge: l.edge, Uncertain: ev.Uncertain, Time: now})
+		_ = enc.Encode(LedgerLine{ID: ev.Key(), Partition: ev.Partition, Seq: ev.StreamSeq, Edge: l.edge, Uncertain: ev.Uncertain, Time: now})
 	}
 	if err := l.w.Flush(); err != nil {
 		errs := make([]error, len(evs))
@@ -314,7 +326,7 @@ func (s *Writer) Handle(_ context.Context, evs []event.Event) []error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, ev := range evs {
-		fmt.Fprintf(s.W, "%s\tp%d\tseq=%d\t%d bytes\n", ev.ID, ev.Partition, ev.StreamSeq, len(ev.Data))
+		fmt.Fprintf(s.W, "%s\tp%d\tseq=%d\t%d bytes\n", ev.Key(), ev.Partition, ev.StreamSeq, len(ev.Data))
 	}
 	return nil
 }

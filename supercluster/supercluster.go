@@ -93,7 +93,7 @@ func Start(ctx context.Context, top topology.Topology, o Options) (*Cluster, err
 	}
 	c := &Cluster{top: top, opt: o, nodes: map[string][]*core.Node{}, cfg: map[string][]core.Options{}, links: map[[2]string]*wan.Link{}}
 	if !o.Insecure {
-		creds, err := auth.Generate(filepath.Join(o.DataDir, "credentials"), top.RegionNames()...)
+		creds, err := auth.Generate(filepath.Join(o.DataDir, "credentials"), auth.EdgeUsers(top.RegionNames()...)...)
 		if err != nil {
 			return nil, fmt.Errorf("supercluster: %w", err)
 		}

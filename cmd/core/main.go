@@ -130,7 +130,7 @@ func main() {
 	if credDir != "" {
 		load := auth.Load
 		if genCreds {
-			load = func(dir string) (auth.Credentials, error) { return auth.Generate(dir, o.Region) }
+			load = func(dir string) (auth.Credentials, error) { return auth.Generate(dir, auth.EdgeUser(o.Region)) }
 		}
 		creds, err := load(credDir)
 		if err != nil {

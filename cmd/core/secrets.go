@@ -20,7 +20,8 @@ import (
 // into one directory, keeping what is already there, and exits:
 //
 //	credentials/<user>.password   NATS passwords per user (package auth):
-//	                              producer, admin, sys, core, edge-<region>
+//	                              producer, admin, sys, core, edge-<region>,
+//	                              producer-<tenant>
 //	tls/{ca,cert,key}.pem         development CA and certificate (package devcert)
 //	gossip-<region>.key           hex gossip encryption key of region's edges (32 bytes)
 //	admin-<region>.token          bearer token of region's edges' admin endpoints
@@ -34,22 +35,32 @@ import (
 //
 //	edge:      <region>/credentials/edge-<region>.password, <region>/tls/ca.pem,
 //	           <region>/gossip.key, <region>/admin.token
-//	producer:  credentials/producer.password, tls/ca.pem
+//	producer:  credentials/producer.password, credentials/producer-<tenant>.password,
+//	           tls/ca.pem (one directory: give each tenant's service only its own file)
 func secrets(args []string) error {
 	fl := flag.NewFlagSet("secrets", flag.ContinueOnError)
 	dir := fl.String("dir", "secrets", "directory to write the secrets into")
 	regionList := fl.String("regions", strings.Join(topology.Default().RegionNames(), ","), "comma-separated regions: an edge user, gossip key and admin token each")
 	edgeDir := fl.String("edge-dir", "", "also copy each region's edge secrets into <edge-dir>/<region>")
 	producerDir := fl.String("producer-dir", "", "also copy the producers' secrets here")
+	tenantList := fl.String("tenants", "", "comma-separated tenants: a producer user each (producer-<tenant>), beside the default tenant's (producer)")
 	hosts := fl.String("hosts", "", "comma-separated host names or IPs the development certificate is valid for (localhost and 127.0.0.1 always)")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
 	regions := strings.Split(*regionList, ",")
+	users := auth.EdgeUsers(regions...)
+	var tenants []string
+	if *tenantList != "" {
+		tenants = strings.Split(*tenantList, ",")
+	}
+	for _, t := range tenants {
+		users = append(users, auth.ProducerUser(t))
+	}
 	if err := os.MkdirAll(*dir, 0o700); err != nil {
 		return fmt.Errorf("secrets dir: %w", err)
 	}
-	if _, err := auth.Generate(filepath.Join(*dir, "credentials"), regions...); err != nil {
+	if _, err := auth.Generate(filepath.Join(*dir, "credentials"), users...); err != nil {
 		return fmt.Errorf("credentials: %w", err)
 	}
 	tlsDir := filepath.Join(*dir, "tls")
@@ -94,7 +105,11 @@ func secrets(args []string) error {
 		}
 	}
 	if *producerDir != "" {
-		for _, f := range []string{"credentials/producer.password", "tls/ca.pem"} {
+		files := []string{"credentials/producer.password", "tls/ca.pem"}
+		for _, t := range tenants {
+			files = append(files, filepath.Join("credentials", auth.ProducerUser(t).Name()+".password"))
+		}
+		for _, f := range files {
 			copies = append(copies, copy{f, filepath.Join(*producerDir, f)})
 		}
 	}

@@ -21,6 +21,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/onceplane/onceplane/auth"
+	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/internal/cli"
 	"github.com/onceplane/onceplane/internal/poll"
 	"github.com/onceplane/onceplane/internal/workload"
@@ -35,6 +37,7 @@ func main() {
 		rounds   int
 		prefix   string
 		logLevel string
+		tenant   string
 	)
 	flag.StringVar(&regions, "regions", "local=nats://127.0.0.1:4222", "regions and their core URLs: 'region=url,url;region2=url'")
 	conn.Register(flag.CommandLine, "producer")
@@ -47,7 +50,14 @@ func main() {
 	flag.IntVar(&rounds, "rounds", 0, "rounds to run (0: until stopped)")
 	flag.StringVar(&prefix, "prefix", "", "ID prefix (default load-<start time>-); round N adds rN-")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.StringVar(&tenant, "tenant", "", "tenant to publish as (default: the -nats-user's, producer-<tenant>, else \"default\")")
 	flag.Parse()
+	if tenant == "" {
+		tenant = event.DefaultTenant
+		if u, err := auth.ParseUser(conn.User); err == nil && u.Role == auth.Producer {
+			tenant = u.Tenant()
+		}
+	}
 	log := cli.Logger(logLevel)
 	urls, err := cli.Regions(regions)
 	if err != nil {
@@ -70,7 +80,7 @@ func main() {
 		if err != nil {
 			cli.Fatal(log, "jetstream", err)
 		}
-		producers[r] = producer.New(js, r)
+		producers[r] = producer.NewTenant(js, r, tenant)
 		m.Regions = append(m.Regions, r)
 	}
 	if prefix == "" {

@@ -122,8 +122,8 @@ var mutants = []mutant{
 	{
 		name: "O", what: "edge: dead letters copy the producer's headers",
 		file: "edge/deadletter.go",
-		old:  "\thdr := nats.Header{}\n\thdr.Set(event.HeaderID, fmt.Sprintf(",
-		new:  "\thdr := nats.Header{}\n\tfor k, v := range d.m.Headers() {\n\t\thdr[k] = v\n\t}\n\thdr.Set(event.HeaderID, fmt.Sprintf(",
+		old:  "\thdr := nats.Header{}\n\thdr.Set(event.HeaderMsgID, fmt.Sprintf(",
+		new:  "\thdr := nats.Header{}\n\tfor k, v := range d.m.Headers() {\n\t\thdr[k] = v\n\t}\n\thdr.Set(event.HeaderMsgID, fmt.Sprintf(",
 		pkgs: []string{"./edge"}, tests: []string{"TestHostileHeadersCannotStopAPartition", "TestDeadLetterCarriesOnlyItsOwnHeaders"},
 	},
 	{
@@ -164,9 +164,30 @@ var mutants = []mutant{
 	{
 		name: "K", what: "event.Check refuses every event",
 		file: "event/event.go",
-		old:  "\treturn HashID(id), nil\n",
+		old:  "\treturn HashID(Key(tenant, id)), nil\n",
 		new:  "\treturn Hash{}, fmt.Errorf(\"%w: always\", ErrMisrouted)\n",
 		pkgs: []string{"./event"}, tests: []string{"FuzzCheck"},
+	},
+	{
+		name: "S", what: "event.Key ignores the tenant (one ID space for every producer: a tenant pre-claims another's IDs)",
+		file: "event/event.go",
+		old:  "	return tenant + \".\" + id\n",
+		new:  "	return id\n",
+		pkgs: []string{"./event", "./auth"}, tests: []string{"TestCheck", "FuzzCheck", "TestTenantsCannotSuppressEachOther"},
+	},
+	{
+		name: "T", what: "producer: the helper also sends Nats-Msg-Id (another producer can fill the ingest window with its IDs)",
+		file: "producer/producer.go",
+		old:  "\tm.Header.Set(event.HeaderID, id)\n",
+		new:  "\tm.Header.Set(event.HeaderID, id)\n\tm.Header.Set(event.HeaderMsgID, id)\n",
+		pkgs: []string{"./auth"}, tests: []string{"TestTenantsCannotSuppressEachOther"},
+	},
+	{
+		name: "U", what: "edge: the tenant is read from a producer's header, not from the stored subject",
+		file: "edge/consumer.go",
+		old:  "\t\ttenant := streams.TenantOf(in.m.Subject())\n",
+		new:  "\t\ttenant := event.DefaultTenant\n\t\tif t := in.m.Headers().Get(event.HeaderTenant); t != \"\" {\n\t\t\ttenant = t\n\t\t}\n\t\t_ = streams.TenantOf\n",
+		pkgs: []string{"./auth"}, tests: []string{"TestTenantsCannotSuppressEachOther"},
 	},
 }
 

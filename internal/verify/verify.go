@@ -67,7 +67,7 @@ func readOnce(ctx context.Context, js jetstream.JetStream, stream string) ([]Msg
 			return out, fmt.Errorf("read %s after %d of %d: %w", stream, len(out), n, err)
 		}
 		h := m.Headers()
-		out = append(out, Msg{ID: h.Get(event.HeaderID), Subject: m.Subject(), Header: h, Data: m.Data()})
+		out = append(out, Msg{ID: h.Get(event.HeaderMsgID), Subject: m.Subject(), Header: h, Data: m.Data()})
 	}
 	return out, nil
 }

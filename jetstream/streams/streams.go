@@ -12,12 +12,17 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/onceplane/onceplane/event"
 )
 
 // Names derives every subject and stream name of one region.
 //
-//	producers publish    onceplane.<region>.in.<ID>     (header Nats-Msg-Id: <ID>)
-//	stored as            onceplane.<region>.part.<p>    p = FNV-1a(ID) mod partitions
+//	producers publish    onceplane.<region>.in.<tenant>.<ID>   (header Onceplane-Id: <ID>)
+//	                     onceplane.<region>.in.<ID>            (before tenants: mapped by the
+//	                                                           accounts to tenant "default")
+//	stored as            onceplane.<region>.part.<p>.<tenant>  p = FNV-1a(ID) mod partitions
+//	                     onceplane.<region>.part.<p>           (stored before tenants: "default")
 //	claim log            onceplane.<region>.claims.<p>
 //	dead letters         onceplane.<region>.dlq.<p>
 //	outputs (nats sink)  onceplane.<region>.out.<p>
@@ -38,14 +43,57 @@ func (n Names) region() string {
 
 func (n Names) prefix() string { return "onceplane." + n.region() }
 
-// Ingest is the subject a producer publishes event id to.
-func (n Names) Ingest(id string) string { return n.prefix() + ".in." + id }
+// Ingest is the subject a producer of the default tenant publishes event
+// id to.
+func (n Names) Ingest(id string) string { return n.IngestOf(event.DefaultTenant, id) }
+
+// IngestOf is the subject tenant's producers publish event id to. A
+// tenant's producer user may publish only under its tenant's token
+// (package auth), which the stream keeps in the stored subject: the edge
+// reads the tenant from there, never from anything a producer sets.
+func (n Names) IngestOf(tenant, id string) string {
+	return n.prefix() + ".in." + tenant + "." + id
+}
+
+// LegacyIngest is the ingest subject of event id before tenants; the
+// accounts map it to the default tenant's (LegacyIngestMapping).
+func (n Names) LegacyIngest(id string) string { return n.prefix() + ".in." + id }
+
+// LegacyIngestMapping is the account subject mapping that keeps producers
+// written before tenants working: onceplane.<region>.in.<ID> becomes
+// onceplane.<region>.in.default.<ID>, before permissions are checked.
+func LegacyIngestMapping() (src, dest string) {
+	return "onceplane.*.in.*", "onceplane.{{wildcard(1)}}.in." + event.DefaultTenant + ".{{wildcard(2)}}"
+}
 
 // IngestWildcard matches every ingest subject.
-func (n Names) IngestWildcard() string { return n.prefix() + ".in.*" }
+func (n Names) IngestWildcard() string { return n.prefix() + ".in.*.*" }
 
-// Partition is the stored subject of partition p.
+// Partition is the stored subject of partition p's events stored before
+// tenants; PartitionOf is a tenant's.
 func (n Names) Partition(p int) string { return n.prefix() + ".part." + strconv.Itoa(p) }
+
+// PartitionOf is the stored subject of tenant's events in partition p.
+func (n Names) PartitionOf(p int, tenant string) string { return n.Partition(p) + "." + tenant }
+
+// PartitionFilters match every event of partition p: every tenant's, and
+// those stored before tenants.
+func (n Names) PartitionFilters(p int) []string { return []string{n.Partition(p), n.Partition(p) + ".*"} }
+
+// TenantOf returns the tenant of an event stored on subject (a partition
+// subject of any region): its last token after the partition, or
+// DefaultTenant for an event stored before tenants.
+func TenantOf(subject string) string {
+	// onceplane.<region>.part.<p>[.<tenant>]
+	toks := strings.SplitN(subject, ".", 6)
+	if len(toks) == 5 {
+		return toks[4]
+	}
+	if len(toks) > 5 {
+		return toks[4] + "." + toks[5] // not a tenant: refused by event.Check
+	}
+	return event.DefaultTenant
+}
 
 // Claims is partition p's claim-log subject.
 func (n Names) Claims(p int) string { return n.prefix() + ".claims." + strconv.Itoa(p) }
@@ -67,8 +115,11 @@ func (n Names) Conflict(hexHash, peer string) string {
 // in the xclaims stream.
 func (n Names) RemoteClaims(p int) string { return "onceplane.*.claims." + strconv.Itoa(p) }
 
-// AnyPartition matches partition p's events from every region in the home stream.
-func (n Names) AnyPartition(p int) string { return "onceplane.*.part." + strconv.Itoa(p) }
+// AnyPartitionFilters match partition p's events from every region (every
+// tenant's, and those stored before tenants) in the home stream.
+func (n Names) AnyPartitionFilters(p int) []string {
+	return []string{"onceplane.*.part." + strconv.Itoa(p), "onceplane.*.part." + strconv.Itoa(p) + ".*"}
+}
 
 // RegionOf returns the region token of a onceplane subject ("" if none).
 func RegionOf(subject string) string {
@@ -247,7 +298,7 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 	in := base(c.IngestStream(), c.IngestWildcard())
 	in.SubjectTransform = &jetstream.SubjectTransformConfig{
 		Source:      c.IngestWildcard(),
-		Destination: fmt.Sprintf("%s.part.{{partition(%d,1)}}", c.prefix(), c.Partitions),
+		Destination: fmt.Sprintf("%s.part.{{partition(%d,2)}}.{{wildcard(1)}}", c.prefix(), c.Partitions),
 	}
 	in.Duplicates, in.MaxAge = c.IngestDuplicates, c.IngestMaxAge
 	if in.Duplicates > in.MaxAge {
@@ -284,7 +335,9 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 			rn := Names{Region: r}
 			src := &jetstream.StreamSource{Name: rn.IngestStream()}
 			for _, p := range c.Home {
-				src.SubjectTransforms = append(src.SubjectTransforms, jetstream.SubjectTransformConfig{Source: rn.Partition(p), Destination: rn.Partition(p)})
+				src.SubjectTransforms = append(src.SubjectTransforms,
+					jetstream.SubjectTransformConfig{Source: rn.Partition(p), Destination: rn.Partition(p)},
+					jetstream.SubjectTransformConfig{Source: rn.Partition(p) + ".*", Destination: rn.Partition(p) + ".{{wildcard(1)}}"})
 			}
 			if len(c.Home) > 0 {
 				h.Sources = append(h.Sources, src)

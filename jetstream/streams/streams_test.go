@@ -32,7 +32,10 @@ func TestTransformMatchesPartition(t *testing.T) {
 	const count = 500
 	for i := 0; i < count; i++ {
 		id := fmt.Sprintf("order-%d~x", i)
-		if _, err := js.Publish(ctx, cfg.Ingest(id), nil, jetstream.WithMsgID(id)); err != nil {
+		// A third each: the default tenant, tenant acme, and the subject
+		// of before tenants (the core maps it to the default tenant's).
+		subj := []string{cfg.Ingest(id), cfg.IngestOf("acme", id), cfg.LegacyIngest(id)}[i%3]
+		if _, err := js.Publish(ctx, subj, nil, jetstream.WithMsgID(id)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -42,9 +45,13 @@ func TestTransformMatchesPartition(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		id := m.Header.Get(event.HeaderID)
-		if want := cfg.Partition(event.Partition(id, 7)); m.Subject != want {
+		id := m.Header.Get(event.HeaderMsgID)
+		tenant := []string{event.DefaultTenant, "acme", event.DefaultTenant}[(seq-1)%3]
+		if want := cfg.PartitionOf(event.Partition(id, 7), tenant); m.Subject != want {
 			t.Fatalf("id %s stored on %s, want %s", id, m.Subject, want)
+		}
+		if got := streams.TenantOf(m.Subject); got != tenant {
+			t.Fatalf("TenantOf(%s) = %s, want %s", m.Subject, got, tenant)
 		}
 	}
 	if p, err := streams.PartitionCount(ctx, js, cfg.Names); err != nil || p != 7 {
