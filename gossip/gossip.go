@@ -5,6 +5,9 @@
 package gossip
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +30,10 @@ type Meta struct {
 	// Leaving is set by Leave before the member goes, so that the others
 	// report a graceful departure rather than a failure.
 	Leaving bool `json:"leaving,omitempty"`
+	// Proof is the member's proof that it holds its role's and region's
+	// secret (Options.Proof): hex HMAC-SHA256 of its name, role, region
+	// and gossip address.
+	Proof string `json:"proof,omitempty"`
 }
 
 // Member is one live member.
@@ -34,6 +41,9 @@ type Member struct {
 	Name string
 	Addr string
 	Meta Meta
+	// Proven is true when the member's Meta.Proof verifies with this
+	// member's Options.Proof (always false when that is empty).
+	Proven bool
 }
 
 // EventKind says what happened to a member.
@@ -87,6 +97,13 @@ type Options struct {
 	Meta Meta
 	// Key is the gossip encryption key (16, 24 or 32 bytes). Nil means plain text.
 	Key []byte
+	// Proof is a secret only the members of this member's role and region
+	// hold (an edge's: its region's NATS edge password). With it, this
+	// member proves itself to the others and counts (Names) only the
+	// members that prove themselves with the same secret: one that has the
+	// gossip key alone, or another region's, can join but never takes a
+	// partition. Nil means no proof: members count by their Meta alone.
+	Proof []byte
 	// Profile selects timers. Zero means Fast.
 	Profile Profile
 	// RejoinInterval is how often seeds that are not members are joined
@@ -173,6 +190,21 @@ func Start(o Options) (*Cluster, error) {
 	c.opt.Name = cfg.Name
 	ln := ml.LocalNode()
 	c.addr = net.JoinHostPort(ln.Addr.String(), strconv.Itoa(int(ln.Port)))
+	if len(o.Proof) > 0 {
+		// The proof names the address, known only now: publish it
+		// before joining anyone.
+		c.opt.Meta.Proof = proof(o.Proof, c.opt.Name, c.opt.Meta, c.addr)
+		b, err := json.Marshal(c.opt.Meta)
+		if err != nil || len(b) > memberlist.MetaMaxSize {
+			_ = ml.Shutdown()
+			return nil, fmt.Errorf("gossip meta: %d bytes (max %d): %v", len(b), memberlist.MetaMaxSize, err)
+		}
+		c.del.setMeta(b)
+		if err := ml.UpdateNode(time.Second); err != nil {
+			_ = ml.Shutdown()
+			return nil, fmt.Errorf("gossip %s: %w", cfg.Name, err)
+		}
+	}
 	if len(o.Seeds) > 0 {
 		_, _ = ml.Join(c.others(o.Seeds))
 	}
@@ -213,9 +245,14 @@ func (c *Cluster) Members() []Member {
 // out its partitions (a drill observer, a core node, or an edge of another
 // region that joined the same cluster through a flat network or shared
 // seeds is not one of them: it would take partitions it never consumes).
+// With Options.Proof, only the members that prove their role and region
+// count.
 func (c *Cluster) Names() []string {
 	var out []string
 	for _, m := range c.Members() {
+		if len(c.opt.Proof) > 0 && !m.Proven {
+			continue
+		}
 		if m.Meta.Role == c.opt.Meta.Role && m.Meta.Region == c.opt.Meta.Region {
 			out = append(out, m.Name)
 		}
@@ -332,10 +369,26 @@ func (c *Cluster) rejoinLoop() {
 	}
 }
 
-func toMember(n *memberlist.Node) Member {
+func (c *Cluster) toMember(n *memberlist.Node) Member {
 	m := Member{Name: n.Name, Addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))}
 	_ = json.Unmarshal(n.Meta, &m.Meta)
+	if len(c.opt.Proof) > 0 && m.Meta.Proof != "" {
+		want := proof(c.opt.Proof, m.Name, m.Meta, m.Addr)
+		m.Proven = hmac.Equal([]byte(m.Meta.Proof), []byte(want))
+	}
 	return m
+}
+
+// proof is the proof of member name with meta at addr, under secret: it
+// binds the name, role, region and address, so a member cannot replay
+// another's under its own name or from another address.
+func proof(secret []byte, name string, meta Meta, addr string) string {
+	h := hmac.New(sha256.New, secret)
+	for _, s := range []string{"onceplane-gossip-proof-v1", name, meta.Role, meta.Region, addr} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 type delegate struct {
@@ -363,7 +416,7 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
 type events struct{ c *Cluster }
 
 func (e *events) NotifyJoin(n *memberlist.Node) {
-	m := toMember(n)
+	m := e.c.toMember(n)
 	e.c.mu.Lock()
 	delete(e.c.leaving, m.Name)
 	e.c.members[m.Name] = m
@@ -372,7 +425,7 @@ func (e *events) NotifyJoin(n *memberlist.Node) {
 }
 
 func (e *events) NotifyLeave(n *memberlist.Node) {
-	m := toMember(n)
+	m := e.c.toMember(n)
 	e.c.mu.Lock()
 	k := Failed
 	if e.c.leaving[m.Name] || m.Meta.Leaving {
@@ -385,7 +438,7 @@ func (e *events) NotifyLeave(n *memberlist.Node) {
 }
 
 func (e *events) NotifyUpdate(n *memberlist.Node) {
-	m := toMember(n)
+	m := e.c.toMember(n)
 	e.c.mu.Lock()
 	if m.Meta.Leaving {
 		e.c.leaving[m.Name] = true

@@ -135,3 +135,55 @@ func TestRejoinAfterRestart(t *testing.T) {
 	defer b2.Shutdown()
 	coretest.Eventually(t, 10*time.Second, "b merged back", func() bool { return len(a.Names()) == 2 && len(b2.Names()) == 2 })
 }
+
+// TestUnprovenMemberOwnsNothing is issue 11's finding 4: a rogue member
+// with an edge's gossip key took partitions that then stayed unprocessed.
+// With a proof secret (an edge's: its region's NATS password), a member
+// counts for ownership only if it proves its role and region: one with the
+// gossip key alone, one of another region, and one replaying a real
+// member's proof under its own name all join, and own nothing.
+func TestUnprovenMemberOwnsNothing(t *testing.T) {
+	east, west := []byte("us-east edge password"), []byte("eu-west edge password")
+	run := func(name, region string, secret []byte, meta func(*Meta), seeds ...string) *Cluster {
+		t.Helper()
+		m := Meta{Region: region, Role: "edge"}
+		if meta != nil {
+			meta(&m)
+		}
+		c, err := Start(Options{Name: name, Key: key, Seeds: seeds, Meta: m, Proof: secret})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Shutdown() })
+		return c
+	}
+	a := run("a", "us-east", east, nil)
+	b := run("b", "us-east", east, nil, a.Addr())
+	var stolen string
+	coretest.Eventually(t, 5*time.Second, "a's proof seen by b", func() bool {
+		for _, m := range b.Members() {
+			if m.Name == "a" {
+				stolen = m.Meta.Proof
+			}
+		}
+		return stolen != ""
+	})
+	rogue := run("rogue", "us-east", nil, nil, a.Addr())
+	guess := run("guess", "us-east", []byte("a guess"), nil, a.Addr())
+	replay := run("replay", "us-east", nil, func(m *Meta) { m.Proof = stolen }, a.Addr())
+	other := run("x", "eu-west", west, func(m *Meta) { m.Region = "us-east" }, a.Addr())
+	coretest.Eventually(t, 5*time.Second, "all six members seen", func() bool {
+		return len(a.Members()) == 6 && len(b.Members()) == 6
+	})
+	for _, c := range []*Cluster{a, b} {
+		if got := c.Names(); !slices.Equal(got, []string{"a", "b"}) {
+			t.Errorf("%s shares partitions with %v, want [a b]", c.Name(), got)
+		}
+	}
+	// Without a proof secret, members count by their Meta alone (what the
+	// rogue relied on).
+	_, _, _ = guess, replay, other
+	if got := rogue.Names(); len(got) != 6 {
+		t.Errorf("a member without a proof secret counts %v, want all six", got)
+	}
+}

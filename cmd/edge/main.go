@@ -157,7 +157,13 @@ func main() {
 	o.Metrics = telemetry.NewMetrics()
 	var g *gossip.Cluster
 	if gossipBind != "" {
-		if g, err = startGossip(o, gossipBind, gossipSeeds, gossipKeyFile, gossipProfile, admin, log); err != nil {
+		// The region's edge password proves to the other edges that this
+		// member is one of them (gossip.Options.Proof).
+		pw, err := conn.Password()
+		if err != nil {
+			cli.Fatal(log, "gossip", err)
+		}
+		if g, err = startGossip(o, gossipBind, gossipSeeds, gossipKeyFile, gossipProfile, admin, []byte(pw), log); err != nil {
 			cli.Fatal(log, "gossip", err)
 		}
 		o.Membership = g

@@ -14,7 +14,7 @@ import (
 	"github.com/onceplane/onceplane/gossip"
 )
 
-func startGossip(o edge.Options, bind, seeds, keyFile, profile, admin string, log *slog.Logger) (*gossip.Cluster, error) {
+func startGossip(o edge.Options, bind, seeds, keyFile, profile, admin string, proof []byte, log *slog.Logger) (*gossip.Cluster, error) {
 	host, port, err := net.SplitHostPort(bind)
 	if err != nil {
 		return nil, fmt.Errorf("-gossip %q: %w", bind, err)
@@ -40,7 +40,7 @@ func startGossip(o edge.Options, bind, seeds, keyFile, profile, admin string, lo
 		seedList = strings.Split(seeds, ",")
 	}
 	return gossip.Start(gossip.Options{
-		Name: o.Name, BindAddr: host, BindPort: p, Seeds: seedList, Key: key, Profile: prof,
+		Name: o.Name, BindAddr: host, BindPort: p, Seeds: seedList, Key: key, Profile: prof, Proof: proof,
 		Meta:   gossip.Meta{Region: o.Region, Role: "edge", Admin: admin, Version: "dev"},
 		Logger: log.With("component", "gossip"),
 	})

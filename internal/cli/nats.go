@@ -27,14 +27,26 @@ func (f *NATSFlags) Register(fs *flag.FlagSet, role string) {
 	fs.StringVar(&f.CA, "tls-ca", "", "PEM CA of the core nodes' certificates: connect with TLS")
 }
 
+// Password is the user's password ("" without a user).
+func (f NATSFlags) Password() (string, error) {
+	if f.User == "" {
+		return "", nil
+	}
+	pw, err := Secret(f.PasswordFile, "ONCEPLANE_NATS_PASSWORD")
+	if err != nil {
+		return "", fmt.Errorf("nats password: %w", err)
+	}
+	return pw, nil
+}
+
 // Options returns the connection options: reconnect forever, every 100 ms,
 // with the user's password and TLS when set.
 func (f NATSFlags) Options(name string) ([]nats.Option, error) {
 	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
 	if f.User != "" {
-		pw, err := Secret(f.PasswordFile, "ONCEPLANE_NATS_PASSWORD")
+		pw, err := f.Password()
 		if err != nil {
-			return nil, fmt.Errorf("nats password: %w", err)
+			return nil, err
 		}
 		// The user name fixes the inbox prefix its permissions allow
 		// (package auth).

@@ -189,6 +189,13 @@ var mutants = []mutant{
 		new:  "\t\ttenant := event.DefaultTenant\n\t\tif t := in.m.Headers().Get(event.HeaderTenant); t != \"\" {\n\t\t\ttenant = t\n\t\t}\n\t\t_ = streams.TenantOf\n",
 		pkgs: []string{"./auth"}, tests: []string{"TestTenantsCannotSuppressEachOther"},
 	},
+	{
+		name: "V", what: "gossip: members count for ownership without proving their role and region",
+		file: "gossip/gossip.go",
+		old:  "\t\tif len(c.opt.Proof) > 0 && !m.Proven {\n\t\t\tcontinue\n\t\t}\n",
+		new:  "",
+		pkgs: []string{"./gossip"}, tests: []string{"TestUnprovenMemberOwnsNothing"},
+	},
 }
 
 func main() {
