@@ -11,7 +11,9 @@ trap 'rm -rf "$ctx"' EXIT
 for c in core edge wanproxy load composedrill; do
   CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$ctx/bin/$c" "./cmd/$c"
 done
-mkdir -p "$ctx/dirs/data" "$ctx/dirs/secrets" "$ctx/dirs/out/edge" "$ctx/dirs/out/producer"
+# Mount points owned by the image user (a fresh volume takes their owner):
+# one edge-secrets directory per region of docker-compose.multiregion.yml.
+mkdir -p "$ctx/dirs/data" "$ctx/dirs/secrets" "$ctx/dirs/out/edge/us-east" "$ctx/dirs/out/edge/eu-west" "$ctx/dirs/out/edge/ap-south" "$ctx/dirs/out/producer"
 cp compose/Dockerfile "$ctx/Dockerfile"
 # The classic builder: BuildKit would look for a frontend image to pull.
 DOCKER_BUILDKIT=0 docker build -q -t "$tag" "$ctx"
