@@ -78,7 +78,9 @@ func (n Names) PartitionOf(p int, tenant string) string { return n.Partition(p) 
 
 // PartitionFilters match every event of partition p: every tenant's, and
 // those stored before tenants.
-func (n Names) PartitionFilters(p int) []string { return []string{n.Partition(p), n.Partition(p) + ".*"} }
+func (n Names) PartitionFilters(p int) []string {
+	return []string{n.Partition(p), n.Partition(p) + ".*"}
+}
 
 // TenantOf returns the tenant of an event stored on subject (a partition
 // subject of any region): its last token after the partition, or
