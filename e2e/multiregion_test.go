@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -219,9 +220,28 @@ func TestMultiRegionProcesses(t *testing.T) {
 		return missing(t, dir, regions, published) == 0
 	})
 
-	// Certain races: the us-east/eu-west link stopped in both directions,
-	// the same IDs sent to both regions, each handled in both.
-	cutPair := [2]string{"us-east", "eu-west"}
+	// Certain races: a link stopped in both directions, the same IDs sent
+	// to both regions, each handled in both. The link is the one between
+	// the two regions the JetStream meta leader is not in: a region cut
+	// off from the meta leader cannot create consumers (OPERATIONS), and an
+	// edge may need one at any time (the restarted core's consumers can
+	// redeliver below what was delivered: a gap, so a rewind).
+	var cutPair [2]string
+	coretest.Eventually(t, 60*time.Second, "the meta leader's region", func() bool {
+		lead := metaLeaderRegion(t, url(regions[0]), creds, certs.CA)
+		var others []string
+		for _, r := range regions {
+			if r != lead {
+				others = append(others, r)
+			}
+		}
+		if lead == "" || len(others) != 2 {
+			return false
+		}
+		cutPair = [2]string{others[0], others[1]}
+		return true
+	})
+	t.Logf("stopping the %s/%s link (the meta leader is in the third region)", cutPair[0], cutPair[1])
 	for _, l := range [][2]string{cutPair, {cutPair[1], cutPair[0]}} {
 		if err := wans[l].Pause(); err != nil {
 			t.Fatal(err)
@@ -316,6 +336,33 @@ func TestMultiRegionProcesses(t *testing.T) {
 		}
 	}
 	t.Logf("%d IDs handled, %d races (%d made certain by the stopped link, the others IDs sent to two regions at once that both handled), %d conflicts reported; eu-west core killed with SIGKILL and restarted", len(published), races, len(cutRaces), len(got))
+}
+
+// metaLeaderRegion returns the region of the supercluster's JetStream meta
+// leader as a core of url sees it ("" when it knows none), asking over the
+// system account (core names are <region>-core).
+func metaLeaderRegion(t *testing.T, url string, creds auth.Credentials, ca string) string {
+	nc, err := nats.Connect(url, append(auth.ClientOptions(auth.System.User(), creds.Password(auth.System.User())), nats.RootCAs(ca))...)
+	if err != nil {
+		return ""
+	}
+	defer nc.Close()
+	m, err := nc.Request("$SYS.REQ.SERVER.PING.JSZ", nil, 2*time.Second)
+	if err != nil {
+		return ""
+	}
+	var resp struct {
+		Data struct {
+			Meta struct {
+				Leader string `json:"leader"`
+			} `json:"meta_cluster"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(m.Data, &resp); err != nil {
+		t.Logf("jsz: %v", err)
+		return ""
+	}
+	return strings.TrimSuffix(resp.Data.Meta.Leader, "-core")
 }
 
 // missing counts the IDs of ids with no ledger line in any region.
