@@ -63,7 +63,7 @@ func rawRun(ctx context.Context, b *testing.B, js jetstream.JetStream, names, ou
 	defer cancel()
 	for p := 0; p < *partitions; p++ {
 		cons, err := js.CreateOrUpdateConsumer(ctx, names.IngestStream(), jetstream.ConsumerConfig{
-			Durable: fmt.Sprintf("raw-%d", p), FilterSubject: names.Partition(p), AckPolicy: jetstream.AckAllPolicy,
+			Durable: fmt.Sprintf("raw-%d", p), FilterSubjects: names.PartitionFilters(p), AckPolicy: jetstream.AckAllPolicy,
 			MaxAckPending: 8 * *batchSize, AckWait: time.Minute,
 		})
 		if err != nil {
@@ -116,7 +116,7 @@ func rawRun(ctx context.Context, b *testing.B, js jetstream.JetStream, names, ou
 				t0 := time.Now()
 				evs = evs[:0]
 				for _, m := range batch {
-					id := m.Headers().Get(event.HeaderMsgID)
+					id := m.Headers().Get(event.HeaderID)
 					evs = append(evs, event.Event{ID: id, Partition: p, Data: m.Data()})
 				}
 				for errs := s.Handle(ctx, evs); errs != nil; errs = s.Handle(ctx, evs) {
