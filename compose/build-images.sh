@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 tag="${1:-onceplane:dev}"
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
-for c in core edge wanproxy load composedrill; do
-  CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$ctx/bin/$c" "./cmd/$c"
+for pkg in ./cmd/core ./cmd/edge ./testbed/cmd/wanproxy ./testbed/cmd/load ./testbed/cmd/composedrill; do
+  CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$ctx/bin/$(basename "$pkg")" "$pkg"
 done
 # Mount points owned by the image user (a fresh volume takes their owner):
 # one edge-secrets directory per region of docker-compose.multiregion.yml.

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/onceplane/onceplane/core"
-	"github.com/onceplane/onceplane/internal/coretest"
+	"github.com/onceplane/onceplane/testbed/coretest"
 )
 
 // TestPeersAuthenticate: with a peer password, a route or a gateway from a

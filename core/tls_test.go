@@ -13,7 +13,7 @@ import (
 
 	"github.com/onceplane/onceplane/core"
 	"github.com/onceplane/onceplane/devcert"
-	"github.com/onceplane/onceplane/internal/coretest"
+	"github.com/onceplane/onceplane/testbed/coretest"
 )
 
 // TestTLSEverywhere: with certificates configured, a 3-node region forms

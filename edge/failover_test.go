@@ -9,12 +9,12 @@ import (
 
 	"github.com/onceplane/onceplane/edge"
 	"github.com/onceplane/onceplane/gossip"
-	"github.com/onceplane/onceplane/internal/coretest"
-	"github.com/onceplane/onceplane/internal/verify"
-	"github.com/onceplane/onceplane/internal/workload"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/producer"
 	"github.com/onceplane/onceplane/sink"
+	"github.com/onceplane/onceplane/testbed/coretest"
+	"github.com/onceplane/onceplane/testbed/verify"
+	"github.com/onceplane/onceplane/testbed/workload"
 )
 
 // member is one in-process edge with its own connection and gossip member.

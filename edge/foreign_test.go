@@ -12,11 +12,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/onceplane/onceplane/edge"
-	"github.com/onceplane/onceplane/internal/coretest"
-	"github.com/onceplane/onceplane/internal/verify"
-	"github.com/onceplane/onceplane/internal/workload"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/telemetry"
+	"github.com/onceplane/onceplane/testbed/coretest"
+	"github.com/onceplane/onceplane/testbed/verify"
+	"github.com/onceplane/onceplane/testbed/workload"
 )
 
 // TestForeignBytesInAClaimLogAreSkipped is issue 11's claim-log poisoning:

@@ -17,12 +17,12 @@ import (
 	"github.com/onceplane/onceplane/edge"
 	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/failover"
-	"github.com/onceplane/onceplane/internal/coretest"
-	"github.com/onceplane/onceplane/internal/verify"
 	"github.com/onceplane/onceplane/jetstream/claimlog"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/producer"
 	"github.com/onceplane/onceplane/sink"
+	"github.com/onceplane/onceplane/testbed/coretest"
+	"github.com/onceplane/onceplane/testbed/verify"
 )
 
 // TestHostileHeadersCannotStopAPartition: an event without an ID carrying

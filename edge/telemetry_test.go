@@ -13,10 +13,10 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/onceplane/onceplane/edge"
-	"github.com/onceplane/onceplane/internal/coretest"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/producer"
 	"github.com/onceplane/onceplane/telemetry"
+	"github.com/onceplane/onceplane/testbed/coretest"
 )
 
 // TestSpansAndMetrics: the data path emits its spans, a producer's trace

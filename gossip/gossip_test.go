@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onceplane/onceplane/internal/coretest"
+	"github.com/onceplane/onceplane/testbed/coretest"
 )
 
 func start(t *testing.T, name string, key []byte, seeds ...string) *Cluster {

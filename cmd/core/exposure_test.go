@@ -14,8 +14,8 @@ import (
 	"github.com/onceplane/onceplane/core"
 	"github.com/onceplane/onceplane/internal/exposure"
 	"github.com/onceplane/onceplane/internal/poll"
-	"github.com/onceplane/onceplane/internal/ports"
-	"github.com/onceplane/onceplane/internal/proc"
+	"github.com/onceplane/onceplane/testbed/ports"
+	"github.com/onceplane/onceplane/testbed/proc"
 )
 
 func TestListeners(t *testing.T) {

@@ -11,12 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onceplane/onceplane/internal/coretest"
 	"github.com/onceplane/onceplane/internal/exposure"
 	"github.com/onceplane/onceplane/internal/poll"
-	"github.com/onceplane/onceplane/internal/ports"
-	"github.com/onceplane/onceplane/internal/proc"
 	"github.com/onceplane/onceplane/jetstream/streams"
+	"github.com/onceplane/onceplane/testbed/coretest"
+	"github.com/onceplane/onceplane/testbed/ports"
+	"github.com/onceplane/onceplane/testbed/proc"
 )
 
 func TestListeners(t *testing.T) {

@@ -8,9 +8,9 @@ import (
 
 	"github.com/onceplane/onceplane/dedupe"
 	"github.com/onceplane/onceplane/event"
-	"github.com/onceplane/onceplane/internal/coretest"
 	"github.com/onceplane/onceplane/jetstream/claimlog"
 	"github.com/onceplane/onceplane/jetstream/streams"
+	"github.com/onceplane/onceplane/testbed/coretest"
 )
 
 func setup(t *testing.T, cfg streams.Config) *claimlog.Log {

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onceplane/onceplane/internal/coretest"
 	"github.com/onceplane/onceplane/jetstream/streams"
+	"github.com/onceplane/onceplane/testbed/coretest"
 )
 
 // TestProvisionR3 provisions R3 streams on a 3-node region from every node at once.

@@ -10,8 +10,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/onceplane/onceplane/event"
-	"github.com/onceplane/onceplane/internal/coretest"
 	"github.com/onceplane/onceplane/jetstream/streams"
+	"github.com/onceplane/onceplane/testbed/coretest"
 )
 
 // TestTransformMatchesPartition publishes IDs through the ingest subject

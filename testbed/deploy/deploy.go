@@ -1,0 +1,468 @@
+// Package deploy runs a whole topology on one machine: the supercluster's
+// core nodes and every region's edges in-process, publishing through
+// per-region producers and keeping an effect ledger per region, so that
+// simulations, drills and tests can count exactly what happened where.
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/onceplane/onceplane/auth"
+	"github.com/onceplane/onceplane/edge"
+	"github.com/onceplane/onceplane/event"
+	"github.com/onceplane/onceplane/failover"
+	"github.com/onceplane/onceplane/jetstream/streams"
+	"github.com/onceplane/onceplane/producer"
+	"github.com/onceplane/onceplane/telemetry"
+	"github.com/onceplane/onceplane/testbed/supercluster"
+	"github.com/onceplane/onceplane/testbed/verify"
+	"github.com/onceplane/onceplane/topology"
+)
+
+// Options configures Start. The zero value is usable.
+type Options struct {
+	// Cluster configures the core nodes (data dir, memory streams, logger).
+	Cluster supercluster.Options
+	// BatchSize per edge. Zero means the edge default (500).
+	BatchSize int
+	// IdleFlush per edge. Zero means the edge default.
+	IdleFlush time.Duration
+	// TracerProvider for edges. Nil means the global provider.
+	TracerProvider trace.TracerProvider
+	// OnDecision is called for every decision of every edge (must be fast).
+	OnDecision func(region string, d edge.Decision)
+	// OnOwnership is called for every ownership change of every edge.
+	OnOwnership func(region, edge string, e edge.OwnershipEvent)
+	// NoReplication runs the edges without merging other regions' claims
+	// (the streams still replicate): a baseline for what merging costs.
+	NoReplication bool
+	// OnReplicated is called for every live remote claim record merged, with
+	// its replication lag from region from to region to (must be fast).
+	OnReplicated func(from, to string, lag time.Duration)
+	// Logger receives logs. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Effect is one handler run: an event handled in a region.
+type Effect struct {
+	Region, Edge, ID string
+	Uncertain        bool
+	At               time.Time
+}
+
+// Ledger counts effects per region and ID. It is safe for concurrent use.
+type Ledger struct {
+	mu     sync.Mutex
+	counts map[string]map[string]int // region -> ID -> handler runs
+	total  int
+}
+
+func newLedger() *Ledger { return &Ledger{counts: map[string]map[string]int{}} }
+
+func (l *Ledger) add(region, id string) {
+	l.mu.Lock()
+	m := l.counts[region]
+	if m == nil {
+		m = map[string]int{}
+		l.counts[region] = m
+	}
+	m[id]++
+	l.total++
+	l.mu.Unlock()
+}
+
+// Total is the number of effects in every region.
+func (l *Ledger) Total() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.total
+}
+
+// Distinct is the number of IDs with an effect in some region.
+func (l *Ledger) Distinct() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	seen := map[string]bool{}
+	for _, m := range l.counts {
+		for id := range m {
+			seen[id] = true
+		}
+	}
+	return len(seen)
+}
+
+// Counts returns a copy of region -> ID -> effects.
+func (l *Ledger) Counts() map[string]map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string]map[string]int, len(l.counts))
+	for r, m := range l.counts {
+		c := make(map[string]int, len(m))
+		for id, n := range m {
+			c[id] = n
+		}
+		out[r] = c
+	}
+	return out
+}
+
+// Deployment is a running topology.
+type Deployment struct {
+	*supercluster.Cluster
+	top     topology.Topology
+	o       Options
+	Metrics *telemetry.Metrics
+	Effects *Ledger
+
+	mu     sync.Mutex
+	edges  map[string][]*runningEdge
+	prods  map[string]*producer.Producer
+	conns  []*nats.Conn
+	cancel context.CancelFunc
+	ctx    context.Context
+	wg     sync.WaitGroup
+}
+
+type runningEdge struct {
+	c      *edge.Consumer
+	nc     *nats.Conn
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// Start brings up the supercluster and every edge of every region. In
+// asynchronous mode each region's edges share all partitions and merge the
+// other regions' claims; in strict mode they share their home partitions.
+func Start(ctx context.Context, top topology.Topology, o Options) (*Deployment, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Cluster.Logger == nil {
+		o.Cluster.Logger = o.Logger
+	}
+	sc, err := supercluster.Start(ctx, top, o.Cluster)
+	if err != nil {
+		return nil, err
+	}
+	top = sc.Topology()
+	rctx, cancel := context.WithCancel(context.Background())
+	d := &Deployment{Cluster: sc, top: top, o: o, Metrics: telemetry.NewMetrics(), Effects: newLedger(),
+		edges: map[string][]*runningEdge{}, prods: map[string]*producer.Producer{}, cancel: cancel, ctx: rctx}
+	for _, r := range top.Regions {
+		nc, js, err := sc.ConnectAs(r.Name, auth.Producer)
+		if err != nil {
+			d.Close()
+			return nil, err
+		}
+		d.conns = append(d.conns, nc)
+		d.prods[r.Name] = producer.New(js, r.Name)
+		for _, e := range r.Edges {
+			if err := d.StartEdge(r.Name, e.Name); err != nil {
+				d.Close()
+				return nil, err
+			}
+		}
+	}
+	return d, nil
+}
+
+// Topology returns the running topology.
+func (d *Deployment) Topology() topology.Topology { return d.top }
+
+// StartEdge starts (or restarts) the named edge of region.
+func (d *Deployment) StartEdge(region, name string) error {
+	r, ok := d.top.Region(region)
+	if !ok {
+		return fmt.Errorf("deploy: unknown region %q", region)
+	}
+	var names []string
+	for _, e := range r.Edges {
+		names = append(names, e.Name)
+	}
+	var home []int
+	strict := d.top.Mode == topology.Strict
+	if strict {
+		home = d.top.HomePartitions(region)
+		if home == nil {
+			home = []int{}
+		}
+	}
+	parts := failover.OwnedSome(names, d.top.Partitions, home, name)
+	if parts == nil {
+		parts = []int{}
+	}
+	nc, js, err := d.ConnectAs(region, auth.Edge)
+	if err != nil {
+		return err
+	}
+	var peers []string
+	if !strict && !d.o.NoReplication {
+		for _, other := range d.top.RegionNames() {
+			if other != region {
+				peers = append(peers, other)
+			}
+		}
+	}
+	o := edge.Options{
+		Region: region, Name: name, Partitions: parts, Peers: peers, Strict: strict,
+		Window: time.Duration(d.top.Window), BatchSize: d.o.BatchSize, IdleFlush: d.o.IdleFlush,
+		Metrics: d.Metrics, TracerProvider: d.o.TracerProvider, Logger: d.o.Logger,
+	}
+	if d.o.OnDecision != nil {
+		o.OnDecision = func(dec edge.Decision) { d.o.OnDecision(region, dec) }
+	}
+	if d.o.OnOwnership != nil {
+		o.OnOwnership = func(e edge.OwnershipEvent) { d.o.OnOwnership(region, name, e) }
+	}
+	if d.o.OnReplicated != nil {
+		o.OnReplicated = func(from string, lag time.Duration) { d.o.OnReplicated(from, region, lag) }
+	}
+	h := edge.HandlerFunc(func(_ context.Context, ev event.Event) error {
+		d.Effects.add(region, ev.ID)
+		return nil
+	})
+	c := edge.New(js, h, o)
+	ctx, cancel := context.WithCancel(d.ctx)
+	re := &runningEdge{c: c, nc: nc, cancel: cancel, done: make(chan struct{})}
+	d.mu.Lock()
+	d.edges[region] = append(d.edges[region], re)
+	d.mu.Unlock()
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		defer close(re.done)
+		if err := c.Run(ctx); err != nil && ctx.Err() == nil {
+			d.o.Logger.Error("edge stopped", "edge", name, "region", region, "err", err)
+		}
+	}()
+	return nil
+}
+
+// Edges returns region's running edges.
+func (d *Deployment) Edges(region string) []*edge.Consumer {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []*edge.Consumer
+	for _, e := range d.edges[region] {
+		out = append(out, e.c)
+	}
+	return out
+}
+
+// Stats sums the stats of region's edges.
+func (d *Deployment) Stats(region string) edge.Stats {
+	var s edge.Stats
+	for _, c := range d.Edges(region) {
+		s.Add(c.Stats())
+	}
+	return s
+}
+
+// Ready reports whether every edge owns its partitions.
+func (d *Deployment) Ready() error {
+	var errs []error
+	for _, r := range d.top.RegionNames() {
+		for _, c := range d.Edges(r) {
+			if err := c.Ready(); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", c.Name(), err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// WaitReady polls Ready until it holds or ctx ends.
+func (d *Deployment) WaitReady(ctx context.Context) error {
+	for {
+		err := d.Ready()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("deploy: not ready: %w", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Producer returns region's producer.
+func (d *Deployment) Producer(region string) *producer.Producer { return d.prods[region] }
+
+// Conflicts reads every region's conflicts stream: region -> records. A
+// strict-mode deployment has none (nothing is decided in two regions).
+func (d *Deployment) Conflicts(ctx context.Context) (map[string][]edge.ConflictRecord, error) {
+	out := map[string][]edge.ConflictRecord{}
+	if d.top.Mode == topology.Strict {
+		return out, nil
+	}
+	for _, r := range d.top.RegionNames() {
+		nc, js, err := d.Connect(r)
+		if err != nil {
+			return nil, err
+		}
+		recs, err := ReadConflicts(ctx, js, streams.Names{Region: r})
+		nc.Close()
+		if err != nil {
+			return nil, err
+		}
+		out[r] = recs
+	}
+	return out, nil
+}
+
+// ReadConflicts reads every record of the conflicts stream of n's region,
+// skipping messages that are not conflict records (no edge wrote them).
+func ReadConflicts(ctx context.Context, js jetstream.JetStream, n streams.Names) ([]edge.ConflictRecord, error) {
+	msgs, err := verify.ReadStream(ctx, js, n.ConflictStream())
+	if err != nil {
+		return nil, fmt.Errorf("conflicts %s: %w", n.Region, err)
+	}
+	out := make([]edge.ConflictRecord, 0, len(msgs))
+	for _, m := range msgs {
+		rec, err := edge.DecodeConflict(m.Data)
+		if err != nil {
+			continue // foreign bytes (no edge wrote them; the edges count them)
+		}
+		out = append(out, rec)
+	}
+	return out, nil
+}
+
+// Replicated reports whether every region's owners have merged every claim
+// record the other regions have written so far (asynchronous mode).
+func (d *Deployment) Replicated(ctx context.Context) (bool, error) {
+	claims := map[string]uint64{}
+	for _, r := range d.top.RegionNames() {
+		nc, js, err := d.Connect(r)
+		if err != nil {
+			return false, err
+		}
+		n, err := verify.StreamMsgs(ctx, js, streams.Names{Region: r}.ClaimStream())
+		nc.Close()
+		if err != nil {
+			return false, err
+		}
+		claims[r] = n
+	}
+	for _, r := range d.top.RegionNames() {
+		var want uint64
+		for q, n := range claims {
+			if q != r {
+				want += n
+			}
+		}
+		if uint64(d.Stats(r).RemoteMerged) != want {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// Drained reports whether every region's input consumers have nothing
+// pending or unacknowledged.
+func (d *Deployment) Drained(ctx context.Context) (bool, error) {
+	for _, r := range d.top.RegionNames() {
+		nc, js, err := d.Connect(r)
+		if err != nil {
+			return false, err
+		}
+		n := streams.Names{Region: r}
+		parts := d.top.Partitions
+		if d.top.Mode == topology.Strict {
+			parts = len(d.top.HomePartitions(r))
+		}
+		ok, err := verify.Drained(ctx, js, n, parts, d.top.Mode == topology.Strict)
+		if err == nil && ok && d.top.Mode == topology.Strict {
+			ok, err = sourcesCaughtUp(ctx, js, n.HomeStream())
+		}
+		nc.Close()
+		if err != nil || !ok {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// sourcesCaughtUp reports whether stream's sources have nothing left to copy.
+func sourcesCaughtUp(ctx context.Context, js jetstream.JetStream, stream string) (bool, error) {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return false, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, src := range info.Sources {
+		if src.Lag > 0 || src.Error != nil {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// RestartEdge stops the named edge of region gracefully (its batches in
+// hand finish and are recorded done) and starts it again: its partitions are
+// taken over anew (rebuild, merge, fence, resume).
+func (d *Deployment) RestartEdge(region, name string) error {
+	d.mu.Lock()
+	var keep []*runningEdge
+	var stop *runningEdge
+	for _, e := range d.edges[region] {
+		if e.c.Name() == name && stop == nil {
+			stop = e
+			continue
+		}
+		keep = append(keep, e)
+	}
+	d.edges[region] = keep
+	d.mu.Unlock()
+	if stop == nil {
+		return fmt.Errorf("deploy: no edge %q in %s", name, region)
+	}
+	stop.cancel()
+	<-stop.done
+	stop.nc.Close()
+	return d.StartEdge(region, name)
+}
+
+// StopEdges stops region's edges (gracefully: batches in hand finish).
+func (d *Deployment) StopEdges(region string) {
+	d.mu.Lock()
+	es := d.edges[region]
+	delete(d.edges, region)
+	d.mu.Unlock()
+	for _, e := range es {
+		e.cancel()
+	}
+	for _, e := range es {
+		<-e.done
+		e.nc.Close()
+	}
+}
+
+// Close stops every edge and core node.
+func (d *Deployment) Close() {
+	regions := d.top.RegionNames()
+	slices.Reverse(regions)
+	for _, r := range regions {
+		d.StopEdges(r)
+	}
+	d.cancel()
+	d.wg.Wait()
+	for _, nc := range d.conns {
+		nc.Close()
+	}
+	d.Cluster.Close()
+}
