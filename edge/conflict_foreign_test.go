@@ -36,10 +36,10 @@ func TestConflictSubjectHeldByForeignBytes(t *testing.T) {
 	}
 	c := New(js, nopHandler{}, Options{Name: "e", Peers: []string{"other"}, Logger: coretest.Quiet})
 	h := event.HashID("raced-id")
-	if _, err := js.Publish(ctx, cfg.Conflict(HashHex(h), "other"), []byte(`{"stream":"onceplane-local-in","seq":3}`)); err != nil {
+	if _, err := js.Publish(ctx, cfg.Conflict(h.Hex(), "other"), []byte(`{"stream":"onceplane-local-in","seq":3}`)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := DecodeConflict([]byte(`{"stream":"onceplane-local-in","seq":3}`)); !errors.Is(err, ErrForeignConflict) {
+	if _, err := dedupe.DecodeConflict([]byte(`{"stream":"onceplane-local-in","seq":3}`)); !errors.Is(err, dedupe.ErrForeignConflict) {
 		t.Fatalf("a JetStream ack decoded as a conflict: %v", err)
 	}
 	now := time.Now()
@@ -63,17 +63,17 @@ func TestConflictSubjectHeldByForeignBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var recs []ConflictRecord
+	var recs []dedupe.ConflictRecord
 	for seq := uint64(1); seq <= info.State.LastSeq; seq++ {
 		m, err := s.GetMsg(ctx, seq)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r, err := DecodeConflict(m.Data); err == nil {
+		if r, err := dedupe.DecodeConflict(m.Data); err == nil {
 			recs = append(recs, r)
 		}
 	}
-	if info.State.Msgs != 2 || len(recs) != 1 || recs[0].Hash != HashHex(h) || recs[0].Remote.Region != "other" {
+	if info.State.Msgs != 2 || len(recs) != 1 || recs[0].Hash != h.Hex() || recs[0].Remote.Region != "other" {
 		t.Fatalf("conflicts stream: %d messages, records %+v: want the foreign one and one record of the race", info.State.Msgs, recs)
 	}
 	if got := c.Stats().Conflicts; got != 1 {

@@ -32,8 +32,31 @@ import (
 	"github.com/onceplane/onceplane/telemetry"
 )
 
-// ErrFenced is returned for a partition whose claim log another owner took over.
+// ErrFenced matches (errors.Is) every FencedError: a partition whose claim
+// log another owner took over.
 var ErrFenced = claimlog.ErrFenced
+
+// ErrConsumerDeleted is the Cause of a FencedError found by the partition's
+// consumer disappearing (a newer owner deletes older owners' consumers
+// after its takeover record), with the claim log moved on.
+var ErrConsumerDeleted = errors.New("consumer deleted and the claim log moved on")
+
+// FencedError reports a partition this edge stopped owning because another
+// owner's record follows its own in the claim log.
+type FencedError struct {
+	Partition int
+	// Cause is how it was found: an append refused by the claim log's
+	// compare-and-set (wrapping claimlog.ErrFenced), or ErrConsumerDeleted.
+	Cause error
+}
+
+func (e *FencedError) Error() string { return fmt.Sprintf("p%d fenced: %v", e.Partition, e.Cause) }
+
+// Unwrap returns the cause.
+func (e *FencedError) Unwrap() error { return e.Cause }
+
+// Is makes every FencedError match ErrFenced, whatever its cause.
+func (e *FencedError) Is(target error) bool { return target == ErrFenced }
 
 // Stats are a Consumer's running totals.
 type Stats struct {
@@ -334,9 +357,12 @@ func (c *Consumer) own(ctx context.Context, p int, release <-chan struct{}) erro
 	c.notify(OwnershipEvent{Partition: p, Change: "acquired", At: time.Now(), Took: took, Epoch: st.Epoch(), Uncertain: st.Uncertain(), Tracked: st.Tracked(), Phases: phases})
 	c.c.owned.Add(1)
 	c.o.Metrics.OwnedPartitions.WithLabelValues(c.o.Region).Inc()
+	c.gaugeTracked(p, st)
 	defer func() {
 		c.c.owned.Add(-1)
 		c.o.Metrics.OwnedPartitions.WithLabelValues(c.o.Region).Dec()
+		c.o.Metrics.TrackedIDs.DeleteLabelValues(c.o.Region, strconv.Itoa(p))
+		c.o.Metrics.TrackedBytes.DeleteLabelValues(c.o.Region, strconv.Itoa(p))
 	}()
 	return c.consume(ctx, pt, cons, release, remote, liveSince)
 }
@@ -466,11 +492,13 @@ func (c *Consumer) consume(ctx context.Context, pt *part, cons jetstream.Consume
 			moved, last, lerr := c.log.MovedOn(lctx, p, pt.st.LastSeq())
 			cancel()
 			if lerr == nil && moved {
-				return fmt.Errorf("p%d: consumer %s deleted and the claim log moved on (%d -> %d): %w", p, pt.name, pt.st.LastSeq(), last, ErrFenced)
+				return &FencedError{Partition: p, Cause: fmt.Errorf("consumer %s: %w (%d -> %d)", pt.name, ErrConsumerDeleted, pt.st.LastSeq(), last)}
 			}
 			c.lg.Warn("consumer gone while the claim log is still ours; making it again", "partition", p, "consumer", pt.name, "err", err, "log_err", lerr)
 		case errors.Is(err, errGap):
 			c.lg.Warn("delivery gap; rewinding the consumer to the done position", "partition", p, "through", pt.st.Through(), "err", err)
+		case errors.Is(err, claimlog.ErrFenced):
+			return &FencedError{Partition: p, Cause: err}
 		default:
 			return err
 		}
@@ -899,7 +927,16 @@ func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch [
 	st.MarkDone(claimSeq, maxSeq)
 	c.idle(p)
 	c.c.done.Add(int64(len(batch)))
+	c.gaugeTracked(p, st)
 	return nil
+}
+
+// gaugeTracked sets p's tracked-ID and tracked-byte gauges from st.
+func (c *Consumer) gaugeTracked(p int, st *dedupe.State) {
+	ps := strconv.Itoa(p)
+	exact, bloom := st.Bytes()
+	c.o.Metrics.TrackedIDs.WithLabelValues(c.o.Region, ps).Set(float64(st.Tracked()))
+	c.o.Metrics.TrackedBytes.WithLabelValues(c.o.Region, ps).Set(float64(exact + bloom))
 }
 
 // observeDedupeLatency records, per origin region, the time from each

@@ -119,37 +119,51 @@ type Decision struct {
 	Stored, Received, Started, Committed time.Time
 }
 
+// DefaultOptions returns what Options' zero fields stand for (those
+// without a process-wide meaning: not Name, Metrics or Logger), for
+// commands to use as their flag defaults.
+func DefaultOptions() Options {
+	return Options{
+		Region: "local", BatchSize: 500, Window: 24 * time.Hour, AckWait: 30 * time.Second,
+		IdleFlush: 200 * time.Millisecond, HandoffDelay: 300 * time.Millisecond, RefenceDelay: 2 * time.Second,
+		ShutdownGrace: 5 * time.Second, StuckAfter: 30 * time.Second,
+		Retry:  Retry{}.withDefaults(),
+		Limits: event.Limits{MaxPayload: event.DefaultMaxPayload},
+	}
+}
+
 func (o Options) withDefaults() Options {
+	d := DefaultOptions()
 	if o.Region == "" {
-		o.Region = "local"
+		o.Region = d.Region
 	}
 	if o.Name == "" {
 		h, _ := os.Hostname()
 		o.Name = fmt.Sprintf("%s-%d", h, os.Getpid())
 	}
 	if o.BatchSize <= 0 {
-		o.BatchSize = 500
+		o.BatchSize = d.BatchSize
 	}
 	if o.Window <= 0 {
-		o.Window = 24 * time.Hour
+		o.Window = d.Window
 	}
 	if o.AckWait <= 0 {
-		o.AckWait = 30 * time.Second
+		o.AckWait = d.AckWait
 	}
 	if o.IdleFlush <= 0 {
-		o.IdleFlush = 200 * time.Millisecond
+		o.IdleFlush = d.IdleFlush
 	}
 	if o.HandoffDelay <= 0 {
-		o.HandoffDelay = 300 * time.Millisecond
+		o.HandoffDelay = d.HandoffDelay
 	}
 	if o.RefenceDelay <= 0 {
-		o.RefenceDelay = 2 * time.Second
+		o.RefenceDelay = d.RefenceDelay
 	}
 	if o.ShutdownGrace <= 0 {
-		o.ShutdownGrace = 5 * time.Second
+		o.ShutdownGrace = d.ShutdownGrace
 	}
 	if o.StuckAfter <= 0 {
-		o.StuckAfter = 30 * time.Second
+		o.StuckAfter = d.StuckAfter
 	}
 	if o.Metrics == nil {
 		o.Metrics = telemetry.NewMetrics()

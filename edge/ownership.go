@@ -40,8 +40,8 @@ type OwnershipEvent struct {
 	// Error says why, for "fenced" and "failed".
 	Error string `json:",omitempty"`
 	// Phases are, for "acquired", the takeover's phases in order: rebuild
-	// (claim-log replay), merge (other regions' claims), fence (takeover
-	// record), resume (consumer).
+	// (claim-log replay), fence (takeover record), merge (other regions'
+	// claims, asynchronous mode only), resume (consumer).
 	Phases []TakeoverPhase `json:",omitempty"`
 }
 

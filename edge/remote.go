@@ -2,11 +2,9 @@ package edge
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -15,7 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/onceplane/onceplane/dedupe"
-	"github.com/onceplane/onceplane/event"
+	"github.com/onceplane/onceplane/jetstream/claimlog"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/telemetry"
 )
@@ -150,40 +148,12 @@ func (c *Consumer) mergeBuffered(ctx context.Context, p int, st *dedupe.State, c
 	return nil
 }
 
-// ConflictRecord is the conflicts stream's record of one ID claimed in two
-// regions. Each region that detects it writes one (on its own conflicts
-// stream, once per ID); together they give both sides.
-type ConflictRecord struct {
-	Hash       string    `json:"id_hash"`
-	Partition  int       `json:"partition"`
-	Region     string    `json:"region"` // the detecting region, whose claim log holds the ID
-	Edge       string    `json:"edge"`
-	DetectedAt time.Time `json:"detected_at"`
-	Remote     struct {
-		Region string    `json:"region"`
-		Writer string    `json:"writer,omitempty"`
-		Epoch  uint64    `json:"epoch,omitempty"`
-		Time   time.Time `json:"time,omitzero"`
-		Seq    uint64    `json:"xclaims_seq,omitempty"`
-	} `json:"remote"`
-}
-
-// HashHex is the conflict subject token of an ID hash.
-func HashHex(h event.Hash) string {
-	var b [16]byte
-	for i := range 8 {
-		b[i] = byte(h.Hi >> (56 - 8*i))
-		b[8+i] = byte(h.Lo >> (56 - 8*i))
-	}
-	return hex.EncodeToString(b[:])
-}
-
 // recordConflicts writes the conflicts st found to the conflicts stream,
 // once per ID (the stream refuses a second record on the same subject), and
 // counts the new ones. It retries until stored: a conflict is never silent.
 func (c *Consumer) recordConflicts(ctx context.Context, p int, st *dedupe.State) error {
 	for _, cf := range st.Conflicts() {
-		rec := ConflictRecord{Hash: HashHex(cf.Hash), Partition: p, Region: c.o.Region, Edge: c.o.Name, DetectedAt: c.now()}
+		rec := dedupe.ConflictRecord{Hash: cf.Hash.Hex(), Partition: p, Region: c.o.Region, Edge: c.o.Name, DetectedAt: c.now()}
 		rec.Remote.Region, rec.Remote.Writer, rec.Remote.Epoch, rec.Remote.Time, rec.Remote.Seq = cf.Region, cf.Writer, cf.Epoch, cf.Time, cf.Seq
 		data, _ := json.Marshal(rec)
 		msg := &nats.Msg{Subject: c.names.Conflict(rec.Hash, cf.Region), Data: data}
@@ -195,13 +165,16 @@ func (c *Consumer) recordConflicts(ctx context.Context, p int, st *dedupe.State)
 		ambiguous := false // an earlier attempt may have landed without its ack
 		for backoff, alt := 20*time.Millisecond, 0; ; backoff = min(2*backoff, time.Second) {
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, err := c.js.PublishMsg(pctx, msg)
+			// Only onto an empty subject: one record per ID and pair. (The
+			// stream holds one message per subject as well; the expected
+			// sequence makes the refusal a typed error.)
+			_, err := c.js.PublishMsg(pctx, msg, jetstream.WithExpectLastSequencePerSubject(0))
 			cancel()
 			if err == nil {
 				counted()
 				break
 			}
-			if strings.Contains(err.Error(), "maximum messages per subject") {
+			if claimlog.IsWrongLast(err) {
 				// Recorded already (by a rebuild that found it again, or by
 				// this loop's earlier attempt whose ack was lost) — unless
 				// what holds the subject is not a conflict record: then no
@@ -258,7 +231,7 @@ func (c *Consumer) conflictHeld(ctx context.Context, subject, hash string) (uint
 	if err != nil {
 		return 0, false, err
 	}
-	r, err := DecodeConflict(m.Data)
+	r, err := dedupe.DecodeConflict(m.Data)
 	return m.Sequence, err == nil && r.Hash == hash, nil
 }
 
@@ -268,21 +241,4 @@ func (c *Consumer) foreign(stream string, p int, seq uint64) {
 	c.o.Metrics.ForeignRecords.WithLabelValues(c.o.Region, stream).Inc()
 	c.lg.Error("foreign message skipped: no edge wrote it (check who can publish, or set reply subjects, on this stream's subjects)",
 		"stream", stream, "partition", p, "seq", seq)
-}
-
-// ErrForeignConflict is returned for bytes on a conflict subject that are
-// not a conflict record (a JetStream acknowledgement is JSON too: the
-// fields a record must have tell them apart).
-var ErrForeignConflict = errors.New("not a conflict record")
-
-// DecodeConflict decodes a conflicts stream record.
-func DecodeConflict(b []byte) (ConflictRecord, error) {
-	var r ConflictRecord
-	if err := json.Unmarshal(b, &r); err != nil {
-		return r, fmt.Errorf("%w: %w", ErrForeignConflict, err)
-	}
-	if len(r.Hash) != 32 || strings.Trim(r.Hash, "0123456789abcdef") != "" || r.Region == "" || r.Remote.Region == "" {
-		return ConflictRecord{}, fmt.Errorf("%w: no ID hash or regions", ErrForeignConflict)
-	}
-	return r, nil
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -76,6 +77,25 @@ func TestSpansAndMetrics(t *testing.T) {
 	code, body := get("/metrics")
 	if code != 200 || !strings.Contains(body, `onceplane_decisions_total{path="bloom-negative",region="local"} 2`) {
 		t.Fatalf("/metrics %d:\n%s", code, grep(body, "onceplane_decisions"))
+	}
+	// The exact set's size per owned partition (registered and never set
+	// before issue 12): the two IDs, and bytes beside them.
+	ids, bytes := 0.0, 0.0
+	for _, l := range strings.Split(body, "\n") {
+		f := strings.Fields(l)
+		if len(f) != 2 {
+			continue
+		}
+		v, _ := strconv.ParseFloat(f[1], 64)
+		switch {
+		case strings.HasPrefix(l, "onceplane_tracked_ids{"):
+			ids += v
+		case strings.HasPrefix(l, "onceplane_tracked_bytes{"):
+			bytes += v
+		}
+	}
+	if ids != 2 || bytes <= 0 {
+		t.Fatalf("tracked ids %v, bytes %v:\n%s", ids, bytes, grep(body, "onceplane_tracked"))
 	}
 }
 

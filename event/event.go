@@ -3,6 +3,7 @@
 package event
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -62,6 +63,17 @@ func Key(tenant, id string) string {
 // Claim logs store hashes, never raw IDs.
 type Hash struct{ Hi, Lo uint64 }
 
+// Hex is h as 32 lowercase hex digits, high half first: the conflict
+// subject token of an ID.
+func (h Hash) Hex() string {
+	var b [16]byte
+	for i := range 8 {
+		b[i] = byte(h.Hi >> (56 - 8*i))
+		b[8+i] = byte(h.Lo >> (56 - 8*i))
+	}
+	return hex.EncodeToString(b[:])
+}
+
 // HashID returns the stable 128-bit hash of an event ID.
 func HashID(id string) Hash {
 	u := xxh3.HashString128(id)
@@ -87,7 +99,6 @@ var (
 	ErrIDCharset   = errors.New("id-invalid-charset")
 	ErrTooLarge    = errors.New("payload-too-large")
 	ErrMisrouted   = errors.New("misrouted")
-	ErrBadHeaders  = errors.New("undecodable-headers")
 	ErrTenant      = errors.New("invalid-tenant")
 	ErrHandlerFail = errors.New("handler-gave-up")
 )
@@ -184,7 +195,7 @@ func Check(tenant, id string, payloadLen, p, n int, lim Limits) (Hash, error) {
 
 // Reason returns the short DLQ reason of a validation error.
 func Reason(err error) string {
-	for _, e := range []error{ErrMissingID, ErrIDTooLong, ErrIDCharset, ErrTooLarge, ErrMisrouted, ErrBadHeaders, ErrTenant, ErrHandlerFail} {
+	for _, e := range []error{ErrMissingID, ErrIDTooLong, ErrIDCharset, ErrTooLarge, ErrMisrouted, ErrTenant, ErrHandlerFail} {
 		if errors.Is(err, e) {
 			return e.Error()
 		}

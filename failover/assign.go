@@ -99,10 +99,8 @@ func AssignSome(members []string, n int, parts []int) []string {
 	return out
 }
 
-// Owned returns the partitions of n that member should own, in order.
-func Owned(members []string, n int, member string) []int { return OwnedSome(members, n, nil, member) }
-
-// OwnedSome is Owned under AssignSome.
+// OwnedSome returns the partitions of n (or of parts, as AssignSome) that
+// member should own, in order.
 func OwnedSome(members []string, n int, parts []int, member string) []int {
 	var ps []int
 	for p, o := range AssignSome(members, n, parts) {

@@ -130,6 +130,22 @@ type Cluster struct {
 	closed  bool
 }
 
+// FastConfig is the memberlist configuration of the Fast profile:
+// memberlist's LAN defaults with probes every 250 ms (100 ms timeout),
+// suspicion ×3, gossip every 100 ms, push-pull every 5 s, awareness ×2 at
+// most and 2 s TCP timeouts.
+func FastConfig() *memberlist.Config {
+	cfg := memberlist.DefaultLANConfig()
+	cfg.ProbeInterval = 250 * time.Millisecond
+	cfg.ProbeTimeout = 100 * time.Millisecond
+	cfg.SuspicionMult = 3
+	cfg.GossipInterval = 100 * time.Millisecond
+	cfg.PushPullInterval = 5 * time.Second
+	cfg.AwarenessMaxMultiplier = 2
+	cfg.TCPTimeout = 2 * time.Second
+	return cfg
+}
+
 // Start creates the local member and joins the seeds it can reach. A member
 // that reaches no seed starts alone and keeps trying.
 func Start(o Options) (*Cluster, error) {
@@ -142,19 +158,9 @@ func Start(o Options) (*Cluster, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	var cfg *memberlist.Config
-	switch o.Profile {
-	case LAN:
+	cfg := FastConfig()
+	if o.Profile == LAN {
 		cfg = memberlist.DefaultLANConfig()
-	default:
-		cfg = memberlist.DefaultLANConfig()
-		cfg.ProbeInterval = 250 * time.Millisecond
-		cfg.ProbeTimeout = 100 * time.Millisecond
-		cfg.SuspicionMult = 3
-		cfg.GossipInterval = 100 * time.Millisecond
-		cfg.PushPullInterval = 5 * time.Second
-		cfg.AwarenessMaxMultiplier = 2
-		cfg.TCPTimeout = 2 * time.Second
 	}
 	if o.Name != "" {
 		cfg.Name = o.Name

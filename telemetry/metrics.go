@@ -9,7 +9,8 @@ import (
 )
 
 // Metrics are the counters and histograms an edge exports. Build one per
-// process with NewMetrics; a nil *Metrics is never passed around: use Discard.
+// process with NewMetrics and share it (edge.Options.Metrics; nil there
+// means a registry of the edge's own).
 type Metrics struct {
 	Registry *prometheus.Registry
 

@@ -24,14 +24,15 @@ import (
 // this writer's last append or read: the caller must stop owning the partition.
 var ErrFenced = errors.New("fenced: the claim log moved on")
 
+// appendTimeout bounds one publish attempt of Append.
+const appendTimeout = 5 * time.Second
+
 // Log appends to and replays one region's claim logs.
 type Log struct {
 	js     jetstream.JetStream
 	names  streams.Names
 	stream jetstream.Stream
 	heal   *healconn.Healer
-	// AppendTimeout bounds one publish attempt. Zero means 5 s.
-	AppendTimeout time.Duration
 	// Foreign, when set, is told of every message on a claim subject that
 	// is not a record (dedupe.ErrForeign: no edge wrote it) as Replay and
 	// Append skip it. Nil means skip silently.
@@ -53,7 +54,10 @@ func Open(ctx context.Context, js jetstream.JetStream, names streams.Names) (*Lo
 	return &Log{js: js, names: names, stream: s, heal: healconn.New(js.Conn(), 0)}, nil
 }
 
-func isWrongLast(err error) bool {
+// IsWrongLast reports whether err is JetStream refusing a publish whose
+// expected last sequence (Nats-Expected-Last-Subject-Sequence) is not the
+// subject's: a compare-and-set that lost.
+func IsWrongLast(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
@@ -69,10 +73,7 @@ func (l *Log) Append(ctx context.Context, p int, expected uint64, rec dedupe.Rec
 		return 0, fmt.Errorf("claim p%d: %w", p, err)
 	}
 	subj := l.names.Claims(p)
-	timeout := l.AppendTimeout
-	if timeout <= 0 {
-		timeout = 5 * time.Second
-	}
+	timeout := appendTimeout
 	// The record carries the appender's trace context: an owner in another
 	// region that merges it continues the trace (cross-region replication).
 	hdr := nats.Header{}
@@ -99,7 +100,7 @@ func (l *Log) Append(ctx context.Context, p int, expected uint64, rec dedupe.Rec
 			// Cannot tell yet (core down or electing): wait and ask again.
 		case last > expected && bytes.Equal(lastData, data):
 			return last, nil // our append landed; its ack was lost
-		case last == 0 && expected > 0 && isWrongLast(err):
+		case last == 0 && expected > 0 && IsWrongLast(err):
 			// Every record of this partition aged out of the log (idle for
 			// longer than the window): start the subject again from 0. Any
 			// other writer doing the same loses this compare-and-set.

@@ -155,9 +155,6 @@ func (n Names) Streams() []string {
 // (onceplane.<region>).
 func (n Names) Prefix() string { return n.prefix() }
 
-// Consumer is the durable consumer name of partition p.
-func (n Names) Consumer(p int) string { return "part-" + strconv.Itoa(p) }
-
 // ConsumerName is the ingest consumer of the ownership that took partition
 // p over with the takeover record at claim-log sequence seq. Claim-log
 // sequences never repeat, even when a partition's records all age out, so

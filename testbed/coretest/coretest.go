@@ -39,7 +39,7 @@ func StartIn(t testing.TB, dir string, port int) *core.Node {
 	return n
 }
 
-// Cluster runs a 3-node region on free loopback ports.
+// Cluster runs a region of size nodes on free loopback ports.
 func Cluster(t testing.TB, region string, size int) []*core.Node {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -88,7 +88,7 @@ func Connect(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
 	return nc, js
 }
 
-// Eventually polls cond every 20 ms until it is true or the deadline passes, failing the test then.
+// Eventually polls cond every poll.Interval until it is true or the deadline passes, failing the test then.
 func Eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	if !Within(within, cond) {
@@ -100,7 +100,7 @@ func Eventually(t testing.TB, within time.Duration, what string, cond func() boo
 // (false), for tests that report more than a timeout when it fails.
 func Within(within time.Duration, cond func() bool) bool { return poll.Until(within, cond) }
 
-// Never polls cond every 20 ms for the whole of within and fails the test
+// Never polls cond every poll.Interval for the whole of within and fails the test
 // if it ever holds (for "this must not happen" checks).
 func Never(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()

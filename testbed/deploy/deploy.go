@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/onceplane/onceplane/auth"
+	"github.com/onceplane/onceplane/dedupe"
 	"github.com/onceplane/onceplane/edge"
 	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/failover"
@@ -301,8 +302,8 @@ func (d *Deployment) Producer(region string) *producer.Producer { return d.prods
 
 // Conflicts reads every region's conflicts stream: region -> records. A
 // strict-mode deployment has none (nothing is decided in two regions).
-func (d *Deployment) Conflicts(ctx context.Context) (map[string][]edge.ConflictRecord, error) {
-	out := map[string][]edge.ConflictRecord{}
+func (d *Deployment) Conflicts(ctx context.Context) (map[string][]dedupe.ConflictRecord, error) {
+	out := map[string][]dedupe.ConflictRecord{}
 	if d.top.Mode == topology.Strict {
 		return out, nil
 	}
@@ -323,14 +324,14 @@ func (d *Deployment) Conflicts(ctx context.Context) (map[string][]edge.ConflictR
 
 // ReadConflicts reads every record of the conflicts stream of n's region,
 // skipping messages that are not conflict records (no edge wrote them).
-func ReadConflicts(ctx context.Context, js jetstream.JetStream, n streams.Names) ([]edge.ConflictRecord, error) {
+func ReadConflicts(ctx context.Context, js jetstream.JetStream, n streams.Names) ([]dedupe.ConflictRecord, error) {
 	msgs, err := verify.ReadStream(ctx, js, n.ConflictStream())
 	if err != nil {
 		return nil, fmt.Errorf("conflicts %s: %w", n.Region, err)
 	}
-	out := make([]edge.ConflictRecord, 0, len(msgs))
+	out := make([]dedupe.ConflictRecord, 0, len(msgs))
 	for _, m := range msgs {
-		rec, err := edge.DecodeConflict(m.Data)
+		rec, err := dedupe.DecodeConflict(m.Data)
 		if err != nil {
 			continue // foreign bytes (no edge wrote them; the edges count them)
 		}

@@ -199,11 +199,11 @@ func TestAsyncCrossRegion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reported := map[string]map[string]edge.ConflictRecord{} // hash -> detecting region -> record
+	reported := map[string]map[string]dedupe.ConflictRecord{} // hash -> detecting region -> record
 	for r, recs := range conflicts {
 		for _, c := range recs {
 			if reported[c.Hash] == nil {
-				reported[c.Hash] = map[string]edge.ConflictRecord{}
+				reported[c.Hash] = map[string]dedupe.ConflictRecord{}
 			}
 			reported[c.Hash][r] = c
 		}
@@ -275,7 +275,7 @@ func attr(s sdktrace.ReadOnlySpan, key string) string {
 }
 
 // HashOf is the conflict-record form of an event ID's hash.
-func HashOf(id string) string { return edge.HashHex(event.HashID(id)) }
+func HashOf(id string) string { return event.HashID(id).Hex() }
 
 func otherOf(rs []string, r string) string {
 	for _, x := range rs {

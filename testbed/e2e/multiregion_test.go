@@ -15,7 +15,6 @@ import (
 
 	"github.com/onceplane/onceplane/auth"
 	"github.com/onceplane/onceplane/devcert"
-	"github.com/onceplane/onceplane/edge"
 	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/producer"
@@ -330,7 +329,7 @@ func TestMultiRegionProcesses(t *testing.T) {
 		t.Errorf("%d conflicts are not races, %d races not reported, %d IDs lost", acct.Spurious, acct.Missed, acct.Lost)
 	}
 	for _, id := range cutRaces {
-		if !got[edge.HashHex(event.HashID(id))] {
+		if !got[event.HashID(id).Hex()] {
 			t.Errorf("%s raced across the stopped link and is not a conflict", id)
 			break
 		}

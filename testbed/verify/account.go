@@ -3,7 +3,6 @@ package verify
 import (
 	"slices"
 
-	"github.com/onceplane/onceplane/edge"
 	"github.com/onceplane/onceplane/event"
 )
 
@@ -41,12 +40,12 @@ func Tally(ids []string, effects map[string]map[string]int, conflicts map[string
 			if n > 1 {
 				a.DupEffects[r]++
 			}
-			h := edge.HashHex(event.HashID(id))
+			h := event.HashID(id).Hex()
 			where[h] = append(where[h], r)
 		}
 	}
 	for _, id := range ids {
-		if len(where[edge.HashHex(event.HashID(id))]) == 0 {
+		if len(where[event.HashID(id).Hex()]) == 0 {
 			a.Lost++
 		}
 	}

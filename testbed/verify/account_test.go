@@ -3,13 +3,12 @@ package verify_test
 import (
 	"testing"
 
-	"github.com/onceplane/onceplane/edge"
 	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/testbed/verify"
 )
 
 func TestTally(t *testing.T) {
-	h := func(id string) string { return edge.HashHex(event.HashID(id)) }
+	h := func(id string) string { return event.HashID(id).Hex() }
 	ids := []string{"a", "b", "c", "d", "e"}
 	effects := map[string]map[string]int{
 		"us": {"a": 1, "b": 1, "c": 2},

@@ -32,7 +32,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/onceplane/onceplane/auth"
-	"github.com/onceplane/onceplane/edge"
 	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/internal/cli"
 	"github.com/onceplane/onceplane/internal/poll"
@@ -221,7 +220,7 @@ load:
 	// service): count this run's IDs only.
 	mine := map[string]bool{}
 	for _, id := range ids {
-		mine[edge.HashHex(event.HashID(id))] = true
+		mine[event.HashID(id).Hex()] = true
 	}
 	// Settled: every region's input consumers drained (nothing pending,
 	// nothing awaiting an ack, so no redelivery can still come), the

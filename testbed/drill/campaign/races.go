@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/onceplane/onceplane/edge"
 	"github.com/onceplane/onceplane/event"
 )
 
@@ -56,7 +55,7 @@ type RaceVerdict struct {
 func (v RaceVerdict) OK() bool { return len(v.Violations) == 0 }
 
 // raceHash is the hash a conflict record names an ID by.
-func raceHash(id string) string { return edge.HashHex(event.HashID(id)) }
+func raceHash(id string) string { return event.HashID(id).Hex() }
 
 // regionsHandling maps each raced ID to the regions that handled it or
 // dead-lettered it (a dead letter follows a claim, so a conflict may name it).
