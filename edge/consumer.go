@@ -504,12 +504,12 @@ func (c *Consumer) consume(ctx context.Context, pt *part, cons jetstream.Consume
 		}
 		c.o.Metrics.Rewinds.WithLabelValues(c.o.Region).Inc()
 		c.busy(p, "rewinding the consumer")
-		for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
+		for b := poll.Backoff(50*time.Millisecond, 2*time.Second); ; {
 			if cons, err = c.rewind(ctx, pt); err == nil {
 				break
 			}
 			c.lg.Warn("rewind failed; retrying", "partition", p, "err", err)
-			if poll.Sleep(ctx, backoff) != nil {
+			if poll.Sleep(ctx, b.NextBackOff()) != nil {
 				return nil
 			}
 		}

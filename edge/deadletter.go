@@ -135,7 +135,7 @@ func permanent(err error) bool {
 func (c *Consumer) deadLetter(ctx context.Context, p int, dead []deadMsg) error {
 	for _, d := range dead {
 		minimal := false
-		for backoff := 20 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+		for b := poll.Backoff(20*time.Millisecond, time.Second); ; {
 			msg := deadLetterMsg(c.names.DLQ(p), c.o.Region, p, d, c.maxMsg, minimal)
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			_, err := c.js.PublishMsg(pctx, msg)
@@ -152,7 +152,7 @@ func (c *Consumer) deadLetter(ctx context.Context, p int, dead []deadMsg) error 
 				continue
 			}
 			c.lg.Warn("dead-letter publish failed; retrying", "partition", p, "err", err)
-			if poll.Sleep(ctx, backoff) != nil {
+			if poll.Sleep(ctx, b.NextBackOff()) != nil {
 				return ctx.Err()
 			}
 		}

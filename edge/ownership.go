@@ -181,7 +181,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 // for a core that is still starting or out of reach (and for streams not yet
 // provisioned) until ctx ends, as a supervisor restarting the edge would.
 func (c *Consumer) open(ctx context.Context) (streams.Settings, *claimlog.Log, error) {
-	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+	for b := poll.Backoff(100*time.Millisecond, 5*time.Second); ; {
 		set, err := streams.ReadSettings(ctx, c.js, c.names)
 		if err == nil {
 			var l *claimlog.Log
@@ -193,8 +193,9 @@ func (c *Consumer) open(ctx context.Context) (streams.Settings, *claimlog.Log, e
 		if ctx.Err() != nil {
 			return streams.Settings{}, nil, err
 		}
-		c.lg.Warn("region's streams not reachable yet; retrying", "err", err, "in", backoff)
-		if poll.Sleep(ctx, backoff) != nil {
+		wait := b.NextBackOff()
+		c.lg.Warn("region's streams not reachable yet; retrying", "err", err, "in", wait)
+		if poll.Sleep(ctx, wait) != nil {
 			return streams.Settings{}, nil, err
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/onceplane/onceplane/dedupe"
+	"github.com/onceplane/onceplane/internal/poll"
 	"github.com/onceplane/onceplane/jetstream/claimlog"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/telemetry"
@@ -163,7 +164,7 @@ func (c *Consumer) recordConflicts(ctx context.Context, p int, st *dedupe.State)
 			c.lg.Warn("cross-region conflict", "partition", p, "id_hash", rec.Hash, "peer", cf.Region, "peer_writer", cf.Writer)
 		}
 		ambiguous := false // an earlier attempt may have landed without its ack
-		for backoff, alt := 20*time.Millisecond, 0; ; backoff = min(2*backoff, time.Second) {
+		for b, alt := poll.Backoff(20*time.Millisecond, time.Second), 0; ; {
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			// Only onto an empty subject: one record per ID and pair. (The
 			// stream holds one message per subject as well; the expected
@@ -204,10 +205,8 @@ func (c *Consumer) recordConflicts(ctx context.Context, p int, st *dedupe.State)
 				return ctx.Err()
 			}
 			c.lg.Warn("conflict record failed; retrying", "partition", p, "err", err)
-			select {
-			case <-ctx.Done():
+			if poll.Sleep(ctx, b.NextBackOff()) != nil {
 				return ctx.Err()
-			case <-time.After(backoff):
 			}
 		}
 	}

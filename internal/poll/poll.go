@@ -1,11 +1,13 @@
 // Package poll waits for a condition by polling it with a deadline: what
-// tests use instead of sleeping for a fixed time. It has no dependencies, so
-// any package's tests can use it.
+// tests use instead of sleeping for a fixed time; and the one backoff the
+// product's retry loops share.
 package poll
 
 import (
 	"context"
 	"time"
+
+	"github.com/cenkalti/backoff/v5"
 )
 
 // Interval is how often Until evaluates its condition.
@@ -38,4 +40,12 @@ func Sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// Backoff returns the retry delays onceplane's loops wait between attempts:
+// exponential from initial, doubling up to max, each ±20 % (so that edges
+// retrying the same failure do not retry in step). NextBackOff gives the
+// next delay; Reset starts again from initial.
+func Backoff(initial, max time.Duration) *backoff.ExponentialBackOff {
+	return &backoff.ExponentialBackOff{InitialInterval: initial, MaxInterval: max, Multiplier: 2, RandomizationFactor: 0.2}
 }

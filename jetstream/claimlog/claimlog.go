@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/onceplane/onceplane/dedupe"
+	"github.com/onceplane/onceplane/internal/poll"
 	"github.com/onceplane/onceplane/jetstream/healconn"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/telemetry"
@@ -81,7 +82,7 @@ func (l *Log) Append(ctx context.Context, p int, expected uint64, rec dedupe.Rec
 	if len(hdr) == 0 {
 		hdr = nil
 	}
-	backoff := 20 * time.Millisecond
+	b := poll.Backoff(20*time.Millisecond, time.Second)
 	for {
 		actx, cancel := context.WithTimeout(ctx, timeout)
 		ack, err := l.js.PublishMsg(actx, &nats.Msg{Subject: subj, Header: hdr, Data: data}, jetstream.WithExpectLastSequencePerSubject(expected))
@@ -121,13 +122,8 @@ func (l *Log) Append(ctx context.Context, p int, expected uint64, rec dedupe.Rec
 			}
 			return 0, fmt.Errorf("claim p%d: expected last %d, log at %d: %w", p, expected, last, ErrFenced)
 		}
-		select {
-		case <-ctx.Done():
+		if poll.Sleep(ctx, b.NextBackOff()) != nil {
 			return 0, fmt.Errorf("claim p%d: %w", p, ctx.Err())
-		case <-time.After(backoff):
-		}
-		if backoff < time.Second {
-			backoff *= 2
 		}
 	}
 }
