@@ -219,28 +219,35 @@ func runModel(t *testing.T, seed uint64) {
 				hs[i] = hid(msgs[j])
 			}
 			now = now.Add(time.Millisecond)
-			pOn := on.Classify(hs, now, nil)
-			pOff := off.Classify(hs, now, nil)
-			var first []event.Hash
+			// The batch steps the edge takes (Decide, Committed, Finished),
+			// with and without the Bloom pre-check.
+			var bOn, bOff Batch
+			on.Decide(hs, now, name, &bOn)
+			off.Decide(hs, now, name, &bOff)
+			pOn := bOn.Paths
 			var firstIDs []int
 			for i := range pOn {
-				if pOn[i].First() != pOff[i].First() {
-					t.Fatalf("seed %d: bloom changed a decision: %v vs %v", seed, pOn[i], pOff[i])
+				if pOn[i].First() != bOff.Paths[i].First() {
+					t.Fatalf("seed %d: bloom changed a decision: %v vs %v", seed, pOn[i], bOff.Paths[i])
 				}
-				if pOn[i].First() {
-					first = append(first, hs[i])
-					firstIDs = append(firstIDs, msgs[idx[i]])
-				}
+			}
+			for _, i := range bOn.Run {
+				firstIDs = append(firstIDs, msgs[idx[i]])
+			}
+			if bOn.Claims != bOff.Claims || !reflect.DeepEqual(bOn.Claim, bOff.Claim) {
+				t.Fatalf("seed %d: bloom changed the claim record: %+v vs %+v", seed, bOn.Claim, bOff.Claim)
 			}
 			if step == crashAt && r.IntN(2) == 0 {
 				crash() // crash before the claim
 				break
 			}
-			// Like the edge, append only when the batch claims something; the
-			// record carries the previous batch's finish to the log.
-			var seq uint64
-			if len(first) > 0 {
-				seq = appendRec(on.Claim(first, name))
+			// The claim, when the batch runs anything; the record carries
+			// the previous batch's finish to the log.
+			if bOn.Claims {
+				log = append(log, bOn.Claim)
+				seq := uint64(len(log))
+				on.Committed(&bOn, seq)
+				off.Committed(&bOff, seq)
 				inFlight = append([]int(nil), firstIDs...)
 			}
 			// Handler: with a crash, only a prefix of the first-time events runs.
@@ -258,8 +265,8 @@ func runModel(t *testing.T, seed uint64) {
 				break
 			}
 			through := uint64(idx[len(idx)-1] + 1)
-			on.MarkDone(seq, through)
-			off.MarkDone(seq, through)
+			on.Finished(&bOn, through)
+			off.Finished(&bOff, through)
 			// Acked, but in flight until a later record tells the log.
 			// Sometimes the partition goes idle and writes a done record.
 			if r.IntN(4) == 0 {

@@ -29,7 +29,6 @@ import (
 	"github.com/onceplane/onceplane/internal/poll"
 	"github.com/onceplane/onceplane/jetstream/claimlog"
 	"github.com/onceplane/onceplane/jetstream/streams"
-	"github.com/onceplane/onceplane/telemetry"
 )
 
 // ErrFenced matches (errors.Is) every FencedError: a partition whose claim
@@ -718,10 +717,8 @@ func (c *Consumer) flushDone(ctx context.Context, p int, st *dedupe.State) error
 type work struct {
 	valid  []validMsg
 	hashes []event.Hash
-	paths  []dedupe.Path
-	first  []event.Hash
-	evs    []event.Event
-	from   []int // from[i] is the index in valid of evs[i]
+	batch  dedupe.Batch  // the decisions; batch.Run[i] is the index in valid of evs[i]
+	evs    []event.Event // the events the handler runs
 	dead   []deadMsg
 
 	remote    <-chan remoteRec // other regions' claims (nil in one region or strict mode)
@@ -753,182 +750,7 @@ type deadMsg struct {
 }
 
 func newWork(n int) *work {
-	return &work{valid: make([]validMsg, 0, n), hashes: make([]event.Hash, 0, n), paths: make([]dedupe.Path, 0, n), first: make([]event.Hash, 0, n), evs: make([]event.Event, 0, n)}
-}
-
-// process runs the data path for one batch: validate, classify, claim
-// (conditional append), handle, dead-letter, acknowledge, mark done.
-func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch []inMsg, w *work) error {
-	started := c.now()
-	ctx, span := c.tracer.Start(ctx, "onceplane.batch", trace.WithAttributes(append(c.attrs(p), attribute.Int("onceplane.batch_size", len(batch)))...))
-	defer span.End()
-	region := c.o.Region
-	c.c.in.Add(int64(len(batch)))
-	c.o.Metrics.EventsIn.WithLabelValues(region).Add(float64(len(batch)))
-	w.valid, w.hashes, w.dead = w.valid[:0], w.hashes[:0], w.dead[:0]
-	var maxSeq uint64
-	var last jetstream.Msg
-	var at time.Time // the latest ingest time in the batch: the dedupe clock
-	traced := 0
-	for _, in := range batch {
-		var seq uint64
-		var stored time.Time
-		if md, err := in.m.Metadata(); err == nil {
-			seq, stored = md.Sequence.Stream, md.Timestamp
-		}
-		if seq >= maxSeq {
-			maxSeq, last = seq, in.m
-		}
-		if stored.After(at) {
-			at = stored
-		}
-		hdr := in.m.Headers()
-		// The tenant from the stored subject (the producer's permissions
-		// pinned it); the ID from the producer's header. Nats-Msg-Id is
-		// read only for the default tenant, whose producers sent their
-		// IDs there before tenants.
-		tenant := streams.TenantOf(in.m.Subject())
-		var id string
-		if hdr != nil {
-			if id = hdr.Get(event.HeaderID); id == "" && tenant == event.DefaultTenant {
-				id = hdr.Get(event.HeaderMsgID)
-			}
-		}
-		h, err := event.Check(tenant, id, len(in.m.Data()), p, c.nparts, c.o.Limits)
-		if err != nil {
-			detail := err.Error()
-			if hdr == nil {
-				detail = "no headers (absent or undecodable): " + detail
-			}
-			w.dead = append(w.dead, deadMsg{m: in.m, id: id, tenant: tenant, seq: seq, reason: event.Reason(err), detail: detail})
-			continue
-		}
-		v := validMsg{in: in, id: id, tenant: tenant, h: h, seq: seq, at: stored, origin: region}
-		if c.o.Strict { // the home stream holds every region's events
-			v.origin = streams.RegionOf(in.m.Subject())
-		}
-		if ps := hdr.Get(event.HeaderPublished); ps != "" {
-			if ns, err := strconv.ParseInt(ps, 10, 64); err == nil {
-				v.pub = time.Unix(0, ns)
-			}
-		}
-		if traced < maxTracedPerBatch && hasTraceParent(hdr) {
-			v.traced = trace.SpanContextFromContext(telemetry.Propagator().Extract(context.Background(), telemetry.HeaderCarrier(hdr)))
-			if v.traced.IsValid() {
-				traced++
-			}
-		}
-		w.valid = append(w.valid, v)
-		w.hashes = append(w.hashes, h)
-	}
-
-	_, pre := c.tracer.Start(ctx, "onceplane.precheck")
-	w.paths = st.Classify(w.hashes, at, w.paths[:0])
-	pre.End()
-	w.first, w.evs, w.from = w.first[:0], w.evs[:0], w.from[:0]
-	reruns := 0
-	for i, path := range w.paths {
-		if !path.First() {
-			continue
-		}
-		v := w.valid[i]
-		w.first = append(w.first, v.h)
-		w.from = append(w.from, i)
-		unc := path == dedupe.PathUncertainRerun
-		if unc {
-			reruns++
-		}
-		w.evs = append(w.evs, event.Event{ID: v.id, Tenant: v.tenant, Hash: v.h, Partition: p, Data: v.in.m.Data(), Headers: v.in.m.Headers(), StreamSeq: v.seq, Uncertain: unc})
-	}
-	var claimSeq uint64
-	if len(w.first) > 0 {
-		rec := st.Claim(w.first, c.o.Name)
-		actx, as := c.tracer.Start(ctx, "onceplane.claim_append", trace.WithAttributes(attribute.Int("onceplane.claimed", len(w.first))))
-		t0 := time.Now()
-		c.busy(p, "appending a claim")
-		seq, err := c.log.Append(actx, p, st.LastSeq(), rec)
-		c.o.Metrics.ClaimAppendSec.WithLabelValues(region).Observe(time.Since(t0).Seconds())
-		as.End()
-		if err != nil {
-			span.RecordError(err)
-			return err
-		}
-		st.Apply(seq, rec, time.Time{})
-		claimSeq = seq
-		c.c.appends.Add(1)
-		c.o.Metrics.ClaimAppends.WithLabelValues(region, "claim").Inc()
-		if w.remote != nil {
-			if err := c.recordConflicts(ctx, p, st); err != nil {
-				return err
-			}
-		}
-	}
-	committed := c.now()
-	nFirst := int64(len(w.evs))
-	c.c.first.Add(nFirst)
-	c.c.dup.Add(int64(len(w.paths)) - nFirst)
-	c.c.reruns.Add(int64(reruns))
-	c.countPaths(w.paths)
-	if reruns > 0 {
-		c.o.Metrics.UncertainReruns.WithLabelValues(region).Add(float64(reruns))
-	}
-	c.decisionSec.Observe(committed.Sub(started).Seconds())
-	c.observeDedupeLatency(w, committed)
-	if traced > 0 {
-		c.traceDecisions(ctx, p, w, started, committed)
-	}
-	if c.o.OnDecision != nil {
-		for i, v := range w.valid {
-			c.o.OnDecision(Decision{Partition: p, ID: v.id, Tenant: v.tenant, Path: w.paths[i], Origin: v.origin, Published: v.pub, Stored: v.at, Received: v.in.at, Started: started, Committed: committed})
-		}
-	}
-
-	if len(w.evs) > 0 {
-		hctx, hs := c.tracer.Start(ctx, "onceplane.handler", trace.WithAttributes(attribute.Int("onceplane.events", len(w.evs))))
-		t0 := time.Now()
-		c.busy(p, "running the handler")
-		final, res, err := runHandler(hctx, c.h, w.evs, c.o.Retry)
-		c.o.Metrics.HandlerSec.WithLabelValues(region).Observe(time.Since(t0).Seconds())
-		hs.End()
-		if res.retries > 0 {
-			c.c.retries.Add(int64(res.retries))
-			c.o.Metrics.HandlerRetries.WithLabelValues(region).Add(float64(res.retries))
-		}
-		if res.flagged > 0 {
-			// Events of a batch whose handler panicked: each ran again alone,
-			// flagged uncertain (the panic may have come after their effect).
-			c.c.reruns.Add(int64(res.flagged))
-			c.o.Metrics.UncertainReruns.WithLabelValues(region).Add(float64(res.flagged))
-		}
-		if err != nil {
-			return err
-		}
-		for i, e := range final {
-			if e != nil {
-				ev := w.evs[i]
-				w.dead = append(w.dead, deadMsg{m: w.valid[w.from[i]].in.m, id: ev.ID, tenant: ev.Tenant, seq: ev.StreamSeq, reason: event.ErrHandlerFail.Error(), detail: e.Error()})
-			}
-		}
-	}
-	if len(w.dead) > 0 {
-		dctx, ds := c.tracer.Start(ctx, "onceplane.dlq", trace.WithAttributes(attribute.Int("onceplane.dead", len(w.dead))))
-		c.busy(p, "dead-lettering")
-		err := c.deadLetter(dctx, p, w.dead)
-		ds.End()
-		if err != nil {
-			return err
-		}
-	}
-	_, ack := c.tracer.Start(ctx, "onceplane.ack")
-	if last != nil {
-		_ = last.Ack() // AckAll: covers the whole batch; a lost ack only causes a redelivery, decided as a duplicate
-	}
-	ack.End()
-	st.MarkDone(claimSeq, maxSeq)
-	c.idle(p)
-	c.c.done.Add(int64(len(batch)))
-	c.gaugeTracked(p, st)
-	return nil
+	return &work{valid: make([]validMsg, 0, n), hashes: make([]event.Hash, 0, n), evs: make([]event.Event, 0, n)}
 }
 
 // gaugeTracked sets p's tracked-ID and tracked-byte gauges from st.
@@ -966,7 +788,7 @@ func (c *Consumer) traceDecisions(ctx context.Context, p int, w *work, started, 
 		pctx := trace.ContextWithRemoteSpanContext(context.Background(), v.traced)
 		_, sp := c.tracer.Start(pctx, "onceplane.decide", trace.WithTimestamp(started), trace.WithLinks(batchLink),
 			trace.WithAttributes(append(c.attrs(p), attribute.String("onceplane.event_id", v.id),
-				attribute.String("onceplane.path", w.paths[i].String()), attribute.Int64("onceplane.stream_seq", int64(v.seq)),
+				attribute.String("onceplane.path", w.batch.Paths[i].String()), attribute.Int64("onceplane.stream_seq", int64(v.seq)),
 				attribute.String("onceplane.origin_region", v.origin))...))
 		sp.End(trace.WithTimestamp(committed))
 	}

@@ -72,9 +72,9 @@ var mutants = []mutant{
 	},
 	{
 		name: "E", what: "edge: the handler's result ignored, so give-ups are acked without a dead letter",
-		file: "edge/consumer.go",
-		old:  "\t\tfor i, e := range final {\n",
-		new:  "\t\tfor i, e := range final[:0] {\n",
+		file: "edge/batch.go",
+		old:  "\tfor i, e := range final {\n",
+		new:  "\tfor i, e := range final[:0] {\n",
 		pkgs: []string{"./edge"}, tests: []string{"TestBadInputToDLQ"},
 	},
 	{
@@ -184,7 +184,7 @@ var mutants = []mutant{
 	},
 	{
 		name: "U", what: "edge: the tenant is read from a producer's header, not from the stored subject",
-		file: "edge/consumer.go",
+		file: "edge/batch.go",
 		old:  "\t\ttenant := streams.TenantOf(in.m.Subject())\n",
 		new:  "\t\ttenant := event.DefaultTenant\n\t\tif t := in.m.Headers().Get(event.HeaderTenant); t != \"\" {\n\t\t\ttenant = t\n\t\t}\n\t\t_ = streams.TenantOf\n",
 		pkgs: []string{"./auth"}, tests: []string{"TestTenantsCannotSuppressEachOther"},

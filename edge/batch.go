@@ -1,0 +1,229 @@
+package edge
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/onceplane/onceplane/dedupe"
+	"github.com/onceplane/onceplane/event"
+	"github.com/onceplane/onceplane/jetstream/streams"
+	"github.com/onceplane/onceplane/telemetry"
+)
+
+// process runs one batch of partition p through its steps, in order:
+//
+//	validate   decode each event; the invalid ones become dead letters
+//	decide     dedupe.State.Decide: classify, and the claim record of the
+//	           events to run, appended conditionally on the log's tail
+//	           (fenced otherwise); dedupe.State.Committed
+//	handle     run the handler on the events to run; those it gives up on
+//	           become dead letters
+//	dead       store every dead letter
+//	ack        AckAll the batch's last message
+//	finish     dedupe.State.Finished: the next record carries it to the log
+//
+// A stop between two steps leaves the batch's claimed IDs uncertain for the
+// next owner; nothing is acknowledged before its claim is durable.
+func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch []inMsg, w *work) error {
+	started := c.now()
+	ctx, span := c.tracer.Start(ctx, "onceplane.batch", trace.WithAttributes(append(c.attrs(p), attribute.Int("onceplane.batch_size", len(batch)))...))
+	defer span.End()
+	c.c.in.Add(int64(len(batch)))
+	c.o.Metrics.EventsIn.WithLabelValues(c.o.Region).Add(float64(len(batch)))
+	v := c.validate(p, batch, w)
+	if err := c.decide(ctx, p, st, w, v.at); err != nil {
+		span.RecordError(err)
+		return err
+	}
+	c.account(ctx, p, w, v.traced, started, c.now())
+	if err := c.handle(ctx, p, w); err != nil {
+		return err
+	}
+	if len(w.dead) > 0 {
+		dctx, ds := c.tracer.Start(ctx, "onceplane.dlq", trace.WithAttributes(attribute.Int("onceplane.dead", len(w.dead))))
+		c.busy(p, "dead-lettering")
+		err := c.deadLetter(dctx, p, w.dead)
+		ds.End()
+		if err != nil {
+			return err
+		}
+	}
+	_, ack := c.tracer.Start(ctx, "onceplane.ack")
+	if v.last != nil {
+		_ = v.last.Ack() // AckAll: covers the whole batch; a lost ack only causes a redelivery, decided as a duplicate
+	}
+	ack.End()
+	st.Finished(&w.batch, v.maxSeq)
+	c.idle(p)
+	c.c.done.Add(int64(len(batch)))
+	c.gaugeTracked(p, st)
+	return nil
+}
+
+// validated is what validate learns of a batch beyond its events.
+type validated struct {
+	maxSeq uint64        // the newest ingest sequence
+	last   jetstream.Msg // its message: acknowledging it acknowledges the batch
+	at     time.Time     // the newest ingest time: the dedupe clock
+	traced int           // events that carry a producer's trace context (at most maxTracedPerBatch)
+}
+
+// validate decodes and checks each event of batch into w.valid and
+// w.hashes; the invalid ones go to w.dead with their reason.
+func (c *Consumer) validate(p int, batch []inMsg, w *work) validated {
+	w.valid, w.hashes, w.dead = w.valid[:0], w.hashes[:0], w.dead[:0]
+	var v validated
+	for _, in := range batch {
+		var seq uint64
+		var stored time.Time
+		if md, err := in.m.Metadata(); err == nil {
+			seq, stored = md.Sequence.Stream, md.Timestamp
+		}
+		if seq >= v.maxSeq {
+			v.maxSeq, v.last = seq, in.m
+		}
+		if stored.After(v.at) {
+			v.at = stored
+		}
+		hdr := in.m.Headers()
+		// The tenant from the stored subject (the producer's permissions
+		// pinned it); the ID from the producer's header. Nats-Msg-Id is
+		// read only for the default tenant, whose producers sent their
+		// IDs there before tenants.
+		tenant := streams.TenantOf(in.m.Subject())
+		var id string
+		if hdr != nil {
+			if id = hdr.Get(event.HeaderID); id == "" && tenant == event.DefaultTenant {
+				id = hdr.Get(event.HeaderMsgID)
+			}
+		}
+		h, err := event.Check(tenant, id, len(in.m.Data()), p, c.nparts, c.o.Limits)
+		if err != nil {
+			detail := err.Error()
+			if hdr == nil {
+				detail = "no headers (absent or undecodable): " + detail
+			}
+			w.dead = append(w.dead, deadMsg{m: in.m, id: id, tenant: tenant, seq: seq, reason: event.Reason(err), detail: detail})
+			continue
+		}
+		vm := validMsg{in: in, id: id, tenant: tenant, h: h, seq: seq, at: stored, origin: c.o.Region}
+		if c.o.Strict { // the home stream holds every region's events
+			vm.origin = streams.RegionOf(in.m.Subject())
+		}
+		if ps := hdr.Get(event.HeaderPublished); ps != "" {
+			if ns, err := strconv.ParseInt(ps, 10, 64); err == nil {
+				vm.pub = time.Unix(0, ns)
+			}
+		}
+		if v.traced < maxTracedPerBatch && hasTraceParent(hdr) {
+			vm.traced = trace.SpanContextFromContext(telemetry.Propagator().Extract(context.Background(), telemetry.HeaderCarrier(hdr)))
+			if vm.traced.IsValid() {
+				v.traced++
+			}
+		}
+		w.valid = append(w.valid, vm)
+		w.hashes = append(w.hashes, h)
+	}
+	return v
+}
+
+// decide takes the batch's decisions (dedupe.State.Decide), builds the
+// events to run into w.evs, and makes their claim durable: the conditional
+// append, then dedupe.State.Committed. An append the log refuses is a fence.
+func (c *Consumer) decide(ctx context.Context, p int, st *dedupe.State, w *work, at time.Time) error {
+	_, pre := c.tracer.Start(ctx, "onceplane.precheck")
+	st.Decide(w.hashes, at, c.o.Name, &w.batch)
+	pre.End()
+	w.evs = w.evs[:0]
+	for _, i := range w.batch.Run {
+		v := w.valid[i]
+		w.evs = append(w.evs, event.Event{ID: v.id, Tenant: v.tenant, Hash: v.h, Partition: p, Data: v.in.m.Data(), Headers: v.in.m.Headers(), StreamSeq: v.seq, Uncertain: w.batch.Paths[i] == dedupe.PathUncertainRerun})
+	}
+	if !w.batch.Claims {
+		return nil
+	}
+	actx, as := c.tracer.Start(ctx, "onceplane.claim_append", trace.WithAttributes(attribute.Int("onceplane.claimed", len(w.batch.Run))))
+	t0 := time.Now()
+	c.busy(p, "appending a claim")
+	seq, err := c.log.Append(actx, p, st.LastSeq(), w.batch.Claim)
+	c.o.Metrics.ClaimAppendSec.WithLabelValues(c.o.Region).Observe(time.Since(t0).Seconds())
+	as.End()
+	if err != nil {
+		return err
+	}
+	st.Committed(&w.batch, seq)
+	c.c.appends.Add(1)
+	c.o.Metrics.ClaimAppends.WithLabelValues(c.o.Region, "claim").Inc()
+	if w.remote != nil {
+		return c.recordConflicts(ctx, p, st)
+	}
+	return nil
+}
+
+// account counts a decided batch (totals, metrics, latency, traces) and
+// tells Options.OnDecision of each decision.
+func (c *Consumer) account(ctx context.Context, p int, w *work, traced int, started, committed time.Time) {
+	reruns := 0
+	for _, e := range w.evs {
+		if e.Uncertain {
+			reruns++
+		}
+	}
+	nFirst := int64(len(w.evs))
+	c.c.first.Add(nFirst)
+	c.c.dup.Add(int64(len(w.batch.Paths)) - nFirst)
+	c.c.reruns.Add(int64(reruns))
+	c.countPaths(w.batch.Paths)
+	if reruns > 0 {
+		c.o.Metrics.UncertainReruns.WithLabelValues(c.o.Region).Add(float64(reruns))
+	}
+	c.decisionSec.Observe(committed.Sub(started).Seconds())
+	c.observeDedupeLatency(w, committed)
+	if traced > 0 {
+		c.traceDecisions(ctx, p, w, started, committed)
+	}
+	if c.o.OnDecision != nil {
+		for i, v := range w.valid {
+			c.o.OnDecision(Decision{Partition: p, ID: v.id, Tenant: v.tenant, Path: w.batch.Paths[i], Origin: v.origin, Published: v.pub, Stored: v.at, Received: v.in.at, Started: started, Committed: committed})
+		}
+	}
+}
+
+// handle runs the handler on w.evs (retries, panics isolated); the events
+// it gives up on join w.dead.
+func (c *Consumer) handle(ctx context.Context, p int, w *work) error {
+	if len(w.evs) == 0 {
+		return nil
+	}
+	hctx, hs := c.tracer.Start(ctx, "onceplane.handler", trace.WithAttributes(attribute.Int("onceplane.events", len(w.evs))))
+	t0 := time.Now()
+	c.busy(p, "running the handler")
+	final, res, err := runHandler(hctx, c.h, w.evs, c.o.Retry)
+	c.o.Metrics.HandlerSec.WithLabelValues(c.o.Region).Observe(time.Since(t0).Seconds())
+	hs.End()
+	if res.retries > 0 {
+		c.c.retries.Add(int64(res.retries))
+		c.o.Metrics.HandlerRetries.WithLabelValues(c.o.Region).Add(float64(res.retries))
+	}
+	if res.flagged > 0 {
+		// Events of a batch whose handler panicked: each ran again alone,
+		// flagged uncertain (the panic may have come after their effect).
+		c.c.reruns.Add(int64(res.flagged))
+		c.o.Metrics.UncertainReruns.WithLabelValues(c.o.Region).Add(float64(res.flagged))
+	}
+	if err != nil {
+		return err
+	}
+	for i, e := range final {
+		if e != nil {
+			ev := w.evs[i]
+			w.dead = append(w.dead, deadMsg{m: w.valid[w.batch.Run[i]].in.m, id: ev.ID, tenant: ev.Tenant, seq: ev.StreamSeq, reason: event.ErrHandlerFail.Error(), detail: e.Error()})
+		}
+	}
+	return nil
+}
