@@ -3,9 +3,11 @@ package coretest
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"testing"
 	"time"
 
@@ -111,4 +113,16 @@ func Never(t testing.TB, within time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// LongMain is the TestMain of a package whose every test runs whole
+// topologies or processes for minutes: under -short (the inner loop) it
+// runs none and says so; otherwise all of them (CI runs the full suite).
+func LongMain(m *testing.M, what string) {
+	flag.Parse()
+	if testing.Short() {
+		fmt.Printf("skipped under -short: %s\n", what)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
 }

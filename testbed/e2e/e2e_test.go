@@ -30,6 +30,10 @@ var bins struct{ edge, core, wanproxy string }
 
 func TestMain(m *testing.M) {
 	flag.Parse()
+	if testing.Short() {
+		fmt.Println("skipped under -short: process-level tests (kill -9, core restarts, three regions of processes)")
+		os.Exit(0)
+	}
 	dir, err := os.MkdirTemp("", "onceplane-e2e-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
