@@ -321,6 +321,60 @@ func TestParseUser(t *testing.T) {
 	}
 }
 
+// refusals records the permission violations the server reports to a
+// connection, so that a refusal test tells "refused" from "slow".
+type refusals struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (r *refusals) handler(_ *nats.Conn, _ *nats.Subscription, err error) {
+	r.mu.Lock()
+	r.seen = append(r.seen, err.Error())
+	r.mu.Unlock()
+}
+
+// count is how many violations on subj the server has reported.
+func (r *refusals) count(subj string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, s := range r.seen {
+		if strings.Contains(s, "Permissions Violation") && strings.Contains(s, `"`+subj+`"`) {
+			n++
+		}
+	}
+	return n
+}
+
+// refused runs call and passes once the server reports a new permissions
+// violation on subj (call is then cancelled). It fails the test when call
+// succeeds, or when no violation comes within 10 s.
+func (r *refusals) refused(t *testing.T, what, subj string, call func(context.Context) error) {
+	t.Helper()
+	before := r.count(subj)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- call(ctx) }()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for r.count(subj) == before {
+		select {
+		case err := <-errc:
+			if err == nil {
+				t.Errorf("allowed: %s (%s)", what, subj)
+				return
+			}
+			errc = nil // failed: wait for the violation that says why
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Errorf("%s: no permissions violation on %s", what, subj)
+			return
+		}
+	}
+}
+
 // TestEdgeConfinedToItsRegion is issue 11's finding 2: one edge credential
 // for every edge of every region let a probe append a valid claim to
 // another region's claim log (silent loss there), pause and delete its
@@ -356,7 +410,8 @@ func TestEdgeConfinedToItsRegion(t *testing.T) {
 		t.Fatal("eu-west's edge password connected to a us-east core")
 	}
 
-	edge := connect(t, n, EdgeUser("us-east"), creds, nil)
+	var v refusals
+	edge := connect(t, n, EdgeUser("us-east"), creds, v.handler)
 	short := func() context.Context {
 		c, cancel := context.WithTimeout(ctx, 2*time.Second)
 		t.Cleanup(cancel)
@@ -406,43 +461,48 @@ func TestEdgeConfinedToItsRegion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := edge.Publish(short(), west.Claims(0), rec); err == nil {
-		t.Error("a us-east edge appended a claim to eu-west's claim log")
+	api := func(op, rest string) string { return "$JS.API." + op + "." + rest }
+	publish := func(subj string, data []byte) func(context.Context) error {
+		return func(ctx context.Context) error { _, err := edge.Publish(ctx, subj, data); return err }
 	}
-	if _, err := claimlog.Open(short(), edge, west); err == nil {
-		t.Error("a us-east edge opened eu-west's claim log")
-	}
+	v.refused(t, "append a claim to eu-west's claim log", west.Claims(0), publish(west.Claims(0), rec))
+	v.refused(t, "open eu-west's claim log", api("STREAM.INFO", west.ClaimStream()), func(ctx context.Context) error {
+		_, err := claimlog.Open(ctx, edge, west)
+		return err
+	})
 	for _, s := range []string{west.IngestStream(), west.ClaimStream(), west.XClaimStream()} {
-		if _, err := edge.Stream(short(), s); err == nil {
-			t.Errorf("a us-east edge read %s's info", s)
-		}
-		if _, err := edge.CreateOrUpdateConsumer(short(), s, jetstream.ConsumerConfig{Name: "probe", AckPolicy: jetstream.AckNonePolicy}); err == nil {
-			t.Errorf("a us-east edge created a consumer on %s", s)
-		}
+		v.refused(t, "read "+s+"'s info", api("STREAM.INFO", s), func(ctx context.Context) error {
+			_, err := edge.Stream(ctx, s)
+			return err
+		})
+		v.refused(t, "create a consumer on "+s, api("CONSUMER.CREATE", s+".probe"), func(ctx context.Context) error {
+			_, err := edge.CreateOrUpdateConsumer(ctx, s, jetstream.ConsumerConfig{Name: "probe", AckPolicy: jetstream.AckNonePolicy})
+			return err
+		})
 	}
-	if err := edge.DeleteConsumer(short(), west.IngestStream(), "p0-t1"); err == nil {
-		t.Error("a us-east edge deleted eu-west's consumer")
-	}
-	if _, err := edge.PauseConsumer(short(), west.IngestStream(), "p0-t1", time.Now().Add(time.Hour)); err == nil {
-		t.Error("a us-east edge paused eu-west's consumer")
-	}
+	v.refused(t, "delete eu-west's consumer", api("CONSUMER.DELETE", west.IngestStream()+".p0-t1"), func(ctx context.Context) error {
+		return edge.DeleteConsumer(ctx, west.IngestStream(), "p0-t1")
+	})
+	v.refused(t, "pause eu-west's consumer", api("CONSUMER.PAUSE", west.IngestStream()+".p0-t1"), func(ctx context.Context) error {
+		_, err := edge.PauseConsumer(ctx, west.IngestStream(), "p0-t1", time.Now().Add(time.Hour))
+		return err
+	})
 	for _, subj := range []string{west.DLQ(0), west.Output(0), west.Conflict("00ff", "us-east"), west.Ingest("forged")} {
-		if _, err := edge.Publish(short(), subj, []byte("x")); err == nil {
-			t.Errorf("a us-east edge published to %s", subj)
-		}
+		v.refused(t, "publish to "+subj, subj, publish(subj, []byte("x")))
 	}
 	for _, subj := range []string{
-		"$JS.API.STREAM.LEADER.STEPDOWN." + west.ClaimStream(),
-		"$JS.API.STREAM.LEADER.STEPDOWN." + east.ClaimStream(),
-		"$JS.API.STREAM.RESTORE." + west.ClaimStream(),
-		"$JS.API.STREAM.MSG.GET." + west.ClaimStream(),
-		"$JS.API.DIRECT.GET." + west.ClaimStream() + "." + west.Claims(0),
-		"$JS.API.CONSUMER.MSG.NEXT." + west.IngestStream() + ".p0-t1",
+		api("STREAM.LEADER.STEPDOWN", west.ClaimStream()),
+		api("STREAM.LEADER.STEPDOWN", east.ClaimStream()),
+		api("STREAM.RESTORE", west.ClaimStream()),
+		api("STREAM.MSG.GET", west.ClaimStream()),
+		api("DIRECT.GET", west.ClaimStream()+"."+west.Claims(0)),
+		api("CONSUMER.MSG.NEXT", west.IngestStream()+".p0-t1"),
 		"$JS.API.INFO",
 	} {
-		if m, err := edge.Conn().Request(subj, []byte("{}"), time.Second); err == nil {
-			t.Errorf("a us-east edge called %s: %s", subj, m.Data)
-		}
+		v.refused(t, "call "+subj, subj, func(ctx context.Context) error {
+			_, err := edge.Conn().RequestWithContext(ctx, subj, []byte("{}"))
+			return err
+		})
 	}
 
 	// What the probes did not do: eu-west is as the admin left it.
