@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -68,47 +67,6 @@ type partRun struct {
 	releasing bool // handed over: still running until its batch in hand is done
 }
 
-// refence decides when a partition this edge was fenced from may be taken
-// back while the view that assigns it here stays the same: after Delay, then
-// twice as long after each further fence, up to a minute. (The caller also
-// leaves it alone while its other owner is consuming.) Under a persistent
-// split view two edges would otherwise take it from each other every Delay,
-// replaying it each time.
-type refence struct {
-	delay time.Duration
-	last  map[int]time.Time
-	count map[int]int
-}
-
-func newRefence(delay time.Duration) *refence {
-	return &refence{delay: delay, last: map[int]time.Time{}, count: map[int]int{}}
-}
-
-// fenced records a fence of p at t.
-func (r *refence) fenced(p int, t time.Time) {
-	r.last[p] = t
-	r.count[p]++
-}
-
-// known reports whether p was fenced since the last reset.
-func (r *refence) known(p int) bool { _, ok := r.last[p]; return ok }
-
-// due reports whether p may be taken back at now.
-func (r *refence) due(p int, now time.Time) bool {
-	at, ok := r.last[p]
-	if !ok {
-		return true
-	}
-	wait := r.delay << min(r.count[p]-1, 10)
-	return now.Sub(at) >= min(wait, time.Minute)
-}
-
-// reset forgets every fence (a new view: a fence under the old one says nothing).
-func (r *refence) reset() {
-	clear(r.last)
-	clear(r.count)
-}
-
 func (c *Consumer) notify(e OwnershipEvent) {
 	if c.o.OnOwnership != nil {
 		c.o.OnOwnership(e)
@@ -142,37 +100,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 				parts = append(parts, p)
 			}
 		}
-		for _, p := range parts {
-			c.acquire(p)
-		}
-		// A partition that failed (a core unreachable, a consumer create
-		// timing out across the WAN) is taken again a second later. One
-		// that was fenced is taken back once its other owner is no longer
-		// consuming (a stale run of this edge, a restarted core that lost
-		// the consumer): statically it is this edge's, and a second edge
-		// configured for it is a mistake that must not stop it for good.
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		retake := newRefence(c.o.RefenceDelay)
-		for {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-tick.C:
-				for p, at := range c.takeFenced() {
-					retake.fenced(p, at)
-				}
-				for _, p := range parts {
-					switch {
-					case c.failed(p):
-						c.acquire(p)
-					case c.isFenced(p) && retake.due(p, time.Now()) && !c.ownerActive(ctx, p):
-						c.lg.Warn("retaking a statically owned partition that was fenced", "partition", p)
-						c.acquire(p)
-					}
-				}
-			}
-		}
+		return c.hold(ctx, n, parts)
 	}
 	return c.follow(ctx, n)
 }
@@ -236,52 +164,63 @@ func (c *Consumer) watchStuck(ctx context.Context) {
 	}
 }
 
-// follow keeps this edge's partitions equal to its share of the membership.
+// hold owns a static set of partitions: all at once, then again a second
+// after any that failed (a core unreachable, a consumer create timing out
+// across the WAN); one that was fenced is taken back, after the planner's
+// refence wait, once its other owner is no longer consuming (a stale run of
+// this edge, a restarted core that lost the consumer): statically it is
+// this edge's, and a second edge configured for it is a mistake that must
+// not stop it for good.
+func (c *Consumer) hold(ctx context.Context, n int, parts []int) error {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	pl := &failover.Planner{Self: c.o.Name, N: n, Parts: parts, RefenceDelay: c.o.RefenceDelay}
+	self := []string{c.o.Name}
+	for {
+		s := pl.Step(failover.Observed{Now: time.Now(), Members: self, Have: c.owned(), Fenced: c.takeFenced()})
+		for _, p := range append(s.Take, s.Handoff...) { // nobody to hand over from
+			c.acquire(p)
+		}
+		for _, p := range s.Retake {
+			if !c.ownerActive(ctx, p) {
+				c.lg.Warn("retaking a statically owned partition that was fenced", "partition", p)
+				c.acquire(p)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// follow keeps this edge's partitions equal to its share of the membership:
+// at each change of view (and every second) it asks its failover.Planner
+// what to do and does it.
 func (c *Consumer) follow(ctx context.Context, n int) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	var prev []string
-	retake := newRefence(c.o.RefenceDelay)
+	pl := &failover.Planner{Self: c.o.Name, N: n, Parts: c.o.Partitions, RefenceDelay: c.o.RefenceDelay}
 	for {
-		members := c.o.Membership.Names()
-		slices.Sort(members)
-		want := failover.OwnedSome(members, n, c.o.Partitions, c.o.Name)
-		var prevOwner []string
-		if prev != nil {
-			prevOwner = failover.AssignSome(prev, n, c.o.Partitions)
-		}
-		have := c.owned()
-		plan := failover.Diff(have, want)
-		c.forget(want)
+		s := pl.Step(failover.Observed{Now: time.Now(), Members: c.o.Membership.Names(), Have: c.owned(), Fenced: c.takeFenced()})
+		c.forget(s.Want)
 		// Releases finish their batch in hand: run them aside so that taking
 		// over a dead owner's partitions never waits for them.
-		for _, p := range plan.Release {
+		for _, p := range s.Release {
 			go c.releaseOne(p)
 		}
-		var handoff []int
-		if !slices.Equal(members, prev) {
-			retake.reset() // a new view: a fence under the old one says nothing
-		}
-		for p, at := range c.takeFenced() {
-			retake.fenced(p, at)
-		}
-		for _, p := range plan.Acquire {
-			if retake.known(p) && (!retake.due(p, time.Now()) || c.ownerActive(ctx, p)) {
-				continue // fenced under this same view, and its other owner is alive
-			}
-			// A partition whose previous owner is alive (or unknown: this
-			// edge just started) is handed over: give that owner HandoffDelay
-			// to release it gracefully first. A dead owner's is taken at once.
-			if prevOwner == nil || (prevOwner[p] != "" && prevOwner[p] != c.o.Name && slices.Contains(members, prevOwner[p])) {
-				handoff = append(handoff, p)
-				continue
-			}
+		for _, p := range s.Take {
 			c.acquire(p)
 		}
-		for _, p := range handoff {
+		for _, p := range s.Retake {
+			if !c.ownerActive(ctx, p) { // its other owner is consuming: leave it
+				c.acquire(p)
+			}
+		}
+		for _, p := range s.Handoff {
 			go c.handover(ctx, n, p)
 		}
-		prev = members
 		select {
 		case <-ctx.Done():
 			return nil
@@ -352,22 +291,6 @@ func (c *Consumer) forget(want []int) {
 			delete(c.state, p)
 		}
 	}
-}
-
-// isFenced reports whether p's last owner run was fenced and none runs now.
-func (c *Consumer) isFenced(p int) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	_, running := c.runs[p]
-	return !running && c.state[p] == "fenced"
-}
-
-// failed reports whether p's last owner run stopped with an error other than fencing.
-func (c *Consumer) failed(p int) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	_, running := c.runs[p]
-	return !running && strings.HasPrefix(c.state[p], "failed")
 }
 
 // acquire starts owning p unless it already does.

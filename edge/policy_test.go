@@ -4,7 +4,6 @@ import (
 	"errors"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -24,40 +23,6 @@ func TestFirstDeliveryGapChecked(t *testing.T) {
 		if err := checkDelivery(c.last, c.d); errors.Is(err, errGap) != c.gap {
 			t.Errorf("delivery %d after %d: %v, want gap=%v", c.d, c.last, err, c.gap)
 		}
-	}
-}
-
-// TestRefenceBacksOff: under a split view that stays the same, a partition
-// fenced again and again is retried ever more slowly, up to a minute, and a
-// new view starts over.
-func TestRefenceBacksOff(t *testing.T) {
-	r := newRefence(2 * time.Second)
-	t0 := time.Unix(1_700_000_000, 0)
-	if !r.due(0, t0) || r.known(0) {
-		t.Fatal("an unfenced partition is due")
-	}
-	at := t0
-	var waits []time.Duration
-	for range 8 {
-		r.fenced(0, at)
-		w := time.Duration(0)
-		for !r.due(0, at.Add(w)) {
-			w += 500 * time.Millisecond
-		}
-		waits = append(waits, w)
-		at = at.Add(w)
-	}
-	for i := 1; i < len(waits); i++ {
-		if waits[i] < waits[i-1] || waits[i] > time.Minute {
-			t.Fatalf("waits %v: not growing up to a minute", waits)
-		}
-	}
-	if waits[len(waits)-1] != time.Minute || waits[0] != 2*time.Second {
-		t.Fatalf("waits %v", waits)
-	}
-	r.reset()
-	if r.known(0) || !r.due(0, at) {
-		t.Fatal("a new view forgets fences")
 	}
 }
 

@@ -127,11 +127,11 @@ var mutants = []mutant{
 		pkgs: []string{"./edge"}, tests: []string{"TestHostileHeadersCannotStopAPartition", "TestDeadLetterCarriesOnlyItsOwnHeaders"},
 	},
 	{
-		name: "P", what: "edge: fences under the same view are not remembered (split views flap)",
-		file: "edge/ownership.go",
-		old:  "\t\tfor p, at := range c.takeFenced() {\n\t\t\tretake.fenced(p, at)\n\t\t}\n\t\tfor _, p := range plan.Acquire {",
-		new:  "\t\tc.takeFenced()\n\t\tfor _, p := range plan.Acquire {",
-		pkgs: []string{"./edge"}, tests: []string{"TestSplitViewDoesNotFlap"},
+		name: "P", what: "failover.Planner: fences under the same view are not remembered (split views flap)",
+		file: "failover/planner.go",
+		old:  "\t\tpl.fences[p] = fence{last: at, count: f.count + 1}\n",
+		new:  "\t\t_, _ = f, at\n",
+		pkgs: []string{"./failover", "./edge"}, tests: []string{"TestPlannerRefence", "TestSplitViewDoesNotFlap"},
 	},
 	{
 		name: "Q", what: "claimlog: a tail after the owner's record counts as foreign even when another writer's record is in it (a stale owner is not fenced)",

@@ -1,0 +1,114 @@
+package failover
+
+import (
+	"slices"
+	"time"
+)
+
+// Planner is one edge's ownership policy: view by view, what to take at
+// once, what to take after its live previous owner lets go, what to take
+// back after a fence, and what to let go. It is pure and driven by the
+// caller's clock (Observed.Now): the edge feeds it what it sees and carries
+// out its Steps. Its zero value is not usable: set Self and N.
+type Planner struct {
+	// Self is this edge's member name.
+	Self string
+	// N is the partition count; Parts, when non-nil, the partitions shared
+	// (AssignSome), else all of 0..N-1.
+	N     int
+	Parts []int
+	// RefenceDelay is how long a partition this edge was fenced from waits
+	// before it is taken back while the view that assigns it here stays
+	// the same; it doubles with each further fence, up to a minute. Zero
+	// means 2 s.
+	RefenceDelay time.Duration
+
+	prev    []string // the previous view; nil before the first step
+	fences  map[int]fence
+	stepped bool
+}
+
+type fence struct {
+	last  time.Time
+	count int
+}
+
+// Observed is what the edge sees at a step.
+type Observed struct {
+	Now time.Time
+	// Members is the live membership (any order).
+	Members []string
+	// Have are the partitions this edge runs and is not handing over.
+	Have []int
+	// Fenced are the partitions fenced since the last step, with when.
+	Fenced map[int]time.Time
+}
+
+// Steps is what the edge does at a step.
+type Steps struct {
+	// Want is this edge's share of the view.
+	Want []int
+	// Release: hand over now (finish the batch in hand, record it done).
+	Release []int
+	// Take: own at once (no live previous owner).
+	Take []int
+	// Handoff: own once the live previous owner has let go (or its
+	// release time has passed); this edge just started, or the partition
+	// moved here from a live member.
+	Handoff []int
+	// Retake: fenced under this same view and due again: own at once
+	// unless its other owner is consuming (the caller asks).
+	Retake []int
+}
+
+// Step takes one look at the world and returns what to do.
+func (pl *Planner) Step(o Observed) Steps {
+	if pl.fences == nil {
+		pl.fences = map[int]fence{}
+	}
+	members := slices.Clone(o.Members)
+	slices.Sort(members)
+	want := OwnedSome(members, pl.N, pl.Parts, pl.Self)
+	var prevOwner []string
+	if pl.stepped {
+		prevOwner = AssignSome(pl.prev, pl.N, pl.Parts)
+	}
+	plan := Diff(o.Have, want)
+	s := Steps{Want: want, Release: plan.Release}
+	if pl.stepped && !slices.Equal(members, pl.prev) {
+		clear(pl.fences) // a new view: a fence under the old one says nothing
+	}
+	for p, at := range o.Fenced {
+		f := pl.fences[p]
+		pl.fences[p] = fence{last: at, count: f.count + 1}
+	}
+	for _, p := range plan.Acquire {
+		if f, ok := pl.fences[p]; ok {
+			if o.Now.Sub(f.last) >= pl.refenceWait(f.count) {
+				s.Retake = append(s.Retake, p)
+			}
+			continue
+		}
+		// A partition whose previous owner is alive (or unknown: this edge
+		// just started) is handed over; a dead owner's is taken at once.
+		if prevOwner == nil || (prevOwner[p] != "" && prevOwner[p] != pl.Self && slices.Contains(members, prevOwner[p])) {
+			s.Handoff = append(s.Handoff, p)
+			continue
+		}
+		s.Take = append(s.Take, p)
+	}
+	pl.prev, pl.stepped = members, true
+	return s
+}
+
+// refenceWait is how long after its count-th fence under one view a
+// partition waits before it is taken back: RefenceDelay, doubling, at most
+// a minute. Under a persistent split view two edges would otherwise take
+// it from each other every delay, replaying it each time.
+func (pl *Planner) refenceWait(count int) time.Duration {
+	d := pl.RefenceDelay
+	if d <= 0 {
+		d = 2 * time.Second
+	}
+	return min(d<<min(count-1, 10), time.Minute)
+}
