@@ -243,11 +243,6 @@ func (c *Consumer) setState(p int, s string) {
 	c.mu.Unlock()
 }
 
-type inMsg struct {
-	m  jetstream.Msg
-	at time.Time
-}
-
 // own takes partition p over and consumes it until ctx ends, release is
 // closed (graceful handoff: finish the batch in hand, record it done), or it
 // is fenced.
@@ -463,15 +458,6 @@ func (c *Consumer) attrs(p int) []attribute.KeyValue {
 	return []attribute.KeyValue{attribute.String("onceplane.region", c.o.Region), attribute.Int("onceplane.partition", p), attribute.String("onceplane.edge", c.o.Name)}
 }
 
-// errGap means the client missed a delivery (consumer sequence jumped):
-// nothing after the gap may be processed or acknowledged.
-var errGap = errors.New("delivery gap")
-
-// errConsumerGone means the partition's consumer no longer exists: deleted
-// by a newer owner (then the claim log has moved on and the partition is
-// fenced), or lost by a core node (then it is made again).
-var errConsumerGone = errors.New("consumer gone")
-
 // consume runs p's batches. When the client misses a delivery (a slow
 // consumer drop, a pull answered to an inbox lost in a reconnect, a first
 // pull's answer lost), acking past it with AckAll would lose it, so the
@@ -524,18 +510,6 @@ func (c *Consumer) rewind(ctx context.Context, pt *part) (jetstream.Consumer, er
 	return c.consumer(ctx, pt)
 }
 
-// checkDelivery is the gap check: every delivery of a consumer this
-// ownership made fresh must be the next consumer sequence, starting at 1.
-// A first delivery above 1 means the answer to an earlier pull was lost
-// (AckAll would acknowledge it unhandled); a sequence going back means a
-// redelivery. Either way the caller rewinds.
-func checkDelivery(last, d uint64) error {
-	if d != last+1 {
-		return fmt.Errorf("delivery %d after %d: %w", d, last, errGap)
-	}
-	return nil
-}
-
 func (c *Consumer) consumeUntilGap(ctx context.Context, pt *part, cons jetstream.Consumer, w *work, release <-chan struct{}) error {
 	p, st := pt.p, pt.st
 	it, err := cons.Messages(jetstream.PullMaxMessages(c.o.BatchSize))
@@ -550,50 +524,7 @@ func (c *Consumer) consumeUntilGap(ctx context.Context, pt *part, cons jetstream
 	lost := make(chan error, 1)
 	stop := make(chan struct{})
 	defer close(stop)
-	go func() {
-		var lastDelivered uint64
-		for {
-			m, err := it.Next()
-			if err != nil {
-				if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-					lost <- fmt.Errorf("p%d: %w: %w", p, errConsumerGone, err)
-					return
-				}
-				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					select {
-					case <-stop: // we stopped it
-					default:
-						// The iterator stopped itself (a terminal status such
-						// as 400 Bad Request, or its connection closed): no
-						// more pulls would ever be sent, and the partition
-						// would sit owned and idle. Rewind to a new consumer.
-						lost <- fmt.Errorf("p%d: message iterator ended: %v: %w", p, err, errGap)
-					}
-					return
-				}
-				c.lg.Debug("pull", "partition", p, "err", err)
-				if errors.Is(err, jetstream.ErrBadRequest) {
-					c.lg.Warn("pull refused", "partition", p, "err", err)
-				}
-				continue
-			}
-			md, err := m.Metadata()
-			if err != nil {
-				lost <- fmt.Errorf("p%d: delivery without metadata: %v: %w", p, err, errGap)
-				return
-			}
-			if err := checkDelivery(lastDelivered, md.Sequence.Consumer); err != nil {
-				lost <- fmt.Errorf("p%d: %w", p, err)
-				return
-			}
-			lastDelivered = md.Sequence.Consumer
-			select {
-			case msgs <- inMsg{m, c.now()}:
-			case <-stop:
-				return
-			}
-		}
-	}()
+	go c.pull(p, it, msgs, lost, stop)
 	idle := time.NewTimer(c.o.IdleFlush)
 	defer idle.Stop()
 	lastCheck := time.Now()
@@ -613,24 +544,10 @@ func (c *Consumer) consumeUntilGap(ctx context.Context, pt *part, cons jetstream
 			if err := c.flushDone(ctx, p, st); err != nil {
 				return err
 			}
-			// An idle owner appends nothing, so the claim log cannot fence
-			// it, and a pull iterator whose consumer was deleted between
-			// pulls may never hear of it (its pulls meet no responders).
-			// Ask, now and then, whether the consumer exists.
 			if time.Since(lastCheck) >= consumerCheckEvery {
 				lastCheck = time.Now()
-				ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
-				info, err := cons.Info(ictx)
-				cancel()
-				if errors.Is(err, jetstream.ErrConsumerNotFound) {
-					return fmt.Errorf("p%d: %w: %w", p, errConsumerGone, err)
-				}
-				// A paused consumer delivers nothing while its pending
-				// grows: the partition is as good as stuck, and says so
-				// (readiness, after StuckAfter) until it is resumed.
-				// Edges may not pause consumers; an operator can.
-				if err == nil {
-					c.notePaused(p, info)
+				if err := c.checkConsumer(ctx, p, cons); err != nil {
+					return err
 				}
 			}
 			idle.Reset(c.o.IdleFlush)

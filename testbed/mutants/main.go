@@ -65,7 +65,7 @@ var mutants = []mutant{
 	},
 	{
 		name: "D", what: "edge: delivery gap check disabled (checkDelivery always nil)",
-		file: "edge/consumer.go",
+		file: "edge/pull.go",
 		old:  "\tif d != last+1 {\n",
 		new:  "\tif false && d != last+1 {\n",
 		pkgs: []string{"./edge"}, tests: []string{"TestFirstDeliveryGapChecked"},
