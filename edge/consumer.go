@@ -265,60 +265,17 @@ func (c *Consumer) own(ctx context.Context, p int, release <-chan struct{}) erro
 		return err
 	}
 	st := dedupe.New(dedupe.Options{Window: c.o.Window, ExpectedIDs: c.o.ExpectedIDs, NoBloom: c.o.NoBloom, Policy: c.o.Policy})
-	var takeoverSeq uint64
-	for attempt := 0; ; attempt++ {
-		// Rebuild: replay the claim log (from the start, then only the tail).
-		if err := phase("rebuild", func(ctx context.Context) error {
-			last, err := c.log.Replay(ctx, p, st.LastSeq(), st.Apply)
-			st.Foreign(last) // a foreign tail: the next append is conditional on it
-			return err
-		}); err != nil {
-			return fmt.Errorf("p%d rebuild: %w", p, err)
-		}
-		// Fence: the takeover record, conditional on the replayed tail.
-		rec := st.Takeover(c.o.Name)
-		var seq uint64
-		err := phase("fence", func(ctx context.Context) (err error) {
-			seq, err = c.log.Append(ctx, p, st.LastSeq(), rec)
-			return err
-		})
-		if errors.Is(err, ErrFenced) && attempt < 10 {
-			continue // another writer appended meanwhile: read the tail and try again
-		}
-		if err != nil {
-			return fmt.Errorf("p%d takeover: %w", p, err)
-		}
-		st.Apply(seq, rec, time.Time{})
-		takeoverSeq = seq
-		c.o.Metrics.ClaimAppends.WithLabelValues(c.o.Region, "takeover").Inc()
-		break
+	takeoverSeq, err := c.fence(p, st, phase)
+	if err != nil {
+		return err
 	}
 	// Merge: other regions' claims for p, up to now; then live (asynchronous mode).
 	var remote <-chan remoteRec
 	liveSince := c.now()
 	if len(c.o.Peers) > 0 && !c.o.Strict {
-		if err := phase("merge", func(pctx context.Context) error {
-			ch, caughtUp, err := c.followRemote(ctx, p)
-			if err != nil {
-				return err
-			}
-			remote = ch
-			for {
-				select {
-				case r := <-ch:
-					if err := c.mergeRemote(pctx, p, st, r, liveSince); err != nil {
-						return err
-					}
-				case <-caughtUp:
-					// Everything stored when following began has been sent;
-					// merge what is still buffered before deciding anything,
-					// or an ID replicated before the takeover could be
-					// handled again here.
-					return c.mergeBuffered(pctx, p, st, ch, liveSince, -1)
-				case <-pctx.Done():
-					return pctx.Err()
-				}
-			}
+		if err := phase("merge", func(pctx context.Context) (err error) {
+			remote, err = c.catchUp(ctx, pctx, p, st, liveSince)
+			return err
 		}); err != nil {
 			return fmt.Errorf("p%d merge remote claims: %w", p, err)
 		}
@@ -359,6 +316,66 @@ func (c *Consumer) own(ctx context.Context, p int, release <-chan struct{}) erro
 		c.o.Metrics.TrackedBytes.DeleteLabelValues(c.o.Region, strconv.Itoa(p))
 	}()
 	return c.consume(ctx, pt, cons, release, remote, liveSince)
+}
+
+// fence takes p's claim log over for this ownership: it replays the log
+// into st (rebuild), then appends the takeover record conditionally on the
+// replayed tail (fence), again from the new tail when another writer
+// appended meanwhile (up to ten times). It returns the takeover record's
+// sequence, which names this ownership's consumer.
+func (c *Consumer) fence(p int, st *dedupe.State, phase func(string, func(context.Context) error) error) (uint64, error) {
+	for attempt := 0; ; attempt++ {
+		// Rebuild: replay the claim log (from the start, then only the tail).
+		if err := phase("rebuild", func(ctx context.Context) error {
+			last, err := c.log.Replay(ctx, p, st.LastSeq(), st.Apply)
+			st.Foreign(last) // a foreign tail: the next append is conditional on it
+			return err
+		}); err != nil {
+			return 0, fmt.Errorf("p%d rebuild: %w", p, err)
+		}
+		// Fence: the takeover record, conditional on the replayed tail.
+		rec := st.Takeover(c.o.Name)
+		var seq uint64
+		err := phase("fence", func(ctx context.Context) (err error) {
+			seq, err = c.log.Append(ctx, p, st.LastSeq(), rec)
+			return err
+		})
+		if errors.Is(err, ErrFenced) && attempt < 10 {
+			continue // another writer appended meanwhile: read the tail and try again
+		}
+		if err != nil {
+			return 0, fmt.Errorf("p%d takeover: %w", p, err)
+		}
+		st.Apply(seq, rec, time.Time{})
+		c.o.Metrics.ClaimAppends.WithLabelValues(c.o.Region, "takeover").Inc()
+		return seq, nil
+	}
+}
+
+// catchUp merges into st every other region's claim of p stored so far
+// (asynchronous mode) and returns the live follower that keeps them coming
+// for the partition's run (ctx bounds it; pctx bounds the catching up).
+func (c *Consumer) catchUp(ctx, pctx context.Context, p int, st *dedupe.State, liveSince time.Time) (<-chan remoteRec, error) {
+	ch, caughtUp, err := c.followRemote(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		select {
+		case r := <-ch:
+			if err := c.mergeRemote(pctx, p, st, r, liveSince); err != nil {
+				return ch, err
+			}
+		case <-caughtUp:
+			// Everything stored when following began has been sent;
+			// merge what is still buffered before deciding anything,
+			// or an ID replicated before the takeover could be
+			// handled again here.
+			return ch, c.mergeBuffered(pctx, p, st, ch, liveSince, -1)
+		case <-pctx.Done():
+			return ch, pctx.Err()
+		}
+	}
 }
 
 // part is what an owner run knows of its partition beyond the dedupe state.
