@@ -36,74 +36,17 @@ func main() {
 		// fenced or failed must not report healthy (issue 11, item 8).
 		os.Exit(cli.Health(os.Args[2:], "http://127.0.0.1:9222/readyz"))
 	}
-	var (
-		o                                         edge.Options
-		conn                                      cli.NATSFlags
-		url, parts, sinks, ledger, httpURL, admin string
-		policy, logLevel, traceFile, statsFile    string
-		gossipBind, gossipSeeds, gossipKeyFile    string
-		gossipProfile, peers, adminTokenFile      string
-		adminCert, adminKey                       string
-		test                                      testFlags
-	)
-	def := edge.DefaultOptions()
-	flag.StringVar(&url, "nats", "nats://127.0.0.1:4222", "core node URL(s), comma-separated")
-	flag.StringVar(&o.Region, "region", def.Region, "region whose streams to consume")
-	conn.Register(flag.CommandLine, "edge")
-	flag.StringVar(&o.Name, "name", "", "edge name in claim records (default hostname-pid)")
-	flag.StringVar(&parts, "partitions", "", "partitions to own, e.g. 0-3,8 (default all; with -gossip: the partitions the region's edges share)")
-	flag.StringVar(&peers, "peers", "", "other regions, comma-separated: merge their replicated claims and report conflicts (asynchronous cross-region mode)")
-	flag.BoolVar(&o.Strict, "strict", false, "strict cross-region mode: consume the region's home stream (set -partitions to the home partitions)")
-	flag.IntVar(&o.BatchSize, "batch", def.BatchSize, "events per batch (one claim append each)")
-	flag.DurationVar(&o.AckWait, "ack-wait", def.AckWait, "ingest redelivery timeout")
-	flag.DurationVar(&o.Window, "window", def.Window, "dedupe window (must match the core's)")
-	flag.IntVar(&o.ExpectedIDs, "expected-ids", 0, "IDs per partition per window to pre-size for (0: grow)")
-	flag.BoolVar(&o.NoBloom, "no-bloom", false, "turn the Bloom pre-check off")
-	flag.StringVar(&policy, "uncertain", "rerun", "policy for uncertain IDs: rerun or skip")
-	flag.IntVar(&o.Limits.MaxPayload, "max-payload", def.Limits.MaxPayload, "largest accepted payload in bytes")
-	flag.IntVar(&o.Retry.Attempts, "retry-attempts", def.Retry.Attempts, "handler attempts before dead-lettering")
-	flag.StringVar(&sinks, "sink", "nats", "comma-separated sinks, run in order: nats, http, ledger, stdout, chaos (drills)")
-	flag.StringVar(&ledger, "ledger", "ledger.jsonl", "ledger sink file")
-	flag.StringVar(&httpURL, "http-url", "", "http sink URL")
-	flag.StringVar(&admin, "admin", "127.0.0.1:9222", "admin HTTP address for /metrics, /healthz, /readyz (empty: off)")
-	flag.StringVar(&adminCert, "admin-tls-cert", "", "PEM certificate for the admin port: HTTPS only, so the bearer token never crosses the network in clear (with -admin-tls-key)")
-	flag.StringVar(&adminKey, "admin-tls-key", "", "PEM key of -admin-tls-cert")
-	flag.StringVar(&adminTokenFile, "admin-token-file", "", "file holding the admin bearer token (or set ONCEPLANE_ADMIN_TOKEN); /metrics and /status then require it, health checks stay open")
-	flag.StringVar(&traceFile, "trace-file", "", "write spans as JSON lines to this file (else OTEL_* variables decide)")
-	flag.StringVar(&statsFile, "stats-file", "", "write final stats as JSON here on shutdown")
-	flag.StringVar(&gossipBind, "gossip", "", "gossip listen host:port; set it to share partitions with the other edges by membership (empty: own -partitions statically)")
-	flag.StringVar(&gossipSeeds, "gossip-seeds", "", "comma-separated gossip addresses of other edges")
-	flag.StringVar(&gossipKeyFile, "gossip-key-file", "", "file holding the hex gossip encryption key (or set ONCEPLANE_GOSSIP_KEY)")
-	flag.StringVar(&gossipProfile, "gossip-profile", "fast", "failure detection timers: fast (~1-2 s) or lan (~5-7 s)")
-	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	insecure := cli.InsecureFlag(flag.CommandLine)
-	test.register(flag.CommandLine)
+	var f flags
+	f.register(flag.CommandLine)
 	flag.Parse()
-	log := cli.Logger(logLevel)
-	o.Logger = log
-	if (adminCert == "") != (adminKey == "") {
-		cli.Fatal(log, "admin TLS", errors.New("-admin-tls-cert and -admin-tls-key go together"))
-	}
-	refuseExposed(log, gossipBind, gossipKeyFile, admin, adminTokenFile, adminCert != "", *insecure)
-	test.apply(&o, log)
-	var err error
-	if peers != "" {
-		o.Peers = strings.Split(peers, ",")
-	}
-	if o.Partitions, err = cli.Ints(parts); err != nil {
-		cli.Fatal(log, "bad -partitions", err)
-	}
-	switch policy {
-	case "rerun":
-		o.Policy = dedupe.PolicyRerun
-	case "skip":
-		o.Policy = dedupe.PolicySkip
-	default:
-		cli.Fatal(log, "bad -uncertain", fmt.Errorf("%q: want rerun or skip", policy))
+	log := cli.Logger(f.logLevel)
+	o, err := f.options(log)
+	if err != nil {
+		cli.Fatal(log, "flags", err)
 	}
 	ctx, stop := cli.SignalContext()
 	defer stop()
-	shutdownTracing, err := telemetry.SetupTracing(ctx, telemetry.TracingOptions{Service: "onceplane-edge", File: traceFile})
+	shutdownTracing, err := telemetry.SetupTracing(ctx, telemetry.TracingOptions{Service: "onceplane-edge", File: f.traceFile})
 	if err != nil {
 		cli.Fatal(log, "tracing", err)
 	}
@@ -112,59 +55,24 @@ func main() {
 		defer cancel()
 		_ = shutdownTracing(sctx)
 	}()
-	// However the core, the sinks or the exporters behave, a signalled edge
-	// is gone within a bound: partitions get ShutdownGrace to finish their
-	// batch and ShutdownGrace more once cancelled (edge.Run), then a few
-	// seconds for leaving gossip and closing connections.
-	go func() {
-		<-ctx.Done()
-		grace := o.ShutdownGrace
-		if grace <= 0 {
-			grace = 5 * time.Second
-		}
-		t := time.NewTimer(2*grace + 5*time.Second)
-		<-t.C
-		log.Error("shutdown did not finish within its bound; exiting", "bound", 2*grace+5*time.Second)
-		os.Exit(1)
-	}()
-
-	natsOpts, err := conn.Options("onceplane-edge")
-	if err != nil {
-		cli.Fatal(log, "connect", err)
-	}
-	// A core that is still starting or out of reach is waited for, not a
-	// reason to exit: the edge connects when it can (Run waits for the streams).
-	natsOpts = append(natsOpts, nats.RetryOnFailedConnect(true), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("nats async error", "err", err) }))
-	nc, err := nats.Connect(url, natsOpts...)
-	if err != nil {
-		cli.Fatal(log, "connect", err)
-	}
+	go exitAfterBound(ctx, o.ShutdownGrace, log)
+	nc, js := connect(f, log)
 	defer nc.Close()
-	// An async publish whose ack is lost with a dead core node must time out,
-	// or it stays pending forever and the sink eventually stalls.
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(5*time.Second))
-	if err != nil {
-		cli.Fatal(log, "jetstream", err)
-	}
-	if o.Name == "" {
-		h, _ := os.Hostname()
-		o.Name = fmt.Sprintf("%s-%d", h, os.Getpid())
-	}
-	h, closeSinks, err := buildSinks(sinks, js, o, ledger, httpURL, &test)
+	h, closeSinks, err := buildSinks(f.sinks, js, o, f.ledger, f.httpURL, &f.test)
 	if err != nil {
 		cli.Fatal(log, "sinks", err)
 	}
 	defer closeSinks()
 	o.Metrics = telemetry.NewMetrics()
 	var g *gossip.Cluster
-	if gossipBind != "" {
+	if f.gossipBind != "" {
 		// The region's edge password proves to the other edges that this
 		// member is one of them (gossip.Options.Proof).
-		pw, err := conn.Password()
+		pw, err := f.conn.Password()
 		if err != nil {
 			cli.Fatal(log, "gossip", err)
 		}
-		if g, err = startGossip(o, gossipBind, gossipSeeds, gossipKeyFile, gossipProfile, admin, []byte(pw), log); err != nil {
+		if g, err = startGossip(o, f.gossipBind, f.gossipSeeds, f.gossipKeyFile, f.gossipProfile, f.admin, []byte(pw), log); err != nil {
 			cli.Fatal(log, "gossip", err)
 		}
 		o.Membership = g
@@ -173,28 +81,11 @@ func main() {
 	var events ownershipLog
 	o.OnOwnership = events.add
 	c := edge.New(js, h, o)
-	if admin != "" {
-		token, err := cli.Secret(adminTokenFile, "ONCEPLANE_ADMIN_TOKEN")
-		if err != nil {
-			cli.Fatal(log, "admin token", err)
-		}
-		ao := telemetry.AdminOptions{Addr: admin, Metrics: o.Metrics, Ready: c.Ready, Logger: log, Token: token,
-			Routes: []telemetry.Route{{Path: "/status", Handler: statusHandler(c, g, &events)}}}
-		if adminCert != "" {
-			cert, err := tls.LoadX509KeyPair(adminCert, adminKey)
-			if err != nil {
-				cli.Fatal(log, "admin TLS", err)
-			}
-			ao.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		}
-		a, err := telemetry.StartAdmin(ao)
-		if err != nil {
-			cli.Fatal(log, "admin", err)
-		}
+	if f.admin != "" {
+		a := serveAdmin(f, c, g, &events, o.Metrics, log)
 		defer a.Close(context.Background())
-		log.Info("admin listening", "addr", a.Addr())
 	}
-	log.Info("edge starting", "name", o.Name, "region", o.Region, "sinks", sinks)
+	log.Info("edge starting", "name", o.Name, "region", o.Region, "sinks", f.sinks)
 	if err := c.Run(ctx); err != nil {
 		cli.Fatal(log, "run", err)
 	}
@@ -208,9 +99,152 @@ func main() {
 	s := c.Stats()
 	log.Info("edge stopped", "in", s.In, "first", s.First, "duplicates", s.Duplicates, "dlq", s.DLQ,
 		"uncertain", s.Uncertain, "reruns", s.UncertainReruns, "fenced", s.Fenced)
-	if statsFile != "" {
-		writeStats(log, statsFile, s)
+	if f.statsFile != "" {
+		writeStats(log, f.statsFile, s)
 	}
+}
+
+// flags are the command's flags; options turns them into edge.Options.
+type flags struct {
+	o                                         edge.Options
+	conn                                      cli.NATSFlags
+	url, parts, sinks, ledger, httpURL, admin string
+	policy, logLevel, traceFile, statsFile    string
+	gossipBind, gossipSeeds, gossipKeyFile    string
+	gossipProfile, peers, adminTokenFile      string
+	adminCert, adminKey                       string
+	insecure                                  *bool
+	test                                      testFlags
+}
+
+func (f *flags) register(fs *flag.FlagSet) {
+	def := edge.DefaultOptions()
+	o := &f.o
+	fs.StringVar(&f.url, "nats", "nats://127.0.0.1:4222", "core node URL(s), comma-separated")
+	fs.StringVar(&o.Region, "region", def.Region, "region whose streams to consume")
+	f.conn.Register(fs, "edge")
+	fs.StringVar(&o.Name, "name", "", "edge name in claim records (default hostname-pid)")
+	fs.StringVar(&f.parts, "partitions", "", "partitions to own, e.g. 0-3,8 (default all; with -gossip: the partitions the region's edges share)")
+	fs.StringVar(&f.peers, "peers", "", "other regions, comma-separated: merge their replicated claims and report conflicts (asynchronous cross-region mode)")
+	fs.BoolVar(&o.Strict, "strict", false, "strict cross-region mode: consume the region's home stream (set -partitions to the home partitions)")
+	fs.IntVar(&o.BatchSize, "batch", def.BatchSize, "events per batch (one claim append each)")
+	fs.DurationVar(&o.AckWait, "ack-wait", def.AckWait, "ingest redelivery timeout")
+	fs.DurationVar(&o.Window, "window", def.Window, "dedupe window (must match the core's)")
+	fs.IntVar(&o.ExpectedIDs, "expected-ids", 0, "IDs per partition per window to pre-size for (0: grow)")
+	fs.BoolVar(&o.NoBloom, "no-bloom", false, "turn the Bloom pre-check off")
+	fs.StringVar(&f.policy, "uncertain", "rerun", "policy for uncertain IDs: rerun or skip")
+	fs.IntVar(&o.Limits.MaxPayload, "max-payload", def.Limits.MaxPayload, "largest accepted payload in bytes")
+	fs.IntVar(&o.Retry.Attempts, "retry-attempts", def.Retry.Attempts, "handler attempts before dead-lettering")
+	fs.StringVar(&f.sinks, "sink", "nats", "comma-separated sinks, run in order: nats, http, ledger, stdout, chaos (drills)")
+	fs.StringVar(&f.ledger, "ledger", "ledger.jsonl", "ledger sink file")
+	fs.StringVar(&f.httpURL, "http-url", "", "http sink URL")
+	fs.StringVar(&f.admin, "admin", "127.0.0.1:9222", "admin HTTP address for /metrics, /healthz, /readyz (empty: off)")
+	fs.StringVar(&f.adminCert, "admin-tls-cert", "", "PEM certificate for the admin port: HTTPS only, so the bearer token never crosses the network in clear (with -admin-tls-key)")
+	fs.StringVar(&f.adminKey, "admin-tls-key", "", "PEM key of -admin-tls-cert")
+	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "file holding the admin bearer token (or set ONCEPLANE_ADMIN_TOKEN); /metrics and /status then require it, health checks stay open")
+	fs.StringVar(&f.traceFile, "trace-file", "", "write spans as JSON lines to this file (else OTEL_* variables decide)")
+	fs.StringVar(&f.statsFile, "stats-file", "", "write final stats as JSON here on shutdown")
+	fs.StringVar(&f.gossipBind, "gossip", "", "gossip listen host:port; set it to share partitions with the other edges by membership (empty: own -partitions statically)")
+	fs.StringVar(&f.gossipSeeds, "gossip-seeds", "", "comma-separated gossip addresses of other edges")
+	fs.StringVar(&f.gossipKeyFile, "gossip-key-file", "", "file holding the hex gossip encryption key (or set ONCEPLANE_GOSSIP_KEY)")
+	fs.StringVar(&f.gossipProfile, "gossip-profile", "fast", "failure detection timers: fast (~1-2 s) or lan (~5-7 s)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.insecure = cli.InsecureFlag(fs)
+	f.test.register(fs)
+}
+
+// options checks the flags (refusing unprotected listeners beyond loopback)
+// and returns the edge's options.
+func (f *flags) options(log *slog.Logger) (edge.Options, error) {
+	o := f.o
+	o.Logger = log
+	if (f.adminCert == "") != (f.adminKey == "") {
+		return o, errors.New("-admin-tls-cert and -admin-tls-key go together")
+	}
+	refuseExposed(log, f.gossipBind, f.gossipKeyFile, f.admin, f.adminTokenFile, f.adminCert != "", *f.insecure)
+	f.test.apply(&o, log)
+	if f.peers != "" {
+		o.Peers = strings.Split(f.peers, ",")
+	}
+	var err error
+	if o.Partitions, err = cli.Ints(f.parts); err != nil {
+		return o, fmt.Errorf("bad -partitions: %w", err)
+	}
+	switch f.policy {
+	case "rerun":
+		o.Policy = dedupe.PolicyRerun
+	case "skip":
+		o.Policy = dedupe.PolicySkip
+	default:
+		return o, fmt.Errorf("bad -uncertain %q: want rerun or skip", f.policy)
+	}
+	if o.Name == "" {
+		h, _ := os.Hostname()
+		o.Name = fmt.Sprintf("%s-%d", h, os.Getpid())
+	}
+	return o, nil
+}
+
+// exitAfterBound exits the process if a signalled edge has not stopped
+// within its bound. However the core, the sinks or the exporters behave, a
+// signalled edge is gone within a bound: partitions get ShutdownGrace to
+// finish their batch and ShutdownGrace more once cancelled (edge.Run), then
+// a few seconds for leaving gossip and closing connections.
+func exitAfterBound(ctx context.Context, grace time.Duration, log *slog.Logger) {
+	<-ctx.Done()
+	if grace <= 0 {
+		grace = edge.DefaultOptions().ShutdownGrace
+	}
+	bound := 2*grace + 5*time.Second
+	<-time.After(bound)
+	log.Error("shutdown did not finish within its bound; exiting", "bound", bound)
+	os.Exit(1)
+}
+
+// connect connects to the core nodes. A core that is still starting or out
+// of reach is waited for, not a reason to exit: the edge connects when it
+// can (Run waits for the streams).
+func connect(f flags, log *slog.Logger) (*nats.Conn, jetstream.JetStream) {
+	natsOpts, err := f.conn.Options("onceplane-edge")
+	if err != nil {
+		cli.Fatal(log, "connect", err)
+	}
+	natsOpts = append(natsOpts, nats.RetryOnFailedConnect(true), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("nats async error", "err", err) }))
+	nc, err := nats.Connect(f.url, natsOpts...)
+	if err != nil {
+		cli.Fatal(log, "connect", err)
+	}
+	// An async publish whose ack is lost with a dead core node must time out,
+	// or it stays pending forever and the sink eventually stalls.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(5*time.Second))
+	if err != nil {
+		cli.Fatal(log, "jetstream", err)
+	}
+	return nc, js
+}
+
+// serveAdmin starts the admin HTTP port: metrics, health, readiness and
+// /status, behind the bearer token and over TLS when configured.
+func serveAdmin(f flags, c *edge.Consumer, g *gossip.Cluster, events *ownershipLog, m *telemetry.Metrics, log *slog.Logger) *telemetry.Admin {
+	token, err := cli.Secret(f.adminTokenFile, "ONCEPLANE_ADMIN_TOKEN")
+	if err != nil {
+		cli.Fatal(log, "admin token", err)
+	}
+	ao := telemetry.AdminOptions{Addr: f.admin, Metrics: m, Ready: c.Ready, Logger: log, Token: token,
+		Routes: []telemetry.Route{{Path: "/status", Handler: statusHandler(c, g, events)}}}
+	if f.adminCert != "" {
+		cert, err := tls.LoadX509KeyPair(f.adminCert, f.adminKey)
+		if err != nil {
+			cli.Fatal(log, "admin TLS", err)
+		}
+		ao.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	a, err := telemetry.StartAdmin(ao)
+	if err != nil {
+		cli.Fatal(log, "admin", err)
+	}
+	log.Info("admin listening", "addr", a.Addr())
+	return a
 }
 
 func writeStats(log *slog.Logger, path string, s edge.Stats) {
