@@ -168,114 +168,12 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	if err := os.MkdirAll(o.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("core %s: data dir: %w", o.Name, err)
 	}
-	sopts := &server.Options{
-		ServerName:         o.Name,
-		Host:               o.Host,
-		Port:               o.Port,
-		JetStream:          true,
-		StoreDir:           o.DataDir,
-		JetStreamMaxMemory: o.MaxMemory,
-		JetStreamMaxStore:  o.MaxStore,
-		MaxPayload:         8 << 20,
-		NoSigs:             true,
-		Users:              o.Users,
-		PingInterval:       o.PingInterval,
-		SystemAccount:      o.SystemAccount,
+	if o.GatewayPort != 0 && o.ClusterPort == 0 {
+		o.ClusterPort = -1 // a supercluster member is clustered, if alone
 	}
-	if o.Accounts != "" {
-		if err := sopts.ProcessConfigString(o.Accounts); err != nil {
-			return nil, fmt.Errorf("core %s: accounts: %w", o.Name, err)
-		}
-		// Put each user in the configured account of its account's name.
-		users := make([]*server.User, len(o.Users))
-		for i, u := range o.Users {
-			c := *u
-			for _, a := range sopts.Accounts {
-				if c.Account != nil && a.Name == c.Account.Name {
-					c.Account = a
-				}
-			}
-			users[i] = &c
-		}
-		sopts.Users = users
-	}
-	for _, u := range sopts.Users {
-		if u.Account != nil && !slices.Contains(sopts.Accounts, u.Account) {
-			sopts.Accounts = append(sopts.Accounts, u.Account)
-		}
-	}
-	if o.SystemAccount != "" {
-		// A server whose only accounts are the global and the system one
-		// quietly lets clients without credentials in as a generated
-		// global-account user, unless the configuration has an
-		// authorization block. Declare one (it sets only the auth timeout).
-		if err := sopts.ProcessConfigString("authorization { timeout: 2 }"); err != nil {
-			return nil, fmt.Errorf("core %s: authorization: %w", o.Name, err)
-		}
-	}
-	if o.MonitorPort != 0 {
-		sopts.HTTPHost, sopts.HTTPPort = cmp.Or(o.MonitorHost, "127.0.0.1"), o.MonitorPort
-	}
-	if o.TLS.CertFile != "" {
-		client, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: o.TLS.CertFile, KeyFile: o.TLS.KeyFile, CaFile: o.TLS.CAFile,
-			Ciphers: aeadSuites, MinVersion: tls.VersionTLS12})
-		if err != nil {
-			return nil, fmt.Errorf("core %s: tls: %w", o.Name, err)
-		}
-		sopts.TLSConfig, sopts.TLS, sopts.TLSTimeout = client, true, 2
-	}
-	if o.GatewayPort != 0 {
-		if o.ClusterPort == 0 {
-			o.ClusterPort = -1
-		}
-		sopts.Gateway = server.GatewayOpts{Name: o.Region, Host: o.Host, Port: o.GatewayPort, Advertise: o.GatewayAdvertise}
-		if o.PeerPassword != "" {
-			sopts.Gateway.Username, sopts.Gateway.Password = PeerUser, o.PeerPassword
-		}
-		for _, g := range o.Gateways {
-			rg := &server.RemoteGatewayOpts{Name: g.Name}
-			for _, a := range g.URLs {
-				u, err := url.Parse("nats://" + a)
-				if err != nil {
-					return nil, fmt.Errorf("core %s: gateway %s url %q: %w", o.Name, g.Name, a, err)
-				}
-				if o.PeerPassword != "" {
-					u.User = url.UserPassword(PeerUser, o.PeerPassword)
-				}
-				rg.URLs = append(rg.URLs, u)
-			}
-			sopts.Gateway.Gateways = append(sopts.Gateway.Gateways, rg)
-		}
-	}
-	if o.ClusterPort != 0 {
-		sopts.Cluster = server.ClusterOpts{Name: o.Region, Host: o.Host, Port: o.ClusterPort}
-		if o.PeerPassword != "" {
-			sopts.Cluster.Username, sopts.Cluster.Password = PeerUser, o.PeerPassword
-		}
-		if o.TLS.CertFile != "" {
-			peer, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: o.TLS.CertFile, KeyFile: o.TLS.KeyFile, CaFile: o.TLS.CAFile, Verify: true,
-				Ciphers: aeadSuites, MinVersion: tls.VersionTLS12})
-			if err != nil {
-				return nil, fmt.Errorf("core %s: tls: %w", o.Name, err)
-			}
-			// Outgoing routes and gateways verify the peer against the CA too
-			// (GenTLSConfig only sets the pool that verifies incoming ones).
-			peer.RootCAs = peer.ClientCAs
-			sopts.Cluster.TLSConfig, sopts.Cluster.TLSTimeout = peer, 2
-			if o.GatewayPort != 0 {
-				sopts.Gateway.TLSConfig, sopts.Gateway.TLSTimeout = peer.Clone(), 2
-			}
-		}
-		for _, r := range o.Routes {
-			u, err := url.Parse("nats-route://" + r)
-			if err != nil {
-				return nil, fmt.Errorf("core %s: route %q: %w", o.Name, r, err)
-			}
-			if o.PeerPassword != "" {
-				u.User = url.UserPassword(PeerUser, o.PeerPassword)
-			}
-			sopts.Routes = append(sopts.Routes, u)
-		}
+	sopts, err := serverOptions(o)
+	if err != nil {
+		return nil, err
 	}
 	srv, err := server.NewServer(sopts)
 	if err != nil {
@@ -304,6 +202,153 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		return nil, err
 	}
 	return n, nil
+}
+
+// serverOptions translates o (with defaults) into nats-server options.
+func serverOptions(o Options) (*server.Options, error) {
+	sopts := &server.Options{
+		ServerName:         o.Name,
+		Host:               o.Host,
+		Port:               o.Port,
+		JetStream:          true,
+		StoreDir:           o.DataDir,
+		JetStreamMaxMemory: o.MaxMemory,
+		JetStreamMaxStore:  o.MaxStore,
+		MaxPayload:         8 << 20,
+		NoSigs:             true,
+		Users:              o.Users,
+		PingInterval:       o.PingInterval,
+		SystemAccount:      o.SystemAccount,
+	}
+	if err := setAccounts(sopts, o); err != nil {
+		return nil, err
+	}
+	if o.MonitorPort != 0 {
+		sopts.HTTPHost, sopts.HTTPPort = cmp.Or(o.MonitorHost, "127.0.0.1"), o.MonitorPort
+	}
+	if err := setClientTLS(sopts, o); err != nil {
+		return nil, err
+	}
+	if o.GatewayPort != 0 {
+		if err := setGateways(sopts, o); err != nil {
+			return nil, err
+		}
+	}
+	if o.ClusterPort != 0 {
+		if err := setCluster(sopts, o); err != nil {
+			return nil, err
+		}
+	}
+	return sopts, nil
+}
+
+// setAccounts puts the configured accounts (o.Accounts) in sopts, each user
+// in the account of its account's name, and the authorization block that
+// keeps a server with a system account from admitting anonymous clients.
+func setAccounts(sopts *server.Options, o Options) error {
+	if o.Accounts != "" {
+		if err := sopts.ProcessConfigString(o.Accounts); err != nil {
+			return fmt.Errorf("core %s: accounts: %w", o.Name, err)
+		}
+		// Put each user in the configured account of its account's name.
+		users := make([]*server.User, len(o.Users))
+		for i, u := range o.Users {
+			c := *u
+			for _, a := range sopts.Accounts {
+				if c.Account != nil && a.Name == c.Account.Name {
+					c.Account = a
+				}
+			}
+			users[i] = &c
+		}
+		sopts.Users = users
+	}
+	for _, u := range sopts.Users {
+		if u.Account != nil && !slices.Contains(sopts.Accounts, u.Account) {
+			sopts.Accounts = append(sopts.Accounts, u.Account)
+		}
+	}
+	if o.SystemAccount != "" {
+		// A server whose only accounts are the global and the system one
+		// quietly lets clients without credentials in as a generated
+		// global-account user, unless the configuration has an
+		// authorization block. Declare one (it sets only the auth timeout).
+		if err := sopts.ProcessConfigString("authorization { timeout: 2 }"); err != nil {
+			return fmt.Errorf("core %s: authorization: %w", o.Name, err)
+		}
+	}
+	return nil
+}
+
+// setClientTLS turns TLS on for the client port (AEAD suites, TLS 1.2+).
+func setClientTLS(sopts *server.Options, o Options) error {
+	if o.TLS.CertFile != "" {
+		client, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: o.TLS.CertFile, KeyFile: o.TLS.KeyFile, CaFile: o.TLS.CAFile,
+			Ciphers: aeadSuites, MinVersion: tls.VersionTLS12})
+		if err != nil {
+			return fmt.Errorf("core %s: tls: %w", o.Name, err)
+		}
+		sopts.TLSConfig, sopts.TLS, sopts.TLSTimeout = client, true, 2
+	}
+	return nil
+}
+
+// setGateways configures this node's gateway and its remote gateways, each
+// authenticated with the peer password.
+func setGateways(sopts *server.Options, o Options) error {
+	sopts.Gateway = server.GatewayOpts{Name: o.Region, Host: o.Host, Port: o.GatewayPort, Advertise: o.GatewayAdvertise}
+	if o.PeerPassword != "" {
+		sopts.Gateway.Username, sopts.Gateway.Password = PeerUser, o.PeerPassword
+	}
+	for _, g := range o.Gateways {
+		rg := &server.RemoteGatewayOpts{Name: g.Name}
+		for _, a := range g.URLs {
+			u, err := url.Parse("nats://" + a)
+			if err != nil {
+				return fmt.Errorf("core %s: gateway %s url %q: %w", o.Name, g.Name, a, err)
+			}
+			if o.PeerPassword != "" {
+				u.User = url.UserPassword(PeerUser, o.PeerPassword)
+			}
+			rg.URLs = append(rg.URLs, u)
+		}
+		sopts.Gateway.Gateways = append(sopts.Gateway.Gateways, rg)
+	}
+	return nil
+}
+
+// setCluster configures routes inside the region: the peer password, and
+// mutually verified TLS (which gateways share).
+func setCluster(sopts *server.Options, o Options) error {
+	sopts.Cluster = server.ClusterOpts{Name: o.Region, Host: o.Host, Port: o.ClusterPort}
+	if o.PeerPassword != "" {
+		sopts.Cluster.Username, sopts.Cluster.Password = PeerUser, o.PeerPassword
+	}
+	if o.TLS.CertFile != "" {
+		peer, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: o.TLS.CertFile, KeyFile: o.TLS.KeyFile, CaFile: o.TLS.CAFile, Verify: true,
+			Ciphers: aeadSuites, MinVersion: tls.VersionTLS12})
+		if err != nil {
+			return fmt.Errorf("core %s: tls: %w", o.Name, err)
+		}
+		// Outgoing routes and gateways verify the peer against the CA too
+		// (GenTLSConfig only sets the pool that verifies incoming ones).
+		peer.RootCAs = peer.ClientCAs
+		sopts.Cluster.TLSConfig, sopts.Cluster.TLSTimeout = peer, 2
+		if o.GatewayPort != 0 {
+			sopts.Gateway.TLSConfig, sopts.Gateway.TLSTimeout = peer.Clone(), 2
+		}
+	}
+	for _, r := range o.Routes {
+		u, err := url.Parse("nats-route://" + r)
+		if err != nil {
+			return fmt.Errorf("core %s: route %q: %w", o.Name, r, err)
+		}
+		if o.PeerPassword != "" {
+			u.User = url.UserPassword(PeerUser, o.PeerPassword)
+		}
+		sopts.Routes = append(sopts.Routes, u)
+	}
+	return nil
 }
 
 // WaitJetStream polls until this node's JetStream is current with a meta leader.
