@@ -11,6 +11,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,117 +37,27 @@ func main() {
 		}
 		return
 	}
-	var (
-		o            core.Options
-		routes       string
-		cfg          streams.Config
-		ingestDedupe string
-		logLevel     string
-		noProvision  bool
-		gateways     string
-		credDir      string
-		genCreds     bool
-		devCerts     string
-		devHosts     string
-		peers, home  string
-	)
-	flag.StringVar(&o.Name, "name", "core-0", "server name, unique in the deployment")
-	flag.StringVar(&o.Region, "region", "local", "region (JetStream cluster name)")
-	flag.StringVar(&o.Host, "host", "127.0.0.1", "listen address for clients and routes")
-	flag.IntVar(&o.Port, "port", 4222, "client port (-1: any free port)")
-	flag.StringVar(&o.DataDir, "data", "", "JetStream data directory (default ./data/<name>)")
-	flag.IntVar(&o.ClusterPort, "cluster-port", 0, "route port; non-zero joins a region cluster")
-	flag.StringVar(&routes, "routes", "", "comma-separated host:port route addresses of the region's core nodes")
-	flag.IntVar(&o.MonitorPort, "monitor-port", 0, "NATS HTTP monitoring port (/healthz, /varz, /jsz); 0 is off; `core health` checks it")
-	flag.StringVar(&o.MonitorHost, "monitor-host", "127.0.0.1", "address NATS monitoring listens on; it has no authentication, so loopback unless you expose it on purpose")
-	flag.IntVar(&o.GatewayPort, "gateway-port", 0, "gateway port; non-zero joins other regions into a supercluster")
-	flag.StringVar(&gateways, "gateways", "", "other regions' gateways: 'region=host:port,host:port;region2=...' (a WAN link's address in a simulation)")
-	flag.StringVar(&o.GatewayAdvertise, "gateway-advertise", "", "gateway address told to other regions (default: the listen address; "+core.NoAdvertise+" keeps peers on -gateways)")
-	flag.StringVar(&peers, "peers", "", "other regions, comma-separated: provision the xclaims stream (their claim logs, sourced) and the conflicts stream, and place this region's streams in its cluster")
-	flag.StringVar(&home, "home", "", "strict mode: this region's home partitions (e.g. 0,3,6); provisions the home stream sourcing them from every region")
-	flag.DurationVar(&o.PingInterval, "ping-interval", 0, "ping clients, routes and gateways this often; two missed pings drop the peer (0: NATS's 2m); lower it where links can fail silently")
-	flag.Int64Var(&o.MaxMemory, "max-memory", 1<<30, "JetStream memory limit in bytes")
-	flag.Int64Var(&o.MaxStore, "max-store", 16<<30, "JetStream file store limit in bytes")
-	flag.IntVar(&cfg.Partitions, "partitions", 16, "partition count (fixed per deployment)")
-	flag.IntVar(&cfg.Replicas, "replicas", 1, "stream replicas (1, or 3 in a 3-node region)")
-	flag.DurationVar(&cfg.Window, "window", 24*time.Hour, "dedupe window: how long claims are remembered")
-	flag.DurationVar(&cfg.IngestMaxAge, "ingest-max-age", 0, "how long ingested events are kept (default: the window; must not exceed it)")
-	flag.StringVar(&ingestDedupe, "ingest-dedupe", "2m", "ingest stream Nats-Msg-Id window, or \"off\" (100ms, the minimum)")
-	flag.BoolVar(&noProvision, "no-provision", false, "do not create or update streams at start")
-	flag.StringVar(&o.TLS.CertFile, "tls-cert", "", "PEM certificate (server and client use): TLS on client, route and gateway ports")
-	flag.StringVar(&o.TLS.KeyFile, "tls-key", "", "PEM private key of -tls-cert")
-	flag.StringVar(&o.TLS.CAFile, "tls-ca", "", "PEM CA that signed the core nodes' certificates (routes and gateways verify peers with it)")
-	flag.StringVar(&devCerts, "generate-dev-certs", "", "write a development CA, certificate and key into this directory and exit")
-	flag.StringVar(&devHosts, "dev-cert-hosts", "", "comma-separated host names or IPs the development certificate is valid for (localhost and 127.0.0.1 always)")
-	flag.StringVar(&credDir, "credentials", "", "directory of <user>.password files (producer, admin, sys, core, and edge-<region> for this region's edges): turns on authentication with per-role permissions, the system account and authenticated routes and gateways (package auth)")
-	flag.BoolVar(&genCreds, "generate-credentials", false, "create missing password files in -credentials first (development)")
-	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	insecure := cli.InsecureFlag(flag.CommandLine)
+	var f flags
+	f.register(flag.CommandLine)
 	flag.Parse()
-	log := cli.Logger(logLevel)
-	o.Logger = log
-	if routes != "" {
-		o.Routes = strings.Split(routes, ",")
-	}
-	cfg.Region = o.Region
-	gws, err := cli.Regions(gateways)
-	if err != nil {
-		cli.Fatal(log, "bad -gateways", err)
-	}
-	for _, name := range gws.Names {
-		o.Gateways = append(o.Gateways, core.Gateway{Name: name, URLs: gws.URLs[name]})
-	}
-	if peers != "" {
-		cfg.Peers, cfg.Cluster = strings.Split(peers, ","), o.Region
-	}
-	if home != "" {
-		h, err := cli.Ints(home)
-		if err != nil {
-			cli.Fatal(log, "bad -home", err)
-		}
-		cfg.Home = h
-	}
-	if ingestDedupe == "off" {
-		cfg.IngestDuplicates = -1
-	} else {
-		d, err := time.ParseDuration(ingestDedupe)
-		if err != nil {
-			cli.Fatal(log, "bad -ingest-dedupe", err)
-		}
-		cfg.IngestDuplicates = d
-	}
-	if devCerts != "" {
+	log := cli.Logger(f.logLevel)
+	if f.devCerts != "" {
 		var hosts []string
-		if devHosts != "" {
-			hosts = strings.Split(devHosts, ",")
+		if f.devHosts != "" {
+			hosts = strings.Split(f.devHosts, ",")
 		}
-		f, err := devcert.Generate(devCerts, hosts)
+		files, err := devcert.Generate(f.devCerts, hosts)
 		if err != nil {
 			cli.Fatal(log, "generate dev certs", err)
 		}
-		fmt.Printf("CA %s\ncertificate %s\nkey %s\n", f.CA, f.Cert, f.Key)
+		fmt.Printf("CA %s\ncertificate %s\nkey %s\n", files.CA, files.Cert, files.Key)
 		return
 	}
-	if credDir != "" {
-		load := auth.Load
-		if genCreds {
-			load = func(dir string) (auth.Credentials, error) { return auth.Generate(dir, auth.EdgeUser(o.Region)) }
-		}
-		creds, err := load(credDir)
-		if err != nil {
-			cli.Fatal(log, "credentials", err)
-		}
-		if creds.Password(auth.EdgeUser(o.Region)) == "" {
-			log.Warn("no edge user for this region: its edges cannot connect", "want", filepath.Join(credDir, auth.EdgeUser(o.Region).Name()+".password"))
-		}
-		users, err := auth.Users(creds, o.Region)
-		if err != nil {
-			cli.Fatal(log, "credentials", err)
-		}
-		o.Users, o.SystemAccount, o.Accounts, o.ClientUser, o.ClientPassword = users, auth.SystemAccount, auth.AccountsConfig(), string(auth.Admin), creds.Password(auth.Admin.User())
-		o.PeerPassword = creds.Password(auth.Core.User())
+	o, cfg, err := f.options(log)
+	if err != nil {
+		cli.Fatal(log, "flags", err)
 	}
-	refuseExposed(log, o, *insecure)
+	refuseExposed(log, o, *f.insecure)
 	ctx, stop := cli.SignalContext()
 	defer stop()
 	n, err := core.Start(ctx, o)
@@ -155,7 +66,7 @@ func main() {
 	}
 	defer n.Shutdown()
 	log.Info("core node up", "name", o.Name, "region", o.Region, "url", n.ClientURL(), "cluster", n.ClusterAddr())
-	if !noProvision {
+	if !f.noProvision {
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		err := provision(pctx, n, cfg)
 		cancel()
@@ -166,6 +77,112 @@ func main() {
 	}
 	<-ctx.Done()
 	log.Info("shutting down")
+}
+
+// flags are the command's flags; options turns them into the node's and
+// the streams' options.
+type flags struct {
+	o                                        core.Options
+	cfg                                      streams.Config
+	routes, ingestDedupe, logLevel, gateways string
+	credDir, devCerts, devHosts, peers, home string
+	noProvision, genCreds                    bool
+	insecure                                 *bool
+}
+
+func (f *flags) register(fs *flag.FlagSet) {
+	o, cfg := &f.o, &f.cfg
+	fs.StringVar(&o.Name, "name", "core-0", "server name, unique in the deployment")
+	fs.StringVar(&o.Region, "region", "local", "region (JetStream cluster name)")
+	fs.StringVar(&o.Host, "host", "127.0.0.1", "listen address for clients and routes")
+	fs.IntVar(&o.Port, "port", 4222, "client port (-1: any free port)")
+	fs.StringVar(&o.DataDir, "data", "", "JetStream data directory (default ./data/<name>)")
+	fs.IntVar(&o.ClusterPort, "cluster-port", 0, "route port; non-zero joins a region cluster")
+	fs.StringVar(&f.routes, "routes", "", "comma-separated host:port route addresses of the region's core nodes")
+	fs.IntVar(&o.MonitorPort, "monitor-port", 0, "NATS HTTP monitoring port (/healthz, /varz, /jsz); 0 is off; `core health` checks it")
+	fs.StringVar(&o.MonitorHost, "monitor-host", "127.0.0.1", "address NATS monitoring listens on; it has no authentication, so loopback unless you expose it on purpose")
+	fs.IntVar(&o.GatewayPort, "gateway-port", 0, "gateway port; non-zero joins other regions into a supercluster")
+	fs.StringVar(&f.gateways, "gateways", "", "other regions' gateways: 'region=host:port,host:port;region2=...' (a WAN link's address in a simulation)")
+	fs.StringVar(&o.GatewayAdvertise, "gateway-advertise", "", "gateway address told to other regions (default: the listen address; "+core.NoAdvertise+" keeps peers on -gateways)")
+	fs.StringVar(&f.peers, "peers", "", "other regions, comma-separated: provision the xclaims stream (their claim logs, sourced) and the conflicts stream, and place this region's streams in its cluster")
+	fs.StringVar(&f.home, "home", "", "strict mode: this region's home partitions (e.g. 0,3,6); provisions the home stream sourcing them from every region")
+	fs.DurationVar(&o.PingInterval, "ping-interval", 0, "ping clients, routes and gateways this often; two missed pings drop the peer (0: NATS's 2m); lower it where links can fail silently")
+	fs.Int64Var(&o.MaxMemory, "max-memory", 1<<30, "JetStream memory limit in bytes")
+	fs.Int64Var(&o.MaxStore, "max-store", 16<<30, "JetStream file store limit in bytes")
+	fs.IntVar(&cfg.Partitions, "partitions", 16, "partition count (fixed per deployment)")
+	fs.IntVar(&cfg.Replicas, "replicas", 1, "stream replicas (1, or 3 in a 3-node region)")
+	fs.DurationVar(&cfg.Window, "window", 24*time.Hour, "dedupe window: how long claims are remembered")
+	fs.DurationVar(&cfg.IngestMaxAge, "ingest-max-age", 0, "how long ingested events are kept (default: the window; must not exceed it)")
+	fs.StringVar(&f.ingestDedupe, "ingest-dedupe", "2m", "ingest stream Nats-Msg-Id window, or \"off\" (100ms, the minimum)")
+	fs.BoolVar(&f.noProvision, "no-provision", false, "do not create or update streams at start")
+	fs.StringVar(&o.TLS.CertFile, "tls-cert", "", "PEM certificate (server and client use): TLS on client, route and gateway ports")
+	fs.StringVar(&o.TLS.KeyFile, "tls-key", "", "PEM private key of -tls-cert")
+	fs.StringVar(&o.TLS.CAFile, "tls-ca", "", "PEM CA that signed the core nodes' certificates (routes and gateways verify peers with it)")
+	fs.StringVar(&f.devCerts, "generate-dev-certs", "", "write a development CA, certificate and key into this directory and exit")
+	fs.StringVar(&f.devHosts, "dev-cert-hosts", "", "comma-separated host names or IPs the development certificate is valid for (localhost and 127.0.0.1 always)")
+	fs.StringVar(&f.credDir, "credentials", "", "directory of <user>.password files (producer, admin, sys, core, and edge-<region> for this region's edges): turns on authentication with per-role permissions, the system account and authenticated routes and gateways (package auth)")
+	fs.BoolVar(&f.genCreds, "generate-credentials", false, "create missing password files in -credentials first (development)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.insecure = cli.InsecureFlag(fs)
+}
+
+// options checks the flags and returns the node's and the streams' options.
+func (f *flags) options(log *slog.Logger) (core.Options, streams.Config, error) {
+	o, cfg := f.o, f.cfg
+	o.Logger = log
+	if f.routes != "" {
+		o.Routes = strings.Split(f.routes, ",")
+	}
+	cfg.Region = o.Region
+	gws, err := cli.Regions(f.gateways)
+	if err != nil {
+		return o, cfg, fmt.Errorf("bad -gateways: %w", err)
+	}
+	for _, name := range gws.Names {
+		o.Gateways = append(o.Gateways, core.Gateway{Name: name, URLs: gws.URLs[name]})
+	}
+	if f.peers != "" {
+		cfg.Peers, cfg.Cluster = strings.Split(f.peers, ","), o.Region
+	}
+	if f.home != "" {
+		if cfg.Home, err = cli.Ints(f.home); err != nil {
+			return o, cfg, fmt.Errorf("bad -home: %w", err)
+		}
+	}
+	if f.ingestDedupe == "off" {
+		cfg.IngestDuplicates = -1
+	} else if cfg.IngestDuplicates, err = time.ParseDuration(f.ingestDedupe); err != nil {
+		return o, cfg, fmt.Errorf("bad -ingest-dedupe: %w", err)
+	}
+	if f.credDir != "" {
+		if err := withCredentials(&o, f.credDir, f.genCreds, log); err != nil {
+			return o, cfg, err
+		}
+	}
+	return o, cfg, nil
+}
+
+// withCredentials turns authentication on in o from the password files in
+// dir (creating missing ones first when generate is set).
+func withCredentials(o *core.Options, dir string, generate bool, log *slog.Logger) error {
+	load := auth.Load
+	if generate {
+		load = func(dir string) (auth.Credentials, error) { return auth.Generate(dir, auth.EdgeUser(o.Region)) }
+	}
+	creds, err := load(dir)
+	if err != nil {
+		return fmt.Errorf("credentials: %w", err)
+	}
+	if creds.Password(auth.EdgeUser(o.Region)) == "" {
+		log.Warn("no edge user for this region: its edges cannot connect", "want", filepath.Join(dir, auth.EdgeUser(o.Region).Name()+".password"))
+	}
+	users, err := auth.Users(creds, o.Region)
+	if err != nil {
+		return fmt.Errorf("credentials: %w", err)
+	}
+	o.Users, o.SystemAccount, o.Accounts, o.ClientUser, o.ClientPassword = users, auth.SystemAccount, auth.AccountsConfig(), string(auth.Admin), creds.Password(auth.Admin.User())
+	o.PeerPassword = creds.Password(auth.Core.User())
+	return nil
 }
 
 func provision(ctx context.Context, n *core.Node, cfg streams.Config) error {
