@@ -204,130 +204,146 @@ var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
 // Validate reports every problem in t, each naming its field.
 func (t Topology) Validate() error {
-	var errs []error
-	bad := func(field, format string, a ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, a...)))
-	}
+	v := validation{regions: map[string]bool{}, servers: map[string]string{}, ports: map[string]string{}}
 	if t.Partitions < 1 || t.Partitions > 4096 {
-		bad("partitions", "%d is not in 1..4096", t.Partitions)
+		v.bad("partitions", "%d is not in 1..4096", t.Partitions)
 	}
 	if time.Duration(t.Window) < time.Second {
-		bad("window", "%v is shorter than 1s", time.Duration(t.Window))
+		v.bad("window", "%v is shorter than 1s", time.Duration(t.Window))
 	}
 	if t.Mode != Async && t.Mode != Strict {
-		bad("mode", "%q is neither %q nor %q", t.Mode, Async, Strict)
+		v.bad("mode", "%q is neither %q nor %q", t.Mode, Async, Strict)
 	}
 	if t.Replicas != 0 && t.Replicas != 1 && t.Replicas != 3 {
-		bad("replicas", "%d is not 1 or 3", t.Replicas)
+		v.bad("replicas", "%d is not 1 or 3", t.Replicas)
 	}
 	if len(t.Regions) == 0 {
-		bad("regions", "at least one region is required")
-	}
-	regions := map[string]bool{}
-	servers := map[string]string{}
-	ports := map[string]string{}
-	port := func(field, host string, p int) {
-		if p == 0 {
-			return
-		}
-		if p < 0 || p > 65535 {
-			bad(field, "port %d out of range", p)
-			return
-		}
-		k := host + ":" + strconv.Itoa(p)
-		if prev, ok := ports[k]; ok {
-			bad(field, "port %s already used by %s", k, prev)
-		}
-		ports[k] = field
+		v.bad("regions", "at least one region is required")
 	}
 	for i, r := range t.Regions {
-		f := fmt.Sprintf("regions[%d]", i)
-		if !nameRE.MatchString(r.Name) {
-			bad(f+".name", "%q must be 1-63 lower-case letters, digits or '-', starting with a letter or digit", r.Name)
+		v.region(fmt.Sprintf("regions[%d]", i), r, t.Replicas)
+	}
+	v.links(t)
+	for k, r := range t.Homes {
+		p, err := strconv.Atoi(k)
+		if err != nil || p < 0 || p >= t.Partitions {
+			v.bad("homes", "%q is not a partition in 0..%d", k, t.Partitions-1)
 		}
-		if regions[r.Name] {
-			bad(f+".name", "duplicate region %q", r.Name)
-		}
-		regions[r.Name] = true
-		switch n := len(r.Cores); {
-		case n == 0:
-			bad(f+".cores", "region %q has no core node", r.Name)
-		case n == 2:
-			bad(f+".cores", "region %q has 2 core nodes: use 1, or 3 or more (2 cannot keep a quorum)", r.Name)
-		}
-		if t.Replicas == 3 && len(r.Cores) < 3 {
-			bad(f+".cores", "replicas 3 needs 3 core nodes in region %q", r.Name)
-		}
-		for j, c := range r.Cores {
-			cf := fmt.Sprintf("%s.cores[%d]", f, j)
-			if !nameRE.MatchString(c.Name) {
-				bad(cf+".name", "%q must be 1-63 lower-case letters, digits or '-'", c.Name)
-			}
-			if prev, ok := servers[c.Name]; ok {
-				bad(cf+".name", "%q already names %s", c.Name, prev)
-			}
-			servers[c.Name] = cf
-			port(cf+".port", c.Host, c.Port)
-			port(cf+".cluster_port", c.Host, c.ClusterPort)
-			port(cf+".gateway_port", c.Host, c.GatewayPort)
-		}
-		if len(r.Edges) == 0 {
-			bad(f+".edges", "region %q has no edge", r.Name)
-		}
-		for j, e := range r.Edges {
-			ef := fmt.Sprintf("%s.edges[%d]", f, j)
-			if !nameRE.MatchString(e.Name) {
-				bad(ef+".name", "%q must be 1-63 lower-case letters, digits or '-'", e.Name)
-			}
-			if prev, ok := servers[e.Name]; ok {
-				bad(ef+".name", "%q already names %s", e.Name, prev)
-			}
-			servers[e.Name] = ef
-			port(ef+".gossip_port", "edge", e.GossipPort)
-			port(ef+".admin_port", "edge", e.AdminPort)
+		if !v.regions[r] {
+			v.bad("homes."+k, "unknown region %q", r)
 		}
 	}
+	return errors.Join(v.errs...)
+}
+
+// validation collects what Validate finds wrong, field by field.
+type validation struct {
+	errs    []error
+	regions map[string]bool   // region names seen
+	servers map[string]string // core and edge names seen, and where
+	ports   map[string]string // host:port seen, and where
+}
+
+func (v *validation) bad(field, format string, a ...any) {
+	v.errs = append(v.errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, a...)))
+}
+
+// port checks a listener's port: in range, and not taken on its host.
+func (v *validation) port(field, host string, p int) {
+	if p == 0 {
+		return
+	}
+	if p < 0 || p > 65535 {
+		v.bad(field, "port %d out of range", p)
+		return
+	}
+	k := host + ":" + strconv.Itoa(p)
+	if prev, ok := v.ports[k]; ok {
+		v.bad(field, "port %s already used by %s", k, prev)
+	}
+	v.ports[k] = field
+}
+
+// name checks a core's or edge's name: well formed and unique.
+func (v *validation) name(field, name string) {
+	if !nameRE.MatchString(name) {
+		v.bad(field+".name", "%q must be 1-63 lower-case letters, digits or '-'", name)
+	}
+	if prev, ok := v.servers[name]; ok {
+		v.bad(field+".name", "%q already names %s", name, prev)
+	}
+	v.servers[name] = field
+}
+
+// region checks region r (at field f): its name, its cores and its edges.
+func (v *validation) region(f string, r Region, replicas int) {
+	if !nameRE.MatchString(r.Name) {
+		v.bad(f+".name", "%q must be 1-63 lower-case letters, digits or '-', starting with a letter or digit", r.Name)
+	}
+	if v.regions[r.Name] {
+		v.bad(f+".name", "duplicate region %q", r.Name)
+	}
+	v.regions[r.Name] = true
+	switch n := len(r.Cores); {
+	case n == 0:
+		v.bad(f+".cores", "region %q has no core node", r.Name)
+	case n == 2:
+		v.bad(f+".cores", "region %q has 2 core nodes: use 1, or 3 or more (2 cannot keep a quorum)", r.Name)
+	}
+	if replicas == 3 && len(r.Cores) < 3 {
+		v.bad(f+".cores", "replicas 3 needs 3 core nodes in region %q", r.Name)
+	}
+	for j, c := range r.Cores {
+		cf := fmt.Sprintf("%s.cores[%d]", f, j)
+		v.name(cf, c.Name)
+		v.port(cf+".port", c.Host, c.Port)
+		v.port(cf+".cluster_port", c.Host, c.ClusterPort)
+		v.port(cf+".gateway_port", c.Host, c.GatewayPort)
+	}
+	if len(r.Edges) == 0 {
+		v.bad(f+".edges", "region %q has no edge", r.Name)
+	}
+	for j, e := range r.Edges {
+		ef := fmt.Sprintf("%s.edges[%d]", f, j)
+		v.name(ef, e.Name)
+		v.port(ef+".gossip_port", "edge", e.GossipPort)
+		v.port(ef+".admin_port", "edge", e.AdminPort)
+	}
+}
+
+// links checks every link and that every pair of regions has one.
+func (v *validation) links(t Topology) {
 	pairs := map[[2]string]bool{}
 	for i, l := range t.Links {
 		f := fmt.Sprintf("links[%d]", i)
-		if !regions[l.A] {
-			bad(f+".a", "unknown region %q", l.A)
+		if !v.regions[l.A] {
+			v.bad(f+".a", "unknown region %q", l.A)
 		}
-		if !regions[l.B] {
-			bad(f+".b", "unknown region %q", l.B)
+		if !v.regions[l.B] {
+			v.bad(f+".b", "unknown region %q", l.B)
 		}
 		if l.A == l.B {
-			bad(f, "links region %q to itself", l.A)
+			v.bad(f, "links region %q to itself", l.A)
 		}
 		k := pair(l.A, l.B)
 		if pairs[k] {
-			bad(f, "duplicate link %s/%s", l.A, l.B)
+			v.bad(f, "duplicate link %s/%s", l.A, l.B)
 		}
 		pairs[k] = true
 		if l.RTT < 0 || l.Jitter < 0 {
-			bad(f+".rtt", "negative delay")
+			v.bad(f+".rtt", "negative delay")
 		}
 		if l.Loss < 0 || l.Loss >= 1 {
-			bad(f+".loss", "%v is not in [0, 1)", l.Loss)
+			v.bad(f+".loss", "%v is not in [0, 1)", l.Loss)
 		}
 	}
 	for i, a := range t.Regions {
 		for _, b := range t.Regions[i+1:] {
 			if a.Name != b.Name && !pairs[pair(a.Name, b.Name)] {
-				bad("links", "no link between %q and %q (the RTT matrix must be complete)", a.Name, b.Name)
+				v.bad("links", "no link between %q and %q (the RTT matrix must be complete)", a.Name, b.Name)
 			}
 		}
 	}
-	for k, r := range t.Homes {
-		p, err := strconv.Atoi(k)
-		if err != nil || p < 0 || p >= t.Partitions {
-			bad("homes", "%q is not a partition in 0..%d", k, t.Partitions-1)
-		}
-		if !regions[r] {
-			bad("homes."+k, "unknown region %q", r)
-		}
-	}
-	return errors.Join(errs...)
 }
 
 func pair(a, b string) [2]string {
