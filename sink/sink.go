@@ -78,15 +78,7 @@ func (s *NATS) Handle(ctx context.Context, evs []event.Event) []error {
 	var win time.Duration
 	now := time.Now()
 	for i, ev := range evs {
-		hdr := nats.Header{}
-		// The output stream's window dedupes by key: two tenants' same ID
-		// are two outputs.
-		hdr.Set(event.HeaderMsgID, ev.Key())
-		hdr.Set(event.HeaderID, ev.ID)
-		if ev.Tenant != "" && ev.Tenant != event.DefaultTenant {
-			hdr.Set(event.HeaderTenant, ev.Tenant)
-		}
-		hdr.Set(event.HeaderPartition, strconv.Itoa(ev.Partition))
+		hdr := outputHeader(ev)
 		s.mu.Lock()
 		first, retried := s.ambiguous[eventKey(ev)]
 		s.mu.Unlock()
@@ -127,32 +119,53 @@ func (s *NATS) Handle(ctx context.Context, evs []event.Event) []error {
 		case <-ctx.Done():
 			errs[i], failed = ctx.Err(), true
 		}
-		// Remember the first publish whose outcome is unknown until one is known.
-		k := eventKey(evs[i])
-		s.mu.Lock()
-		if landed {
-			delete(s.ambiguous, k)
-		} else if _, ok := s.ambiguous[k]; !ok {
-			if s.ambiguous == nil {
-				s.ambiguous = map[string]time.Time{}
-			}
-			if len(s.ambiguous) >= maxProgress {
-				// Events that moved to another edge or were dead-lettered
-				// are never retried here: forget the oldest.
-				for k, at := range s.ambiguous {
-					if now.Sub(at) > time.Hour {
-						delete(s.ambiguous, k)
-					}
-				}
-			}
-			s.ambiguous[k] = now
-		}
-		s.mu.Unlock()
+		s.remember(eventKey(evs[i]), landed, now)
 	}
 	if !failed {
 		return nil
 	}
 	return errs
+}
+
+// outputHeader is an output's headers. The output stream's window dedupes
+// by key: two tenants' same ID are two outputs.
+func outputHeader(ev event.Event) nats.Header {
+	hdr := nats.Header{}
+	hdr.Set(event.HeaderMsgID, ev.Key())
+	hdr.Set(event.HeaderID, ev.ID)
+	if ev.Tenant != "" && ev.Tenant != event.DefaultTenant {
+		hdr.Set(event.HeaderTenant, ev.Tenant)
+	}
+	hdr.Set(event.HeaderPartition, strconv.Itoa(ev.Partition))
+	return hdr
+}
+
+// remember keeps, per event, the time of the first publish whose outcome is
+// unknown, until one is known (landed): a retry past the output window
+// must be flagged.
+func (s *NATS) remember(k string, landed bool, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if landed {
+		delete(s.ambiguous, k)
+		return
+	}
+	if _, ok := s.ambiguous[k]; ok {
+		return
+	}
+	if s.ambiguous == nil {
+		s.ambiguous = map[string]time.Time{}
+	}
+	if len(s.ambiguous) >= maxProgress {
+		// Events that moved to another edge or were dead-lettered are never
+		// retried here: forget the oldest.
+		for k, at := range s.ambiguous {
+			if now.Sub(at) > time.Hour {
+				delete(s.ambiguous, k)
+			}
+		}
+	}
+	s.ambiguous[k] = now
 }
 
 // HTTP POSTs each event's payload to URL; a 2xx answer means done, 5xx and
