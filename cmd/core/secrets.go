@@ -74,21 +74,11 @@ func secrets(args []string) error {
 		}
 	}
 	for _, r := range regions {
-		for _, f := range []struct {
-			name  string
-			bytes int
-		}{{gossipKeyFile(r), 32}, {adminTokenFile(r), 24}} {
-			path := filepath.Join(*dir, f.name)
-			if _, err := os.Stat(path); err == nil {
-				continue
-			}
-			b := make([]byte, f.bytes)
-			if _, err := rand.Read(b); err != nil {
-				return err
-			}
-			if err := os.WriteFile(path, []byte(hex.EncodeToString(b)+"\n"), 0o600); err != nil {
-				return fmt.Errorf("%s: %w", f.name, err)
-			}
+		if err := writeKey(filepath.Join(*dir, gossipKeyFile(r)), 32); err != nil {
+			return err
+		}
+		if err := writeKey(filepath.Join(*dir, adminTokenFile(r)), 24); err != nil {
+			return err
 		}
 	}
 	type copy struct{ from, to string }
@@ -119,6 +109,21 @@ func secrets(args []string) error {
 		}
 	}
 	fmt.Printf("secrets in %s: credentials/, tls/, gossip-<region>.key, admin-<region>.token for %s\n", *dir, strings.Join(regions, ", "))
+	return nil
+}
+
+// writeKey writes n random bytes, hex, to path (0600) unless it exists.
+func writeKey(path string, n int) error {
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, []byte(hex.EncodeToString(b)+"\n"), 0o600); err != nil {
+		return fmt.Errorf("%s: %w", filepath.Base(path), err)
+	}
 	return nil
 }
 
