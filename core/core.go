@@ -6,6 +6,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -426,3 +428,37 @@ func (a *slogAdapter) Fatalf(format string, v ...any)  { a.l.Error(fmt.Sprintf(f
 func (a *slogAdapter) Errorf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
 func (a *slogAdapter) Debugf(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }
 func (a *slogAdapter) Tracef(format string, v ...any)  {}
+
+// StartCluster starts the nodes of one region at once, each with routes to
+// all of them (from their Host and ClusterPort, which must be set), and
+// returns them in order once every one is up and JetStream is current. If
+// any fails, the others are shut down.
+func StartCluster(ctx context.Context, opts []Options) ([]*Node, error) {
+	var routes []string
+	for _, o := range opts {
+		routes = append(routes, net.JoinHostPort(cmp.Or(o.Host, "127.0.0.1"), strconv.Itoa(o.ClusterPort)))
+	}
+	nodes := make([]*Node, len(opts))
+	errs := make(chan error, len(opts))
+	for i, o := range opts {
+		o.Routes = routes
+		go func() {
+			var err error
+			nodes[i], err = Start(ctx, o)
+			errs <- err
+		}()
+	}
+	var err error
+	for range opts {
+		err = errors.Join(err, <-errs)
+	}
+	if err != nil {
+		for _, n := range nodes {
+			if n != nil {
+				n.Shutdown()
+			}
+		}
+		return nil, err
+	}
+	return nodes, nil
+}

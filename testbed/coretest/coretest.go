@@ -47,27 +47,17 @@ func Cluster(t testing.TB, region string, size int) []*core.Node {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	ports := FreePorts(t, size)
-	var routes []string
-	for _, p := range ports {
-		routes = append(routes, fmt.Sprintf("127.0.0.1:%d", p))
-	}
-	nodes := make([]*core.Node, size)
-	errs := make(chan error, size)
-	for i := range nodes {
-		go func(i int) {
-			n, err := core.Start(ctx, core.Options{
-				Name: fmt.Sprintf("%s-core-%d", region, i), Region: region, Port: -1,
-				DataDir: t.TempDir(), ClusterPort: ports[i], Routes: routes,
-				MaxMemory: 256 << 20, MaxStore: 4 << 30, Logger: Quiet,
-			})
-			nodes[i] = n
-			errs <- err
-		}(i)
-	}
-	for range nodes {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
+	opts := make([]core.Options, size)
+	for i := range opts {
+		opts[i] = core.Options{
+			Name: fmt.Sprintf("%s-core-%d", region, i), Region: region, Port: -1,
+			DataDir: t.TempDir(), ClusterPort: ports[i],
+			MaxMemory: 256 << 20, MaxStore: 4 << 30, Logger: Quiet,
 		}
+	}
+	nodes, err := core.StartCluster(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
 	}
 	for _, n := range nodes {
 		t.Cleanup(n.Shutdown)

@@ -5,7 +5,6 @@ package sim
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -285,34 +284,19 @@ func startCores(ctx context.Context, cfg Config, dir string) ([]string, func(), 
 	if err != nil {
 		return nil, nil, err
 	}
-	var routes []string
-	for _, p := range ps {
-		routes = append(routes, fmt.Sprintf("127.0.0.1:%d", p))
+	opts := make([]core.Options, 3)
+	for i := range opts {
+		opts[i] = core.Options{Name: fmt.Sprintf("core-%d", i), Port: -1, DataDir: filepath.Join(dir, fmt.Sprintf("core-%d", i)),
+			ClusterPort: ps[i], MaxMemory: 512 << 20, MaxStore: 8 << 30, Logger: quiet}
 	}
-	nodes := make([]*core.Node, 3)
-	errs := make(chan error, 3)
-	for i := range nodes {
-		go func() {
-			var err error
-			nodes[i], err = core.Start(ctx, core.Options{Name: fmt.Sprintf("core-%d", i), Port: -1, DataDir: filepath.Join(dir, fmt.Sprintf("core-%d", i)),
-				ClusterPort: ps[i], Routes: routes, MaxMemory: 512 << 20, MaxStore: 8 << 30, Logger: quiet})
-			errs <- err
-		}()
-	}
-	var errAll error
-	for range nodes {
-		errAll = errors.Join(errAll, <-errs)
+	nodes, err := core.StartCluster(ctx, opts)
+	if err != nil {
+		return nil, nil, err
 	}
 	stop := func() {
 		for _, n := range nodes {
-			if n != nil {
-				n.Shutdown()
-			}
+			n.Shutdown()
 		}
-	}
-	if errAll != nil {
-		stop()
-		return nil, nil, errAll
 	}
 	var urls []string
 	for _, n := range nodes {
