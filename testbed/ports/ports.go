@@ -8,9 +8,12 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 )
 
-// Free returns n distinct TCP ports on 127.0.0.1 that were free a moment ago.
+// Free returns n distinct TCP ports on 127.0.0.1 that were free a moment
+// ago, none handed out before by this process: two callers that have not
+// yet bound theirs (the regions of one campaign) never get the same one.
 //
 // They are picked below the kernel's ephemeral range when it can tell it:
 // ports bound by ":0" come from that range, and so do the source ports of
@@ -39,10 +42,18 @@ func Free(n int) ([]int, error) {
 			continue
 		}
 		ls = append(ls, l)
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
+		p := l.Addr().(*net.TCPAddr).Port
+		if _, taken := handedOut.LoadOrStore(p, true); taken {
+			continue
+		}
+		out = append(out, p)
 	}
 	return out, nil
 }
+
+// handedOut holds every port Free returned in this process. (Process-wide
+// on purpose: the callers that must not collide do not know each other.)
+var handedOut sync.Map
 
 // ephemeralStart is the first port of the kernel's ephemeral range, 0 if unknown.
 func ephemeralStart() int {
