@@ -115,7 +115,7 @@ type Consumer struct {
 	decisionSec prometheus.Observer
 
 	mu     sync.Mutex
-	state  map[int]string // partition -> "taking-over", "owned", "releasing", "fenced", "failed: ..."
+	state  map[int]partState
 	runs   map[int]*partRun
 	fenced map[int]time.Time
 	steps  map[int]step // partition -> the blocking step it is in, if any
@@ -148,7 +148,7 @@ func (c *Consumer) stuck() []string {
 	defer c.mu.Unlock()
 	var out []string
 	for p, s := range c.steps {
-		if d := time.Since(s.since); d >= c.o.StuckAfter && c.state[p] == "owned" {
+		if d := time.Since(s.since); d >= c.o.StuckAfter && c.state[p].phase == owned {
 			out = append(out, fmt.Sprintf("p%d stuck for %s %s", p, d.Round(time.Second), s.what))
 		}
 	}
@@ -168,7 +168,7 @@ func New(js jetstream.JetStream, h Handler, o Options) *Consumer {
 		decisionSec: o.Metrics.DecisionSec.WithLabelValues(o.Region),
 		tracer:      tp.Tracer("github.com/onceplane/onceplane/edge"),
 		lg:          o.Logger.With("edge", o.Name, "region", o.Region),
-		state:       map[int]string{},
+		state:       map[int]partState{},
 		runs:        map[int]*partRun{},
 		fenced:      map[int]time.Time{},
 		steps:       map[int]step{},
@@ -207,7 +207,7 @@ func (c *Consumer) Owned() []int {
 	defer c.mu.Unlock()
 	var ps []int
 	for p, s := range c.state {
-		if s == "owned" {
+		if s.phase == owned {
 			ps = append(ps, p)
 		}
 	}
@@ -226,7 +226,7 @@ func (c *Consumer) Ready() error {
 		return errors.New("not started")
 	}
 	for p, s := range c.state {
-		if s != "owned" {
+		if s.phase != owned {
 			bad = append(bad, fmt.Sprintf("p%d %s", p, s))
 		}
 	}
@@ -237,10 +237,38 @@ func (c *Consumer) Ready() error {
 	return nil
 }
 
-func (c *Consumer) setState(p int, s string) {
+func (c *Consumer) setState(p int, s partState) {
 	c.mu.Lock()
 	c.state[p] = s
 	c.mu.Unlock()
+}
+
+// phase is where a partition this edge holds is in its life.
+type phase int
+
+const (
+	takingOver phase = iota // replay, fence, merge, resume
+	owned                   // consuming
+	releasing               // handed over: finishing its batch in hand
+	fenced                  // another owner took it over; not run here now
+	failed                  // stopped on an error; taken again a second later
+)
+
+func (p phase) String() string {
+	return [...]string{"taking-over", "owned", "releasing", "fenced", "failed"}[p]
+}
+
+// partState is a held partition's phase and, when failed, why.
+type partState struct {
+	phase phase
+	err   error
+}
+
+func (s partState) String() string {
+	if s.err != nil {
+		return s.phase.String() + ": " + s.err.Error()
+	}
+	return s.phase.String()
 }
 
 // own takes partition p over and consumes it until ctx ends, release is
@@ -304,7 +332,7 @@ func (c *Consumer) own(ctx context.Context, p int, release <-chan struct{}) erro
 	c.o.Metrics.OwnershipChanges.WithLabelValues(c.o.Region, "acquired").Inc()
 	c.lg.Info("partition owned", "partition", p, "epoch", st.Epoch(), "tracked", st.Tracked(),
 		"uncertain", st.Uncertain(), "resume_after", st.Through(), "took", took)
-	c.setState(p, "owned")
+	c.setState(p, partState{phase: owned})
 	c.notify(OwnershipEvent{Partition: p, Change: "acquired", At: time.Now(), Took: took, Epoch: st.Epoch(), Uncertain: st.Uncertain(), Tracked: st.Tracked(), Phases: phases})
 	c.c.owned.Add(1)
 	c.o.Metrics.OwnedPartitions.WithLabelValues(c.o.Region).Inc()

@@ -306,7 +306,7 @@ func (c *Consumer) acquire(p int) {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &partRun{release: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
 	c.runs[p] = r
-	c.state[p] = "taking-over"
+	c.state[p] = partState{phase: takingOver}
 	go func() {
 		defer close(r.done)
 		defer cancel()
@@ -336,7 +336,7 @@ func (c *Consumer) acquire(p int) {
 			if current {
 				c.mu.Lock()
 				c.fenced[p] = now
-				c.state[p] = "fenced"
+				c.state[p] = partState{phase: fenced}
 				c.mu.Unlock()
 			}
 			c.o.Metrics.OwnershipChanges.WithLabelValues(c.o.Region, "fenced").Inc()
@@ -344,7 +344,7 @@ func (c *Consumer) acquire(p int) {
 			c.lg.Warn("partition fenced by a newer owner; stopped", "partition", p, "err", err)
 		default:
 			if current {
-				c.setState(p, "failed: "+err.Error())
+				c.setState(p, partState{phase: failed, err: err})
 			}
 			c.o.Metrics.OwnershipChanges.WithLabelValues(c.o.Region, "failed").Inc()
 			c.notify(OwnershipEvent{Partition: p, Change: "failed", At: now, Error: err.Error()})
@@ -361,7 +361,7 @@ func (c *Consumer) releaseOne(p int) {
 	r, ok := c.runs[p]
 	if ok && !r.releasing {
 		r.releasing = true
-		c.state[p] = "releasing"
+		c.state[p] = partState{phase: releasing}
 		close(r.release)
 	} else {
 		ok = false
