@@ -115,7 +115,7 @@ var mutants = []mutant{
 	{
 		name: "N", what: "edge: a release drops the run before it ends, so the partition can run twice at once",
 		file: "edge/ownership.go",
-		old:  "\t\tr.releasing = true\n\t\tc.state[p] = \"releasing\"\n",
+		old:  "\t\tr.releasing = true\n\t\tc.state[p] = partState{phase: releasing}\n",
 		new:  "\t\tdelete(c.runs, p)\n\t\tdelete(c.state, p)\n",
 		pkgs: []string{"./edge"}, tests: []string{"TestReleaseThenRetake"},
 	},
