@@ -86,15 +86,21 @@ func (n Names) PartitionFilters(p int) []string {
 // subject of any region): its last token after the partition, or
 // DefaultTenant for an event stored before tenants.
 func TenantOf(subject string) string {
-	// onceplane.<region>.part.<p>[.<tenant>]
-	toks := strings.SplitN(subject, ".", 6)
-	if len(toks) == 5 {
-		return toks[4]
+	// onceplane.<region>.part.<p>[.<tenant>], read on every event: no
+	// allocation. More tokens than that are not a tenant (event.Check
+	// refuses what is returned then: it holds a '.').
+	at, dots := 0, 0
+	for i := 0; i < len(subject); i++ {
+		if subject[i] == '.' {
+			if dots++; dots == 4 {
+				at = i + 1
+			}
+		}
 	}
-	if len(toks) > 5 {
-		return toks[4] + "." + toks[5] // not a tenant: refused by event.Check
+	if dots < 4 {
+		return event.DefaultTenant
 	}
-	return event.DefaultTenant
+	return subject[at:]
 }
 
 // Claims is partition p's claim-log subject.

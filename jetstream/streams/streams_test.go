@@ -104,3 +104,25 @@ func FuzzParseConsumer(f *testing.F) {
 		}
 	})
 }
+
+// TestTenantOf: the tenant token of a stored subject, the default tenant
+// for one stored before tenants, something event.Check refuses for more
+// tokens; and no allocation (it runs on every event).
+func TestTenantOf(t *testing.T) {
+	for subj, want := range map[string]string{
+		"onceplane.us-east.part.3":         event.DefaultTenant,
+		"onceplane.us-east.part.3.acme":    "acme",
+		"onceplane.us-east.part.3.acme.x":  "acme.x",
+		"onceplane.us-east.part.3.default": event.DefaultTenant,
+	} {
+		if got := streams.TenantOf(subj); got != want {
+			t.Errorf("TenantOf(%q) = %q, want %q", subj, got, want)
+		}
+	}
+	if err := event.ValidateTenant(streams.TenantOf("onceplane.r.part.3.a.b")); err == nil {
+		t.Error("a subject with more tokens gives a valid tenant")
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = streams.TenantOf("onceplane.us-east.part.3.acme") }); n != 0 {
+		t.Errorf("TenantOf allocates %v times per call", n)
+	}
+}
