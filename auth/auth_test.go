@@ -51,14 +51,8 @@ func TestRefusals(t *testing.T) {
 	}
 
 	// The producer publishes events and nothing else.
-	var mu sync.Mutex
-	var violations []string
-	onErr := func(_ *nats.Conn, _ *nats.Subscription, err error) {
-		mu.Lock()
-		violations = append(violations, err.Error())
-		mu.Unlock()
-	}
-	prodJS := connect(t, n, Producer.User(), creds, onErr)
+	var v refusals
+	prodJS := connect(t, n, Producer.User(), creds, v.handler)
 	if _, err := producer.New(prodJS, "local").Publish(ctx, "order-1", []byte("x")); err != nil {
 		t.Fatalf("producer publish: %v", err)
 	}
@@ -79,38 +73,10 @@ func TestRefusals(t *testing.T) {
 	if err := prodJS.DeleteStream(short(), names.IngestStream()); err == nil {
 		t.Error("producer deleted the ingest stream")
 	}
-	sub, err := prodJS.Conn().SubscribeSync(names.Claims(0))
-	if err == nil {
-		_ = prodJS.Conn().Flush()
-		coretest.Eventually(t, 5*time.Second, "subscription refused", func() bool {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, v := range violations {
-				if strings.Contains(v, "Subscription") && strings.Contains(v, "claims") {
-					return true
-				}
-			}
-			return false
-		})
-		_ = sub.Unsubscribe()
-	}
-
+	v.subscribeRefused(t, prodJS.Conn(), names.Claims(0))
 	// Nor can it read other clients' replies (an edge's pull requests get
 	// events and claim records on its inbox).
-	if sub, err := prodJS.Conn().SubscribeSync("_INBOX.>"); err == nil {
-		_ = prodJS.Conn().Flush()
-		coretest.Eventually(t, 5*time.Second, "inbox subscription refused", func() bool {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, v := range violations {
-				if strings.Contains(v, "Subscription") && strings.Contains(v, `"_INBOX.>"`) {
-					return true
-				}
-			}
-			return false
-		})
-		_ = sub.Unsubscribe()
-	}
+	v.subscribeRefused(t, prodJS.Conn(), "_INBOX.>")
 
 	// The edge appends claims but cannot delete or purge streams.
 	edgeJS := connect(t, n, EdgeUser("local"), creds, nil)
@@ -347,6 +313,21 @@ func (r *refusals) count(subj string) int {
 	return n
 }
 
+// subscribeRefused subscribes nc to subj and passes once the server
+// reports a new permissions violation on it (a subscription refused
+// locally passes at once).
+func (r *refusals) subscribeRefused(t *testing.T, nc *nats.Conn, subj string) {
+	t.Helper()
+	before := r.count(subj)
+	sub, err := nc.SubscribeSync(subj)
+	if err != nil {
+		return
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	_ = nc.Flush()
+	coretest.Eventually(t, 5*time.Second, "subscription to "+subj+" refused", func() bool { return r.count(subj) > before })
+}
+
 // refused runs call and passes once the server reports a new permissions
 // violation on subj (call is then cancelled). It fails the test when call
 // succeeds, or when no violation comes within 10 s.
@@ -541,14 +522,8 @@ func TestTenantsCannotSuppressEachOther(t *testing.T) {
 	if err := streams.Provision(ctx, admin, streams.Config{Names: names, Partitions: 2, Memory: true}); err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var violations []string
-	onErr := func(_ *nats.Conn, _ *nats.Subscription, err error) {
-		mu.Lock()
-		violations = append(violations, err.Error())
-		mu.Unlock()
-	}
-	attacker := connect(t, n, ProducerUser("acme"), creds, onErr)
+	var v refusals
+	attacker := connect(t, n, ProducerUser("acme"), creds, v.handler)
 	victim := connect(t, n, ProducerUser("beta"), creds, nil)
 	const id = "order-86571"
 
@@ -577,20 +552,7 @@ func TestTenantsCannotSuppressEachOther(t *testing.T) {
 	}
 	// Nor does it read the others' acknowledgements.
 	for _, inbox := range []string{"_INBOX.producer-beta.>", "_INBOX.producer.>"} {
-		if sub, err := attacker.Conn().SubscribeSync(inbox); err == nil {
-			_ = attacker.Conn().Flush()
-			coretest.Eventually(t, 5*time.Second, "inbox subscription refused", func() bool {
-				mu.Lock()
-				defer mu.Unlock()
-				for _, v := range violations {
-					if strings.Contains(v, "Subscription") && strings.Contains(v, inbox) {
-						return true
-					}
-				}
-				return false
-			})
-			_ = sub.Unsubscribe()
-		}
+		v.subscribeRefused(t, attacker.Conn(), inbox)
 	}
 
 	// The victims: tenant beta (twice: a retry) and the default tenant.
