@@ -573,7 +573,10 @@ func TestTenantsCannotSuppressEachOther(t *testing.T) {
 	}
 	defer l.Close()
 	ejs := connect(t, n, EdgeUser("local"), creds, nil)
-	c := edge.New(ejs, sink.NewChain(l, &sink.NATS{JS: ejs, Names: names}), edge.Options{Name: "e", Region: "local", Logger: coretest.Quiet})
+	c, err := edge.New(ejs, sink.NewChain(l, &sink.NATS{JS: ejs, Names: names}), edge.Options{Name: "e", Region: "local", Logger: coretest.Quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ectx, ecancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ectx) }()

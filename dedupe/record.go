@@ -33,11 +33,14 @@ func (k Kind) String() string {
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
 
+// MaxWriter is the longest writer name a record holds, in bytes.
+const MaxWriter = 255
+
 // Record is one entry of a partition's claim log.
 type Record struct {
 	Kind  Kind
 	Epoch uint64
-	// Writer names the edge that appended the record (at most 255 bytes).
+	// Writer names the edge that appended the record (at most MaxWriter bytes).
 	Writer string
 	// Time is when the record was made (millisecond precision); claimed IDs
 	// are remembered for the window from this time.
@@ -86,8 +89,8 @@ var ErrForeign = fmt.Errorf("%w: foreign bytes (no record magic)", ErrCorrupt)
 
 // Append encodes r onto b.
 func (r Record) Append(b []byte) ([]byte, error) {
-	if len(r.Writer) > 255 {
-		return b, fmt.Errorf("encode record: writer %d bytes > 255", len(r.Writer))
+	if len(r.Writer) > MaxWriter {
+		return b, fmt.Errorf("encode record: writer %d bytes > %d", len(r.Writer), MaxWriter)
 	}
 	if len(r.IDs) > MaxIDsPerRecord {
 		return b, fmt.Errorf("encode record: %d ids > %d", len(r.IDs), MaxIDsPerRecord)

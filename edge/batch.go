@@ -5,7 +5,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
@@ -29,25 +31,25 @@ import (
 //
 // A stop between two steps leaves the batch's claimed IDs uncertain for the
 // next owner; nothing is acknowledged before its claim is durable.
-func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch []inMsg, w *work) error {
+func (pt *partition) process(ctx context.Context, batch []inMsg) error {
+	c, p, st, w := pt.c, pt.p, pt.st, pt.w
 	started := c.now()
 	ctx, span := c.tracer.Start(ctx, "onceplane.batch", trace.WithAttributes(append(c.attrs(p), attribute.Int("onceplane.batch_size", len(batch)))...))
 	defer span.End()
-	c.c.in.Add(int64(len(batch)))
-	c.o.Metrics.EventsIn.WithLabelValues(c.o.Region).Add(float64(len(batch)))
-	v := c.validate(p, batch, w)
-	if err := c.decide(ctx, p, st, w, v.at); err != nil {
+	c.c.in.add(int64(len(batch)))
+	v := pt.validate(batch)
+	if err := pt.decide(ctx, v.at); err != nil {
 		span.RecordError(err)
 		return err
 	}
-	c.account(ctx, p, w, v.traced, started, c.now())
-	if err := c.handle(ctx, p, w); err != nil {
+	pt.account(ctx, v.traced, started, c.now())
+	if err := pt.handle(ctx); err != nil {
 		return err
 	}
 	if len(w.dead) > 0 {
 		dctx, ds := c.tracer.Start(ctx, "onceplane.dlq", trace.WithAttributes(attribute.Int("onceplane.dead", len(w.dead))))
 		c.busy(p, "dead-lettering")
-		err := c.deadLetter(dctx, p, w.dead)
+		err := pt.deadLetter(dctx)
 		ds.End()
 		if err != nil {
 			return err
@@ -60,8 +62,8 @@ func (c *Consumer) process(ctx context.Context, p int, st *dedupe.State, batch [
 	ack.End()
 	st.Finished(&w.batch, v.maxSeq)
 	c.idle(p)
-	c.c.done.Add(int64(len(batch)))
-	c.gaugeTracked(p, st)
+	c.c.done.add(int64(len(batch)))
+	pt.gaugeTracked()
 	return nil
 }
 
@@ -75,7 +77,8 @@ type validated struct {
 
 // validate decodes and checks each event of batch into w.valid and
 // w.hashes; the invalid ones go to w.dead with their reason.
-func (c *Consumer) validate(p int, batch []inMsg, w *work) validated {
+func (pt *partition) validate(batch []inMsg) validated {
+	c, p, w := pt.c, pt.p, pt.w
 	w.valid, w.hashes, w.dead = w.valid[:0], w.hashes[:0], w.dead[:0]
 	var v validated
 	for _, in := range batch {
@@ -135,7 +138,8 @@ func (c *Consumer) validate(p int, batch []inMsg, w *work) validated {
 // decide takes the batch's decisions (dedupe.State.Decide), builds the
 // events to run into w.evs, and makes their claim durable: the conditional
 // append, then dedupe.State.Committed. An append the log refuses is a fence.
-func (c *Consumer) decide(ctx context.Context, p int, st *dedupe.State, w *work, at time.Time) error {
+func (pt *partition) decide(ctx context.Context, at time.Time) error {
+	c, p, st, w := pt.c, pt.p, pt.st, pt.w
 	_, pre := c.tracer.Start(ctx, "onceplane.precheck")
 	st.Decide(w.hashes, at, c.o.Name, &w.batch)
 	pre.End()
@@ -157,17 +161,17 @@ func (c *Consumer) decide(ctx context.Context, p int, st *dedupe.State, w *work,
 		return err
 	}
 	st.Committed(&w.batch, seq)
-	c.c.appends.Add(1)
-	c.o.Metrics.ClaimAppends.WithLabelValues(c.o.Region, "claim").Inc()
-	if w.remote != nil {
-		return c.recordConflicts(ctx, p, st)
+	c.c.appends.addBy("claim", 1)
+	if pt.remote != nil {
+		return pt.recordConflicts(ctx)
 	}
 	return nil
 }
 
 // account counts a decided batch (totals, metrics, latency, traces) and
 // tells Options.OnDecision of each decision.
-func (c *Consumer) account(ctx context.Context, p int, w *work, traced int, started, committed time.Time) {
+func (pt *partition) account(ctx context.Context, traced int, started, committed time.Time) {
+	c, p, w := pt.c, pt.p, pt.w
 	reruns := 0
 	for _, e := range w.evs {
 		if e.Uncertain {
@@ -175,17 +179,14 @@ func (c *Consumer) account(ctx context.Context, p int, w *work, traced int, star
 		}
 	}
 	nFirst := int64(len(w.evs))
-	c.c.first.Add(nFirst)
-	c.c.dup.Add(int64(len(w.batch.Paths)) - nFirst)
-	c.c.reruns.Add(int64(reruns))
-	c.countPaths(w.batch.Paths)
-	if reruns > 0 {
-		c.o.Metrics.UncertainReruns.WithLabelValues(c.o.Region).Add(float64(reruns))
-	}
+	c.c.first.add(nFirst)
+	c.c.dup.add(int64(len(w.batch.Paths)) - nFirst)
+	c.c.reruns.add(int64(reruns))
+	c.c.countPaths(w.batch.Paths)
 	c.decisionSec.Observe(committed.Sub(started).Seconds())
 	c.observeDedupeLatency(w, committed)
 	if traced > 0 {
-		c.traceDecisions(ctx, p, w, started, committed)
+		pt.traceDecisions(ctx, started, committed)
 	}
 	if c.o.OnDecision != nil {
 		for i, v := range w.valid {
@@ -196,7 +197,8 @@ func (c *Consumer) account(ctx context.Context, p int, w *work, traced int, star
 
 // handle runs the handler on w.evs (retries, panics isolated); the events
 // it gives up on join w.dead.
-func (c *Consumer) handle(ctx context.Context, p int, w *work) error {
+func (pt *partition) handle(ctx context.Context) error {
+	c, p, w := pt.c, pt.p, pt.w
 	if len(w.evs) == 0 {
 		return nil
 	}
@@ -206,16 +208,10 @@ func (c *Consumer) handle(ctx context.Context, p int, w *work) error {
 	final, res, err := runHandler(hctx, c.h, w.evs, c.o.Retry)
 	c.o.Metrics.HandlerSec.WithLabelValues(c.o.Region).Observe(time.Since(t0).Seconds())
 	hs.End()
-	if res.retries > 0 {
-		c.c.retries.Add(int64(res.retries))
-		c.o.Metrics.HandlerRetries.WithLabelValues(c.o.Region).Add(float64(res.retries))
-	}
-	if res.flagged > 0 {
-		// Events of a batch whose handler panicked: each ran again alone,
-		// flagged uncertain (the panic may have come after their effect).
-		c.c.reruns.Add(int64(res.flagged))
-		c.o.Metrics.UncertainReruns.WithLabelValues(c.o.Region).Add(float64(res.flagged))
-	}
+	c.c.retries.add(int64(res.retries))
+	// Events of a batch whose handler panicked: each ran again alone,
+	// flagged uncertain (the panic may have come after their effect).
+	c.c.reruns.add(int64(res.flagged))
 	if err != nil {
 		return err
 	}
@@ -226,4 +222,86 @@ func (c *Consumer) handle(ctx context.Context, p int, w *work) error {
 		}
 	}
 	return nil
+}
+
+// work holds a batch's scratch buffers, reused across batches.
+type work struct {
+	valid  []validMsg
+	hashes []event.Hash
+	batch  dedupe.Batch  // the decisions; batch.Run[i] is the index in valid of evs[i]
+	evs    []event.Event // the events the handler runs
+	dead   []deadMsg
+}
+
+type validMsg struct {
+	in     inMsg
+	id     string
+	tenant string
+	h      event.Hash
+	seq    uint64
+	at     time.Time
+	traced trace.SpanContext // the producer's span, when the event carries one
+	origin string            // the region the event was published in
+	pub    time.Time         // the producer's publish time (HeaderPublished), else zero
+}
+
+// maxTracedPerBatch bounds per-event spans in one batch.
+const maxTracedPerBatch = 64
+
+type deadMsg struct {
+	m      jetstream.Msg
+	id     string
+	tenant string
+	seq    uint64
+	reason string
+	detail string
+}
+
+func newWork(n int) *work {
+	return &work{valid: make([]validMsg, 0, n), hashes: make([]event.Hash, 0, n), evs: make([]event.Event, 0, n)}
+}
+
+// observeDedupeLatency records, per origin region, the time from each
+// event's publish (when the producer stamped it) to its decision.
+func (c *Consumer) observeDedupeLatency(w *work, committed time.Time) {
+	var last string
+	var obs prometheus.Observer
+	for _, v := range w.valid {
+		if v.pub.IsZero() {
+			continue
+		}
+		if obs == nil || v.origin != last {
+			last, obs = v.origin, c.o.Metrics.DedupeLatency.WithLabelValues(v.origin, c.o.Region)
+		}
+		obs.Observe(committed.Sub(v.pub).Seconds())
+	}
+}
+
+// traceDecisions records one onceplane.decide span per traced event, a child
+// of the producer's span, so a trace follows the event into the edge.
+func (pt *partition) traceDecisions(ctx context.Context, started, committed time.Time) {
+	c, p, w := pt.c, pt.p, pt.w
+	batchLink := trace.LinkFromContext(ctx)
+	for i, v := range w.valid {
+		if !v.traced.IsValid() {
+			continue
+		}
+		pctx := trace.ContextWithRemoteSpanContext(context.Background(), v.traced)
+		_, sp := c.tracer.Start(pctx, "onceplane.decide", trace.WithTimestamp(started), trace.WithLinks(batchLink),
+			trace.WithAttributes(append(c.attrs(p), attribute.String("onceplane.event_id", v.id),
+				attribute.String("onceplane.path", w.batch.Paths[i].String()), attribute.Int64("onceplane.stream_seq", int64(v.seq)),
+				attribute.String("onceplane.origin_region", v.origin))...))
+		sp.End(trace.WithTimestamp(committed))
+	}
+}
+
+func hasTraceParent(h nats.Header) bool {
+	if h == nil {
+		return false
+	}
+	if _, ok := h["traceparent"]; ok {
+		return true
+	}
+	_, ok := h["Traceparent"]
+	return ok
 }

@@ -34,7 +34,10 @@ func TestConflictSubjectHeldByForeignBytes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c := New(js, nopHandler{}, Options{Name: "e", Peers: []string{"other"}, Logger: coretest.Quiet})
+	c, err := New(js, nopHandler{}, Options{Name: "e", Peers: []string{"other"}, Logger: coretest.Quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
 	h := event.HashID("raced-id")
 	if _, err := js.Publish(ctx, cfg.Conflict(h.Hex(), "other"), []byte(`{"stream":"onceplane-local-in","seq":3}`)); err != nil {
 		t.Fatal(err)
@@ -51,7 +54,7 @@ func TestConflictSubjectHeldByForeignBytes(t *testing.T) {
 		return st
 	}
 	for range 2 { // found again after a rebuild: recorded once
-		if err := c.recordConflicts(ctx, 0, race()); err != nil {
+		if err := (&partition{c: c, p: 0, st: race()}).recordConflicts(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}

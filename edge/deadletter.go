@@ -125,15 +125,16 @@ func permanent(err error) bool {
 	return errors.As(err, &apiErr) && apiErr.Code >= 400 && apiErr.Code < 500
 }
 
-// deadLetter publishes dead events to p's DLQ subject and waits for every
+// deadLetter publishes the batch's dead events to the partition's DLQ subject and waits for every
 // ack: an event is acknowledged on the ingest stream only once its dead
 // letter is stored. The letter's message ID is derived from the ingest
 // sequence, so a retry after a crash stores it once. A letter the stream
 // refuses for good is sent again without the producer's content; transient
 // failures are retried until ctx ends, and the partition shows as stuck
 // while they last (Ready, stuck_partitions).
-func (c *Consumer) deadLetter(ctx context.Context, p int, dead []deadMsg) error {
-	for _, d := range dead {
+func (pt *partition) deadLetter(ctx context.Context) error {
+	c, p := pt.c, pt.p
+	for _, d := range pt.w.dead {
 		minimal := false
 		for b := poll.Backoff(20*time.Millisecond, time.Second); ; {
 			msg := deadLetterMsg(c.names.DLQ(p), c.o.Region, p, d, c.maxMsg, minimal)
@@ -156,8 +157,7 @@ func (c *Consumer) deadLetter(ctx context.Context, p int, dead []deadMsg) error 
 				return ctx.Err()
 			}
 		}
-		c.c.dlq.Add(1)
-		c.o.Metrics.DLQ.WithLabelValues(c.o.Region, d.reason).Inc()
+		c.c.dlq.addBy(d.reason, 1)
 	}
 	return nil
 }

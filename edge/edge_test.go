@@ -34,6 +34,16 @@ type region struct {
 }
 
 // stopEdges stops every edge started so far (each returns from Run).
+// newEdge is edge.New for tests: options it refuses fail the test.
+func newEdge(t testing.TB, js jetstream.JetStream, h edge.Handler, o edge.Options) *edge.Consumer {
+	t.Helper()
+	c, err := edge.New(js, h, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func (r *region) stopEdges(t *testing.T) {
 	t.Helper()
 	for _, stop := range r.stops {
@@ -88,7 +98,7 @@ func (r *region) run(t *testing.T, o edge.Options, chain edge.Handler) *edge.Con
 	if o.Logger == nil {
 		o.Logger = coretest.Quiet
 	}
-	c := edge.New(r.js, chain, o)
+	c := newEdge(t, r.js, chain, o)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

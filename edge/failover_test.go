@@ -49,7 +49,7 @@ func startMember(t *testing.T, r *region, name string, seeds []string, ledger st
 	}
 	r.ledgers = append(r.ledgers, ledger)
 	m := &member{name: name, g: g, done: make(chan struct{})}
-	m.c = edge.New(js, sink.NewChain(l, &sink.NATS{JS: js, Names: r.cfg.Names}), edge.Options{
+	m.c = newEdge(t, js, sink.NewChain(l, &sink.NATS{JS: js, Names: r.cfg.Names}), edge.Options{
 		Name: name, Membership: g, BatchSize: 100, Logger: coretest.Quiet,
 		OnOwnership: func(e edge.OwnershipEvent) { m.mu.Lock(); m.events = append(m.events, e); m.mu.Unlock() },
 	})

@@ -210,7 +210,7 @@ func TestConsumerNamesNeverRepeat(t *testing.T) {
 	var seen []string
 	for round := range 2 {
 		o := edge.Options{Name: fmt.Sprintf("edge-%d", round), Window: window}
-		c := edge.New(r.js, edge.HandlerFunc(func(context.Context, event.Event) error { return nil }), o)
+		c := newEdge(t, r.js, edge.HandlerFunc(func(context.Context, event.Event) error { return nil }), o)
 		cctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() { defer close(done); _ = c.Run(cctx) }()
@@ -232,6 +232,41 @@ func TestConsumerNamesNeverRepeat(t *testing.T) {
 	}
 }
 
+// TestInvalidOptionsRefused: options no region could honour are refused by
+// New, each naming its field.
+func TestInvalidOptionsRefused(t *testing.T) {
+	h := edge.HandlerFunc(func(context.Context, event.Event) error { return nil })
+	for _, c := range []struct {
+		o     edge.Options
+		field string
+	}{
+		{edge.Options{Region: "US"}, "Region"},
+		{edge.Options{Region: "us.east"}, "Region"},
+		{edge.Options{Name: strings.Repeat("n", 256)}, "Name"},
+		{edge.Options{Region: "a", Peers: []string{"a"}}, "Peers"},
+		{edge.Options{Region: "a", Peers: []string{"b", "b"}}, "Peers"},
+		{edge.Options{Peers: []string{"b>"}}, "Peers"},
+		{edge.Options{Partitions: []int{0, 1, 0}}, "Partitions"},
+		{edge.Options{Partitions: []int{-1}}, "Partitions"},
+		{edge.Options{BatchSize: -1}, "BatchSize"},
+		{edge.Options{Window: -time.Hour}, "Window"},
+		{edge.Options{StuckAfter: -time.Second}, "StuckAfter"},
+		{edge.Options{ExpectedIDs: -5}, "ExpectedIDs"},
+	} {
+		c0, err := edge.New(nil, h, c.o)
+		if err == nil || c0 != nil {
+			t.Errorf("%+v accepted", c.o)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.field+":") {
+			t.Errorf("%+v: %v does not name %s", c.o, err, c.field)
+		}
+	}
+	if _, err := edge.New(nil, h, edge.Options{Region: "us-east", Peers: []string{"eu-west"}, Partitions: []int{0, 3}}); err != nil {
+		t.Fatalf("valid options refused: %v", err)
+	}
+}
+
 // TestOptionsTheStreamsCannotHonourRefused: an edge window other than the
 // streams' (a longer one lets records age out before their IDs) and a batch
 // whose claim record would exceed the claim stream's largest message are
@@ -241,7 +276,7 @@ func TestOptionsTheStreamsCannotHonourRefused(t *testing.T) {
 	h := edge.HandlerFunc(func(context.Context, event.Event) error { return nil })
 	for _, o := range []edge.Options{{Window: 72 * time.Hour}, {BatchSize: 70_000}} {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := edge.New(r.js, h, o).Run(ctx)
+		err := newEdge(t, r.js, h, o).Run(ctx)
 		cancel()
 		if err == nil {
 			t.Fatalf("%+v started", o)
@@ -265,7 +300,7 @@ func TestShutdownBoundedWithoutCore(t *testing.T) {
 		<-ctx.Done()
 		return ctx.Err()
 	})
-	c := edge.New(js, slow, edge.Options{Name: "edge-x", ShutdownGrace: time.Second, Logger: coretest.Quiet})
+	c := newEdge(t, js, slow, edge.Options{Name: "edge-x", ShutdownGrace: time.Second, Logger: coretest.Quiet})
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- c.Run(rctx) }()
@@ -478,7 +513,7 @@ func TestReadyAfterHandingOver(t *testing.T) {
 	c := r.startEdge(t, edge.Options{Name: "edge-y", Membership: m, HandoffDelay: 10 * time.Millisecond}, filepath.Join(t.TempDir(), "l.jsonl"))
 	coretest.Eventually(t, 10*time.Second, "both owned", func() bool { return len(c.Owned()) == 2 })
 	// Another owner takes p0 over behind this edge's back (a split view): p0 is fenced here.
-	other := edge.New(r.js, edge.HandlerFunc(func(context.Context, event.Event) error { return nil }),
+	other := newEdge(t, r.js, edge.HandlerFunc(func(context.Context, event.Event) error { return nil }),
 		edge.Options{Name: "edge-z", Partitions: []int{0}, Logger: coretest.Quiet})
 	octx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -518,7 +553,7 @@ func TestStartsBeforeItsCore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := edge.New(js, edge.HandlerFunc(func(context.Context, event.Event) error { return nil }), edge.Options{Name: "edge-early", Logger: coretest.Quiet})
+	c := newEdge(t, js, edge.HandlerFunc(func(context.Context, event.Event) error { return nil }), edge.Options{Name: "edge-early", Logger: coretest.Quiet})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()

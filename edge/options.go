@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/onceplane/onceplane/dedupe"
 	"github.com/onceplane/onceplane/event"
+	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/telemetry"
 )
 
@@ -18,7 +20,7 @@ import (
 type Options struct {
 	// Region names the streams to consume (see streams.Names). Zero means "local".
 	Region string
-	// Name identifies this edge in claim records (at most 255 bytes). Zero
+	// Name identifies this edge in claim records (at most dedupe.MaxWriter bytes). Zero
 	// means hostname-pid.
 	Name string
 	// Peers are the other regions of a multi-region deployment. Non-empty
@@ -173,4 +175,65 @@ func (o Options) withDefaults() Options {
 	}
 	o.Retry = o.Retry.withDefaults()
 	return o
+}
+
+// Validate refuses options that no region's streams could honour, naming
+// the field: a region or peer that is not a region name, an edge name too
+// long for a claim record, a partition listed twice or negative, negative
+// durations and sizes (zero is the default; a negative value is a mistake,
+// not a default). Run checks the rest against the streams themselves.
+func (o Options) Validate() error {
+	var errs []error
+	bad := func(field, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, a...)))
+	}
+	if o.Region != "" {
+		if err := streams.ValidateRegion(o.Region); err != nil {
+			bad("Region", "%v", err)
+		}
+	}
+	if len(o.Name) > dedupe.MaxWriter {
+		bad("Name", "%d bytes, at most %d (it is written in every claim record)", len(o.Name), dedupe.MaxWriter)
+	}
+	seen := map[string]bool{}
+	for _, p := range o.Peers {
+		if err := streams.ValidateRegion(p); err != nil {
+			bad("Peers", "%v", err)
+		}
+		if p == o.Region || p == "" && o.Region == "" {
+			bad("Peers", "%q is this edge's own region", p)
+		}
+		if seen[p] {
+			bad("Peers", "%q listed twice", p)
+		}
+		seen[p] = true
+	}
+	parts := map[int]bool{}
+	for _, p := range o.Partitions {
+		if p < 0 {
+			bad("Partitions", "%d is negative", p)
+		}
+		if parts[p] {
+			bad("Partitions", "%d listed twice", p)
+		}
+		parts[p] = true
+	}
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{
+		{"HandoffDelay", o.HandoffDelay}, {"RefenceDelay", o.RefenceDelay}, {"ShutdownGrace", o.ShutdownGrace},
+		{"StuckAfter", o.StuckAfter}, {"AckWait", o.AckWait}, {"IdleFlush", o.IdleFlush}, {"Window", o.Window},
+	} {
+		if d.v < 0 {
+			bad(d.field, "%v is negative", d.v)
+		}
+	}
+	if o.BatchSize < 0 {
+		bad("BatchSize", "%d is negative", o.BatchSize)
+	}
+	if o.ExpectedIDs < 0 {
+		bad("ExpectedIDs", "%d is negative", o.ExpectedIDs)
+	}
+	return errors.Join(errs...)
 }

@@ -332,14 +332,13 @@ func (c *Consumer) acquire(p int) {
 			c.o.Metrics.OwnershipChanges.WithLabelValues(c.o.Region, "released").Inc()
 			c.notify(OwnershipEvent{Partition: p, Change: "released", At: now})
 		case errors.Is(err, ErrFenced):
-			c.c.fenced.Add(1)
+			c.c.fenced.add(1)
 			if current {
 				c.mu.Lock()
 				c.fenced[p] = now
 				c.state[p] = partState{phase: fenced}
 				c.mu.Unlock()
 			}
-			c.o.Metrics.OwnershipChanges.WithLabelValues(c.o.Region, "fenced").Inc()
 			c.notify(OwnershipEvent{Partition: p, Change: "fenced", At: now, Error: err.Error()})
 			c.lg.Warn("partition fenced by a newer owner; stopped", "partition", p, "err", err)
 		default:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -40,7 +41,8 @@ func checkDelivery(last, d uint64) error {
 // sequences are contiguous from 1; it reports on lost why the partition
 // must rewind (a gap, a delivery without metadata, an iterator that ended
 // by itself) or that the consumer is gone, and returns.
-func (c *Consumer) pull(p int, it jetstream.MessagesContext, msgs chan<- inMsg, lost chan<- error, stop <-chan struct{}) {
+func (pt *partition) pull(it jetstream.MessagesContext, msgs chan<- inMsg, lost chan<- error, stop <-chan struct{}) {
+	c, p := pt.c, pt.p
 	var lastDelivered uint64
 	for {
 		m, err := it.Next()
@@ -92,9 +94,10 @@ func (c *Consumer) pull(p int, it jetstream.MessagesContext, msgs chan<- inMsg, 
 // consumer delivers nothing while its pending grows: the partition is as
 // good as stuck, and says so (readiness, after StuckAfter) until it is
 // resumed. Edges may not pause consumers; an operator can.
-func (c *Consumer) checkConsumer(ctx context.Context, p int, cons jetstream.Consumer) error {
+func (pt *partition) checkConsumer(ctx context.Context) error {
+	c, p := pt.c, pt.p
 	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	info, err := cons.Info(ictx)
+	info, err := pt.cons.Info(ictx)
 	cancel()
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return fmt.Errorf("p%d: %w: %w", p, errConsumerGone, err)
@@ -104,3 +107,22 @@ func (c *Consumer) checkConsumer(ctx context.Context, p int, cons jetstream.Cons
 	}
 	return nil
 }
+
+// notePaused marks p stuck while its consumer is paused, and idle again
+// once it is not.
+func (c *Consumer) notePaused(p int, info *jetstream.ConsumerInfo) {
+	c.mu.Lock()
+	s, marked := c.steps[p]
+	marked = marked && strings.HasPrefix(s.what, pausedStep)
+	c.mu.Unlock()
+	switch {
+	case info.Paused && !marked:
+		c.o.Logger.Warn("consumer paused: partition stopped until it is resumed", "partition", p, "consumer", info.Name, "until", info.Config.PauseUntil, "pending", info.NumPending)
+		c.busy(p, fmt.Sprintf("%s (consumer %s paused until %v, %d pending)", pausedStep, info.Name, info.Config.PauseUntil, info.NumPending))
+	case !info.Paused && marked:
+		c.o.Logger.Info("consumer resumed", "partition", p, "consumer", info.Name)
+		c.idle(p)
+	}
+}
+
+const pausedStep = "waiting on a paused consumer"

@@ -102,11 +102,11 @@ func (c *Consumer) followRemote(ctx context.Context, p int) (<-chan remoteRec, <
 
 // mergeRemote folds one remote claim record into p's state, measures the
 // replication lag of live records, and records any conflict it reveals.
-func (c *Consumer) mergeRemote(ctx context.Context, p int, st *dedupe.State, r remoteRec, liveSince time.Time) error {
+func (pt *partition) mergeRemote(ctx context.Context, r remoteRec) error {
+	c, p, st := pt.c, pt.p, pt.st
 	st.MergeRemote(r.region, r.seq, r.rec, r.stored)
-	c.c.remoteMerged.Add(1)
-	c.o.Metrics.RemoteMerged.WithLabelValues(c.o.Region, r.region).Inc()
-	live := r.stored.After(liveSince)
+	c.c.remoteMerged.addBy(r.region, 1)
+	live := r.stored.After(pt.liveSince)
 	// The lag is read on servers' clocks, not this edge's: from the claimed
 	// batch's ingest in the other region (the record's time) to this
 	// region's xclaims stream storing the record. Skew between the regions'
@@ -130,16 +130,16 @@ func (c *Consumer) mergeRemote(ctx context.Context, p int, st *dedupe.State, r r
 		}
 		defer sp.End()
 	}
-	return c.recordConflicts(ctx, p, st)
+	return pt.recordConflicts(ctx)
 }
 
-// mergeBuffered merges the remote records already waiting in ch, without
-// blocking: at most limit of them (negative: until ch is empty).
-func (c *Consumer) mergeBuffered(ctx context.Context, p int, st *dedupe.State, ch <-chan remoteRec, liveSince time.Time, limit int) error {
+// mergeBuffered merges the remote records already waiting, without
+// blocking: at most limit of them (negative: until none is waiting).
+func (pt *partition) mergeBuffered(ctx context.Context, limit int) error {
 	for n := 0; limit < 0 || n < limit; n++ {
 		select {
-		case r := <-ch:
-			if err := c.mergeRemote(ctx, p, st, r, liveSince); err != nil {
+		case r := <-pt.remote:
+			if err := pt.mergeRemote(ctx, r); err != nil {
 				return err
 			}
 		default:
@@ -149,18 +149,18 @@ func (c *Consumer) mergeBuffered(ctx context.Context, p int, st *dedupe.State, c
 	return nil
 }
 
-// recordConflicts writes the conflicts st found to the conflicts stream,
+// recordConflicts writes the conflicts the state found to the conflicts stream,
 // once per ID (the stream refuses a second record on the same subject), and
 // counts the new ones. It retries until stored: a conflict is never silent.
-func (c *Consumer) recordConflicts(ctx context.Context, p int, st *dedupe.State) error {
-	for _, cf := range st.Conflicts() {
+func (pt *partition) recordConflicts(ctx context.Context) error {
+	c, p := pt.c, pt.p
+	for _, cf := range pt.st.Conflicts() {
 		rec := dedupe.ConflictRecord{Hash: cf.Hash.Hex(), Partition: p, Region: c.o.Region, Edge: c.o.Name, DetectedAt: c.now()}
 		rec.Remote.Region, rec.Remote.Writer, rec.Remote.Epoch, rec.Remote.Time, rec.Remote.Seq = cf.Region, cf.Writer, cf.Epoch, cf.Time, cf.Seq
 		data, _ := json.Marshal(rec)
 		msg := &nats.Msg{Subject: c.names.Conflict(rec.Hash, cf.Region), Data: data}
 		counted := func() {
-			c.c.conflicts.Add(1)
-			c.o.Metrics.Conflicts.WithLabelValues(c.o.Region, cf.Region).Inc()
+			c.c.conflicts.addBy(cf.Region, 1)
 			c.lg.Warn("cross-region conflict", "partition", p, "id_hash", rec.Hash, "peer", cf.Region, "peer_writer", cf.Writer)
 		}
 		ambiguous := false // an earlier attempt may have landed without its ack

@@ -15,6 +15,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/onceplane/onceplane/jetstream/streams"
 )
 
 // Mode is the cross-region dedupe mode.
@@ -277,8 +279,8 @@ func (v *validation) name(field, name string) {
 
 // region checks region r (at field f): its name, its cores and its edges.
 func (v *validation) region(f string, r Region, replicas int) {
-	if !nameRE.MatchString(r.Name) {
-		v.bad(f+".name", "%q must be 1-63 lower-case letters, digits or '-', starting with a letter or digit", r.Name)
+	if err := streams.ValidateRegion(r.Name); err != nil {
+		v.bad(f+".name", "%v", err)
 	}
 	if v.regions[r.Name] {
 		v.bad(f+".name", "duplicate region %q", r.Name)

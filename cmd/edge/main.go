@@ -80,7 +80,10 @@ func main() {
 	}
 	var events ownershipLog
 	o.OnOwnership = events.add
-	c := edge.New(js, h, o)
+	c, err := edge.New(js, h, o)
+	if err != nil {
+		cli.Fatal(log, "edge", err)
+	}
 	if f.admin != "" {
 		a := serveAdmin(f, c, g, &events, o.Metrics, log)
 		defer a.Close(context.Background())

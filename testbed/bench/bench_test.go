@@ -146,7 +146,7 @@ func edgeRun(ctx context.Context, b *testing.B, js jetstream.JetStream, region s
 	// stream's Nats-Msg-Id window would hide a second effect.
 	runs := verify.NewRuns()
 	s := &timedSink{inner: sink.NewChain(&sink.NATS{JS: js, Names: out}, runs), lat: batchLat}
-	c := edge.New(js, s, edge.Options{
+	c, err := edge.New(js, s, edge.Options{
 		Region: region, Name: name, BatchSize: *batchSize, NoBloom: noBloom, ExpectedIDs: int(total) / *partitions,
 		Metrics: telemetry.NewMetrics(), Logger: coretest.Quiet,
 		OnDecision: func(d edge.Decision) {
@@ -158,6 +158,9 @@ func edgeRun(ctx context.Context, b *testing.B, js jetstream.JetStream, region s
 			mu.Unlock()
 		},
 	})
+	if err != nil {
+		b.Fatal(err)
+	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	start := time.Now()

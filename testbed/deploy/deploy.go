@@ -36,6 +36,12 @@ type Options struct {
 	Cluster supercluster.Options
 	// BatchSize per edge. Zero means the edge default (500).
 	BatchSize int
+	// NoBloom turns the edges' Bloom pre-check off.
+	NoBloom bool
+	// Handler, when set, makes each edge's handler from its region and its
+	// JetStream connection (an output sink, say). Nil means the Effects
+	// ledger; a Handler replaces it, and Effects stays empty.
+	Handler func(region string, js jetstream.JetStream) edge.Handler
 	// IdleFlush per edge. Zero means the edge default.
 	IdleFlush time.Duration
 	// TracerProvider for edges. Nil means the global provider.
@@ -216,7 +222,7 @@ func (d *Deployment) StartEdge(region, name string) error {
 	}
 	o := edge.Options{
 		Region: region, Name: name, Partitions: parts, Peers: peers, Strict: strict,
-		Window: time.Duration(d.top.Window), BatchSize: d.o.BatchSize, IdleFlush: d.o.IdleFlush,
+		Window: time.Duration(d.top.Window), BatchSize: d.o.BatchSize, IdleFlush: d.o.IdleFlush, NoBloom: d.o.NoBloom,
 		Metrics: d.Metrics, TracerProvider: d.o.TracerProvider, Logger: d.o.Logger,
 	}
 	if d.o.OnDecision != nil {
@@ -228,11 +234,18 @@ func (d *Deployment) StartEdge(region, name string) error {
 	if d.o.OnReplicated != nil {
 		o.OnReplicated = func(from string, lag time.Duration) { d.o.OnReplicated(from, region, lag) }
 	}
-	h := edge.HandlerFunc(func(_ context.Context, ev event.Event) error {
+	var h edge.Handler = edge.HandlerFunc(func(_ context.Context, ev event.Event) error {
 		d.Effects.add(region, ev.ID)
 		return nil
 	})
-	c := edge.New(js, h, o)
+	if d.o.Handler != nil {
+		h = d.o.Handler(region, js)
+	}
+	c, err := edge.New(js, h, o)
+	if err != nil {
+		nc.Close()
+		return err
+	}
 	ctx, cancel := context.WithCancel(d.ctx)
 	re := &runningEdge{c: c, nc: nc, cancel: cancel, done: make(chan struct{})}
 	d.mu.Lock()

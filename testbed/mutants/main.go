@@ -100,14 +100,14 @@ var mutants = []mutant{
 	},
 	{
 		name: "L", what: "edge: consumers named by epoch, which restarts at 1 once an idle claim log ages out",
-		file: "edge/consumer.go",
+		file: "edge/partition.go",
 		old:  "streams.ConsumerName(p, takeoverSeq)",
 		new:  "streams.ConsumerName(p, st.Epoch()+0*takeoverSeq)",
 		pkgs: []string{"./edge"}, tests: []string{"TestConsumerNamesNeverRepeat"},
 	},
 	{
 		name: "M", what: "edge: a consumer gone counts as fenced even when the claim log is still this owner's",
-		file: "edge/consumer.go",
+		file: "edge/partition.go",
 		old:  "if lerr == nil && moved {",
 		new:  "if lerr == nil || moved {",
 		pkgs: []string{"./edge"}, tests: []string{"TestConsumerLostNotFenced"},

@@ -9,24 +9,20 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/onceplane/onceplane/core"
 	"github.com/onceplane/onceplane/dedupe"
 	"github.com/onceplane/onceplane/edge"
 	"github.com/onceplane/onceplane/jetstream/streams"
-	"github.com/onceplane/onceplane/producer"
 	"github.com/onceplane/onceplane/sink"
-	"github.com/onceplane/onceplane/telemetry"
-	"github.com/onceplane/onceplane/testbed/ports"
+	"github.com/onceplane/onceplane/testbed/deploy"
+	"github.com/onceplane/onceplane/testbed/supercluster"
 	"github.com/onceplane/onceplane/testbed/verify"
 	"github.com/onceplane/onceplane/testbed/workload"
+	"github.com/onceplane/onceplane/topology"
 )
 
 // Config describes a simulation. The zero value runs the default demo.
@@ -117,7 +113,25 @@ func dataDir(dir string) (string, func(), error) {
 	return d, func() { os.RemoveAll(d) }, nil
 }
 
-// Run runs the simulation, printing progress to progress (may be nil).
+// Region is the simulated region's name.
+const Region = "local"
+
+// Topology is the simulation's deployment: one region of cfg.Cores core
+// nodes and cfg.Edges edges.
+func (c Config) Topology() topology.Topology {
+	r := topology.Region{Name: Region}
+	for i := range c.Cores {
+		r.Cores = append(r.Cores, topology.Core{Name: fmt.Sprintf("core-%d", i)})
+	}
+	for i := range c.Edges {
+		r.Edges = append(r.Edges, topology.Edge{Name: fmt.Sprintf("edge-%d", i)})
+	}
+	return topology.Topology{Name: "onceplane-sim-single", Partitions: c.Partitions, Regions: []topology.Region{r}}.Defaults()
+}
+
+// Run runs the simulation, printing progress to progress (may be nil): the
+// one-region topology on deploy, every edge's handler writing to the output
+// stream and counting its runs.
 func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 	cfg = cfg.withDefaults()
 	if progress == nil {
@@ -128,61 +142,37 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 		return nil, err
 	}
 	defer cleanup()
-	urls, stop, err := startCores(ctx, cfg, dir)
+	top := cfg.Topology()
+	if err := top.Validate(); err != nil {
+		return nil, fmt.Errorf("sim: %w", err)
+	}
+	decision, e2e := NewLatency(), NewLatency()
+	runs := verify.NewRuns()
+	d, err := deploy.Start(ctx, top, deploy.Options{
+		Cluster:   supercluster.Options{DataDir: dir, IngestDuplicates: -1, MaxMemory: 512 << 20, MaxStore: 8 << 30, Logger: cfg.Logger},
+		BatchSize: cfg.BatchSize, NoBloom: cfg.NoBloom, Logger: cfg.Logger,
+		OnDecision: func(_ string, d edge.Decision) {
+			decision.Record(d.Committed.Sub(d.Started))
+			if !d.Stored.IsZero() {
+				e2e.Record(d.Committed.Sub(d.Stored))
+			}
+		},
+		Handler: func(region string, js jetstream.JetStream) edge.Handler {
+			return sink.NewChain(&sink.NATS{JS: js, Names: streams.Names{Region: region}}, runs)
+		},
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer stop()
-	nc, err := nats.Connect(strings.Join(urls, ","), nats.MaxReconnects(-1))
+	defer d.Close()
+	nc, js, err := d.Connect(Region)
 	if err != nil {
-		return nil, fmt.Errorf("sim connect: %w", err)
+		return nil, err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192), jetstream.WithPublishAsyncTimeout(5*time.Second))
-	if err != nil {
-		return nil, err
-	}
-	scfg := streams.Config{Partitions: cfg.Partitions, Replicas: map[int]int{1: 1, 3: 3}[cfg.Cores], IngestDuplicates: -1}
-	pctx, cancel := context.WithTimeout(ctx, time.Minute)
-	err = streams.Provision(pctx, js, scfg)
-	cancel()
-	if err != nil {
-		return nil, err
-	}
+	names := streams.Names{Region: Region}
 	fmt.Fprintf(progress, "onceplane sim: region %q, %d core node(s), %d partitions, %d edges, %d events (%.0f%% re-sent)\n",
-		scfg.Defaults().Region, cfg.Cores, cfg.Partitions, cfg.Edges, cfg.Events, cfg.DupRate*100)
-
-	decision, e2e := NewLatency(), NewLatency()
-	onDecision := func(d edge.Decision) {
-		decision.Record(d.Committed.Sub(d.Started))
-		if !d.Stored.IsZero() {
-			e2e.Record(d.Committed.Sub(d.Stored))
-		}
-	}
-	ectx, ecancel := context.WithCancel(ctx)
-	defer ecancel()
-	var edges []*edge.Consumer
-	edgeDone := make(chan struct{}, cfg.Edges)
-	runs := verify.NewRuns()
-	metrics := telemetry.NewMetrics()
-	for i := 0; i < cfg.Edges; i++ {
-		var parts []int
-		for p := i; p < cfg.Partitions; p += cfg.Edges {
-			parts = append(parts, p)
-		}
-		enc, err := nats.Connect(strings.Join(urls, ","), nats.MaxReconnects(-1))
-		if err != nil {
-			return nil, err
-		}
-		defer enc.Close()
-		ejs, _ := jetstream.New(enc, jetstream.WithPublishAsyncTimeout(5*time.Second))
-		c := edge.New(ejs, sink.NewChain(&sink.NATS{JS: ejs, Names: scfg.Names}, runs), edge.Options{
-			Name: fmt.Sprintf("edge-%d", i), Partitions: parts, BatchSize: cfg.BatchSize, NoBloom: cfg.NoBloom,
-			Metrics: metrics, Logger: cfg.Logger, OnDecision: onDecision,
-		})
-		edges = append(edges, c)
-		go func() { _ = c.Run(ectx); edgeDone <- struct{}{} }()
-	}
+		Region, cfg.Cores, cfg.Partitions, cfg.Edges, cfg.Events, cfg.DupRate*100)
 
 	plan := workload.Plan{Events: cfg.Events, DupRate: cfg.DupRate, Gap: min(cfg.Events/10, 20_000), Seed: cfg.Seed, Prefix: "sim-"}
 	ids, unique := plan.IDs()
@@ -190,15 +180,8 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 	var published atomic.Int64
 	pubErr := make(chan error, 1)
 	go func() {
-		pubErr <- workload.Publish(ctx, producer.New(js, scfg.Region), plan, ids, 4096, func(n int) { published.Store(int64(n)) })
+		pubErr <- workload.Publish(ctx, d.Producer(Region), plan, ids, 4096, func(n int) { published.Store(int64(n)) })
 	}()
-	decided := func() int64 {
-		var n int64
-		for _, e := range edges {
-			n += e.Stats().Done
-		}
-		return n
-	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	pubFinished := false
@@ -215,37 +198,30 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 			continue
 		case <-tick.C:
 		}
-		d := decided()
+		n := d.Stats(Region).Done
 		fmt.Fprintf(progress, "  %5.1fs  published %7d/%d  decided %7d  (%6.0f events/s)\n",
-			time.Since(start).Seconds(), published.Load(), cfg.Events, d, float64(d-lastDecided))
-		lastDecided = d
+			time.Since(start).Seconds(), published.Load(), cfg.Events, n, float64(n-lastDecided))
+		lastDecided = n
 		if !pubFinished {
 			continue
 		}
-		ok, err := verify.Drained(ctx, js, scfg.Names, cfg.Partitions, false)
-		if err == nil && ok {
+		if ok, err := d.Drained(ctx); err == nil && ok {
 			break
 		}
 	}
 	elapsed := time.Since(start)
-	ecancel()
-	for range edges {
-		<-edgeDone
-	}
-	stored, err := verify.StreamMsgs(ctx, js, scfg.IngestStream())
+	s := d.Stats(Region) // drained: every event's batch has finished
+	d.StopEdges(Region)
+	stored, err := verify.StreamMsgs(ctx, js, names.IngestStream())
 	if err != nil {
 		return nil, err
 	}
-	counts, err := verify.OutputCounts(ctx, js, scfg.Names)
+	counts, err := verify.OutputCounts(ctx, js, names)
 	if err != nil {
 		return nil, err
 	}
 	r := &Report{Config: cfg, Published: cfg.Events, Stored: int(stored), Unique: unique, Elapsed: elapsed,
 		ByPath: map[string]int64{}, Decision: decision.Quantiles(), EndToEnd: e2e.Quantiles()}
-	var s edge.Stats
-	for _, e := range edges {
-		s.Add(e.Stats())
-	}
 	r.Decided, r.First, r.Dups, r.Uncertain, r.Reruns, r.DLQ, r.ClaimAppends = s.Done, s.First, s.Duplicates, s.Uncertain, s.UncertainReruns, s.DLQ, s.ClaimAppends
 	for _, p := range dedupe.Paths() {
 		r.ByPath[p.String()] = s.ByPath[p]
@@ -269,38 +245,4 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 	r.EventsPerSec = float64(r.Decided) / elapsed.Seconds()
 	r.ExactlyOnce = r.Missing == 0 && r.OutputDuplicates == 0 && r.Output == unique && r.Runs.Check(0) == nil
 	return r, nil
-}
-
-func startCores(ctx context.Context, cfg Config, dir string) ([]string, func(), error) {
-	quiet := cfg.Logger
-	if cfg.Cores == 1 {
-		n, err := core.Start(ctx, core.Options{Port: -1, DataDir: filepath.Join(dir, "core-0"), MaxMemory: 512 << 20, MaxStore: 8 << 30, Logger: quiet})
-		if err != nil {
-			return nil, nil, err
-		}
-		return []string{n.ClientURL()}, n.Shutdown, nil
-	}
-	ps, err := ports.Free(3)
-	if err != nil {
-		return nil, nil, err
-	}
-	opts := make([]core.Options, 3)
-	for i := range opts {
-		opts[i] = core.Options{Name: fmt.Sprintf("core-%d", i), Port: -1, DataDir: filepath.Join(dir, fmt.Sprintf("core-%d", i)),
-			ClusterPort: ps[i], MaxMemory: 512 << 20, MaxStore: 8 << 30, Logger: quiet}
-	}
-	nodes, err := core.StartCluster(ctx, opts)
-	if err != nil {
-		return nil, nil, err
-	}
-	stop := func() {
-		for _, n := range nodes {
-			n.Shutdown()
-		}
-	}
-	var urls []string
-	for _, n := range nodes {
-		urls = append(urls, n.ClientURL())
-	}
-	return urls, stop, nil
 }

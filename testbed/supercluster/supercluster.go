@@ -183,6 +183,8 @@ func Start(ctx context.Context, top topology.Topology, o Options) (*Cluster, err
 			// JetStream clustering wants configured routes even for a one-node
 			// region of a supercluster; a route to itself is ignored.
 			co.Routes = routes
+		} else {
+			co.ClusterPort = 0 // one node alone: standalone JetStream
 		}
 		if multi {
 			co.GatewayPort, co.GatewayAdvertise = pl.core.GatewayPort, core.NoAdvertise
