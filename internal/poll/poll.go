@@ -1,6 +1,6 @@
 // Package poll waits for a condition by polling it with a deadline: what
-// tests use instead of sleeping for a fixed time; and the one backoff the
-// product's retry loops share.
+// tests use instead of sleeping for a fixed time; and the one backoff
+// onceplane's retry loops share (the product's and the testbed's).
 package poll
 
 import (

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/onceplane/onceplane/internal/poll"
 )
 
 const (
@@ -284,7 +286,7 @@ func (l *Link) killLocked(c *conn) {
 
 func (l *Link) acceptLoop() {
 	defer l.wg.Done()
-	var backoff time.Duration
+	b := poll.Backoff(5*time.Millisecond, time.Second)
 	for {
 		nc, err := l.ln.Accept()
 		if err != nil {
@@ -296,9 +298,9 @@ func (l *Link) acceptLoop() {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			l.log.Warn("wan accept", "err", err, "retry", backoff)
-			t := time.NewTimer(backoff)
+			wait := b.NextBackOff()
+			l.log.Warn("wan accept", "err", err, "retry", wait)
+			t := time.NewTimer(wait)
 			select {
 			case <-t.C:
 			case <-l.done:
@@ -307,7 +309,7 @@ func (l *Link) acceptLoop() {
 			}
 			continue
 		}
-		backoff = 0
+		b.Reset()
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()

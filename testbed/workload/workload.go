@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/onceplane/onceplane/internal/poll"
 	"github.com/onceplane/onceplane/producer"
 )
 
@@ -70,7 +71,7 @@ func Publish(ctx context.Context, pr *producer.Producer, p Plan, ids []string, w
 	acked := 0
 	for start := 0; start < len(ids); start += window {
 		pending := ids[start:min(start+window, len(ids))]
-		for backoff := 20 * time.Millisecond; len(pending) > 0; backoff = min(2*backoff, time.Second) {
+		for b := poll.Backoff(20*time.Millisecond, time.Second); len(pending) > 0; {
 			futs := make([]jetstream.PubAckFuture, len(pending))
 			for i, id := range pending {
 				futs[i], _ = pr.PublishAsync(ctx, id, p.Payload(id))
@@ -108,12 +109,8 @@ func Publish(ctx context.Context, pr *producer.Producer, p Plan, ids []string, w
 				}
 			}
 			pending = failed
-			if len(failed) > 0 {
-				select {
-				case <-ctx.Done():
-					return fmt.Errorf("publish: %w", ctx.Err())
-				case <-time.After(backoff):
-				}
+			if len(failed) > 0 && poll.Sleep(ctx, b.NextBackOff()) != nil {
+				return fmt.Errorf("publish: %w", ctx.Err())
 			}
 		}
 		if progress != nil {

@@ -234,7 +234,7 @@ func (l *load) probes(ctx context.Context) {
 // publish publishes j until it is acked, refused (a hostile event the
 // ingest stream rejects) or ctx ends, and records the outcome.
 func (l *load) publish(ctx context.Context, j job) bool {
-	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+	for b := poll.Backoff(50*time.Millisecond, time.Second); ; {
 		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		ack, err := l.js.PublishMsg(pctx, j.msg)
 		cancel()
@@ -262,7 +262,7 @@ func (l *load) publish(ctx context.Context, j job) bool {
 			l.r.log.Info("hostile publish refused", "variant", j.rec.Hostile, "err", err)
 			return false
 		}
-		if poll.Sleep(ctx, backoff) != nil {
+		if poll.Sleep(ctx, b.NextBackOff()) != nil {
 			l.mu.Lock()
 			l.unacked++
 			l.mu.Unlock()
