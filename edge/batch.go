@@ -34,10 +34,15 @@ import (
 func (pt *partition) process(ctx context.Context, batch []inMsg) error {
 	c, p, st, w := pt.c, pt.p, pt.st, pt.w
 	started := c.now()
-	ctx, span := c.tracer.Start(ctx, "onceplane.batch", trace.WithAttributes(append(c.attrs(p), attribute.Int("onceplane.batch_size", len(batch)))...))
-	defer span.End()
 	c.c.in.add(int64(len(batch)))
 	v := pt.validate(batch)
+	// The batch, its claim append and the other regions' merges of that
+	// claim join the trace of the batch's first traced event (the others'
+	// decide spans link to the batch): one trace then shows an event from
+	// its publish to its claim replicated elsewhere.
+	ctx, span := c.tracer.Start(pt.firstTraced(ctx), "onceplane.batch", trace.WithTimestamp(started),
+		trace.WithAttributes(append(c.attrs(p), attribute.Int("onceplane.batch_size", len(batch)))...))
+	defer span.End()
 	if err := pt.decide(ctx, v.at); err != nil {
 		span.RecordError(err)
 		return err
@@ -67,12 +72,23 @@ func (pt *partition) process(ctx context.Context, batch []inMsg) error {
 	return nil
 }
 
+// firstTraced returns ctx under the span of the batch's first event that
+// carries a sampled producer's trace context, or ctx when none does.
+func (pt *partition) firstTraced(ctx context.Context) context.Context {
+	for _, v := range pt.w.valid {
+		if v.traced.IsValid() {
+			return trace.ContextWithRemoteSpanContext(ctx, v.traced)
+		}
+	}
+	return ctx
+}
+
 // validated is what validate learns of a batch beyond its events.
 type validated struct {
 	maxSeq uint64        // the newest ingest sequence
 	last   jetstream.Msg // its message: acknowledging it acknowledges the batch
 	at     time.Time     // the newest ingest time: the dedupe clock
-	traced int           // events that carry a producer's trace context (at most maxTracedPerBatch)
+	traced int           // events that carry a sampled producer's trace context (at most maxTracedPerBatch)
 }
 
 // validate decodes and checks each event of batch into w.valid and
@@ -124,8 +140,12 @@ func (pt *partition) validate(batch []inMsg) validated {
 			}
 		}
 		if v.traced < maxTracedPerBatch && hasTraceParent(hdr) {
-			vm.traced = trace.SpanContextFromContext(telemetry.Propagator().Extract(context.Background(), telemetry.HeaderCarrier(hdr)))
-			if vm.traced.IsValid() {
+			// Only a sampled producer's span gets decide spans (a parent-based
+			// sampler would drop the others'): unsampled events cost nothing
+			// here and do not crowd sampled ones out of the batch's quota.
+			sc := trace.SpanContextFromContext(telemetry.Propagator().Extract(context.Background(), telemetry.HeaderCarrier(hdr)))
+			if sc.IsValid() && sc.IsSampled() {
+				vm.traced = sc
 				v.traced++
 			}
 		}

@@ -14,6 +14,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/jetstream/healconn"
@@ -27,19 +31,51 @@ type Producer struct {
 	names  streams.Names
 	tenant string
 	heal   *healconn.Healer
+	tracer trace.Tracer
+}
+
+// Options configures a Producer.
+type Options struct {
+	// Tenant is the tenant the events belong to. Zero means
+	// event.DefaultTenant. The connection's user must be its producer
+	// (auth.ProducerUser): its permissions allow publishing under its own
+	// tenant only.
+	Tenant string
+	// TracerProvider records each publish as an onceplane.publish span, the
+	// parent of the event's decision in whichever region decides it. Nil
+	// means the global provider.
+	TracerProvider trace.TracerProvider
 }
 
 // New returns a Producer of the default tenant for region ("" means
 // "local").
 func New(js jetstream.JetStream, region string) *Producer {
-	return NewTenant(js, region, event.DefaultTenant)
+	return NewWith(js, region, Options{})
 }
 
-// NewTenant returns a Producer of tenant for region. The connection's user
-// must be tenant's producer (auth.ProducerUser): its permissions allow
-// publishing under its own tenant only.
+// NewTenant returns a Producer of tenant for region.
 func NewTenant(js jetstream.JetStream, region, tenant string) *Producer {
-	return &Producer{js: js, names: streams.Names{Region: region}, tenant: tenant, heal: healconn.New(js.Conn(), 0)}
+	return NewWith(js, region, Options{Tenant: tenant})
+}
+
+// NewWith returns a Producer for region configured by o.
+func NewWith(js jetstream.JetStream, region string, o Options) *Producer {
+	if o.Tenant == "" {
+		o.Tenant = event.DefaultTenant
+	}
+	tp := o.TracerProvider
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
+	return &Producer{js: js, names: streams.Names{Region: region}, tenant: o.Tenant, heal: healconn.New(js.Conn(), 0),
+		tracer: tp.Tracer("github.com/onceplane/onceplane/producer")}
+}
+
+// span starts the onceplane.publish span of event id.
+func (p *Producer) span(ctx context.Context, id string) (context.Context, trace.Span) {
+	return p.tracer.Start(ctx, "onceplane.publish", trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+		attribute.String("onceplane.region", p.names.Region), attribute.String("onceplane.tenant", p.tenant),
+		attribute.String("onceplane.event_id", id), attribute.String("messaging.system", "nats")))
 }
 
 // Observe reports the outcome of an asynchronous publish (the error of its
@@ -66,26 +102,36 @@ func (p *Producer) Msg(ctx context.Context, id string, data []byte) (*nats.Msg, 
 // Publish publishes one event and waits for the stream's ack. A publish
 // retried after a lost ack stores the event again: the edges dedupe it.
 func (p *Producer) Publish(ctx context.Context, id string, data []byte) (*jetstream.PubAck, error) {
+	ctx, span := p.span(ctx, id)
+	defer span.End()
 	m, err := p.Msg(ctx, id, data)
 	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
 		return nil, err
 	}
 	ack, err := p.js.PublishMsg(ctx, m)
 	p.heal.Observe(err)
 	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
 		return nil, fmt.Errorf("publish %q: %w", id, err)
 	}
+	span.SetAttributes(attribute.Int64("onceplane.stream_seq", int64(ack.Sequence)), attribute.Bool("onceplane.duplicate", ack.Duplicate))
 	return ack, nil
 }
 
 // PublishAsync publishes one event without waiting; see jetstream.PublishMsgAsync.
+// Its span ends when the message is sent, not acked.
 func (p *Producer) PublishAsync(ctx context.Context, id string, data []byte) (jetstream.PubAckFuture, error) {
+	ctx, span := p.span(ctx, id)
+	defer span.End()
 	m, err := p.Msg(ctx, id, data)
 	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
 		return nil, err
 	}
 	f, err := p.js.PublishMsgAsync(m)
 	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
 		return nil, fmt.Errorf("publish %q: %w", id, err)
 	}
 	return f, nil

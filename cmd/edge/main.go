@@ -145,7 +145,7 @@ func (f *flags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.adminCert, "admin-tls-cert", "", "PEM certificate for the admin port: HTTPS only, so the bearer token never crosses the network in clear (with -admin-tls-key)")
 	fs.StringVar(&f.adminKey, "admin-tls-key", "", "PEM key of -admin-tls-cert")
 	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "file holding the admin bearer token (or set ONCEPLANE_ADMIN_TOKEN); /metrics and /status then require it, health checks stay open")
-	fs.StringVar(&f.traceFile, "trace-file", "", "write spans as JSON lines to this file (else OTEL_* variables decide)")
+	fs.StringVar(&f.traceFile, "trace-file", "", "also write spans to this file as OTLP JSON lines (the OTEL_* variables choose any other exporter)")
 	fs.StringVar(&f.statsFile, "stats-file", "", "write final stats as JSON here on shutdown")
 	fs.StringVar(&f.gossipBind, "gossip", "", "gossip listen host:port; set it to share partitions with the other edges by membership (empty: own -partitions statically)")
 	fs.StringVar(&f.gossipSeeds, "gossip-seeds", "", "comma-separated gossip addresses of other edges")

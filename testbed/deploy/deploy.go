@@ -44,8 +44,12 @@ type Options struct {
 	Handler func(region string, js jetstream.JetStream) edge.Handler
 	// IdleFlush per edge. Zero means the edge default.
 	IdleFlush time.Duration
-	// TracerProvider for edges. Nil means the global provider.
+	// TracerProvider for edges and producers. Nil means the global provider.
 	TracerProvider trace.TracerProvider
+	// Tracer, when set, gives each region's edges and producer a provider
+	// of their own (a service per region and role: "edge" or "producer"),
+	// in place of TracerProvider.
+	Tracer func(region, role string) trace.TracerProvider
 	// OnDecision is called for every decision of every edge (must be fast).
 	OnDecision func(region string, d edge.Decision)
 	// OnOwnership is called for every ownership change of every edge.
@@ -58,6 +62,14 @@ type Options struct {
 	OnReplicated func(from, to string, lag time.Duration)
 	// Logger receives logs. Nil means slog.Default().
 	Logger *slog.Logger
+}
+
+// tracer returns the provider of region's role.
+func (o Options) tracer(region, role string) trace.TracerProvider {
+	if o.Tracer != nil {
+		return o.Tracer(region, role)
+	}
+	return o.TracerProvider
 }
 
 // Effect is one handler run: an event handled in a region.
@@ -172,7 +184,7 @@ func Start(ctx context.Context, top topology.Topology, o Options) (*Deployment, 
 			return nil, err
 		}
 		d.conns = append(d.conns, nc)
-		d.prods[r.Name] = producer.New(js, r.Name)
+		d.prods[r.Name] = producer.NewWith(js, r.Name, producer.Options{TracerProvider: o.tracer(r.Name, "producer")})
 		for _, e := range r.Edges {
 			if err := d.StartEdge(r.Name, e.Name); err != nil {
 				d.Close()
@@ -223,7 +235,7 @@ func (d *Deployment) StartEdge(region, name string) error {
 	o := edge.Options{
 		Region: region, Name: name, Partitions: parts, Peers: peers, Strict: strict,
 		Window: time.Duration(d.top.Window), BatchSize: d.o.BatchSize, IdleFlush: d.o.IdleFlush, NoBloom: d.o.NoBloom,
-		Metrics: d.Metrics, TracerProvider: d.o.TracerProvider, Logger: d.o.Logger,
+		Metrics: d.Metrics, TracerProvider: d.o.tracer(region, "edge"), Logger: d.o.Logger,
 	}
 	if d.o.OnDecision != nil {
 		o.OnDecision = func(dec edge.Decision) { d.o.OnDecision(region, dec) }

@@ -434,8 +434,19 @@ func TestStrictMode(t *testing.T) {
 	if attrs["onceplane.region"] != home || attrs["onceplane.origin_region"] != "us-east" || attrs["onceplane.path"] == "" {
 		t.Fatalf("decide span attributes %v: want region %s, origin us-east, a path", attrs, home)
 	}
-	if decide.Parent().SpanID() != span.SpanContext().SpanID() {
-		t.Fatalf("decide span's parent %v is not the producer span %v", decide.Parent().SpanID(), span.SpanContext().SpanID())
+	// The producer records onceplane.publish under the caller's span; the
+	// decision, in the home region, is the publish's child.
+	var publish sdktrace.ReadOnlySpan
+	for _, s := range edgeSpans.GetSpans().Snapshots() {
+		if s.Name() == "onceplane.publish" && s.SpanContext().TraceID() == traceID {
+			publish = s
+		}
+	}
+	if publish == nil || publish.Parent().SpanID() != span.SpanContext().SpanID() {
+		t.Fatalf("no onceplane.publish span under the caller's span %v", span.SpanContext().SpanID())
+	}
+	if decide.Parent().SpanID() != publish.SpanContext().SpanID() {
+		t.Fatalf("decide span's parent %v is not the producer's publish span %v", decide.Parent().SpanID(), publish.SpanContext().SpanID())
 	}
 	t.Logf("trace %s: publish in us-east -> decide in %s (%s)", traceID, home, attrs["onceplane.path"])
 }

@@ -56,6 +56,24 @@ type Phase struct {
 	End   float64 `json:"end_s"`
 }
 
+// Waterfall is one traced event's journey across regions, a bar per step,
+// in milliseconds since its publish.
+type Waterfall struct {
+	Title   string `json:"title"` // why it was picked, e.g. "slowest us-east -> eu-west"
+	TraceID string `json:"trace_id"`
+	Event   string `json:"event"`
+	Bars    []Bar  `json:"bars"`
+}
+
+// Bar is one step of a waterfall. Kind is publish, wait, decide, claim,
+// replicate or merge.
+type Bar struct {
+	Row   string  `json:"row"`
+	Kind  string  `json:"kind"`
+	Start float64 `json:"start_ms"`
+	End   float64 `json:"end_ms"`
+}
+
 // Doc is everything the page shows.
 type Doc struct {
 	Title      string                      `json:"title"`
@@ -66,6 +84,8 @@ type Doc struct {
 	Latency    []Group                     `json:"latency"`
 	Paths      map[string]map[string]int64 `json:"paths"` // region -> path -> decisions
 	Takeovers  []Phase                     `json:"takeovers"`
+	Traces     []Waterfall                 `json:"traces"`
+	TraceNote  string                      `json:"trace_note"` // how the traces were sampled, where to open them
 }
 
 // JSON writes d as indented JSON.
@@ -108,6 +128,16 @@ svg text{font:11px system-ui,sans-serif;fill:#333}
 	}
 	b.WriteString("<h2>Decisions by path</h2>\n")
 	b.WriteString(pathChart(d.Paths))
+	b.WriteString("<h2>Traced events across regions (publish → decide → claim → replicate → merge)</h2>\n")
+	if d.TraceNote != "" {
+		fmt.Fprintf(&b, "<p>%s</p>\n", esc(d.TraceNote))
+	}
+	if len(d.Traces) == 0 {
+		b.WriteString(`<svg data-chart="trace" width="600" height="30"><text x="8" y="20">no traced event recorded</text></svg>`)
+	}
+	for _, w := range d.Traces {
+		b.WriteString(waterfall(w))
+	}
 	b.WriteString("<h2>Takeovers (rebuild, merge, fence, resume)</h2>\n")
 	b.WriteString(timeline(d.Takeovers))
 	b.WriteString("</body></html>\n")
@@ -288,5 +318,34 @@ func timeline(ps []Phase) string {
 		i++
 	}
 	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end">%.2f s</text></svg>`, W-R, H-8, maxT)
+	return b.String()
+}
+
+var barColor = map[string]string{"publish": "#2563eb", "wait": "#cbd5e1", "decide": "#16a34a", "claim": "#ea580c", "replicate": "#e9d5ff", "merge": "#9333ea"}
+
+// waterfall draws one traced event: a row per step on a millisecond axis.
+func waterfall(w Waterfall) string {
+	const W, rowH, L, R = 1100, 18, 260, 90
+	H := 44 + rowH*len(w.Bars)
+	maxT := 1.0
+	for _, b := range w.Bars {
+		maxT = math.Max(maxT, b.End)
+	}
+	x := func(t float64) float64 { return L + t/maxT*(W-L-R) }
+	var b strings.Builder
+	fmt.Fprintf(&b, `<figure><figcaption>%s: event <code>%s</code>, trace <code>%s</code></figcaption>`,
+		html.EscapeString(w.Title), html.EscapeString(w.Event), html.EscapeString(w.TraceID))
+	fmt.Fprintf(&b, `<svg data-chart="trace" data-trace="%s" width="%d" height="%d">`, html.EscapeString(w.TraceID), W, H)
+	for i, bar := range w.Bars {
+		y := 4 + i*rowH
+		fmt.Fprintf(&b, `<text x="4" y="%d">%s</text>`, y+11, html.EscapeString(bar.Row))
+		fmt.Fprintf(&b, `<rect class="bar" x="%.1f" y="%d" width="%.1f" height="13" fill="%s"><title>%s %.1f ms</title></rect>`,
+			x(bar.Start), y, math.Max(1, x(bar.End)-x(bar.Start)), barColor[bar.Kind], html.EscapeString(bar.Row), bar.End-bar.Start)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d">%.1f ms</text>`, math.Max(x(bar.Start), x(bar.End))+4, y+11, bar.End-bar.Start)
+	}
+	for _, t := range []float64{0, maxT / 2, maxT} {
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%.0f ms</text>`, x(t), H-6, t)
+	}
+	b.WriteString("</svg></figure>\n")
 	return b.String()
 }

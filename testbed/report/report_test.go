@@ -21,6 +21,11 @@ func sample() Doc {
 		Latency:    []Group{{Title: "Replication lag", Histograms: []Histogram{h, h}}},
 		Paths:      map[string]map[string]int64{"us-east": {"bloom-negative": 10, "remote-claim": 3}, "eu-west": {"exact-hit": 4}},
 		Takeovers:  []Phase{{Row: "us-east p0", Name: "rebuild", Start: 0.1, End: 0.2}, {Row: "us-east p0", Name: "resume", Start: 0.2, End: 0.25}},
+		Traces: []Waterfall{{Title: "slowest us-east -> eu-west", TraceID: "0102030405060708090a0b0c0d0e0f10", Event: "ev-1", Bars: []Bar{
+			{Row: "publish · us-east", Kind: "publish", Start: 0, End: 0.4}, {Row: "stored, queued", Kind: "wait", End: 3, Start: 0.4},
+			{Row: "decide · us-east · exact-miss", Kind: "decide", Start: 3, End: 9}, {Row: "claim append · us-east", Kind: "claim", Start: 5, End: 9},
+			{Row: "replicate → eu-west", Kind: "replicate", Start: 9, End: 60}, {Row: "merge · eu-west", Kind: "merge", Start: 60, End: 61},
+		}}},
 	}
 }
 
@@ -210,6 +215,15 @@ func TestChromiumRendersCharts(t *testing.T) {
 			t.Errorf("histogram %d: %d bars drawn, %d labels", i, h.visibleBars(), h.Labels)
 		}
 	}
+	if len(byKind["trace"]) == 0 {
+		t.Error("no traced event drawn")
+	}
+	for i, c := range byKind["trace"] {
+		// publish, wait, decide at least; labels: a row name, a duration per bar, the axis.
+		if c.visibleBars() < 3 || c.Labels < 2*c.visibleBars()+3 {
+			t.Errorf("trace %d: %d bars drawn, %d labels", i, c.visibleBars(), c.Labels)
+		}
+	}
 	for _, kind := range []string{"paths", "takeovers"} {
 		if n := len(byKind[kind]); n != 1 {
 			t.Fatalf("%d %s charts, want 1", n, kind)
@@ -236,6 +250,9 @@ func TestChromiumRendersCharts(t *testing.T) {
 		}
 		if n := byKind["takeovers"][0].visibleBars(); n != 2 {
 			t.Errorf("%d takeover phases drawn, want 2", n)
+		}
+		if tr := byKind["trace"]; len(tr) != 1 || tr[0].visibleBars() != 6 || !(tr[0].Bars[4].W > 10*tr[0].Bars[0].W) {
+			t.Errorf("trace waterfall: %+v, want 6 bars, the replication (51 ms) far wider than the publish (0.4 ms)", tr)
 		}
 	}
 	bars := 0

@@ -13,9 +13,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
 	"github.com/onceplane/onceplane/dedupe"
 	"github.com/onceplane/onceplane/edge"
 	"github.com/onceplane/onceplane/internal/poll"
+	"github.com/onceplane/onceplane/telemetry"
 	"github.com/onceplane/onceplane/testbed/deploy"
 	"github.com/onceplane/onceplane/testbed/report"
 	"github.com/onceplane/onceplane/testbed/supercluster"
@@ -57,6 +62,14 @@ type MultiConfig struct {
 	Dir string
 	// Seed makes the load reproducible.
 	Seed uint64
+	// TraceSample is the share of events traced from their publish (their
+	// decisions, claims and merges follow). Zero means 0.01; negative none.
+	TraceSample float64
+	// TraceFile, when set, also writes the traces there as OTLP JSON lines;
+	// the OTEL_* variables can send them to a collector as well. Every
+	// region's edges and producer are a service of their own
+	// (onceplane-edge-<region>, onceplane-producer-<region>).
+	TraceFile string
 	// Logger receives component logs. Nil means discard.
 	Logger *slog.Logger
 }
@@ -84,6 +97,7 @@ func (c MultiConfig) withDefaults() MultiConfig {
 	rate(&c.RetryRate, 0.05)
 	rate(&c.CrossRate, 0.1)
 	rate(&c.RaceRate, 0.005)
+	rate(&c.TraceSample, 0.01)
 	if c.Drill == "" {
 		c.Drill = "cut"
 	}
@@ -147,8 +161,14 @@ type MultiReport struct {
 	LoadStart  time.Duration // when the load began, since the cluster started
 	Throughput map[string][]report.Point
 	Takeovers  []report.Phase
-	decision   map[string]*Latency
-	repl, dd   map[[2]string]*Latency
+	// Traced counts the event journeys recorded (TraceSample of the events);
+	// Traces are those worth drawing (PickTraces).
+	Traced      int
+	Traces      []EventTrace
+	TraceSample float64
+	TraceFile   string
+	decision    map[string]*Latency
+	repl, dd    map[[2]string]*Latency
 }
 
 func (rep *MultiReport) addSample(region string, t, v float64) {
@@ -207,10 +227,32 @@ func RunMulti(ctx context.Context, cfg MultiConfig, progress io.Writer) (*MultiR
 	for _, r := range regions {
 		duringDrill.Store(r, new(atomic.Int64))
 	}
+	collector := newTraceCollector(500_000)
+	tracing, err := telemetry.NewTracing(ctx, telemetry.TracingOptions{File: cfg.TraceFile, Sample: cfg.TraceSample, Processors: []sdktrace.SpanProcessor{collector}})
+	if err != nil {
+		return nil, err
+	}
+	defer tracing.Shutdown(context.Background())
+	// A service per region and role: in a trace store, a journey reads as
+	// the regions it crossed.
+	providers := map[[2]string]trace.TracerProvider{}
+	for _, r := range regions {
+		for _, role := range []string{"edge", "producer"} {
+			var tp trace.TracerProvider = noop.NewTracerProvider()
+			if cfg.TraceSample > 0 {
+				if tp, err = tracing.Provider(ctx, "onceplane-"+role+"-"+r); err != nil {
+					return nil, err
+				}
+			}
+			providers[[2]string{r, role}] = tp
+		}
+	}
+	tracer := func(region, role string) trace.TracerProvider { return providers[[2]string{region, role}] }
 	fmt.Fprintf(progress, "starting %d regions (%s), %d partitions, %s mode...\n", len(regions), joinRTT(top), top.Partitions, top.Mode)
 	t0 := time.Now()
 	runStart.Store(&t0)
 	d, err := deploy.Start(ctx, top, deploy.Options{
+		Tracer:        tracer,
 		Cluster:       supercluster.Options{DataDir: dir, IngestDuplicates: -1, Logger: cfg.Logger},
 		Logger:        cfg.Logger,
 		NoReplication: cfg.NoReplication,
@@ -392,6 +434,8 @@ wait:
 	omu.Unlock()
 	rep.decision = decision
 	rep.repl, rep.dd = repl, dd
+	journeys := FollowEvents(collector.snapshot())
+	rep.Traced, rep.Traces, rep.TraceSample, rep.TraceFile = len(journeys), PickTraces(journeys, 8), cfg.TraceSample, cfg.TraceFile
 	if err := rep.fill(ctx, d, cfg, sends, decision, repl, dd, &duringDrill); err != nil {
 		return nil, err
 	}
@@ -503,12 +547,33 @@ func (rep *MultiReport) Print(w io.Writer) {
 	}
 	table("replication lag (batch ingested in one region -> its claim stored in the other, server clocks)", rep.Replication)
 	table("dedupe latency (publish -> first-time decision, by origin and deciding region)", rep.Dedupe)
+	rep.printTraces(w)
 	verdict := "PASS"
 	if !rep.OK {
 		verdict = "FAIL"
 	}
 	fmt.Fprintf(w, "\nlost %d; true races (effects in two regions) %d; conflicts reported %d (%d not races, %d races unreported) -> %s\n",
 		rep.Lost, rep.TrueRaces, rep.ConflictsReported, rep.Spurious, rep.Missed, verdict)
+}
+
+// traceNote says how the traces were sampled and where they went.
+func (rep *MultiReport) traceNote() string {
+	if rep.TraceSample == 0 {
+		return "tracing off"
+	}
+	n := fmt.Sprintf("%d event journeys traced (%.3g%% of events sampled at their publish)", rep.Traced, rep.TraceSample*100)
+	if rep.TraceFile != "" {
+		n += "; every span in " + rep.TraceFile + " (OTLP JSON lines)"
+	}
+	return n
+}
+
+// printTraces lists the traces worth opening in a trace store.
+func (rep *MultiReport) printTraces(w io.Writer) {
+	fmt.Fprintf(w, "\ntraces: %s\n", rep.traceNote())
+	for _, e := range rep.Traces {
+		fmt.Fprintf(w, "  trace %s  %s\n", e.TraceID, e.Summary())
+	}
 }
 
 // Doc turns the report into the HTML/JSON report's document.
@@ -553,6 +618,10 @@ func (rep *MultiReport) Doc() report.Doc {
 	}
 	pairGroup("Replication lag per region pair (batch ingested -> its claim stored in the other region, server clocks)", rep.repl)
 	pairGroup("Dedupe latency per region pair (publish -> first-time decision)", rep.dd)
+	d.TraceNote = rep.traceNote()
+	for _, e := range rep.Traces {
+		d.Traces = append(d.Traces, e.Waterfall(e.Summary()))
+	}
 	return d
 }
 

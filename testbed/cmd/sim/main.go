@@ -45,10 +45,15 @@ func main() {
 	flag.IntVar(&sc.BatchSize, "batch", 500, "single: events per batch")
 	flag.BoolVar(&sc.NoBloom, "no-bloom", false, "single: turn the Bloom pre-check off")
 	flag.Uint64Var(&seed, "seed", 1, "load seed")
+	flag.Float64Var(&mc.TraceSample, "trace-sample", 0.01, "share of events traced from their publish across regions (0: none)")
+	flag.StringVar(&mc.TraceFile, "trace-file", "", "also write the traces to this file as OTLP JSON lines (OTEL_EXPORTER_OTLP_ENDPOINT sends them to a collector too)")
 	flag.StringVar(&reportDir, "report-dir", "onceplane-report", "where the text, JSON and HTML reports go (empty: none)")
 	flag.StringVar(&dataDir, "data", "", "core data directory (default: a temporary one)")
 	flag.StringVar(&logLevel, "log-level", "error", "component log level")
 	flag.Parse()
+	if mc.TraceSample == 0 {
+		mc.TraceSample = -1 // MultiConfig's zero is its default
+	}
 	if printTopo {
 		os.Stdout.Write(topology.Default().Defaults().JSON())
 		return
