@@ -61,6 +61,17 @@ func TestSpansAndMetrics(t *testing.T) {
 			t.Fatalf("decide span in trace %s, producer trace %s", s.SpanContext().TraceID(), span.SpanContext().TraceID())
 		}
 	}
+	// The batch joins its first traced event's trace, so that trace shows the
+	// claim append (and, in other regions, its merges).
+	joined := false
+	for _, s := range rec.Ended() {
+		if s.Name() == "onceplane.claim_append" && s.SpanContext().TraceID() == span.SpanContext().TraceID() {
+			joined = true
+		}
+	}
+	if !joined {
+		t.Fatal("no claim append in the producer's trace: the batch did not join its traced event's trace")
+	}
 	coretest.Eventually(t, 10*time.Second, "ready", func() bool { return c.Ready() == nil })
 	get := func(path string) (int, string) {
 		resp, err := http.Get("http://" + admin.Addr() + path)

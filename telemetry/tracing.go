@@ -37,6 +37,11 @@ type TracingOptions struct {
 	File string
 	// Writer, when set, also writes spans to it as OTLP JSON lines (tests).
 	Writer io.Writer
+	// OTLPEndpoint, when set, also exports spans over OTLP/HTTP to this
+	// base URL (http://host:4318, say: a Collector or Jaeger; /v1/traces is
+	// appended, as to OTEL_EXPORTER_OTLP_ENDPOINT), whatever the variables
+	// say.
+	OTLPEndpoint string
 	// Sample is the share of new traces recorded (0 to 1); a span with a
 	// parent follows its parent's choice. Zero means the OTEL_TRACES_SAMPLER
 	// variables decide (every trace when unset).
@@ -78,6 +83,14 @@ func NewTracing(ctx context.Context, o TracingOptions) (*Tracing, error) {
 			return nil, fmt.Errorf("trace file: %w", err)
 		}
 		t.exporters = append(t.exporters, tracefile.New(f))
+	}
+	if o.OTLPEndpoint != "" {
+		exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(strings.TrimSuffix(o.OTLPEndpoint, "/")+"/v1/traces"))
+		if err != nil {
+			_ = t.Shutdown(ctx)
+			return nil, fmt.Errorf("trace exporter %s: %w", o.OTLPEndpoint, err)
+		}
+		t.exporters = append(t.exporters, exp)
 	}
 	kind := strings.ToLower(os.Getenv("OTEL_TRACES_EXPORTER"))
 	if kind == "" && (os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "") {

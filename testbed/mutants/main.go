@@ -190,6 +190,13 @@ var mutants = []mutant{
 		pkgs: []string{"./auth"}, tests: []string{"TestTenantsCannotSuppressEachOther"},
 	},
 	{
+		name: "W", what: "edge: a batch starts a trace of its own (an event's trace loses its claim append and the merges elsewhere)",
+		file: "edge/batch.go",
+		old:  "ctx, span := c.tracer.Start(pt.firstTraced(ctx), \"onceplane.batch\"",
+		new:  "ctx, span := c.tracer.Start(ctx, \"onceplane.batch\"",
+		pkgs: []string{"./edge"}, tests: []string{"TestSpansAndMetrics"},
+	},
+	{
 		name: "V", what: "gossip: members count for ownership without proving their role and region",
 		file: "gossip/gossip.go",
 		old:  "\t\tif len(c.opt.Proof) > 0 && !m.Proven {\n\t\t\tcontinue\n\t\t}\n",

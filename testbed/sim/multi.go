@@ -70,6 +70,9 @@ type MultiConfig struct {
 	// region's edges and producer are a service of their own
 	// (onceplane-edge-<region>, onceplane-producer-<region>).
 	TraceFile string
+	// OTLPEndpoint, when set, also sends the traces over OTLP/HTTP there
+	// (a Collector, Jaeger: http://127.0.0.1:4318).
+	OTLPEndpoint string
 	// Logger receives component logs. Nil means discard.
 	Logger *slog.Logger
 }
@@ -228,7 +231,7 @@ func RunMulti(ctx context.Context, cfg MultiConfig, progress io.Writer) (*MultiR
 		duringDrill.Store(r, new(atomic.Int64))
 	}
 	collector := newTraceCollector(500_000)
-	tracing, err := telemetry.NewTracing(ctx, telemetry.TracingOptions{File: cfg.TraceFile, Sample: cfg.TraceSample, Processors: []sdktrace.SpanProcessor{collector}})
+	tracing, err := telemetry.NewTracing(ctx, telemetry.TracingOptions{File: cfg.TraceFile, OTLPEndpoint: cfg.OTLPEndpoint, Sample: cfg.TraceSample, Processors: []sdktrace.SpanProcessor{collector}})
 	if err != nil {
 		return nil, err
 	}

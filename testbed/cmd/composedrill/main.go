@@ -37,8 +37,10 @@ import (
 	"github.com/onceplane/onceplane/internal/poll"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/producer"
+	"github.com/onceplane/onceplane/telemetry"
 	"github.com/onceplane/onceplane/testbed/deploy"
 	"github.com/onceplane/onceplane/testbed/dockerapi"
+	"github.com/onceplane/onceplane/testbed/tracestore"
 	"github.com/onceplane/onceplane/testbed/verify"
 	"github.com/onceplane/onceplane/testbed/workload"
 )
@@ -62,6 +64,7 @@ type config struct {
 	cutRegion   string
 	killCore    string
 	quiet       []string
+	jaeger      string
 }
 
 func main() {
@@ -88,6 +91,7 @@ func main() {
 	flag.StringVar(&c.pauseEdge, "pause-edge", "edge-eu-west-2", "service of the pause-edge step")
 	flag.StringVar(&c.cutRegion, "disconnect-region", "ap-south", "region whose WAN links (services wan-*) the disconnect step cuts from its network")
 	flag.StringVar(&c.killCore, "kill-core", "core-eu-west", "service of the kill-core step")
+	flag.StringVar(&c.jaeger, "jaeger", "", "Jaeger query URL (http://jaeger:16686): check that a trace follows an event across regions (empty: no check)")
 	quiet := flag.String("quiet", "load", "comma-separated services stopped during the drill and started again after it (other loads would keep the inputs from ever draining)")
 	flag.Parse()
 	var err error
@@ -153,6 +157,13 @@ func run(ctx context.Context, c config) (bool, error) {
 	if err := waitHealthy(ctx, dk, c.project, c.ready); err != nil {
 		return false, err
 	}
+	// The drill's producers trace as the load's do (OTEL_* variables: the
+	// compose file points them at Jaeger), a service per region.
+	tracing, err := telemetry.NewTracing(ctx, telemetry.TracingOptions{})
+	if err != nil {
+		return false, err
+	}
+	defer tracing.Shutdown(context.WithoutCancel(ctx))
 	admin, prods := map[string]jetstream.JetStream{}, map[string]*producer.Producer{}
 	for _, r := range c.regions.Names {
 		url := strings.Join(c.regions.URLs[r], ",")
@@ -165,7 +176,11 @@ func run(ctx context.Context, c config) (bool, error) {
 		if err != nil {
 			return false, fmt.Errorf("producer %s: %w", r, err)
 		}
-		prods[r] = producer.New(pjs, r)
+		tp, err := tracing.Provider(ctx, "onceplane-producer-"+r)
+		if err != nil {
+			return false, err
+		}
+		prods[r] = producer.NewWith(pjs, r, producer.Options{TracerProvider: tp})
 	}
 	if err := waitProvisioned(ctx, admin, c.ready); err != nil {
 		return false, err
@@ -286,12 +301,66 @@ load:
 		fmt.Printf("not settled after %v (inputs drained: %v); the counts above may still move\n", c.settle, drained)
 	}
 	ok := acct.OK() && ra.err == nil && settled
+	if c.jaeger != "" {
+		_ = tracing.Shutdown(ctx) // flush the drill's own spans
+		var line string
+		var err error
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			if line, err = crossRegionTrace(ctx, tracestore.Query{URL: c.jaeger}, c.regions.Names); err == nil || time.Now().After(deadline) {
+				break
+			}
+			if poll.Sleep(ctx, time.Second) != nil {
+				break
+			}
+		}
+		if err != nil {
+			fmt.Printf("traces              %v\n", err)
+			ok = false
+		} else {
+			fmt.Printf("traces              %s\n", line)
+		}
+	}
 	if ok {
 		fmt.Println("result              OK")
 	} else {
 		fmt.Println("result              FAILED")
 	}
 	return ok, nil
+}
+
+// crossRegionTrace asks Jaeger for a trace that follows one event across
+// regions: published by one region's producer (the steady load), its claim
+// merged by another region's edge with the replication lag.
+func crossRegionTrace(ctx context.Context, q tracestore.Query, regions []string) (string, error) {
+	services, err := q.Services(ctx)
+	if err != nil {
+		return "", fmt.Errorf("jaeger: %w", err)
+	}
+	for _, r := range regions {
+		for _, role := range []string{"producer", "edge"} {
+			if svc := "onceplane-" + role + "-" + r; !slices.Contains(services, svc) {
+				return "", fmt.Errorf("jaeger has no spans of %s (services %v)", svc, services)
+			}
+		}
+	}
+	for _, r := range regions {
+		traces, err := q.Traces(ctx, "onceplane-producer-"+r, 200)
+		if err != nil {
+			return "", fmt.Errorf("jaeger: %w", err)
+		}
+		for _, t := range traces {
+			origin, elsewhere, ok := t.CrossRegion()
+			if !ok {
+				continue
+			}
+			for _, s := range t.Spans {
+				if lag, has := s.Tag("onceplane.replication_lag_ms"); has && s.OperationName == "onceplane.merge_remote" && t.Service(s) != "onceplane-edge-"+origin {
+					return fmt.Sprintf("trace %s: published in %s, seen by %v (%s merged its claim, replication lag %v ms); %d services in Jaeger", t.TraceID, origin, elsewhere, t.Service(s), lag, len(services)), nil
+				}
+			}
+		}
+	}
+	return "", errors.New("jaeger holds no trace of an event published in one region and merged in another")
 }
 
 // disruptions counts the ownership changes the drill steps can cause: a

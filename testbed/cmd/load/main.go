@@ -26,18 +26,20 @@ import (
 	"github.com/onceplane/onceplane/internal/cli"
 	"github.com/onceplane/onceplane/internal/poll"
 	"github.com/onceplane/onceplane/producer"
+	"github.com/onceplane/onceplane/telemetry"
 	"github.com/onceplane/onceplane/testbed/workload"
 )
 
 func main() {
 	var (
-		conn     cli.NATSFlags
-		regions  string
-		m        workload.Mix
-		rounds   int
-		prefix   string
-		logLevel string
-		tenant   string
+		conn        cli.NATSFlags
+		regions     string
+		m           workload.Mix
+		rounds      int
+		prefix      string
+		logLevel    string
+		tenant      string
+		traceSample float64
 	)
 	flag.StringVar(&regions, "regions", "local=nats://127.0.0.1:4222", "regions and their core URLs: 'region=url,url;region2=url'")
 	conn.Register(flag.CommandLine, "producer")
@@ -50,6 +52,7 @@ func main() {
 	flag.IntVar(&rounds, "rounds", 0, "rounds to run (0: until stopped)")
 	flag.StringVar(&prefix, "prefix", "", "ID prefix (default load-<start time>-); round N adds rN-")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.Float64Var(&traceSample, "trace-sample", 0, "share of events traced from their publish (0: the OTEL_TRACES_SAMPLER variables decide); OTEL_EXPORTER_OTLP_ENDPOINT says where traces go")
 	flag.StringVar(&tenant, "tenant", "", "tenant to publish as (default: the -nats-user's, producer-<tenant>, else \"default\")")
 	flag.Parse()
 	if tenant == "" {
@@ -69,6 +72,12 @@ func main() {
 	}
 	ctx, stop := cli.SignalContext()
 	defer stop()
+	// Each region's producer is a service of its own in the traces
+	// (onceplane-producer-<region>), as the edges are (OTEL_SERVICE_NAME).
+	tracing, err := telemetry.NewTracing(ctx, telemetry.TracingOptions{Sample: traceSample})
+	if err != nil {
+		cli.Fatal(log, "tracing", err)
+	}
 	producers := map[string]*producer.Producer{}
 	for _, r := range urls.Names {
 		nc, err := connect(ctx, strings.Join(urls.URLs[r], ","), opts)
@@ -80,7 +89,11 @@ func main() {
 		if err != nil {
 			cli.Fatal(log, "jetstream", err)
 		}
-		producers[r] = producer.NewTenant(js, r, tenant)
+		tp, err := tracing.Provider(ctx, "onceplane-producer-"+r)
+		if err != nil {
+			cli.Fatal(log, "tracing", err)
+		}
+		producers[r] = producer.NewWith(js, r, producer.Options{Tenant: tenant, TracerProvider: tp})
 		m.Regions = append(m.Regions, r)
 	}
 	if prefix == "" {
@@ -115,6 +128,11 @@ func main() {
 		}
 	}
 	log.Info("done", "published", acked.Load())
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if err := tracing.Shutdown(sctx); err != nil {
+		log.Warn("flushing traces", "err", err)
+	}
+	cancel()
 	os.Exit(0)
 }
 
