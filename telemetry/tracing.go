@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -78,6 +79,9 @@ func NewTracing(ctx context.Context, o TracingOptions) (*Tracing, error) {
 		t.exporters = append(t.exporters, tracefile.New(nopCloser{o.Writer}))
 	}
 	if o.File != "" {
+		if err := os.MkdirAll(filepath.Dir(o.File), 0o755); err != nil {
+			return nil, fmt.Errorf("trace file: %w", err)
+		}
 		f, err := os.OpenFile(o.File, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 		if err != nil {
 			return nil, fmt.Errorf("trace file: %w", err)
