@@ -35,6 +35,11 @@ type Load struct {
 	Replicas int
 	// Batch is the edges' batch size. Zero means 500.
 	Batch int
+	// FailoverWithin is the most an edge's loss may stop its partitions:
+	// detection plus replaying their claim logs. It sets a floor on the
+	// partition count (a partition's window of IDs replays on one core).
+	// Zero means 10 s.
+	FailoverWithin time.Duration
 }
 
 // Machines are the nodes the plan is made of.
@@ -117,6 +122,9 @@ func (l Load) withDefaults() Load {
 	if l.Batch <= 0 {
 		l.Batch = 500
 	}
+	if l.FailoverWithin <= 0 {
+		l.FailoverWithin = 10 * time.Second
+	}
 	return l
 }
 
@@ -195,16 +203,47 @@ func Make(load Load, m Machines, f Figures) (Plan, error) {
 	// a decision per merged ID: not measured apart).
 	edgeCPU := (p.RegionRate + merged) * f.EdgeCPU / 1e6
 	cpuEdges := int(math.Ceil(edgeCPU / (m.EdgeCPUs * m.Utilization)))
-	p.Edges = max(2, cpuEdges, memEdges)
-	line("edges per region", fmt.Sprint(p.Edges), "max(2 for failover, CPU: (%s decided + %s merged) × %.2f CPU-s/M = %.1f cores / (%.0f cores × %.0f%%) = %d, memory: %s IDs × %.1f B / 80%% of %s = %d)",
-		rate(p.RegionRate), rate(merged), f.EdgeCPU, edgeCPU, m.EdgeCPUs, 100*m.Utilization, cpuEdges, count(p.TrackedIDs), f.BytesPerID, bytes(m.EdgeMemory), memEdges)
+	// Failover: a lost edge's share of the IDs, tracked/E, is replayed by
+	// the E-1 survivors on all their cores within the budget left after
+	// detection: E(E-1) ≥ tracked / (cores × replay rate × budget).
+	budget := l.FailoverWithin.Seconds() - f.DetectSec
+	foNeed := p.TrackedIDs / (m.EdgeCPUs * f.ReplayIDsPerSec * max(budget, 0.1))
+	foEdges := 2
+	for float64(foEdges*(foEdges-1)) < foNeed {
+		foEdges++
+	}
+	p.Edges = max(cpuEdges, memEdges, foEdges)
+	line("edges per region", fmt.Sprint(p.Edges), "max(CPU: (%s decided + %s merged) × %.2f CPU-s/M = %.1f cores / (%.0f cores × %.0f%%) = %d, memory: %s IDs × %.1f B / 80%% of %s = %d, failover: E(E-1) ≥ %s IDs / (%.0f cores × %s IDs/s × %.2f s) → %d)",
+		rate(p.RegionRate), rate(merged), f.EdgeCPU, edgeCPU, m.EdgeCPUs, 100*m.Utilization, cpuEdges, count(p.TrackedIDs), f.BytesPerID, bytes(m.EdgeMemory), memEdges,
+		count(p.TrackedIDs), m.EdgeCPUs, rate(f.ReplayIDsPerSec), budget, foEdges)
 
 	// Partitions: one partition is one goroutine deciding in order.
 	perPartition := m.Utilization * 1e6 / f.EdgeCPU
 	need := max(8, int(math.Ceil(p.RegionRate/perPartition)), 4*p.Edges)
 	p.Partitions = 1 << int(math.Ceil(math.Log2(float64(need))))
-	line("partitions per region", fmt.Sprint(p.Partitions), "next power of 2 ≥ max(8, %s / %s per partition (one core at %.0f%% ÷ %.2f CPU-s/M), 4 per edge = %d)",
+	why := fmt.Sprintf("next power of 2 ≥ max(8, %s / %s per partition (one core at %.0f%% ÷ %.2f CPU-s/M), 4 per edge = %d)",
 		rate(p.RegionRate), rate(perPartition), 100*m.Utilization, f.EdgeCPU, 4*p.Edges)
+	// Smaller partitions spread a lost edge's replay over the survivors'
+	// cores (in waves of one partition per core): take the fewest that
+	// meet the budget, else the fastest, up to 65,536.
+	if fo, _ := p.failover(); fo > l.FailoverWithin {
+		best, bestFo := p.Partitions, fo
+		for n := p.Partitions * 2; n <= 1<<16; n *= 2 {
+			p.Partitions = n
+			if fo, _ := p.failover(); fo < bestFo {
+				best, bestFo = n, fo
+				if fo <= l.FailoverWithin {
+					break
+				}
+			}
+		}
+		p.Partitions = best
+		why += fmt.Sprintf(", raised to %d so that an edge's loss replays within %v", best, l.FailoverWithin)
+		if bestFo > l.FailoverWithin {
+			why += " (not met: more edges, or a faster replay, would)"
+		}
+	}
+	line("partitions per region", fmt.Sprint(p.Partitions), "%s", why)
 	p.EdgeMemory = p.TrackedIDs * f.BytesPerID / float64(p.Edges)
 	line("memory per edge", bytes(p.EdgeMemory), "%s IDs × %.1f B / %d edges", count(p.TrackedIDs), f.BytesPerID, p.Edges)
 
@@ -223,7 +262,7 @@ func Make(load Load, m Machines, f Figures) (Plan, error) {
 	claimBps := localClaims*f.ClaimBytesPerID + batches*f.ClaimRecordOverhead
 	keep := win * 1.25 // the claim stream keeps window + window/8 + up to a minute
 	p.ClaimDisk = claimBps * keep * float64(l.Replicas)
-	why := fmt.Sprintf("(%s IDs/s × %.0f B + %s batches/s × %.0f B) = %s/s × %v × 1.25 kept × %d replicas",
+	why = fmt.Sprintf("(%s IDs/s × %.0f B + %s batches/s × %.0f B) = %s/s × %v × 1.25 kept × %d replicas",
 		rate(localClaims), f.ClaimBytesPerID, rate(batches), f.ClaimRecordOverhead, bytes(claimBps), l.Window, l.Replicas)
 	if !l.Strict && l.Regions > 1 {
 		p.ClaimDisk *= R // every other region's claim log, sourced into xclaims
@@ -246,14 +285,25 @@ func Make(load Load, m Machines, f Figures) (Plan, error) {
 	}
 
 	// Failover: detect, then replay each orphaned partition's window.
+	var detail string
+	p.Failover, detail = p.failover()
+	line("failover budget (an edge lost)", p.Failover.Round(time.Millisecond).String(), "%s", detail)
+	return p, nil
+}
+
+// failover is the time an edge's loss stops its partitions: gossip's
+// detection, then the replay of each orphaned partition's window of IDs,
+// spread over the survivors and rebuilt in parallel on their cores.
+func (p Plan) failover() (time.Duration, string) {
+	f, m := p.Figures, p.Machines
 	idsPerPartition := p.TrackedIDs / float64(p.Partitions)
 	replay := idsPerPartition / f.ReplayIDsPerSec
 	perEdge := math.Ceil(float64(p.Partitions) / float64(p.Edges))
-	waves := math.Ceil(perEdge / float64(max(1, p.Edges-1)) / m.EdgeCPUs)
-	p.Failover = time.Duration((f.DetectSec + replay*max(1, waves)) * float64(time.Second))
-	line("failover budget (an edge lost)", p.Failover.Round(time.Millisecond).String(), "%.2f s detection + %s IDs per partition / %s IDs/s replay = %.2f s per partition (its %.0f partitions spread over %d survivors, rebuilt in parallel)",
-		f.DetectSec, count(idsPerPartition), rate(f.ReplayIDsPerSec), replay, perEdge, p.Edges-1)
-	return p, nil
+	perSurvivor := math.Ceil(perEdge / float64(max(1, p.Edges-1)))
+	waves := math.Ceil(perSurvivor / m.EdgeCPUs)
+	d := time.Duration((f.DetectSec + replay*waves) * float64(time.Second))
+	return d, fmt.Sprintf("%.2f s detection + %.0f wave(s) × %s IDs per partition / %s IDs/s replay (%.2f s): the lost edge's %.0f partitions, %.0f per survivor on %.0f cores",
+		f.DetectSec, waves, count(idsPerPartition), rate(f.ReplayIDsPerSec), replay, perEdge, perSurvivor, m.EdgeCPUs)
 }
 
 // Text writes the plan with its arithmetic.

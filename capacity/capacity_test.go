@@ -21,12 +21,15 @@ func TestPlanArithmetic(t *testing.T) {
 	if p.TrackedIDs != 900_000*3600 {
 		t.Fatalf("tracked %v", p.TrackedIDs)
 	}
-	// CPU: 1M × 5 / 1e6 = 5 cores / 4 = 2 edges; memory: 3.24G × 20 B / 8 GiB = 7.54 -> 8 edges.
+	// CPU: 1M × 5 / 1e6 = 5 cores / 4 = 2 edges; memory: 3.24G × 20 B / 8 GiB = 7.54 -> 8;
+	// failover: E(E-1) ≥ 3.24G / (8 × 1M × 9 s) = 45 -> 8.
 	if p.Edges != 8 {
-		t.Fatalf("edges %d, want 8 (memory-bound)", p.Edges)
+		t.Fatalf("edges %d, want 8", p.Edges)
 	}
-	// Per partition 0.5 × 1e6 / 5 = 100K/s: 10 needed; 4 per edge = 32 -> 32.
-	if p.Partitions != 32 {
+	// Per partition 0.5 × 1e6 / 5 = 100K/s: 10 needed; 4 per edge = 32 -> 32; but
+	// failover within 10 s: at 1024 partitions 3 waves of 3.16 s (10.5 s), at 2048
+	// 5 waves of 1.58 s (8.9 s).
+	if p.Partitions != 2048 {
 		t.Fatalf("partitions %d", p.Partitions)
 	}
 	// Core: 1M × (3 × 10 + 20) / 1e6 = 50 cores / 4 = 13 nodes.
@@ -43,8 +46,8 @@ func TestPlanArithmetic(t *testing.T) {
 	if p.PairBandwidth != 0 {
 		t.Fatalf("one region has no pair traffic: %v", p.PairBandwidth)
 	}
-	// 3.24G IDs / 32 partitions / 1M IDs/s = 101 s per partition; 4 per edge over 7 survivors: one wave.
-	if got, want := p.Failover.Seconds(), 1+3.24e9/32/1e6; math.Abs(got-want) > 0.01 {
+	// 256 partitions per edge over 7 survivors: 37 each, 5 waves on 8 cores.
+	if got, want := p.Failover.Seconds(), 1+5*3.24e9/2048/1e6; math.Abs(got-want) > 0.01 {
 		t.Fatalf("failover %v s, want %v", got, want)
 	}
 	text := p.Text()
