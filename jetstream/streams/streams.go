@@ -298,6 +298,7 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 			Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardOld,
 			MaxMsgSize: c.MaxMsgSize, Metadata: meta, AllowDirect: true,
 			MaxAge: 7 * 24 * time.Hour, Duplicates: 2 * time.Minute,
+			MaxConsumers: MaxConsumers(c.Partitions),
 		}
 	}
 	in := base(c.IngestStream(), c.IngestWildcard())
@@ -439,8 +440,16 @@ func same(have, want jetstream.StreamConfig) bool {
 		have.DenyDelete == want.DenyDelete && have.DenyPurge == want.DenyPurge && have.AllowDirect == want.AllowDirect &&
 		tr(have.SubjectTransform) == tr(want.SubjectTransform) && have.Metadata[metaPartitions] == want.Metadata[metaPartitions] &&
 		have.Metadata[metaWindow] == want.Metadata[metaWindow] &&
-		have.MaxMsgsPerSubject == want.MaxMsgsPerSubject && sameSources(have.Sources, want.Sources)
+		have.MaxMsgsPerSubject == want.MaxMsgsPerSubject && have.MaxConsumers == want.MaxConsumers && sameSources(have.Sources, want.Sources)
 }
+
+// MaxConsumers is every stream's consumer limit for p partitions: the
+// server's default (1,000 per stream, nats-server 2.11+) would stop a
+// region of more than a few hundred partitions from taking them all over
+// (an ingest consumer per ownership, overlapping an older one during a
+// handoff or rewind; an ordered consumer per replay or remote follower).
+// Four per partition, and never under the default.
+func MaxConsumers(p int) int { return max(1000, 4*p) }
 
 func sameSources(have, want []*jetstream.StreamSource) bool {
 	return slices.EqualFunc(have, want, func(a, b *jetstream.StreamSource) bool {

@@ -6,6 +6,7 @@
 //	drill -nats nats://127.0.0.1:4222 pause
 //	drill rolling | scale
 //	drill campaign -duration 2m -seed 42   # a seeded random fault campaign (see package drill/campaign)
+//	drill controlplane -edges 8,32,64      # ownership at scale, no load (see package controlplane)
 //
 // The drill starts its own edge processes (it has to be able to kill and
 // pause them); with -nats they run against your region's core nodes.
@@ -29,6 +30,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "campaign" {
 		os.Exit(runCampaign(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "controlplane" {
+		os.Exit(runControlPlane(os.Args[2:]))
+	}
 	var cfg drill.Config
 	var logLevel string
 	var repeat int
@@ -45,7 +49,7 @@ func main() {
 	flag.IntVar(&repeat, "repeat", 1, "run the drill this many times and report p50/p99 of detection and takeover")
 	flag.StringVar(&logLevel, "log-level", "warn", "log level")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: drill [flags] %v\n       drill campaign [flags]   (drill campaign -h)\n", drill.Names)
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: drill [flags] %v\n       drill campaign [flags]   (drill campaign -h)\n       drill controlplane [flags]   (drill controlplane -h)\n", drill.Names)
 		flag.PrintDefaults()
 	}
 	flag.Parse()

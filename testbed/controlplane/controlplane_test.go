@@ -1,0 +1,31 @@
+package controlplane
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+)
+
+// TestControlPlaneShort is the short form: 3 regions × 4 edges over 64
+// partitions each; one edge per region crashed. Every partition is owned
+// exactly once before and after, the split is within one of fair, and the
+// crash is detected and taken over.
+func TestControlPlaneShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three regions of edges")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	r, err := Run(ctx, Config{Regions: 3, Edges: 4, Partitions: 64, Kill: 0.25, Dir: t.TempDir(), Settle: 2 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	Table(os.Stdout, []Result{r})
+	if r.MaxOwned > r.Fair+1 {
+		t.Errorf("an edge owns %d partitions, fair is %d", r.MaxOwned, r.Fair)
+	}
+	if r.Killed != 1 || r.Detect <= 0 || r.Takeover < r.Detect {
+		t.Errorf("kill: %+v", r)
+	}
+}
