@@ -150,13 +150,25 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	t0 := time.Now()
 	var members []*member
 	defer func() {
+		// Cancel every edge, then wait (bounded: a saturated machine can
+		// leave a run behind; say so rather than hang).
 		for _, m := range members {
 			if !m.dead {
 				m.cancel()
-				<-m.done
-				_ = m.g.Shutdown()
-				m.nc.Close()
 			}
+		}
+		deadline := time.After(time.Minute)
+		for _, m := range members {
+			if m.dead {
+				continue
+			}
+			select {
+			case <-m.done:
+			case <-deadline:
+				cfg.Logger.Error("edge run did not end a minute after its cancellation", "edge", m.name)
+			}
+			_ = m.g.Shutdown()
+			m.nc.Close()
 		}
 	}()
 	for _, r := range top.Regions {
