@@ -40,7 +40,11 @@ func (pt *partition) process(ctx context.Context, batch []inMsg) error {
 	// claim join the trace of the batch's first traced event (the others'
 	// decide spans link to the batch): one trace then shows an event from
 	// its publish to its claim replicated elsewhere.
-	ctx, span := c.tracer.Start(pt.firstTraced(ctx), "onceplane.batch", trace.WithTimestamp(started),
+	bctx := ctx
+	if v.parent.IsValid() {
+		bctx = trace.ContextWithRemoteSpanContext(ctx, v.parent)
+	}
+	ctx, span := c.tracer.Start(bctx, "onceplane.batch", trace.WithTimestamp(started),
 		trace.WithAttributes(append(c.attrs(p), attribute.Int("onceplane.batch_size", len(batch)))...))
 	defer span.End()
 	if err := pt.decide(ctx, v.at); err != nil {
@@ -72,23 +76,13 @@ func (pt *partition) process(ctx context.Context, batch []inMsg) error {
 	return nil
 }
 
-// firstTraced returns ctx under the span of the batch's first event that
-// carries a sampled producer's trace context, or ctx when none does.
-func (pt *partition) firstTraced(ctx context.Context) context.Context {
-	for _, v := range pt.w.valid {
-		if v.traced.IsValid() {
-			return trace.ContextWithRemoteSpanContext(ctx, v.traced)
-		}
-	}
-	return ctx
-}
-
 // validated is what validate learns of a batch beyond its events.
 type validated struct {
-	maxSeq uint64        // the newest ingest sequence
-	last   jetstream.Msg // its message: acknowledging it acknowledges the batch
-	at     time.Time     // the newest ingest time: the dedupe clock
-	traced int           // events that carry a sampled producer's trace context (at most maxTracedPerBatch)
+	maxSeq uint64            // the newest ingest sequence
+	last   jetstream.Msg     // its message: acknowledging it acknowledges the batch
+	at     time.Time         // the newest ingest time: the dedupe clock
+	traced int               // events that carry a sampled producer's trace context (at most maxTracedPerBatch)
+	parent trace.SpanContext // the first of them: the batch joins its trace
 }
 
 // validate decodes and checks each event of batch into w.valid and
@@ -146,6 +140,9 @@ func (pt *partition) validate(batch []inMsg) validated {
 			sc := trace.SpanContextFromContext(telemetry.Propagator().Extract(context.Background(), telemetry.HeaderCarrier(hdr)))
 			if sc.IsValid() && sc.IsSampled() {
 				vm.traced = sc
+				if v.traced == 0 {
+					v.parent = sc
+				}
 				v.traced++
 			}
 		}
