@@ -71,11 +71,15 @@ func NewWith(js jetstream.JetStream, region string, o Options) *Producer {
 		tracer: tp.Tracer("github.com/onceplane/onceplane/producer")}
 }
 
-// span starts the onceplane.publish span of event id.
+// span starts the onceplane.publish span of event id. Its attributes are
+// built only when it is recorded: most publishes are not sampled.
 func (p *Producer) span(ctx context.Context, id string) (context.Context, trace.Span) {
-	return p.tracer.Start(ctx, "onceplane.publish", trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
-		attribute.String("onceplane.region", p.names.Region), attribute.String("onceplane.tenant", p.tenant),
-		attribute.String("onceplane.event_id", id), attribute.String("messaging.system", "nats")))
+	ctx, sp := p.tracer.Start(ctx, "onceplane.publish", trace.WithSpanKind(trace.SpanKindProducer))
+	if sp.IsRecording() {
+		sp.SetAttributes(attribute.String("onceplane.region", p.names.Region), attribute.String("onceplane.tenant", p.tenant),
+			attribute.String("onceplane.event_id", id), attribute.String("messaging.system", "nats"))
+	}
+	return ctx, sp
 }
 
 // Observe reports the outcome of an asynchronous publish (the error of its
@@ -115,7 +119,9 @@ func (p *Producer) Publish(ctx context.Context, id string, data []byte) (*jetstr
 		span.SetStatus(codes.Error, err.Error())
 		return nil, fmt.Errorf("publish %q: %w", id, err)
 	}
-	span.SetAttributes(attribute.Int64("onceplane.stream_seq", int64(ack.Sequence)), attribute.Bool("onceplane.duplicate", ack.Duplicate))
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Int64("onceplane.stream_seq", int64(ack.Sequence)), attribute.Bool("onceplane.duplicate", ack.Duplicate))
+	}
 	return ack, nil
 }
 
