@@ -244,6 +244,7 @@ func TestInvalidOptionsRefused(t *testing.T) {
 		{edge.Options{Region: "us.east"}, "Region"},
 		{edge.Options{Name: strings.Repeat("n", 256)}, "Name"},
 		{edge.Options{Region: "a", Peers: []string{"a"}}, "Peers"},
+		{edge.Options{Peers: []string{"local"}}, "Peers"}, // the zero Region is "local"
 		{edge.Options{Region: "a", Peers: []string{"b", "b"}}, "Peers"},
 		{edge.Options{Peers: []string{"b>"}}, "Peers"},
 		{edge.Options{Partitions: []int{0, 1, 0}}, "Partitions"},

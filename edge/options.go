@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -196,11 +197,12 @@ func (o Options) Validate() error {
 		bad("Name", "%d bytes, at most %d (it is written in every claim record)", len(o.Name), dedupe.MaxWriter)
 	}
 	seen := map[string]bool{}
+	own := cmp.Or(o.Region, DefaultOptions().Region)
 	for _, p := range o.Peers {
 		if err := streams.ValidateRegion(p); err != nil {
 			bad("Peers", "%v", err)
 		}
-		if p == o.Region || p == "" && o.Region == "" {
+		if p == own {
 			bad("Peers", "%q is this edge's own region", p)
 		}
 		if seen[p] {
