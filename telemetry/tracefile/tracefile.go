@@ -245,33 +245,26 @@ func anyValue(v attribute.Value) AnyValue {
 		f := v.AsFloat64()
 		return AnyValue{Double: &f}
 	case attribute.BOOLSLICE:
-		var a ArrayValue
-		for _, b := range v.AsBoolSlice() {
-			a.Values = append(a.Values, anyValue(attribute.BoolValue(b)))
-		}
-		return AnyValue{Array: &a}
+		return array(v.AsBoolSlice(), attribute.BoolValue)
 	case attribute.INT64SLICE:
-		var a ArrayValue
-		for _, i := range v.AsInt64Slice() {
-			a.Values = append(a.Values, anyValue(attribute.Int64Value(i)))
-		}
-		return AnyValue{Array: &a}
+		return array(v.AsInt64Slice(), attribute.Int64Value)
 	case attribute.FLOAT64SLICE:
-		var a ArrayValue
-		for _, f := range v.AsFloat64Slice() {
-			a.Values = append(a.Values, anyValue(attribute.Float64Value(f)))
-		}
-		return AnyValue{Array: &a}
+		return array(v.AsFloat64Slice(), attribute.Float64Value)
 	case attribute.STRINGSLICE:
-		var a ArrayValue
-		for _, s := range v.AsStringSlice() {
-			a.Values = append(a.Values, anyValue(attribute.StringValue(s)))
-		}
-		return AnyValue{Array: &a}
+		return array(v.AsStringSlice(), attribute.StringValue)
 	default:
 		s := v.Emit()
 		return AnyValue{String: &s}
 	}
+}
+
+// array encodes a list attribute, each element as value makes it.
+func array[T any](xs []T, value func(T) attribute.Value) AnyValue {
+	a := ArrayValue{Values: make([]AnyValue, 0, len(xs))}
+	for _, x := range xs {
+		a.Values = append(a.Values, anyValue(value(x)))
+	}
+	return AnyValue{Array: &a}
 }
 
 // Span is a span read back: what reports and tests look at.
