@@ -27,6 +27,7 @@ import (
 	"github.com/onceplane/onceplane/edge"
 	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/gossip"
+	"github.com/onceplane/onceplane/internal/poll"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/producer"
 )
@@ -294,17 +295,13 @@ func detect() (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	for deadline := time.Now().Add(10 * time.Second); len(a.Names()) < 2; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			return 0, errors.New("gossip: members never met")
-		}
+	if !poll.Until(10*time.Second, func() bool { return len(a.Names()) == 2 }) {
+		return 0, errors.New("gossip: members never met")
 	}
 	t0 := time.Now()
 	_ = b.Shutdown()
-	for deadline := time.Now().Add(30 * time.Second); len(a.Names()) > 1; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			return 0, errors.New("gossip: a dead member never detected")
-		}
+	if !poll.Until(30*time.Second, func() bool { return len(a.Names()) == 1 }) {
+		return 0, errors.New("gossip: a dead member never detected")
 	}
 	return time.Since(t0).Seconds(), nil
 }
@@ -362,6 +359,8 @@ func runEdgeChild(ctx context.Context, url, region string, bloom bool, untilDone
 	done := make(chan error, 1)
 	go func() { done <- c.Run(rctx) }()
 	acquired := 0
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
 	for stop := false; !stop; {
 		select {
 		case err := <-done:
@@ -378,7 +377,7 @@ func runEdgeChild(ctx context.Context, url, region string, bloom bool, untilDone
 				}
 			}
 			stop = untilOwned && acquired == calPartitions
-		case <-time.After(20 * time.Millisecond):
+		case <-tick.C:
 			stop = untilDone > 0 && c.Stats().Done >= untilDone
 		}
 	}
