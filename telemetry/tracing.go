@@ -38,10 +38,10 @@ type TracingOptions struct {
 	File string
 	// Writer, when set, also writes spans to it as OTLP JSON lines (tests).
 	Writer io.Writer
-	// OTLPEndpoint, when set, also exports spans over OTLP/HTTP to this
-	// base URL (http://host:4318, say: a Collector or Jaeger; /v1/traces is
-	// appended, as to OTEL_EXPORTER_OTLP_ENDPOINT), whatever the variables
-	// say.
+	// OTLPEndpoint, when set, exports spans over OTLP/HTTP to this base
+	// URL (http://host:4318, say: a Collector or Jaeger; /v1/traces is
+	// appended, as to OTEL_EXPORTER_OTLP_ENDPOINT) in place of the endpoint
+	// the variables name.
 	OTLPEndpoint string
 	// Sample is the share of new traces recorded (0 to 1); a span with a
 	// parent follows its parent's choice. Zero means the OTEL_TRACES_SAMPLER
@@ -104,7 +104,9 @@ func NewTracing(ctx context.Context, o TracingOptions) (*Tracing, error) {
 	var err error
 	switch kind {
 	case "otlp":
-		exp, err = otlptracehttp.New(ctx)
+		if o.OTLPEndpoint == "" { // else it is the OTLP exporter already: one, not two to the same collector
+			exp, err = otlptracehttp.New(ctx)
+		}
 	case "console":
 		exp, err = stdouttrace.New()
 	case "", "none":
