@@ -315,3 +315,15 @@ func (t Trace) CrossRegion() (origin string, elsewhere []string, ok bool) {
 	}
 	return origin, elsewhere, false
 }
+
+// MergedElsewhere returns a merge of the trace's claim, with its replication
+// lag, by the edges of a region other than region (onceplane-edge-<r>).
+func (t Trace) MergedElsewhere(region string) (Span, bool) {
+	for _, s := range t.Spans {
+		if _, lag := s.Tag("onceplane.replication_lag_ms"); lag && s.OperationName == "onceplane.merge_remote" &&
+			strings.HasPrefix(t.Service(s), "onceplane-edge-") && t.Service(s) != "onceplane-edge-"+region {
+			return s, true
+		}
+	}
+	return Span{}, false
+}

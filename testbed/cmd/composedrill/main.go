@@ -353,10 +353,9 @@ func crossRegionTrace(ctx context.Context, q tracestore.Query, regions []string)
 			if !ok {
 				continue
 			}
-			for _, s := range t.Spans {
-				if lag, has := s.Tag("onceplane.replication_lag_ms"); has && s.OperationName == "onceplane.merge_remote" && t.Service(s) != "onceplane-edge-"+origin {
-					return fmt.Sprintf("trace %s: published in %s, seen by %v (%s merged its claim, replication lag %v ms); %d services in Jaeger", t.TraceID, origin, elsewhere, t.Service(s), lag, len(services)), nil
-				}
+			if m, ok := t.MergedElsewhere(origin); ok {
+				lag, _ := m.Tag("onceplane.replication_lag_ms")
+				return fmt.Sprintf("trace %s: published in %s, seen by %v (%s merged its claim, replication lag %v ms); %d services in Jaeger", t.TraceID, origin, elsewhere, t.Service(m), lag, len(services)), nil
 			}
 		}
 	}
