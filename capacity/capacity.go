@@ -184,18 +184,18 @@ func Make(load Load, m Machines, f Figures) (Plan, error) {
 	R, win := float64(l.Regions), l.Window.Seconds()
 	p.RegionRate = l.Rate / R
 	p.UniqueRate = l.Rate * (1 - l.DupRate)
-	line("events decided per region", rate(p.RegionRate), "%s / %d regions (each region decides %s)", rate(l.Rate), l.Regions,
+	line("events decided per region", count(p.RegionRate), "%s / %d regions (each region decides %s)", count(l.Rate), l.Regions,
 		map[bool]string{true: "its home partitions' events, from every region", false: "the events that arrive in it"}[l.Strict])
 
 	// Memory: every ID an edge set must hold for a window.
 	merged := 0.0 // other regions' first-time IDs/s merged into this region's state
 	if l.Strict {
 		p.TrackedIDs = p.UniqueRate / R * win
-		line("IDs tracked per region", count(p.TrackedIDs), "%s first-time IDs/s / %d regions × %v window (strict: a region holds its home partitions' IDs)", rate(p.UniqueRate), l.Regions, l.Window)
+		line("IDs tracked per region", count(p.TrackedIDs), "%s first-time IDs/s / %d regions × %v window (strict: a region holds its home partitions' IDs)", count(p.UniqueRate), l.Regions, l.Window)
 	} else {
 		merged = p.UniqueRate * (R - 1) / R
 		p.TrackedIDs = p.UniqueRate * win
-		line("IDs tracked per region", count(p.TrackedIDs), "%s first-time IDs/s × %v window (asynchronous: a region holds its own claims and every other region's, merged)", rate(p.UniqueRate), l.Window)
+		line("IDs tracked per region", count(p.TrackedIDs), "%s first-time IDs/s × %v window (asynchronous: a region holds its own claims and every other region's, merged)", count(p.UniqueRate), l.Window)
 	}
 	memEdges := int(math.Ceil(p.TrackedIDs * f.BytesPerID / (0.8 * m.EdgeMemory)))
 
@@ -214,15 +214,15 @@ func Make(load Load, m Machines, f Figures) (Plan, error) {
 	}
 	p.Edges = max(cpuEdges, memEdges, foEdges)
 	line("edges per region", fmt.Sprint(p.Edges), "max(CPU: (%s decided + %s merged) × %.2f CPU-s/M = %.1f cores / (%.0f cores × %.0f%%) = %d, memory: %s IDs × %.1f B / 80%% of %s = %d, failover: E(E-1) ≥ %s IDs / (%.0f cores × %s IDs/s × %.2f s) → %d)",
-		rate(p.RegionRate), rate(merged), f.EdgeCPU, edgeCPU, m.EdgeCPUs, 100*m.Utilization, cpuEdges, count(p.TrackedIDs), f.BytesPerID, bytes(m.EdgeMemory), memEdges,
-		count(p.TrackedIDs), m.EdgeCPUs, rate(f.ReplayIDsPerSec), budget, foEdges)
+		count(p.RegionRate), count(merged), f.EdgeCPU, edgeCPU, m.EdgeCPUs, 100*m.Utilization, cpuEdges, count(p.TrackedIDs), f.BytesPerID, bytes(m.EdgeMemory), memEdges,
+		count(p.TrackedIDs), m.EdgeCPUs, count(f.ReplayIDsPerSec), budget, foEdges)
 
 	// Partitions: one partition is one goroutine deciding in order.
 	perPartition := m.Utilization * 1e6 / f.EdgeCPU
 	need := max(8, int(math.Ceil(p.RegionRate/perPartition)), 4*p.Edges)
 	p.Partitions = 1 << int(math.Ceil(math.Log2(float64(need))))
 	why := fmt.Sprintf("next power of 2 ≥ max(8, %s / %s per partition (one core at %.0f%% ÷ %.2f CPU-s/M), 4 per edge = %d)",
-		rate(p.RegionRate), rate(perPartition), 100*m.Utilization, f.EdgeCPU, 4*p.Edges)
+		count(p.RegionRate), count(perPartition), 100*m.Utilization, f.EdgeCPU, 4*p.Edges)
 	// Smaller partitions spread a lost edge's replay over the survivors'
 	// cores (in waves of one partition per core): take the fewest that
 	// meet the budget, else the fastest, up to 65,536.
@@ -252,7 +252,7 @@ func Make(load Load, m Machines, f Figures) (Plan, error) {
 	cpuNodes := int(math.Ceil(coreCPU / (m.CoreCPUs * m.Utilization)))
 	p.CoreNodes = max(l.Replicas, cpuNodes)
 	line("core nodes per region", fmt.Sprint(p.CoreNodes), "max(%d replicas, %s × (%d × %.2f store + %.2f serve) CPU-s/M = %.1f cores / (%.0f cores × %.0f%%) = %d)",
-		l.Replicas, rate(p.RegionRate), l.Replicas, f.CoreStoreCPU, f.CoreServeCPU, coreCPU, m.CoreCPUs, 100*m.Utilization, cpuNodes)
+		l.Replicas, count(p.RegionRate), l.Replicas, f.CoreStoreCPU, f.CoreServeCPU, coreCPU, m.CoreCPUs, 100*m.Utilization, cpuNodes)
 	p.Shards = min(p.CoreNodes, p.Partitions)
 	line("stream shards per region", fmt.Sprint(p.Shards), "one per core node (at most one per partition): each shard's ingest and claim streams lead on their own node")
 
@@ -263,7 +263,7 @@ func Make(load Load, m Machines, f Figures) (Plan, error) {
 	keep := win * 1.25 // the claim stream keeps window + window/8 + up to a minute
 	p.ClaimDisk = claimBps * keep * float64(l.Replicas)
 	why = fmt.Sprintf("(%s IDs/s × %.0f B + %s batches/s × %.0f B) = %s/s × %v × 1.25 kept × %d replicas",
-		rate(localClaims), f.ClaimBytesPerID, rate(batches), f.ClaimRecordOverhead, bytes(claimBps), l.Window, l.Replicas)
+		count(localClaims), f.ClaimBytesPerID, count(batches), f.ClaimRecordOverhead, bytes(claimBps), l.Window, l.Replicas)
 	if !l.Strict && l.Regions > 1 {
 		p.ClaimDisk *= R // every other region's claim log, sourced into xclaims
 		why += fmt.Sprintf(" × %d (its own and every other region's, sourced)", l.Regions)
@@ -273,12 +273,12 @@ func Make(load Load, m Machines, f Figures) (Plan, error) {
 	// Bandwidth.
 	ev := float64(l.Payload) + f.EventOverhead
 	p.IngestBandwidth = p.RegionRate * ev * float64(l.Replicas)
-	line("ingest bandwidth per region", bytes(p.IngestBandwidth)+"/s", "%s × (%d B payload + %.0f B overhead) × %d replicas", rate(p.RegionRate), l.Payload, f.EventOverhead, l.Replicas)
+	line("ingest bandwidth per region", bytes(p.IngestBandwidth)+"/s", "%s × (%d B payload + %.0f B overhead) × %d replicas", count(p.RegionRate), l.Payload, f.EventOverhead, l.Replicas)
 	switch {
 	case l.Regions == 1:
 	case l.Strict:
 		p.PairBandwidth = p.RegionRate / R * ev
-		line("replication per region pair, each way", bytes(p.PairBandwidth)+"/s", "strict: events arriving in one region for partitions homed in another: %s / %d × %.0f B", rate(p.RegionRate), l.Regions, ev)
+		line("replication per region pair, each way", bytes(p.PairBandwidth)+"/s", "strict: events arriving in one region for partitions homed in another: %s / %d × %.0f B", count(p.RegionRate), l.Regions, ev)
 	default:
 		p.PairBandwidth = claimBps
 		line("replication per region pair, each way", bytes(p.PairBandwidth)+"/s", "asynchronous: one region's claim log sourced by the other (events stay where they arrive)")
@@ -303,7 +303,7 @@ func (p Plan) failover() (time.Duration, string) {
 	waves := math.Ceil(perSurvivor / m.EdgeCPUs)
 	d := time.Duration((f.DetectSec + replay*waves) * float64(time.Second))
 	return d, fmt.Sprintf("%.2f s detection + %.0f wave(s) × %s IDs per partition / %s IDs/s replay (%.2f s): the lost edge's %.0f partitions, %.0f per survivor on %.0f cores",
-		f.DetectSec, waves, count(idsPerPartition), rate(f.ReplayIDsPerSec), replay, perEdge, perSurvivor, m.EdgeCPUs)
+		f.DetectSec, waves, count(idsPerPartition), count(f.ReplayIDsPerSec), replay, perEdge, perSurvivor, m.EdgeCPUs)
 }
 
 // Text writes the plan with its arithmetic.
@@ -315,7 +315,7 @@ func (p Plan) Text() string {
 		mode = "strict"
 	}
 	fmt.Fprintf(&b, "== %s: %s events/s, %d region(s), %s mode, R%d, %d B payload, %.0f%% duplicates, %v window\n",
-		l.Name, rate(l.Rate), l.Regions, mode, l.Replicas, l.Payload, 100*l.DupRate, l.Window)
+		l.Name, count(l.Rate), l.Regions, mode, l.Replicas, l.Payload, 100*l.DupRate, l.Window)
 	for _, x := range p.Lines {
 		fmt.Fprintf(&b, "  %-38s %12s   %s\n", x.Name, x.Value, x.Why)
 	}
@@ -338,8 +338,6 @@ func Tiers() []Load {
 		t("100M events/s", 100_000_000, 5, 3),
 	}
 }
-
-func rate(v float64) string { return count(v) }
 
 // count writes v with a metric suffix.
 func count(v float64) string {
