@@ -70,8 +70,9 @@ type MultiConfig struct {
 	// region's edges and producer are a service of their own
 	// (onceplane-edge-<region>, onceplane-producer-<region>).
 	TraceFile string
-	// OTLPEndpoint, when set, also sends the traces over OTLP/HTTP there
-	// (a Collector, Jaeger: http://127.0.0.1:4318).
+	// OTLPEndpoint, when set, sends the traces over OTLP/HTTP there (a
+	// Collector, Jaeger: http://127.0.0.1:4318), in place of the endpoint
+	// OTEL_EXPORTER_OTLP_ENDPOINT names; the trace file is written as well.
 	OTLPEndpoint string
 	// Logger receives component logs. Nil means discard.
 	Logger *slog.Logger

@@ -47,7 +47,7 @@ func main() {
 	flag.Uint64Var(&seed, "seed", 1, "load seed")
 	flag.Float64Var(&mc.TraceSample, "trace-sample", 0.01, "share of events traced from their publish across regions (0: none)")
 	flag.StringVar(&mc.TraceFile, "trace-file", "", "also write the traces to this file as OTLP JSON lines (OTEL_EXPORTER_OTLP_ENDPOINT sends them to a collector too)")
-	flag.StringVar(&mc.OTLPEndpoint, "otlp-endpoint", "", "also send the traces over OTLP/HTTP to this URL (Jaeger, a Collector: http://127.0.0.1:4318)")
+	flag.StringVar(&mc.OTLPEndpoint, "otlp-endpoint", "", "send the traces over OTLP/HTTP to this URL (Jaeger, a Collector: http://127.0.0.1:4318), in place of OTEL_EXPORTER_OTLP_ENDPOINT")
 	flag.StringVar(&reportDir, "report-dir", "onceplane-report", "where the text, JSON and HTML reports go (empty: none)")
 	flag.StringVar(&dataDir, "data", "", "core data directory (default: a temporary one)")
 	flag.StringVar(&logLevel, "log-level", "error", "component log level")
