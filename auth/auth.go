@@ -77,14 +77,16 @@ const IngestSubjects = "onceplane.*.in.>"
 // AccountsConfig is the NATS configuration of the accounts Users puts the
 // roles in (core.Options.Accounts): AppAccount with JetStream, exporting
 // the ingest subjects as a service, and ProducerAccount importing them.
-// Both map the ingest subjects of before tenants to the default tenant's
-// (streams.LegacyIngestMapping), before permissions are checked.
+// ProducerAccount maps the ingest subjects of before tenants to the default
+// tenant's (streams.LegacyIngestMapping), before permissions are checked;
+// the core adds AppAccount's mappings itself (core.Options.Mappings, then
+// that one), in an order a configuration block does not keep.
 func AccountsConfig() string {
 	src, dest := streams.LegacyIngestMapping()
 	return fmt.Sprintf(`accounts {
-  %s: { jetstream: enabled, exports: [ { service: %q } ], mappings: { %q: %q } }
+  %s: { jetstream: enabled, exports: [ { service: %q } ] }
   %s: { imports: [ { service: { account: %s, subject: %q } } ], mappings: { %q: %q } }
-}`, AppAccount, IngestSubjects, src, dest, ProducerAccount, AppAccount, IngestSubjects, src, dest)
+}`, AppAccount, IngestSubjects, ProducerAccount, AppAccount, IngestSubjects, src, dest)
 }
 
 // Roles lists the roles that have a user of their own, unscoped: every

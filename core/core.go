@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -99,6 +100,12 @@ type Options struct {
 	// reset) is noticed after about three intervals. Zero means NATS's
 	// default, 2 minutes.
 	PingInterval time.Duration
+	// Mappings are subject mappings (source to destination, with NATS's
+	// mapping functions) of the account the streams live in: ClientUser's
+	// account, or the global account without Users. A sharded region's
+	// ingest partitioning (streams.Config.IngestMapping) is one. Nil means
+	// none beyond the ingest subjects of before tenants, always mapped.
+	Mappings map[string]string
 	// MaxMemory and MaxStore cap JetStream resources. Zero means 1 GiB and 16 GiB.
 	MaxMemory, MaxStore int64
 	// Logger receives server logs. Nil means slog.Default() at warn level and above.
@@ -182,13 +189,8 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		return nil, fmt.Errorf("core %s: %w", o.Name, err)
 	}
 	srv.SetLoggerV2(&slogAdapter{l: o.Logger.With("core", o.Name)}, false, false, false)
-	if o.Accounts == "" {
-		// Without accounts, producers publish in the global account: map
-		// the ingest subjects of before tenants there (auth.AccountsConfig
-		// does it in the configured accounts).
-		if err := srv.GlobalAccount().AddMapping(streams.LegacyIngestMapping()); err != nil {
-			return nil, fmt.Errorf("core %s: ingest mapping: %w", o.Name, err)
-		}
+	if err := addMappings(srv, o); err != nil {
+		return nil, fmt.Errorf("core %s: %w", o.Name, err)
 	}
 	srv.Start()
 	n := &Node{opt: o, srv: srv}
@@ -204,6 +206,34 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		return nil, err
 	}
 	return n, nil
+}
+
+// addMappings adds o.Mappings to the account the streams live in, before
+// the server accepts a client, and then the mapping of the ingest subjects
+// of before tenants (to the default tenant's): an account applies the first
+// of its mappings that matches a subject, so o.Mappings' more specific ones
+// come first. (Producers in auth.ProducerAccount have that mapping in their
+// account, auth.AccountsConfig.)
+func addMappings(srv *server.Server, o Options) error {
+	acc := srv.GlobalAccount()
+	for _, u := range o.Users {
+		if u.Username == o.ClientUser && u.Account != nil {
+			a, err := srv.LookupAccount(u.Account.Name)
+			if err != nil {
+				return fmt.Errorf("mappings: account %s: %w", u.Account.Name, err)
+			}
+			acc = a
+		}
+	}
+	for _, src := range slices.Sorted(maps.Keys(o.Mappings)) {
+		if err := acc.AddMapping(src, o.Mappings[src]); err != nil {
+			return fmt.Errorf("mapping %s: %w", src, err)
+		}
+	}
+	if err := acc.AddMapping(streams.LegacyIngestMapping()); err != nil {
+		return fmt.Errorf("ingest mapping: %w", err)
+	}
+	return nil
 }
 
 // serverOptions translates o (with defaults) into nats-server options.

@@ -227,7 +227,7 @@ func isPartitionConsumer(p int, name string) (uint64, bool) {
 // ownerActive reports whether another ownership of p is consuming now: its
 // consumer has pull requests waiting (a paused or dead owner's expire).
 func (c *Consumer) ownerActive(ctx context.Context, p int) bool {
-	s, err := c.js.Stream(ctx, c.inputStream())
+	s, err := c.js.Stream(ctx, c.inputStream(p))
 	if err != nil {
 		return true // cannot tell: do not fight for it
 	}
@@ -240,14 +240,14 @@ func (c *Consumer) ownerActive(ctx context.Context, p int) bool {
 	return lister.Err() != nil
 }
 
-// inputStream is the stream partitions are consumed from: the region's
-// ingest, or in strict mode its home stream (every region's events for the
-// partitions homed here).
-func (c *Consumer) inputStream() string {
+// inputStream is the stream partition p is consumed from: its shard's
+// ingest, or in strict mode its shard's home stream (every region's events
+// for the partitions homed here).
+func (c *Consumer) inputStream(p int) string {
 	if c.o.Strict {
-		return c.names.HomeStream()
+		return c.names.HomeStreamOf(p)
 	}
-	return c.names.IngestStream()
+	return c.names.IngestStreamOf(p)
 }
 
 func (c *Consumer) inputFilters(p int) []string {

@@ -112,6 +112,7 @@ func (c *Consumer) open(ctx context.Context) (streams.Settings, *claimlog.Log, e
 	for b := poll.Backoff(100*time.Millisecond, 5*time.Second); ; {
 		set, err := streams.ReadSettings(ctx, c.js, c.names)
 		if err == nil {
+			c.names.Shards = set.Shards
 			var l *claimlog.Log
 			if l, err = claimlog.Open(ctx, c.js, c.names); err == nil {
 				l.Foreign = func(p int, seq uint64) { c.foreign("claims", p, seq) }

@@ -195,22 +195,22 @@ func (pt *partition) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	if t := pt.st.Through(); t > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, t+1
 	}
-	cons, err := c.js.CreateConsumer(ctx, c.inputStream(), cfg)
+	cons, err := c.js.CreateConsumer(ctx, c.inputStream(pt.p), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("p%d consumer %s: %w", p, pt.name, err)
 	}
 	if info := cons.CachedInfo(); info != nil && info.Delivered.Consumer != 0 {
 		// Not ours alone (a create whose reply was lost, then deliveries to
 		// someone): start it again.
-		if err := c.js.DeleteConsumer(ctx, c.inputStream(), pt.name); err != nil {
+		if err := c.js.DeleteConsumer(ctx, c.inputStream(pt.p), pt.name); err != nil {
 			return nil, fmt.Errorf("p%d consumer %s not fresh: %w", p, pt.name, err)
 		}
-		if cons, err = c.js.CreateConsumer(ctx, c.inputStream(), cfg); err != nil {
+		if cons, err = c.js.CreateConsumer(ctx, c.inputStream(pt.p), cfg); err != nil {
 			return nil, fmt.Errorf("p%d consumer %s: %w", p, pt.name, err)
 		}
 	}
 	mine, _ := isPartitionConsumer(p, pt.name)
-	s, err := c.js.Stream(ctx, c.inputStream())
+	s, err := c.js.Stream(ctx, c.inputStream(pt.p))
 	if err != nil {
 		return cons, nil
 	}
@@ -271,7 +271,7 @@ func (pt *partition) run(ctx context.Context) error {
 // position.
 func (pt *partition) rewind(ctx context.Context) error {
 	c := pt.c
-	if err := c.js.DeleteConsumer(ctx, c.inputStream(), pt.name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	if err := c.js.DeleteConsumer(ctx, c.inputStream(pt.p), pt.name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return fmt.Errorf("p%d rewind: %w", pt.p, err)
 	}
 	cons, err := pt.consumer(ctx)

@@ -36,7 +36,7 @@ type remoteRec struct {
 // this region (the other region still sees its own claims and reports any
 // conflict).
 func (c *Consumer) followRemote(ctx context.Context, p int) (<-chan remoteRec, <-chan struct{}, error) {
-	cons, err := c.js.OrderedConsumer(ctx, c.names.XClaimStream(), jetstream.OrderedConsumerConfig{
+	cons, err := c.js.OrderedConsumer(ctx, c.names.XClaimStreamOf(p), jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{c.names.RemoteClaims(p)}, DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
 	if err != nil {

@@ -57,6 +57,7 @@ func main() {
 	if err != nil {
 		cli.Fatal(log, "flags", err)
 	}
+	o.Mappings = cfg.IngestMapping()
 	refuseExposed(log, o, *f.insecure)
 	ctx, stop := cli.SignalContext()
 	defer stop()
@@ -66,14 +67,11 @@ func main() {
 	}
 	defer n.Shutdown()
 	log.Info("core node up", "name", o.Name, "region", o.Region, "url", n.ClientURL(), "cluster", n.ClusterAddr())
-	if !f.noProvision {
-		pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		err := provision(pctx, n, cfg)
-		cancel()
-		if err != nil {
-			cli.Fatal(log, "provision streams", err)
-		}
-		log.Info("streams provisioned", "partitions", cfg.Partitions, "replicas", cfg.Replicas, "window", cfg.Window)
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	err = provision(pctx, n, cfg, !f.noProvision, log)
+	cancel()
+	if err != nil {
+		cli.Fatal(log, "provision streams", err)
 	}
 	<-ctx.Done()
 	log.Info("shutting down")
@@ -110,6 +108,7 @@ func (f *flags) register(fs *flag.FlagSet) {
 	fs.Int64Var(&o.MaxMemory, "max-memory", 1<<30, "JetStream memory limit in bytes")
 	fs.Int64Var(&o.MaxStore, "max-store", 16<<30, "JetStream file store limit in bytes")
 	fs.IntVar(&cfg.Partitions, "partitions", 16, "partition count (fixed per deployment)")
+	fs.IntVar(&cfg.Shards, "shards", 0, "shards the region's partitions are spread over, each with its own ingest and claim streams (default: one per core node, the -routes count; fixed per region: every core node of the region must agree)")
 	fs.IntVar(&cfg.Replicas, "replicas", 1, "stream replicas (1, or 3 in a 3-node region)")
 	fs.DurationVar(&cfg.Window, "window", 24*time.Hour, "dedupe window: how long claims are remembered")
 	fs.DurationVar(&cfg.IngestMaxAge, "ingest-max-age", 0, "how long ingested events are kept (default: the window; must not exceed it)")
@@ -134,6 +133,12 @@ func (f *flags) options(log *slog.Logger) (core.Options, streams.Config, error) 
 		o.Routes = strings.Split(f.routes, ",")
 	}
 	cfg.Region = o.Region
+	if cfg.Shards == 0 {
+		cfg.Shards = max(1, len(o.Routes))
+	}
+	if p := cfg.Defaults().Partitions; cfg.Shards < 1 || cfg.Shards > p {
+		return o, cfg, fmt.Errorf("bad -shards %d: must be in 1..%d (the partition count)", cfg.Shards, p)
+	}
 	gws, err := cli.Regions(f.gateways)
 	if err != nil {
 		return o, cfg, fmt.Errorf("bad -gateways: %w", err)
@@ -185,7 +190,11 @@ func withCredentials(o *core.Options, dir string, generate bool, log *slog.Logge
 	return nil
 }
 
-func provision(ctx context.Context, n *core.Node, cfg streams.Config) error {
+// provision checks that the region's streams were made for this node's
+// partition and shard counts (the ingest mapping it applies depends on
+// them), then, when create is set, creates or updates them and spreads the
+// shards' leaders over the region's nodes.
+func provision(ctx context.Context, n *core.Node, cfg streams.Config, create bool, log *slog.Logger) error {
 	nc, err := n.Connect()
 	if err != nil {
 		return err
@@ -195,39 +204,63 @@ func provision(ctx context.Context, n *core.Node, cfg streams.Config) error {
 	if err != nil {
 		return err
 	}
+	if err := streams.CheckLayout(ctx, js, cfg); err != nil {
+		return fmt.Errorf("%w: set -partitions and -shards to the region's", err)
+	}
+	if !create {
+		return nil
+	}
 	// Sourcing streams come after the region's own and after the peers'
 	// claim logs exist: a source whose origin is missing backs off for tens
 	// of seconds.
 	if err := streams.Provision(ctx, js, cfg.Own()); err != nil {
 		return err
 	}
-	if len(cfg.Peers) == 0 && cfg.Home == nil {
-		return nil
+	if len(cfg.Peers) > 0 || cfg.Home != nil {
+		if cfg.PeerShards, err = peerShards(ctx, js, cfg); err != nil {
+			return err
+		}
+		if err := streams.Provision(ctx, js, cfg); err != nil {
+			return err
+		}
 	}
+	log.Info("streams provisioned", "partitions", cfg.Defaults().Partitions, "shards", cfg.ShardCount(), "replicas", cfg.Defaults().Replicas, "window", cfg.Defaults().Window)
+	if err := streams.SpreadLeaders(ctx, js, cfg); err != nil {
+		log.Warn("shard leaders not spread (the streams serve where they are)", "err", err)
+	}
+	return nil
+}
+
+// peerShards waits for every peer region's streams and reads its shard
+// count, refusing a peer of another partition count.
+func peerShards(ctx context.Context, js jetstream.JetStream, cfg streams.Config) (map[string]int, error) {
+	shards := map[string]int{}
 	for _, peer := range cfg.Peers {
 		pn := streams.Names{Region: peer}
 		for {
 			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, err := js.Stream(sctx, pn.ClaimStream())
-			var n int
+			l, err := streams.ReadLayout(sctx, js, pn)
 			if err == nil {
-				n, err = streams.PartitionCount(sctx, js, pn)
+				// Its last stream made before the sourced ones.
+				pn.Shards = l.Shards
+				_, err = js.Stream(sctx, pn.ClaimShard(l.Shards-1))
 			}
 			cancel()
 			if err == nil {
 				// The same ID must map to the same partition everywhere, or
 				// owners merge other regions' claims of the wrong IDs.
-				if want := cfg.Defaults().Partitions; n != want {
-					return fmt.Errorf("region %s has %d partitions, this one %d: %w", peer, n, want, streams.ErrPartitionsChanged)
+				if want := cfg.Defaults().Partitions; l.Partitions != want {
+					return nil, fmt.Errorf("region %s has %d partitions, this one %d: %w", peer, l.Partitions, want, streams.ErrPartitionsChanged)
 				}
+				shards[peer] = l.Shards
 				break
 			}
 			select {
 			case <-ctx.Done():
-				return fmt.Errorf("waiting for region %s's streams: %w", peer, ctx.Err())
+				return nil, fmt.Errorf("waiting for region %s's streams: %w", peer, ctx.Err())
 			case <-time.After(500 * time.Millisecond):
 			}
 		}
 	}
-	return streams.Provision(ctx, js, cfg)
+	return shards, nil
 }

@@ -31,8 +31,8 @@ const appendTimeout = 5 * time.Second
 // Log appends to and replays one region's claim logs.
 type Log struct {
 	js     jetstream.JetStream
-	names  streams.Names
-	stream jetstream.Stream
+	names   streams.Names
+	streams []jetstream.Stream // by shard
 	heal   *healconn.Healer
 	// Foreign, when set, is told of every message on a claim subject that
 	// is not a record (dedupe.ErrForeign: no edge wrote it) as Replay and
@@ -46,13 +46,17 @@ func (l *Log) foreign(p int, seq uint64) {
 	}
 }
 
-// Open binds to the region's claim stream.
+// Open binds to the region's claim streams, one per shard of names.
 func Open(ctx context.Context, js jetstream.JetStream, names streams.Names) (*Log, error) {
-	s, err := js.Stream(ctx, names.ClaimStream())
-	if err != nil {
-		return nil, fmt.Errorf("claim stream %s: %w", names.ClaimStream(), err)
+	l := &Log{js: js, names: names, heal: healconn.New(js.Conn(), 0)}
+	for sh := range names.ShardCount() {
+		s, err := js.Stream(ctx, names.ClaimShard(sh))
+		if err != nil {
+			return nil, fmt.Errorf("claim stream %s: %w", names.ClaimShard(sh), err)
+		}
+		l.streams = append(l.streams, s)
 	}
-	return &Log{js: js, names: names, stream: s, heal: healconn.New(js.Conn(), 0)}, nil
+	return l, nil
 }
 
 // IsWrongLast reports whether err is JetStream refusing a publish whose
@@ -95,7 +99,7 @@ func (l *Log) Append(ctx context.Context, p int, expected uint64, rec dedupe.Rec
 			return 0, fmt.Errorf("claim p%d: %w", p, ctx.Err())
 		}
 		// Whether the append landed or not, the log now says what happened.
-		last, lastData, rerr := l.last(ctx, subj)
+		last, lastData, rerr := l.last(ctx, p)
 		switch {
 		case rerr != nil:
 			// Cannot tell yet (core down or electing): wait and ask again.
@@ -128,11 +132,12 @@ func (l *Log) Append(ctx context.Context, p int, expected uint64, rec dedupe.Rec
 	}
 }
 
-// last returns the sequence and data of the last record on subj (0 when none).
-func (l *Log) last(ctx context.Context, subj string) (uint64, []byte, error) {
+// last returns the sequence and data of partition p's last record (0 when
+// none).
+func (l *Log) last(ctx context.Context, p int) (uint64, []byte, error) {
 	gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	m, err := l.stream.GetLastMsgForSubject(gctx, subj)
+	m, err := l.streams[l.names.ShardOf(p)].GetLastMsgForSubject(gctx, l.names.Claims(p))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil, nil
 	}
@@ -144,7 +149,7 @@ func (l *Log) last(ctx context.Context, subj string) (uint64, []byte, error) {
 
 // LastSeq returns the sequence of partition p's last record, 0 when it has none.
 func (l *Log) LastSeq(ctx context.Context, p int) (uint64, error) {
-	seq, _, err := l.last(ctx, l.names.Claims(p))
+	seq, _, err := l.last(ctx, p)
 	if err != nil {
 		return 0, fmt.Errorf("claim p%d last: %w", p, err)
 	}
@@ -249,7 +254,7 @@ func (l *Log) read(ctx context.Context, p int, from, last uint64, fn func(seq ui
 	if from > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from+1
 	}
-	cons, err := l.js.OrderedConsumer(ctx, l.names.ClaimStream(), cfg)
+	cons, err := l.js.OrderedConsumer(ctx, l.names.ClaimStreamOf(p), cfg)
 	if err != nil {
 		return from, fmt.Errorf("claim p%d replay: %w", p, err)
 	}

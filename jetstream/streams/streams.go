@@ -32,7 +32,17 @@ import (
 // claim log (subjects kept: onceplane.<other>.claims.<p>), and in strict mode
 // its home stream sources every region's ingest for its home partitions
 // (onceplane.<any>.part.<p>).
-type Names struct{ Region string }
+//
+// A region of more than one shard spreads these streams (ingest, claims,
+// xclaims, home) over its shards (see ShardOf); the subjects stay the same.
+type Names struct {
+	Region string
+	// Shards is how many shards the region's partitions are spread over:
+	// partition p lives in shard p mod Shards, each shard with its own
+	// ingest, claim, xclaims and home streams. Zero means 1, the layout of
+	// before shards. Edges read it from the streams (ReadSettings).
+	Shards int
+}
 
 func (n Names) region() string {
 	if n.Region == "" {
@@ -152,9 +162,13 @@ func (n Names) ConflictStream() string { return "onceplane-" + n.region() + "-co
 func (n Names) HomeStream() string     { return "onceplane-" + n.region() + "-home" }
 
 // Streams lists every stream a region may have, whether or not its mode
-// provisions it.
+// provisions it: every shard's.
 func (n Names) Streams() []string {
-	return []string{n.IngestStream(), n.ClaimStream(), n.DLQStream(), n.OutputStream(), n.XClaimStream(), n.ConflictStream(), n.HomeStream()}
+	var all []string
+	for s := range n.shards() {
+		all = append(all, n.IngestShard(s), n.ClaimShard(s), n.XClaimShard(s), n.HomeShard(s))
+	}
+	return append(all, n.DLQStream(), n.OutputStream(), n.ConflictStream())
 }
 
 // Prefix is the first two tokens of every subject of the region
@@ -202,6 +216,9 @@ const MinDuplicates = 100 * time.Millisecond
 const (
 	metaPartitions = "onceplane.partitions"
 	metaWindow     = "onceplane.window"
+	// metaShards is set on every stream of a region of more than one
+	// shard; absent means one.
+	metaShards = "onceplane.shards"
 )
 
 // Config describes a region's streams. The zero value is usable.
@@ -241,6 +258,18 @@ type Config struct {
 	// region. The home stream sources them from every region's ingest
 	// (this one's and the Peers'), and edges decide them there.
 	Home []int
+	// PeerShards is each peer's shard count (ReadLayout reads it from the
+	// peer's streams): the xclaims and home streams source each peer shard
+	// stream holding their partitions. A peer not listed has one shard.
+	PeerShards map[string]int
+}
+
+// peer is the Names of peer region r.
+func (c Config) peer(r string) Names {
+	if r == c.Region {
+		return c.Names
+	}
+	return Names{Region: r, Shards: c.PeerShards[r]}
 }
 
 func (c Config) withDefaults() Config {
@@ -283,7 +312,10 @@ func (c Config) Own() Config {
 // Defaults returns c with every zero field set to its default.
 func (c Config) Defaults() Config { return c.withDefaults() }
 
-// StreamConfigs returns the four stream configurations of c.
+// StreamConfigs returns the stream configurations of c: each shard's
+// ingest and claim streams, the dead-letter and output streams, and across
+// regions each shard's xclaims stream and the conflicts stream (async) or
+// each shard's home stream (strict).
 func (c Config) StreamConfigs() []jetstream.StreamConfig {
 	c = c.withDefaults()
 	storage := jetstream.FileStorage
@@ -291,6 +323,9 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 		storage = jetstream.MemoryStorage
 	}
 	meta := map[string]string{metaPartitions: strconv.Itoa(c.Partitions), metaWindow: c.Window.String()}
+	if c.shards() > 1 {
+		meta[metaShards] = strconv.Itoa(c.shards())
+	}
 	keep := claimAge(c.Window)
 	base := func(name string, subjects ...string) jetstream.StreamConfig {
 		return jetstream.StreamConfig{
@@ -301,29 +336,45 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 			MaxConsumers: MaxConsumers(c.Partitions),
 		}
 	}
-	in := base(c.IngestStream(), c.IngestWildcard())
-	in.SubjectTransform = &jetstream.SubjectTransformConfig{
-		Source:      c.IngestWildcard(),
-		Destination: fmt.Sprintf("%s.part.{{partition(%d,2)}}.{{wildcard(1)}}", c.prefix(), c.Partitions),
+	var ins, claims []jetstream.StreamConfig
+	for s := range c.shards() {
+		in := base(c.IngestShard(s))
+		if c.shards() == 1 {
+			in.Subjects = []string{c.IngestWildcard()}
+			in.SubjectTransform = &jetstream.SubjectTransformConfig{Source: c.IngestWildcard(), Destination: c.partitionDestination()}
+		} else {
+			// The core nodes' account mapping (IngestMapping) has
+			// partitioned the ingest subjects already.
+			for _, p := range c.ShardPartitions(s, c.Partitions) {
+				in.Subjects = append(in.Subjects, c.PartitionFilters(p)...)
+			}
+		}
+		in.Duplicates, in.MaxAge = c.IngestDuplicates, c.IngestMaxAge
+		if in.Duplicates > in.MaxAge {
+			in.Duplicates = in.MaxAge
+		}
+		ins = append(ins, in)
+		cl := base(c.ClaimShard(s), c.prefix()+".claims.*")
+		if c.shards() > 1 {
+			cl.Subjects = nil
+			for _, p := range c.ShardPartitions(s, c.Partitions) {
+				cl.Subjects = append(cl.Subjects, c.Claims(p))
+			}
+		}
+		cl.MaxAge, cl.Duplicates = keep, MinDuplicates
+		cl.DenyDelete, cl.DenyPurge = true, true
+		claims = append(claims, cl)
 	}
-	in.Duplicates, in.MaxAge = c.IngestDuplicates, c.IngestMaxAge
-	if in.Duplicates > in.MaxAge {
-		in.Duplicates = in.MaxAge
-	}
-	claims := base(c.ClaimStream(), c.prefix()+".claims.*")
-	claims.MaxAge, claims.Duplicates = keep, MinDuplicates
-	claims.DenyDelete, claims.DenyPurge = true, true
 	dlq := base(c.DLQStream(), c.prefix()+".dlq.*")
 	out := base(c.OutputStream(), c.prefix()+".out.*")
 	out.Duplicates = c.OutputDuplicates
-	cfgs := []jetstream.StreamConfig{in, claims, dlq, out}
+	cfgs := append(append(ins, claims...), dlq, out)
 	if len(c.Peers) > 0 && c.Home == nil {
-		x := base(c.XClaimStream())
-		x.Subjects = nil
-		x.MaxAge, x.Duplicates = keep, MinDuplicates
-		for _, peer := range c.Peers {
-			pn := Names{Region: peer}
-			x.Sources = append(x.Sources, &jetstream.StreamSource{Name: pn.ClaimStream(), FilterSubject: pn.prefix() + ".claims.*"})
+		for s := range c.shards() {
+			x := base(c.XClaimShard(s))
+			x.MaxAge, x.Duplicates = keep, MinDuplicates
+			x.Sources = c.xclaimSources(s)
+			cfgs = append(cfgs, x)
 		}
 		// One record per conflicting ID: a per-subject unique constraint,
 		// so that every owner that rediscovers a conflict (after a takeover,
@@ -331,25 +382,15 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 		cf := base(c.ConflictStream(), c.prefix()+".conflicts.*.*")
 		cf.MaxAge, cf.Duplicates = keep, MinDuplicates
 		cf.MaxMsgsPerSubject, cf.Discard, cf.DiscardNewPerSubject = 1, jetstream.DiscardNew, true
-		cfgs = append(cfgs, x, cf)
+		cfgs = append(cfgs, cf)
 	}
 	if c.Home != nil {
-		h := base(c.HomeStream())
-		h.Subjects = nil
-		h.Duplicates, h.MaxAge = in.Duplicates, in.MaxAge
-		for _, r := range append([]string{c.Region}, c.Peers...) {
-			rn := Names{Region: r}
-			src := &jetstream.StreamSource{Name: rn.IngestStream()}
-			for _, p := range c.Home {
-				src.SubjectTransforms = append(src.SubjectTransforms,
-					jetstream.SubjectTransformConfig{Source: rn.Partition(p), Destination: rn.Partition(p)},
-					jetstream.SubjectTransformConfig{Source: rn.Partition(p) + ".*", Destination: rn.Partition(p) + ".{{wildcard(1)}}"})
-			}
-			if len(c.Home) > 0 {
-				h.Sources = append(h.Sources, src)
-			}
+		for s := range c.shards() {
+			h := base(c.HomeShard(s))
+			h.Duplicates, h.MaxAge = ins[0].Duplicates, ins[0].MaxAge
+			h.Sources = c.homeSources(s)
+			cfgs = append(cfgs, h)
 		}
-		cfgs = append(cfgs, h)
 	}
 	if c.Cluster != "" {
 		for i := range cfgs {
@@ -357,6 +398,73 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 		}
 	}
 	return cfgs
+}
+
+// overlap lists the partitions in this region's shard s and in shard t of
+// region other, among ps (nil: all), and whether that is all of other's
+// shard t.
+func (c Config) overlap(s int, other Names, t int, ps []int) (both []int, whole bool) {
+	whole = true
+	for p := range c.Partitions {
+		if other.ShardOf(p) != t {
+			continue
+		}
+		if c.ShardOf(p) == s && (ps == nil || slices.Contains(ps, p)) {
+			both = append(both, p)
+		} else {
+			whole = false
+		}
+	}
+	return both, whole
+}
+
+// xclaimSources are the sources of shard s's xclaims stream: each peer's
+// claim shards holding shard s's partitions (the whole stream when its
+// partitions are all shard s's, else those partitions' subjects).
+func (c Config) xclaimSources(s int) []*jetstream.StreamSource {
+	var srcs []*jetstream.StreamSource
+	for _, peer := range c.Peers {
+		pn := c.peer(peer)
+		for t := range pn.shards() {
+			both, whole := c.overlap(s, pn, t, nil)
+			if len(both) == 0 {
+				continue
+			}
+			src := &jetstream.StreamSource{Name: pn.ClaimShard(t)}
+			if whole {
+				src.FilterSubject = pn.prefix() + ".claims.*"
+			} else {
+				for _, p := range both {
+					src.SubjectTransforms = append(src.SubjectTransforms, jetstream.SubjectTransformConfig{Source: pn.Claims(p), Destination: pn.Claims(p)})
+				}
+			}
+			srcs = append(srcs, src)
+		}
+	}
+	return srcs
+}
+
+// homeSources are the sources of shard s's home stream: the partitions
+// homed here in shard s, from every region's ingest shard holding them.
+func (c Config) homeSources(s int) []*jetstream.StreamSource {
+	var srcs []*jetstream.StreamSource
+	for _, r := range append([]string{c.Region}, c.Peers...) {
+		rn := c.peer(r)
+		for t := range rn.shards() {
+			both, _ := c.overlap(s, rn, t, c.Home)
+			if len(both) == 0 {
+				continue
+			}
+			src := &jetstream.StreamSource{Name: rn.IngestShard(t)}
+			for _, p := range both {
+				src.SubjectTransforms = append(src.SubjectTransforms,
+					jetstream.SubjectTransformConfig{Source: rn.Partition(p), Destination: rn.Partition(p)},
+					jetstream.SubjectTransformConfig{Source: rn.Partition(p) + ".*", Destination: rn.Partition(p) + ".{{wildcard(1)}}"})
+			}
+			srcs = append(srcs, src)
+		}
+	}
+	return srcs
 }
 
 // ErrPartitionsChanged is returned when existing streams were made for a
@@ -381,7 +489,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, c Config) error {
 func provisionOne(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {
 	for attempt := 0; ; attempt++ {
 		err := provisionAttempt(ctx, js, want)
-		if err == nil || errors.Is(err, ErrPartitionsChanged) || errors.Is(err, errImmutable) {
+		if err == nil || errors.Is(err, ErrPartitionsChanged) || errors.Is(err, ErrShardsChanged) || errors.Is(err, errImmutable) {
 			return err
 		}
 		// Concurrent provisioning from several core nodes races on create (a
@@ -416,6 +524,9 @@ func provisionAttempt(ctx context.Context, js jetstream.JetStream, want jetstrea
 	if p := have.Metadata[metaPartitions]; p != "" && p != want.Metadata[metaPartitions] {
 		return fmt.Errorf("stream %s: %w (have %s, want %s)", want.Name, ErrPartitionsChanged, p, want.Metadata[metaPartitions])
 	}
+	if h, w := shardsOf(have.Metadata), shardsOf(want.Metadata); have.Metadata[metaPartitions] != "" && h != w {
+		return fmt.Errorf("stream %s: %w (have %d, want %d)", want.Name, ErrShardsChanged, h, w)
+	}
 	if have.Storage != want.Storage {
 		return fmt.Errorf("stream %s: storage %v %w to %v", want.Name, have.Storage, errImmutable, want.Storage)
 	}
@@ -439,7 +550,7 @@ func same(have, want jetstream.StreamConfig) bool {
 		have.MaxAge == want.MaxAge && have.Duplicates == want.Duplicates && have.MaxMsgSize == want.MaxMsgSize &&
 		have.DenyDelete == want.DenyDelete && have.DenyPurge == want.DenyPurge && have.AllowDirect == want.AllowDirect &&
 		tr(have.SubjectTransform) == tr(want.SubjectTransform) && have.Metadata[metaPartitions] == want.Metadata[metaPartitions] &&
-		have.Metadata[metaWindow] == want.Metadata[metaWindow] &&
+		have.Metadata[metaWindow] == want.Metadata[metaWindow] && have.Metadata[metaShards] == want.Metadata[metaShards] &&
 		have.MaxMsgsPerSubject == want.MaxMsgsPerSubject && have.MaxConsumers == want.MaxConsumers && sameSources(have.Sources, want.Sources)
 }
 
@@ -461,6 +572,9 @@ func sameSources(have, want []*jetstream.StreamSource) bool {
 // configured twice.
 type Settings struct {
 	Partitions int
+	// Shards is the region's shard count (set it on Names to name a
+	// partition's streams).
+	Shards int
 	// Window is the dedupe window the claim log keeps records for.
 	Window time.Duration
 	// MaxMsgSize is the largest record the claim stream accepts.
@@ -471,10 +585,11 @@ type Settings struct {
 // streams and the claim stream's largest message. Streams made before the
 // window was pinned give it from the claim stream's max age.
 func ReadSettings(ctx context.Context, js jetstream.JetStream, n Names) (Settings, error) {
-	p, err := PartitionCount(ctx, js, n)
+	l, err := ReadLayout(ctx, js, n)
 	if err != nil {
 		return Settings{}, err
 	}
+	p := l.Partitions
 	cs, err := js.Stream(ctx, n.ClaimStream())
 	if err != nil {
 		return Settings{}, fmt.Errorf("claim stream %s: %w", n.ClaimStream(), err)
@@ -487,7 +602,7 @@ func ReadSettings(ctx context.Context, js jetstream.JetStream, n Names) (Setting
 	if w <= 0 {
 		return Settings{}, fmt.Errorf("claim stream %s: no dedupe window (max age %v)", n.ClaimStream(), cfg.MaxAge)
 	}
-	return Settings{Partitions: p, Window: w, MaxMsgSize: cfg.MaxMsgSize}, nil
+	return Settings{Partitions: p, Shards: l.Shards, Window: w, MaxMsgSize: cfg.MaxMsgSize}, nil
 }
 
 // claimAge is how long the claim log keeps records for window w.

@@ -41,8 +41,9 @@ func StartIn(t testing.TB, dir string, port int) *core.Node {
 	return n
 }
 
-// Cluster runs a region of size nodes on free loopback ports.
-func Cluster(t testing.TB, region string, size int) []*core.Node {
+// Cluster runs a region of size nodes on free loopback ports; each of
+// with, if any, adjusts every node's options.
+func Cluster(t testing.TB, region string, size int, with ...func(*core.Options)) []*core.Node {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -53,6 +54,9 @@ func Cluster(t testing.TB, region string, size int) []*core.Node {
 			Name: fmt.Sprintf("%s-core-%d", region, i), Region: region, Port: -1,
 			DataDir: t.TempDir(), ClusterPort: ports[i],
 			MaxMemory: 256 << 20, MaxStore: 4 << 30, Logger: Quiet,
+		}
+		for _, w := range with {
+			w(&opts[i])
 		}
 	}
 	nodes, err := core.StartCluster(ctx, opts)
