@@ -193,8 +193,9 @@ type Credentials map[string]string
 func (c Credentials) Password(u User) string { return c[u.Name()] }
 
 // Permissions returns u's subject permissions (nil for Admin and System:
-// everything in their account).
-func Permissions(u User) *server.Permissions {
+// everything in their account). An edge's name its region's streams, every
+// shard's: shards is the region's shard count (zero means 1).
+func Permissions(u User, shards int) *server.Permissions {
 	switch u.Role {
 	case Producer:
 		// Its tenant's ingest subjects only. The legacy subjects of
@@ -206,7 +207,7 @@ func Permissions(u User) *server.Permissions {
 		}
 	case Edge:
 		return &server.Permissions{
-			Publish:   &server.SubjectPermission{Allow: edgePublish(u.Scope)},
+			Publish:   &server.SubjectPermission{Allow: edgePublish(streams.Names{Region: u.Scope, Shards: shards})},
 			Subscribe: &server.SubjectPermission{Allow: []string{InboxPrefix(u) + ".>"}},
 		}
 	default:
@@ -221,8 +222,7 @@ func Permissions(u User) *server.Permissions {
 // deleting streams, deleting messages, pausing, resetting or unpinning
 // consumers, leader step-downs, snapshots and restores, peer and server
 // moves, the meta group, account info; and every other region's streams.
-func edgePublish(region string) []string {
-	n := streams.Names{Region: region}
+func edgePublish(n streams.Names) []string {
 	allow := []string{n.Prefix() + ".claims.*", n.Prefix() + ".dlq.*", n.Prefix() + ".out.*", n.Prefix() + ".conflicts.>"}
 	for _, s := range n.Streams() {
 		allow = append(allow,
@@ -269,8 +269,11 @@ func ClientOptions(u User, pw string) []nats.Option {
 // admins in AppAccount (give the server AccountsConfig), the System user
 // in SystemAccount (give the server that account as its system account,
 // core.Options.SystemAccount).
-func Users(c Credentials, region string) ([]*server.User, error) {
-	own := EdgeUser(region)
+//
+// region names the node's region and its shard count (the edge's
+// permissions name every shard's streams).
+func Users(c Credentials, region streams.Names) ([]*server.User, error) {
+	own := EdgeUser(region.Region)
 	var us []*server.User
 	for _, name := range slices.Sorted(maps.Keys(c)) {
 		u, err := ParseUser(name)
@@ -288,7 +291,7 @@ func Users(c Credentials, region string) ([]*server.User, error) {
 		if err != nil {
 			return nil, fmt.Errorf("credentials: %s: %w", name, err)
 		}
-		su := &server.User{Username: name, Password: string(hash), Permissions: Permissions(u)}
+		su := &server.User{Username: name, Password: string(hash), Permissions: Permissions(u, region.Shards)}
 		switch u.Role {
 		case System:
 			su.Account = server.NewAccount(SystemAccount)

@@ -126,7 +126,7 @@ func (r *region) publish(t *testing.T, plan workload.Plan) (ids []string, unique
 }
 
 func (r *region) stored(t *testing.T) uint64 {
-	n, err := verify.StreamMsgs(context.Background(), r.js, r.cfg.IngestStream())
+	n, err := verify.StreamsMsgs(context.Background(), r.js, r.cfg.EveryShard(r.cfg.IngestShard))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -88,6 +88,19 @@ type Region struct {
 	Cores []Core `json:"cores"`
 	// Edges are the region's edge nodes; at least one.
 	Edges []Edge `json:"edges"`
+	// Shards is how many shards the region's partitions are spread over,
+	// each with its own ingest and claim streams led by a different core
+	// node (streams.Names). Zero means one per core node (at most the
+	// partition count).
+	Shards int `json:"shards,omitempty"`
+}
+
+// ShardCount is region r's shard count under t.
+func (t Topology) ShardCount(r Region) int {
+	if r.Shards > 0 {
+		return r.Shards
+	}
+	return max(1, min(len(r.Cores), t.Partitions))
 }
 
 // Core is one core node. Zero ports are chosen free at start.
@@ -206,7 +219,7 @@ var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
 // Validate reports every problem in t, each naming its field.
 func (t Topology) Validate() error {
-	v := validation{regions: map[string]bool{}, servers: map[string]string{}, ports: map[string]string{}}
+	v := validation{regions: map[string]bool{}, servers: map[string]string{}, ports: map[string]string{}, partitions: t.Partitions}
 	if t.Partitions < 1 || t.Partitions > 4096 {
 		v.bad("partitions", "%d is not in 1..4096", t.Partitions)
 	}
@@ -244,6 +257,8 @@ type validation struct {
 	regions map[string]bool   // region names seen
 	servers map[string]string // core and edge names seen, and where
 	ports   map[string]string // host:port seen, and where
+	// partitions is the topology's partition count.
+	partitions int
 }
 
 func (v *validation) bad(field, format string, a ...any) {
@@ -291,6 +306,9 @@ func (v *validation) region(f string, r Region, replicas int) {
 		v.bad(f+".cores", "region %q has no core node", r.Name)
 	case n == 2:
 		v.bad(f+".cores", "region %q has 2 core nodes: use 1, or 3 or more (2 cannot keep a quorum)", r.Name)
+	}
+	if r.Shards < 0 || r.Shards > v.partitions {
+		v.bad(f+".shards", "%d is not in 1..%d (the partition count)", r.Shards, v.partitions)
 	}
 	if replicas == 3 && len(r.Cores) < 3 {
 		v.bad(f+".cores", "replicas 3 needs 3 core nodes in region %q", r.Name)

@@ -30,10 +30,10 @@ const appendTimeout = 5 * time.Second
 
 // Log appends to and replays one region's claim logs.
 type Log struct {
-	js     jetstream.JetStream
+	js      jetstream.JetStream
 	names   streams.Names
 	streams []jetstream.Stream // by shard
-	heal   *healconn.Healer
+	heal    *healconn.Healer
 	// Foreign, when set, is told of every message on a claim subject that
 	// is not a record (dedupe.ErrForeign: no edge wrote it) as Replay and
 	// Append skip it. Nil means skip silently.

@@ -51,6 +51,15 @@ func (n Names) ShardPartitions(s, partitions int) []int {
 	return ps
 }
 
+// EveryShard lists one kind of stream for every shard: n.EveryShard(n.IngestShard).
+func (n Names) EveryShard(name func(s int) string) []string {
+	all := make([]string, n.shards())
+	for s := range all {
+		all[s] = name(s)
+	}
+	return all
+}
+
 func shardName(base string, s int) string {
 	if s == 0 {
 		return base
@@ -96,7 +105,7 @@ func (c Config) IngestMapping() map[string]string {
 		return nil
 	}
 	return map[string]string{
-		c.IngestWildcard(): c.partitionDestination(),
+		c.IngestWildcard():  c.partitionDestination(),
 		c.LegacyIngest("*"): fmt.Sprintf("%s.part.{{partition(%d,1)}}.%s", c.prefix(), c.Partitions, event.DefaultTenant),
 	}
 }

@@ -198,6 +198,12 @@ func Start(ctx context.Context, top topology.Topology, o Options) (*Deployment, 
 // Topology returns the running topology.
 func (d *Deployment) Topology() topology.Topology { return d.top }
 
+// Names are region's stream names under the topology (its shards).
+func (d *Deployment) Names(region string) streams.Names {
+	r, _ := d.top.Region(region)
+	return streams.Names{Region: region, Shards: d.top.ShardCount(r)}
+}
+
 // StartEdge starts (or restarts) the named edge of region.
 func (d *Deployment) StartEdge(region, name string) error {
 	r, ok := d.top.Region(region)
@@ -374,7 +380,8 @@ func (d *Deployment) Replicated(ctx context.Context) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		n, err := verify.StreamMsgs(ctx, js, streams.Names{Region: r}.ClaimStream())
+		rn := d.Names(r)
+		n, err := verify.StreamsMsgs(ctx, js, rn.EveryShard(rn.ClaimShard))
 		nc.Close()
 		if err != nil {
 			return false, err
@@ -403,14 +410,18 @@ func (d *Deployment) Drained(ctx context.Context) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		n := streams.Names{Region: r}
+		n := d.Names(r)
 		parts := d.top.Partitions
 		if d.top.Mode == topology.Strict {
 			parts = len(d.top.HomePartitions(r))
 		}
 		ok, err := verify.Drained(ctx, js, n, parts, d.top.Mode == topology.Strict)
 		if err == nil && ok && d.top.Mode == topology.Strict {
-			ok, err = sourcesCaughtUp(ctx, js, n.HomeStream())
+			for _, h := range n.EveryShard(n.HomeShard) {
+				if ok, err = sourcesCaughtUp(ctx, js, h); err != nil || !ok {
+					break
+				}
+			}
 		}
 		nc.Close()
 		if err != nil || !ok {

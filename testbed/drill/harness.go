@@ -154,7 +154,9 @@ func newHarness(ctx context.Context, cfg Config, drillName string) (*harness, er
 	}
 	h.nc, h.url = nc, url
 	h.js, _ = jetstream.New(nc, jetstream.WithPublishAsyncTimeout(5*time.Second))
-	if h.parts, err = streams.PartitionCount(ctx, h.js, h.names); err != nil {
+	if l, err := streams.ReadLayout(ctx, h.js, h.names); err == nil {
+		h.parts, h.names.Shards = l.Partitions, l.Shards
+	} else {
 		if err := streams.Provision(ctx, h.js, streams.Config{Names: h.names, Partitions: cfg.Partitions, IngestDuplicates: -1}); err != nil {
 			h.close()
 			return nil, err

@@ -1,6 +1,7 @@
 package drill
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -47,6 +48,14 @@ type CoreSpec struct {
 	// Peers are the other regions: the nodes provision the xclaims and
 	// conflicts streams. Empty means a region on its own.
 	Peers []string
+	// Shards is the region's shard count (core -shards). Zero means the
+	// core's default, one per node.
+	Shards int
+}
+
+// names are the region's stream names under spec.
+func (spec CoreSpec) names() streams.Names {
+	return streams.Names{Region: spec.Region, Shards: cmp.Or(spec.Shards, spec.Nodes, 1)}
 }
 
 // Cores is a running region of core processes. Each node keeps its ports
@@ -121,6 +130,9 @@ func LaunchCores(spec CoreSpec) (*Cores, error) {
 			// JetStream in a supercluster needs a cluster: one node routes to itself.
 			args = append(args, "-cluster-port", fmt.Sprint(ps[n+i]), "-routes", routes[i])
 		}
+		if spec.Shards > 0 {
+			args = append(args, "-shards", fmt.Sprint(spec.Shards))
+		}
 		if spec.Window > 0 {
 			args = append(args, "-window", spec.Window.String())
 		}
@@ -181,7 +193,7 @@ func (c *Cores) Stop() {
 
 // WaitStreams polls until the region's streams exist, for up to within.
 func (c *Cores) WaitStreams(ctx context.Context, within time.Duration) error {
-	cfg := streams.Config{Names: streams.Names{Region: c.spec.Region}, Peers: c.spec.Peers}
+	cfg := streams.Config{Names: c.spec.names(), Peers: c.spec.Peers}
 	deadline := time.Now().Add(within)
 	for {
 		err := streamsExist(ctx, c.URL(), cfg)

@@ -37,6 +37,9 @@ type Config struct {
 	Edges int
 	// Cores is 1, or 3 for a clustered region with R3 streams. Zero means 1.
 	Cores int
+	// Shards spreads the partitions over that many ingest and claim
+	// streams. Zero means one per core node.
+	Shards int
 	// BatchSize per edge. Zero means 500.
 	BatchSize int
 	// NoBloom turns the Bloom pre-check off.
@@ -119,7 +122,7 @@ const Region = "local"
 // Topology is the simulation's deployment: one region of cfg.Cores core
 // nodes and cfg.Edges edges.
 func (c Config) Topology() topology.Topology {
-	r := topology.Region{Name: Region}
+	r := topology.Region{Name: Region, Shards: c.Shards}
 	for i := range c.Cores {
 		r.Cores = append(r.Cores, topology.Core{Name: fmt.Sprintf("core-%d", i)})
 	}
@@ -170,7 +173,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 		return nil, err
 	}
 	defer nc.Close()
-	names := streams.Names{Region: Region}
+	names := d.Names(Region)
 	fmt.Fprintf(progress, "onceplane sim: region %q, %d core node(s), %d partitions, %d edges, %d events (%.0f%% re-sent)\n",
 		Region, cfg.Cores, cfg.Partitions, cfg.Edges, cfg.Events, cfg.DupRate*100)
 
@@ -212,7 +215,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 	elapsed := time.Since(start)
 	s := d.Stats(Region) // drained: every event's batch has finished
 	d.StopEdges(Region)
-	stored, err := verify.StreamMsgs(ctx, js, names.IngestStream())
+	stored, err := verify.StreamsMsgs(ctx, js, names.EveryShard(names.IngestShard))
 	if err != nil {
 		return nil, err
 	}

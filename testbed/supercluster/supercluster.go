@@ -169,9 +169,10 @@ func Start(ctx context.Context, top topology.Topology, o Options) (*Cluster, err
 			Name: pl.core.Name, Region: pl.region, Host: pl.core.Host, Port: pl.core.Port,
 			DataDir: filepath.Join(o.DataDir, pl.core.Name), ClusterPort: pl.core.ClusterPort,
 			MaxMemory: o.MaxMemory, MaxStore: o.MaxStore, Logger: o.Logger,
+			Mappings: StreamConfig(top, pl.region, o.MemoryStreams, o.IngestDuplicates).IngestMapping(),
 		}
 		if c.creds != nil {
-			users, err := auth.Users(c.creds, pl.region)
+			users, err := auth.Users(c.creds, StreamConfig(top, pl.region, false, 0).Names)
 			if err != nil {
 				return nil, fmt.Errorf("supercluster: %w", err)
 			}
@@ -260,14 +261,15 @@ func (c *Cluster) StreamConfig(region string) streams.Config {
 func StreamConfig(top topology.Topology, region string, memory bool, ingestDup time.Duration) streams.Config {
 	r, _ := top.Region(region)
 	cfg := streams.Config{
-		Names: streams.Names{Region: region}, Partitions: top.Partitions, Replicas: top.StreamReplicas(r),
+		Names: streams.Names{Region: region, Shards: top.ShardCount(r)}, Partitions: top.Partitions, Replicas: top.StreamReplicas(r),
 		Window: time.Duration(top.Window), Memory: memory, IngestDuplicates: ingestDup,
 	}
 	if len(top.Regions) > 1 {
-		cfg.Cluster = region
-		for _, other := range top.RegionNames() {
-			if other != region {
-				cfg.Peers = append(cfg.Peers, other)
+		cfg.Cluster, cfg.PeerShards = region, map[string]int{}
+		for _, other := range top.Regions {
+			if other.Name != region {
+				cfg.Peers = append(cfg.Peers, other.Name)
+				cfg.PeerShards[other.Name] = top.ShardCount(other)
 			}
 		}
 	}
@@ -304,6 +306,11 @@ func (c *Cluster) provision(ctx context.Context) error {
 				if err := streams.Provision(ctx, js, cfg); err != nil {
 					errs <- fmt.Errorf("supercluster: region %s %s streams: %w", r, pass, err)
 					return
+				}
+				if pass == "cross-region" {
+					if err := streams.SpreadLeaders(ctx, js, cfg); err != nil {
+						c.opt.Logger.Warn("shard leaders not spread", "region", r, "err", err)
+					}
 				}
 				errs <- nil
 			}()

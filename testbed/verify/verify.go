@@ -98,6 +98,20 @@ func StreamMsgs(ctx context.Context, js jetstream.JetStream, stream string) (uin
 	return info.State.Msgs, nil
 }
 
+// StreamsMsgs is the number of messages in the named streams together (a
+// region's shards of one kind: Names.EveryShard).
+func StreamsMsgs(ctx context.Context, js jetstream.JetStream, names []string) (uint64, error) {
+	var total uint64
+	for _, name := range names {
+		n, err := StreamMsgs(ctx, js, name)
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
+}
+
 // Drained reports whether, for every partition, the newest ownership's input
 // consumer (on the ingest stream, or the home stream in strict mode) has
 // nothing pending and nothing awaiting acknowledgement, and every partition
@@ -111,30 +125,32 @@ func Drained(ctx context.Context, js jetstream.JetStream, n streams.Names, parti
 // consumer has events pending or awaiting acknowledgement, or that have no
 // such consumer: what keeps Drained false.
 func Undrained(ctx context.Context, js jetstream.JetStream, n streams.Names, partitions int, strict bool) ([]int, error) {
-	stream := n.IngestStream()
+	names := n.EveryShard(n.IngestShard)
 	if strict {
-		stream = n.HomeStream()
-	}
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		return nil, err
+		names = n.EveryShard(n.HomeShard)
 	}
 	newest := map[int]*jetstream.ConsumerInfo{}
-	lister := s.ListConsumers(ctx)
-	for ci := range lister.Info() {
-		p, seq, _, ok := streams.ParseConsumer(ci.Name)
-		if !ok {
-			continue
+	for _, stream := range names {
+		s, err := js.Stream(ctx, stream)
+		if err != nil {
+			return nil, err
 		}
-		if cur, seen := newest[p]; seen {
-			if _, cs, _, _ := streams.ParseConsumer(cur.Name); cs > seq {
+		lister := s.ListConsumers(ctx)
+		for ci := range lister.Info() {
+			p, seq, _, ok := streams.ParseConsumer(ci.Name)
+			if !ok {
 				continue
 			}
+			if cur, seen := newest[p]; seen {
+				if _, cs, _, _ := streams.ParseConsumer(cur.Name); cs > seq {
+					continue
+				}
+			}
+			newest[p] = ci
 		}
-		newest[p] = ci
-	}
-	if err := lister.Err(); err != nil {
-		return nil, err
+		if err := lister.Err(); err != nil {
+			return nil, err
+		}
 	}
 	var left []int
 	for p := 0; p < partitions; p++ {

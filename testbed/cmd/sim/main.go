@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/onceplane/onceplane/internal/cli"
@@ -28,6 +29,7 @@ func main() {
 		seed              uint64
 		printTopo         bool
 		reportDir         string
+		shards            int
 	)
 	flag.BoolVar(&single, "single", false, "run the one-region simulation (flags -dup-rate, -partitions, -edges, -cores, -batch, -no-bloom)")
 	flag.StringVar(&topoFile, "topology", "", "topology file (JSON; default: the built-in three regions)")
@@ -41,7 +43,8 @@ func main() {
 	flag.Float64Var(&sc.DupRate, "dup-rate", 0.3, "single: share of events that re-send an earlier ID")
 	flag.IntVar(&sc.Partitions, "partitions", 16, "single: partitions")
 	flag.IntVar(&sc.Edges, "edges", 2, "single: edges")
-	flag.IntVar(&sc.Cores, "cores", 1, "single: core nodes, 1 or 3")
+	flag.IntVar(&sc.Cores, "cores", 0, "core nodes per region, 1 or 3 (default: the topology's; single: 1)")
+	flag.IntVar(&shards, "shards", 0, "shards per region: ingest and claim streams, each led by a core node (default: one per core node)")
 	flag.IntVar(&sc.BatchSize, "batch", 500, "single: events per batch")
 	flag.BoolVar(&sc.NoBloom, "no-bloom", false, "single: turn the Bloom pre-check off")
 	flag.Uint64Var(&seed, "seed", 1, "load seed")
@@ -63,7 +66,7 @@ func main() {
 	defer stop()
 	logger := cli.Logger(logLevel)
 	if single {
-		sc.Events, sc.Seed, sc.Dir, sc.Logger = mc.Events, seed, dataDir, logger
+		sc.Events, sc.Seed, sc.Dir, sc.Logger, sc.Shards = mc.Events, seed, dataDir, logger, shards
 		r, err := sim.Run(ctx, sc, os.Stdout)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "sim:", err)
@@ -87,10 +90,11 @@ func main() {
 	}
 	if mode != "" {
 		mc.Topology.Mode = topology.Mode(mode)
-		if err := mc.Topology.Defaults().Validate(); err != nil {
-			fmt.Fprintln(os.Stderr, "sim:", err)
-			os.Exit(1)
-		}
+	}
+	mc.Topology = reshape(mc.Topology, sc.Cores, shards)
+	if err := mc.Topology.Defaults().Validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "sim:", err)
+		os.Exit(1)
 	}
 	mc.Seed, mc.Dir, mc.Logger = seed, dataDir, logger
 	r, err := sim.RunMulti(ctx, mc, os.Stdout)
@@ -113,4 +117,23 @@ func main() {
 	if !r.OK {
 		os.Exit(2)
 	}
+}
+
+// reshape gives every region of t cores core nodes (when non-zero) and
+// shards shards (when non-zero).
+func reshape(t topology.Topology, cores, shards int) topology.Topology {
+	t.Regions = slices.Clone(t.Regions)
+	for i := range t.Regions {
+		r := &t.Regions[i]
+		if cores > 0 {
+			r.Cores = nil
+			for j := range cores {
+				r.Cores = append(r.Cores, topology.Core{Name: fmt.Sprintf("%s-core-%d", r.Name, j)})
+			}
+		}
+		if shards > 0 {
+			r.Shards = shards
+		}
+	}
+	return t
 }
