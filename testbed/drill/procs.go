@@ -53,6 +53,9 @@ type CoreSpec struct {
 	Shards int
 }
 
+// Names are the region's stream names (with its shards).
+func (c *Cores) Names() streams.Names { return c.spec.names() }
+
 // names are the region's stream names under spec.
 func (spec CoreSpec) names() streams.Names {
 	return streams.Names{Region: spec.Region, Shards: cmp.Or(spec.Shards, spec.Nodes, 1)}

@@ -322,26 +322,33 @@ func headerLen(h nats.Header) int {
 
 func (l *load) hostileJob(variant string, r *rand.Rand) (job, bool) {
 	parts := l.cfg.Partitions
+	// ingestOf in a header stands for the ingest stream (its shard's) the
+	// message's subject token is stored in.
+	const ingestOf = "\x00ingest"
+	set := func(m *nats.Msg, token string, hdr map[string]string) {
+		for k, v := range hdr {
+			if v == ingestOf {
+				v = l.names.IngestStreamOf(event.Partition(token, parts))
+			}
+			m.Header.Set(k, v)
+		}
+	}
 	valid := func(data []byte, hdr map[string]string) job {
 		id := l.newID("h")
 		m := l.msg(id, id, data)
-		for k, v := range hdr {
-			m.Header.Set(k, v)
-		}
+		set(m, id, hdr)
 		return job{msg: m, rec: Publish{ID: id, Token: id, Digest: digest(data), Kind: KindHostileValid, Hostile: variant}}
 	}
 	invalid := func(token, id string, data []byte, hdr map[string]string) job {
 		m := l.msg(token, id, data)
-		for k, v := range hdr {
-			m.Header.Set(k, v)
-		}
+		set(m, token, hdr)
 		return job{msg: m, rec: Publish{ID: id, Token: token, Digest: digest(data), Kind: KindInvalid, Hostile: variant, DeadLetter: true}}
 	}
 	small := func() []byte { return payload(variant, 32+r.IntN(200), r.Uint64()) }
 	switch variant {
 	case "ctrl-headers":
 		return valid(small(), map[string]string{
-			"Nats-Expected-Stream": l.names.IngestStream(), // true at ingest, false anywhere else
+			"Nats-Expected-Stream": ingestOf, // true at ingest, false anywhere else
 			event.HeaderReason:     "forged", event.HeaderUncertain: "true", event.HeaderPartition: "9999",
 			event.HeaderStreamSeq: "1", "Onceplane-Event-Id": "forged",
 		}), true
@@ -352,7 +359,7 @@ func (l *load) hostileJob(variant string, r *rand.Rand) (job, bool) {
 	case "ctrl-expect-seq":
 		return valid(small(), map[string]string{"Nats-Expected-Last-Sequence": "1"}), true
 	case "ctrl-noid":
-		return invalid(l.newID("noid"), "", small(), map[string]string{"Nats-Expected-Stream": l.names.IngestStream()}), true
+		return invalid(l.newID("noid"), "", small(), map[string]string{"Nats-Expected-Stream": ingestOf}), true
 	case "max-valid":
 		return valid(payload(variant, event.DefaultMaxPayload, r.Uint64()), nil), true
 	case "max-size":

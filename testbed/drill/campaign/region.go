@@ -88,6 +88,7 @@ func startRegion(ctx context.Context, cfg Config, spec regionSpec) (*region, err
 			return nil, fmt.Errorf("campaign: %w", err)
 		}
 	}
+	r.names = r.cores.Names()
 	var err error
 	r.nc, err = nats.Connect(r.cores.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { r.log.Debug("campaign connection", "err", err) }))
