@@ -37,6 +37,9 @@ type Config struct {
 	// Regions, Edges per region and Partitions per region. Zero means 3,
 	// 8 and 256.
 	Regions, Edges, Partitions int
+	// Shards per region: its partitions' ingest and claim streams (on the
+	// region's one core node). Zero means 1.
+	Shards int
 	// Kill is the share of each region's edges crashed at once (at least
 	// one). Zero means 0.1.
 	Kill float64
@@ -72,7 +75,7 @@ func (c Config) withDefaults() Config {
 
 // Result is what one measurement saw.
 type Result struct {
-	Regions, Edges, Partitions int
+	Regions, Edges, Partitions, Shards int
 	// Settle is from starting the edges to every partition of every region
 	// owned once and every edge ready.
 	Settle time.Duration
@@ -113,11 +116,11 @@ func (m *member) crash() {
 // Run makes one measurement.
 func Run(ctx context.Context, cfg Config) (Result, error) {
 	cfg = cfg.withDefaults()
-	res := Result{Regions: cfg.Regions, Edges: cfg.Edges, Partitions: cfg.Partitions, Fair: (cfg.Partitions + cfg.Edges - 1) / cfg.Edges}
+	res := Result{Regions: cfg.Regions, Edges: cfg.Edges, Partitions: cfg.Partitions, Shards: max(1, cfg.Shards), Fair: (cfg.Partitions + cfg.Edges - 1) / cfg.Edges}
 	top := topology.Topology{Name: "controlplane", Partitions: cfg.Partitions, Window: topology.Duration(time.Hour)}
 	for r := range cfg.Regions {
 		name := fmt.Sprintf("r%d", r)
-		reg := topology.Region{Name: name, Cores: []topology.Core{{Name: name + "-core"}}}
+		reg := topology.Region{Name: name, Cores: []topology.Core{{Name: name + "-core"}}, Shards: cfg.Shards}
 		for e := range cfg.Edges {
 			reg.Edges = append(reg.Edges, topology.Edge{Name: fmt.Sprintf("%s-e%d", name, e)})
 		}
@@ -312,10 +315,10 @@ func usage() (float64, int) {
 
 // Table writes results as a Markdown table.
 func Table(w io.Writer, rs []Result) {
-	fmt.Fprintln(w, "| regions × edges | partitions / region | settle | max owned (fair) | killed / region | detection | takeover | heap / edge | goroutines / edge |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| regions × edges | partitions / region | shards | settle | max owned (fair) | killed / region | detection | takeover | heap / edge | goroutines / edge |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {
-		fmt.Fprintf(w, "| %d × %d | %d | %.1f s | %d (%d) | %d | %.2f s | %.2f s | %.1f MiB | %.0f |\n",
-			r.Regions, r.Edges, r.Partitions, r.Settle.Seconds(), r.MaxOwned, r.Fair, r.Killed, r.Detect.Seconds(), r.Takeover.Seconds(), r.HeapPerEdge/(1<<20), r.GoroutinesPerEdge)
+		fmt.Fprintf(w, "| %d × %d | %d | %d | %.1f s | %d (%d) | %d | %.2f s | %.2f s | %.1f MiB | %.0f |\n",
+			r.Regions, r.Edges, r.Partitions, r.Shards, r.Settle.Seconds(), r.MaxOwned, r.Fair, r.Killed, r.Detect.Seconds(), r.Takeover.Seconds(), r.HeapPerEdge/(1<<20), r.GoroutinesPerEdge)
 	}
 }

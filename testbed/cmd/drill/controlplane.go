@@ -19,6 +19,7 @@ func runControlPlane(args []string) int {
 	edges := fs.String("edges", "8,32,64", "edges per region, one measurement each")
 	fs.IntVar(&cfg.Regions, "regions", 3, "regions")
 	fs.IntVar(&cfg.Partitions, "partitions", 1024, "partitions per region")
+	fs.IntVar(&cfg.Shards, "shards", 1, "shards per region (ingest and claim streams on the region's core node)")
 	fs.Float64Var(&cfg.Kill, "kill", 0.1, "share of each region's edges crashed at once")
 	logLevel := fs.String("log-level", "error", "component log level")
 	_ = fs.Parse(args)
