@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -23,6 +24,7 @@ import (
 	"github.com/onceplane/onceplane/core"
 	"github.com/onceplane/onceplane/devcert"
 	"github.com/onceplane/onceplane/internal/cli"
+	"github.com/onceplane/onceplane/internal/poll"
 	"github.com/onceplane/onceplane/jetstream/streams"
 )
 
@@ -204,8 +206,8 @@ func provision(ctx context.Context, n *core.Node, cfg streams.Config, create boo
 	if err != nil {
 		return err
 	}
-	if err := streams.CheckLayout(ctx, js, cfg); err != nil {
-		return fmt.Errorf("%w: set -partitions and -shards to the region's", err)
+	if err := checkLayout(ctx, js, cfg); err != nil {
+		return err
 	}
 	if !create {
 		return nil
@@ -229,6 +231,21 @@ func provision(ctx context.Context, n *core.Node, cfg streams.Config, create boo
 		log.Warn("shard leaders not spread (the streams serve where they are)", "err", err)
 	}
 	return nil
+}
+
+// checkLayout refuses a node whose partition or shard count differs from
+// the region's streams, retrying what is not an answer (a cluster still
+// electing its leaders) until ctx ends.
+func checkLayout(ctx context.Context, js jetstream.JetStream, cfg streams.Config) error {
+	for b := poll.Backoff(100*time.Millisecond, 2*time.Second); ; {
+		err := streams.CheckLayout(ctx, js, cfg)
+		if errors.Is(err, streams.ErrPartitionsChanged) || errors.Is(err, streams.ErrShardsChanged) {
+			return fmt.Errorf("%w: set -partitions and -shards to the region's", err)
+		}
+		if err == nil || poll.Sleep(ctx, b.NextBackOff()) != nil {
+			return err
+		}
+	}
 }
 
 // peerShards waits for every peer region's streams and reads its shard
