@@ -74,6 +74,15 @@ func newRun(t *testing.T, url string, cfg streams.Config, provision bool) *run {
 			t.Fatal(err)
 		}
 	}
+	// The region's shard count is the streams' (a 3-node region of cores
+	// started with their defaults has three).
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l, err := streams.ReadLayout(ctx, js, cfg.Names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Shards = l.Shards
 	return &run{t: t, dir: t.TempDir(), url: url, js: js, cfg: cfg}
 }
 
@@ -295,7 +304,8 @@ func TestCoreNodeLossR3(t *testing.T) {
 		js, _ := jetstream.New(nc)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		for _, s := range (streams.Config{}).StreamConfigs() {
+		// Three nodes: three shards by default.
+		for _, s := range (streams.Config{Names: streams.Names{Shards: 3}, Partitions: 4}).StreamConfigs() {
 			if _, err := js.Stream(ctx, s.Name); err != nil {
 				return false
 			}
@@ -303,6 +313,9 @@ func TestCoreNodeLossR3(t *testing.T) {
 		return true
 	})
 	r := newRun(t, all, streams.Config{Partitions: 4, Replicas: 3, IngestDuplicates: -1}, false)
+	if r.cfg.Shards != 3 {
+		t.Fatalf("a region of three core nodes has %d shards, want 3 (one per node)", r.cfg.Shards)
+	}
 	e := r.edge("edge-r3", "-sink", "nats,ledger", "-batch", "200")
 	r.publish(workload.Plan{Events: 20_000, DupRate: 0.3, Gap: 4_000, Seed: 13})
 	coretest.Eventually(t, time.Minute, "load in flight", func() bool { return r.outputCount() >= 3_000 })
