@@ -29,23 +29,16 @@ import (
 // (IngestMapping) before any stream sees them; each shard's ingest stream
 // captures its partitions' stored subjects.
 
-func (n Names) shards() int {
-	if n.Shards <= 0 {
-		return 1
-	}
-	return n.Shards
-}
-
 // ShardCount is the region's shard count (1 when Shards is zero).
-func (n Names) ShardCount() int { return n.shards() }
+func (n Names) ShardCount() int { return max(1, n.Shards) }
 
 // ShardOf is the shard partition p lives in.
-func (n Names) ShardOf(p int) int { return p % n.shards() }
+func (n Names) ShardOf(p int) int { return p % n.ShardCount() }
 
 // ShardPartitions lists shard s's partitions among partitions.
 func (n Names) ShardPartitions(s, partitions int) []int {
 	var ps []int
-	for p := s; p < partitions; p += n.shards() {
+	for p := s; p < partitions; p += n.ShardCount() {
 		ps = append(ps, p)
 	}
 	return ps
@@ -53,7 +46,7 @@ func (n Names) ShardPartitions(s, partitions int) []int {
 
 // EveryShard lists one kind of stream for every shard: n.EveryShard(n.IngestShard).
 func (n Names) EveryShard(name func(s int) string) []string {
-	all := make([]string, n.shards())
+	all := make([]string, n.ShardCount())
 	for s := range all {
 		all[s] = name(s)
 	}
@@ -101,7 +94,7 @@ var ErrShardsChanged = errors.New("shard count differs from the existing streams
 // account's other mappings (core.Options.Mappings does).
 func (c Config) IngestMapping() map[string]string {
 	c = c.withDefaults()
-	if c.shards() == 1 {
+	if c.ShardCount() == 1 {
 		return nil
 	}
 	return map[string]string{
@@ -162,8 +155,8 @@ func CheckLayout(ctx context.Context, js jetstream.JetStream, c Config) error {
 	if have.Partitions != c.Partitions {
 		return fmt.Errorf("region %s: %w (have %d, want %d)", c.Region, ErrPartitionsChanged, have.Partitions, c.Partitions)
 	}
-	if have.Shards != c.shards() {
-		return fmt.Errorf("region %s: %w (have %d, want %d)", c.Region, ErrShardsChanged, have.Shards, c.shards())
+	if have.Shards != c.ShardCount() {
+		return fmt.Errorf("region %s: %w (have %d, want %d)", c.Region, ErrShardsChanged, have.Shards, c.ShardCount())
 	}
 	return nil
 }
@@ -181,7 +174,7 @@ func SpreadLeaders(ctx context.Context, js jetstream.JetStream, c Config) error 
 		return nil
 	}
 	var errs []error
-	for s := range c.shards() {
+	for s := range c.ShardCount() {
 		for _, name := range c.shardStreams(s) {
 			if err := leadFrom(ctx, js, name, s); err != nil {
 				errs = append(errs, err)

@@ -165,7 +165,7 @@ func (n Names) HomeStream() string     { return "onceplane-" + n.region() + "-ho
 // provisions it: every shard's.
 func (n Names) Streams() []string {
 	var all []string
-	for s := range n.shards() {
+	for s := range n.ShardCount() {
 		all = append(all, n.IngestShard(s), n.ClaimShard(s), n.XClaimShard(s), n.HomeShard(s))
 	}
 	return append(all, n.DLQStream(), n.OutputStream(), n.ConflictStream())
@@ -323,8 +323,8 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 		storage = jetstream.MemoryStorage
 	}
 	meta := map[string]string{metaPartitions: strconv.Itoa(c.Partitions), metaWindow: c.Window.String()}
-	if c.shards() > 1 {
-		meta[metaShards] = strconv.Itoa(c.shards())
+	if c.ShardCount() > 1 {
+		meta[metaShards] = strconv.Itoa(c.ShardCount())
 	}
 	keep := claimAge(c.Window)
 	base := func(name string, subjects ...string) jetstream.StreamConfig {
@@ -337,9 +337,9 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 		}
 	}
 	var ins, claims []jetstream.StreamConfig
-	for s := range c.shards() {
+	for s := range c.ShardCount() {
 		in := base(c.IngestShard(s))
-		if c.shards() == 1 {
+		if c.ShardCount() == 1 {
 			in.Subjects = []string{c.IngestWildcard()}
 			in.SubjectTransform = &jetstream.SubjectTransformConfig{Source: c.IngestWildcard(), Destination: c.partitionDestination()}
 		} else {
@@ -355,7 +355,7 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 		}
 		ins = append(ins, in)
 		cl := base(c.ClaimShard(s), c.prefix()+".claims.*")
-		if c.shards() > 1 {
+		if c.ShardCount() > 1 {
 			cl.Subjects = nil
 			for _, p := range c.ShardPartitions(s, c.Partitions) {
 				cl.Subjects = append(cl.Subjects, c.Claims(p))
@@ -370,7 +370,7 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 	out.Duplicates = c.OutputDuplicates
 	cfgs := append(append(ins, claims...), dlq, out)
 	if len(c.Peers) > 0 && c.Home == nil {
-		for s := range c.shards() {
+		for s := range c.ShardCount() {
 			x := base(c.XClaimShard(s))
 			x.MaxAge, x.Duplicates = keep, MinDuplicates
 			x.Sources = c.xclaimSources(s)
@@ -385,7 +385,7 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 		cfgs = append(cfgs, cf)
 	}
 	if c.Home != nil {
-		for s := range c.shards() {
+		for s := range c.ShardCount() {
 			h := base(c.HomeShard(s))
 			h.Duplicates, h.MaxAge = ins[0].Duplicates, ins[0].MaxAge
 			h.Sources = c.homeSources(s)
@@ -425,7 +425,7 @@ func (c Config) xclaimSources(s int) []*jetstream.StreamSource {
 	var srcs []*jetstream.StreamSource
 	for _, peer := range c.Peers {
 		pn := c.peer(peer)
-		for t := range pn.shards() {
+		for t := range pn.ShardCount() {
 			both, whole := c.overlap(s, pn, t, nil)
 			if len(both) == 0 {
 				continue
@@ -450,7 +450,7 @@ func (c Config) homeSources(s int) []*jetstream.StreamSource {
 	var srcs []*jetstream.StreamSource
 	for _, r := range append([]string{c.Region}, c.Peers...) {
 		rn := c.peer(r)
-		for t := range rn.shards() {
+		for t := range rn.ShardCount() {
 			both, _ := c.overlap(s, rn, t, c.Home)
 			if len(both) == 0 {
 				continue

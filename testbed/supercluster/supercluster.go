@@ -165,14 +165,15 @@ func Start(ctx context.Context, top topology.Topology, o Options) (*Cluster, err
 				routes = append(routes, fmt.Sprintf("%s:%d", other.core.Host, other.core.ClusterPort))
 			}
 		}
+		sc := StreamConfig(top, pl.region, o.MemoryStreams, o.IngestDuplicates)
 		co := core.Options{
 			Name: pl.core.Name, Region: pl.region, Host: pl.core.Host, Port: pl.core.Port,
 			DataDir: filepath.Join(o.DataDir, pl.core.Name), ClusterPort: pl.core.ClusterPort,
 			MaxMemory: o.MaxMemory, MaxStore: o.MaxStore, Logger: o.Logger,
-			Mappings: StreamConfig(top, pl.region, o.MemoryStreams, o.IngestDuplicates).IngestMapping(),
+			Mappings: sc.IngestMapping(),
 		}
 		if c.creds != nil {
-			users, err := auth.Users(c.creds, StreamConfig(top, pl.region, false, 0).Names)
+			users, err := auth.Users(c.creds, sc.Names)
 			if err != nil {
 				return nil, fmt.Errorf("supercluster: %w", err)
 			}
