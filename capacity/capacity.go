@@ -82,6 +82,56 @@ type Figures struct {
 	// dead.
 	ReplayIDsPerSec float64 `json:"replay_ids_per_s"`
 	DetectSec       float64 `json:"detect_s"`
+	// CoreStoreCPUOwnStreams and CoreServeCPUOwnStreams are CoreStoreCPU
+	// and CoreServeCPU when every partition has a stream of its own
+	// (shards = partitions, each ingest subject partitioned by the
+	// account mapping), against one stream shared by the partitions'
+	// filtered consumers. Informative: zero when not measured.
+	CoreStoreCPUOwnStreams float64 `json:"core_store_cpu_own_streams_s_per_m,omitempty"`
+	CoreServeCPUOwnStreams float64 `json:"core_serve_cpu_own_streams_s_per_m,omitempty"`
+	// Scaling compares regions of one and of three core nodes measured in
+	// the same calibration run on the same machine. Informative.
+	Scaling []RegionRate `json:"scaling,omitempty"`
+}
+
+// RegionRate is one region's measured throughput: Events published
+// through its nodes in turn (stored: every publish acknowledged), then one
+// edge deciding them all (decided).
+type RegionRate struct {
+	Nodes    int `json:"nodes"`
+	Replicas int `json:"replicas"`
+	Shards   int `json:"shards"`
+	Events   int `json:"events"`
+	// Rounds is how many times it was measured; the figures are the
+	// rounds' medians.
+	Rounds int `json:"rounds"`
+	// StoredPerSec and DecidedPerSec are events/s of each phase.
+	StoredPerSec  float64 `json:"stored_per_s"`
+	DecidedPerSec float64 `json:"decided_per_s"`
+	// CoreStoreCPU and CoreServeCPU are the region's core nodes' summed
+	// CPU-seconds per million events in each phase.
+	CoreStoreCPU float64 `json:"core_store_cpu_s_per_m"`
+	CoreServeCPU float64 `json:"core_serve_cpu_s_per_m"`
+}
+
+// Text prints the figures for a reader, the comparisons with them.
+func (f Figures) Text() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "figures: %s\n  core %.2f CPU-s per M events stored (per replica), %.2f per M served with their claims; edge %.2f per M decided (%.2f without Bloom);\n  %.1f B per tracked ID; claim records %.0f B + %.0f B per ID; %.0f B per event beyond its payload; replay %.3g IDs/s; detection %.2f s\n",
+		f.Source, f.CoreStoreCPU, f.CoreServeCPU, f.EdgeCPU, f.EdgeCPUNoBloom, f.BytesPerID, f.ClaimRecordOverhead, f.ClaimBytesPerID, f.EventOverhead, f.ReplayIDsPerSec, f.DetectSec)
+	if f.CoreServeCPUOwnStreams > 0 {
+		fmt.Fprintf(&b, "  a stream per partition instead of one shared by filtered consumers: core %.2f CPU-s per M stored (%+.0f %%), %.2f per M served (%+.0f %%)\n",
+			f.CoreStoreCPUOwnStreams, 100*(f.CoreStoreCPUOwnStreams/f.CoreStoreCPU-1), f.CoreServeCPUOwnStreams, 100*(f.CoreServeCPUOwnStreams/f.CoreServeCPU-1))
+	}
+	if len(f.Scaling) > 0 {
+		base := f.Scaling[0]
+		fmt.Fprintf(&b, "  regions measured in one run on this machine (CPU-bound: every node shares its cores):\n")
+		for _, r := range f.Scaling {
+			fmt.Fprintf(&b, "    %d node(s), R%d, %d shard(s): %8.0f events/s stored (%.2f×), %8.0f decided by one edge (%.2f×); cores %.1f + %.1f CPU-s per M\n",
+				r.Nodes, r.Replicas, r.Shards, r.StoredPerSec, r.StoredPerSec/base.StoredPerSec, r.DecidedPerSec, r.DecidedPerSec/base.DecidedPerSec, r.CoreStoreCPU, r.CoreServeCPU)
+		}
+	}
+	return b.String()
 }
 
 // Check refuses figures a plan cannot use.

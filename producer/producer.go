@@ -143,7 +143,8 @@ func (p *Producer) PublishAsync(ctx context.Context, id string, data []byte) (je
 	return f, nil
 }
 
-// Wait blocks until every async publish has been acked or ctx ends.
+// Wait blocks until every async publish has been answered (acked or
+// failed: a failure shows on its future only) or ctx ends.
 func (p *Producer) Wait(ctx context.Context) error {
 	select {
 	case <-p.js.PublishAsyncComplete():

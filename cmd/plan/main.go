@@ -54,6 +54,7 @@ func main() {
 	flag.BoolVar(&calibrate, "calibrate", false, "measure the figures on this machine and write them to -out")
 	flag.StringVar(&calibrateOut, "out", "figures.json", "-calibrate: where the figures go")
 	flag.IntVar(&cal.events, "events", 200_000, "-calibrate: events per measurement")
+	flag.IntVar(&cal.rounds, "rounds", 3, "-calibrate: measurements of each region (the median is kept)")
 	flag.Parse()
 	if calibrate {
 		cal.payload, cal.dup = load.Payload, load.DupRate
@@ -91,8 +92,7 @@ func main() {
 		load.Name = "the given load"
 		loads = []capacity.Load{load}
 	}
-	fmt.Printf("figures: %s\n  core %.2f CPU-s per M events stored (per replica), %.2f per M served with their claims; edge %.2f per M decided (%.2f without Bloom);\n  %.1f B per tracked ID; claim records %.0f B + %.0f B per ID; %.0f B per event beyond its payload; replay %.3g IDs/s; detection %.2f s\n\n",
-		f.Source, f.CoreStoreCPU, f.CoreServeCPU, f.EdgeCPU, f.EdgeCPUNoBloom, f.BytesPerID, f.ClaimRecordOverhead, f.ClaimBytesPerID, f.EventOverhead, f.ReplayIDsPerSec, f.DetectSec)
+	fmt.Println(f.Text())
 	for _, l := range loads {
 		p, err := capacity.Make(l, m, f)
 		if err != nil {
