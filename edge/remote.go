@@ -36,8 +36,10 @@ type remoteRec struct {
 // this region (the other region still sees its own claims and reports any
 // conflict).
 func (c *Consumer) followRemote(ctx context.Context, p int) (<-chan remoteRec, <-chan struct{}, error) {
-	cons, err := c.js.OrderedConsumer(ctx, c.names.XClaimStreamOf(p), jetstream.OrderedConsumerConfig{
+	stream := c.names.XClaimStreamOf(p)
+	cons, err := c.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{c.names.RemoteClaims(p)}, DeliverPolicy: jetstream.DeliverAllPolicy,
+		InactiveThreshold: streams.ReaderInactive,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("p%d remote claims: %w", p, err)
@@ -51,10 +53,10 @@ func (c *Consumer) followRemote(ctx context.Context, p int) (<-chan remoteRec, <
 		return nil, nil, fmt.Errorf("p%d remote claims: %w", p, err)
 	}
 	out := make(chan remoteRec, 256)
-	go func() {
-		defer it.Stop()
-		<-ctx.Done()
-	}()
+	context.AfterFunc(ctx, func() {
+		it.Stop()
+		streams.DropConsumer(c.js, stream, cons)
+	})
 	go func() {
 		caught := false
 		select {

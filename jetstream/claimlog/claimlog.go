@@ -250,7 +250,7 @@ func (l *Log) read(ctx context.Context, p int, from, last uint64, fn func(seq ui
 	if last <= from {
 		return from, nil
 	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}, DeliverPolicy: jetstream.DeliverAllPolicy, InactiveThreshold: streams.ReaderInactive}
 	if from > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from+1
 	}
@@ -258,6 +258,7 @@ func (l *Log) read(ctx context.Context, p int, from, last uint64, fn func(seq ui
 	if err != nil {
 		return from, fmt.Errorf("claim p%d replay: %w", p, err)
 	}
+	defer streams.DropConsumer(l.js, l.names.ClaimStreamOf(p), cons)
 	it, err := cons.Messages(jetstream.PullMaxMessages(4096))
 	if err != nil {
 		return from, fmt.Errorf("claim p%d replay: %w", p, err)

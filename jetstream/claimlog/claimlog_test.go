@@ -156,3 +156,42 @@ func TestForeignTailDoesNotFence(t *testing.T) {
 	}
 	_ = nc
 }
+
+// TestReplayLeavesNoConsumer: a replay deletes its reader (an ordered
+// consumer) when done: left to nats.go's 5-minute inactive threshold, a
+// takeover wave over thousands of partitions, with retries, once filled the
+// claim stream's consumer limit and every further takeover failed.
+func TestReplayLeavesNoConsumer(t *testing.T) {
+	cfg := streams.Config{Partitions: 4, Memory: true}
+	n := coretest.Start(t)
+	_, js := coretest.Connect(t, n.ClientURL())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := streams.Provision(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	l, err := claimlog.Open(ctx, js, cfg.Names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last uint64
+	for i := range 3 {
+		if last, err = l.Append(ctx, 1, last, dedupe.Record{Kind: dedupe.KindTakeover, Epoch: uint64(i + 1), Writer: "a", Time: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 20 {
+		n := 0
+		if _, err := l.Replay(ctx, 1, 0, func(uint64, dedupe.Record, time.Time) { n++ }); err != nil || n != 3 {
+			t.Fatalf("replay: %d records, %v", n, err)
+		}
+	}
+	s, err := js.Stream(ctx, cfg.Names.ClaimStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	coretest.Eventually(t, 5*time.Second, "no consumer left on the claim stream", func() bool {
+		info, err := s.Info(ctx)
+		return err == nil && info.State.Consumers == 0
+	})
+}
