@@ -6,7 +6,6 @@
 package edge
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -70,7 +69,11 @@ type Consumer struct {
 	state  map[int]partState
 	runs   map[int]*partRun
 	fenced map[int]time.Time
-	steps  map[int]step // partition -> the blocking step it is in, if any
+	steps  map[int]step      // partition -> the blocking step it is in, if any
+	handed []int             // partitions whose handover ended since the planner's last step
+	failed map[int]time.Time // partitions whose run failed since the planner's last step
+
+	consumers consumerNames // the input streams' consumer names, listed at most every namesTTL
 }
 
 // step is a blocking step of a partition (claim append, handler, dead
@@ -127,6 +130,7 @@ func New(js jetstream.JetStream, h Handler, o Options) (*Consumer, error) {
 		state:       map[int]partState{},
 		runs:        map[int]*partRun{},
 		fenced:      map[int]time.Time{},
+		failed:      map[int]time.Time{},
 		steps:       map[int]step{},
 	}, nil
 }
@@ -222,22 +226,6 @@ func (s partState) String() string {
 func isPartitionConsumer(p int, name string) (uint64, bool) {
 	cp, seq, _, ok := streams.ParseConsumer(name)
 	return seq, ok && cp == p
-}
-
-// ownerActive reports whether another ownership of p is consuming now: its
-// consumer has pull requests waiting (a paused or dead owner's expire).
-func (c *Consumer) ownerActive(ctx context.Context, p int) bool {
-	s, err := c.js.Stream(ctx, c.inputStream(p))
-	if err != nil {
-		return true // cannot tell: do not fight for it
-	}
-	lister := s.ListConsumers(ctx)
-	for info := range lister.Info() {
-		if _, ok := isPartitionConsumer(p, info.Name); ok && info.NumWaiting > 0 {
-			return true
-		}
-	}
-	return lister.Err() != nil
 }
 
 // inputStream is the stream partition p is consumed from: its shard's

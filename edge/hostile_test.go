@@ -385,7 +385,7 @@ func TestReleaseThenRetake(t *testing.T) {
 		mu.Unlock()
 		return nil
 	})
-	c := r.startEdgeChain(t, edge.Options{Name: "edge-r", Membership: m, BatchSize: 20, HandoffDelay: time.Hour, ShutdownGrace: time.Minute}, filepath.Join(t.TempDir(), "l.jsonl"), slowSink)
+	c := r.startEdgeChain(t, edge.Options{Name: "edge-r", Membership: m, BatchSize: 20, HandoffDelay: 10 * time.Millisecond, ShutdownGrace: time.Minute}, filepath.Join(t.TempDir(), "l.jsonl"), slowSink)
 	coretest.Eventually(t, 10*time.Second, "owned", func() bool { return slices.Equal(c.Owned(), []int{0}) })
 	ctx := context.Background()
 	pr := producer.New(r.js, "local")

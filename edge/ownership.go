@@ -165,9 +165,10 @@ func (c *Consumer) watchStuck(ctx context.Context) {
 	}
 }
 
-// hold owns a static set of partitions: all at once, then again a second
-// after any that failed (a core unreachable, a consumer create timing out
-// across the WAN); one that was fenced is taken back, after the planner's
+// hold owns a static set of partitions: all at once, then again after any
+// that failed (a core unreachable, a consumer create timing out across the
+// WAN), a second later, doubling while it keeps failing (the planner's
+// backoff); one that was fenced is taken back, after the planner's
 // refence wait, once its other owner is no longer consuming (a stale run of
 // this edge, a restarted core that lost the consumer): statically it is
 // this edge's, and a second edge configured for it is a mistake that must
@@ -177,11 +178,13 @@ func (c *Consumer) hold(ctx context.Context, n int, parts []int) error {
 	defer tick.Stop()
 	pl := &failover.Planner{Self: c.o.Name, N: n, Parts: parts, RefenceDelay: c.o.RefenceDelay}
 	self := []string{c.o.Name}
+	var handed []int
 	for {
-		s := pl.Step(failover.Observed{Now: time.Now(), Members: self, Have: c.owned(), Fenced: c.takeFenced()})
+		s := pl.Step(failover.Observed{Now: time.Now(), Members: self, Have: c.owned(), Fenced: c.takeFenced(), Handed: handed, Failed: c.takeFailed()})
 		for _, p := range append(s.Take, s.Handoff...) { // nobody to hand over from
 			c.acquire(p)
 		}
+		handed = s.Handoff // done at once: a failed one is planned again next step
 		for _, p := range s.Retake {
 			if !c.ownerActive(ctx, p) {
 				c.lg.Warn("retaking a statically owned partition that was fenced", "partition", p)
@@ -202,9 +205,12 @@ func (c *Consumer) hold(ctx context.Context, n int, parts []int) error {
 func (c *Consumer) follow(ctx context.Context, n int) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	pl := &failover.Planner{Self: c.o.Name, N: n, Parts: c.o.Partitions, RefenceDelay: c.o.RefenceDelay}
+	// A handover (below) ends by HandoffDelay + ShutdownGrace: until then
+	// the planner leaves its partition to it.
+	pl := &failover.Planner{Self: c.o.Name, N: n, Parts: c.o.Partitions, RefenceDelay: c.o.RefenceDelay,
+		HandoffWait: c.o.HandoffDelay + c.o.ShutdownGrace + time.Second}
 	for {
-		s := pl.Step(failover.Observed{Now: time.Now(), Members: c.o.Membership.Names(), Have: c.owned(), Fenced: c.takeFenced()})
+		s := pl.Step(failover.Observed{Now: time.Now(), Members: c.o.Membership.Names(), Have: c.owned(), Fenced: c.takeFenced(), Handed: c.takeHanded(), Failed: c.takeFailed()})
 		c.forget(s.Want)
 		// Releases finish their batch in hand: run them aside so that taking
 		// over a dead owner's partitions never waits for them.
@@ -231,17 +237,28 @@ func (c *Consumer) follow(ctx context.Context, n int) error {
 	}
 }
 
-// handover takes p from a live previous owner: after HandoffDelay, and once
+// handover takes p from a live previous owner: after HandoffDelay, once
 // that owner has let go (its consumer has no pull waiting: it finished its
-// batch in hand and recorded it done), or after ShutdownGrace, the longest a
-// release may take. Taking it earlier would fence the owner mid-batch and
-// leave that batch uncertain.
+// batch in hand, recorded it done and deleted its consumer) and the view
+// has held still for HandoffDelay (while members are still joining, as
+// when a region's edges start together, the share it computes keeps
+// moving: taking and releasing partitions on every passing view would load
+// the cores for nothing), or after ShutdownGrace, the longest a release may
+// take. Taking it earlier would fence the owner mid-batch and leave that
+// batch uncertain.
 func (c *Consumer) handover(ctx context.Context, n, p int) {
+	view, still := sortedNames(c.o.Membership), time.Now()
 	if poll.Sleep(ctx, c.o.HandoffDelay) != nil {
 		return
 	}
 	deadline := time.Now().Add(c.o.ShutdownGrace)
-	for time.Now().Before(deadline) && c.ownerActive(ctx, p) {
+	for time.Now().Before(deadline) {
+		if v := sortedNames(c.o.Membership); !slices.Equal(v, view) {
+			view, still = v, time.Now()
+		}
+		if time.Since(still) >= c.o.HandoffDelay && !c.ownerActive(ctx, p) {
+			break
+		}
 		if poll.Sleep(ctx, 50*time.Millisecond) != nil {
 			return
 		}
@@ -249,6 +266,29 @@ func (c *Consumer) handover(ctx context.Context, n, p int) {
 	if slices.Contains(failover.OwnedSome(sortedNames(c.o.Membership), n, c.o.Partitions, c.o.Name), p) {
 		c.acquire(p)
 	}
+	c.mu.Lock()
+	c.handed = append(c.handed, p)
+	c.mu.Unlock()
+}
+
+// takeFailed returns and forgets the partitions whose run failed since the
+// last call.
+func (c *Consumer) takeFailed() map[int]time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := c.failed
+	c.failed = map[int]time.Time{}
+	return out
+}
+
+// takeHanded returns and forgets the partitions whose handover ended since
+// the last call.
+func (c *Consumer) takeHanded() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := c.handed
+	c.handed = nil
+	return out
 }
 
 func sortedNames(m Membership) []string {
@@ -345,6 +385,9 @@ func (c *Consumer) acquire(p int) {
 		default:
 			if current {
 				c.setState(p, partState{phase: failed, err: err})
+				c.mu.Lock()
+				c.failed[p] = now
+				c.mu.Unlock()
 			}
 			c.o.Metrics.OwnershipChanges.WithLabelValues(c.o.Region, "failed").Inc()
 			c.notify(OwnershipEvent{Partition: p, Change: "failed", At: now, Error: err.Error()})

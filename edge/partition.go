@@ -311,8 +311,20 @@ func (pt *partition) consumeUntilGap(ctx context.Context) error {
 			return nil
 		case <-pt.release:
 			// Graceful handoff: the batch in hand is done; record it so the
-			// next owner starts with nothing uncertain.
-			return pt.flushDone(ctx)
+			// next owner starts with nothing uncertain, then delete this
+			// ownership's consumer: its pull requests would otherwise stay
+			// waiting on the server until they expire, and the next owner
+			// waits for none to be left (ownerActive) before taking over.
+			if err := pt.flushDone(ctx); err != nil {
+				return err
+			}
+			it.Stop()
+			dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			if err := c.js.DeleteConsumer(dctx, c.inputStream(p), pt.name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+				c.lg.Debug("released consumer not deleted (its pulls expire)", "partition", p, "consumer", pt.name, "err", err)
+			}
+			return nil
 		case err := <-lost:
 			return err
 		case <-idle.C:

@@ -22,10 +22,18 @@ type Planner struct {
 	// the same; it doubles with each further fence, up to a minute. Zero
 	// means 2 s.
 	RefenceDelay time.Duration
+	// HandoffWait is how long a partition handed off (Steps.Handoff) is
+	// left to the caller's handover before the planner plans it again (as
+	// a Take): under any view in between, it is neither handed off again
+	// nor taken, so a handover in progress is never cut short. Zero means
+	// 10 s.
+	HandoffWait time.Duration
 
-	prev    []string // the previous view; nil before the first step
-	fences  map[int]fence
-	stepped bool
+	prev     []string // the previous view; nil before the first step
+	fences   map[int]fence
+	failures map[int]fence     // partitions whose run failed: when, how often in a row
+	handing  map[int]time.Time // handed off, not yet had: since when
+	stepped  bool
 }
 
 type fence struct {
@@ -42,6 +50,15 @@ type Observed struct {
 	Have []int
 	// Fenced are the partitions fenced since the last step, with when.
 	Fenced map[int]time.Time
+	// Handed are the partitions whose handover (a Steps.Handoff) ended
+	// since the last step, taken or not: they are planned again.
+	Handed []int
+	// Failed are the partitions whose run failed since the last step (a
+	// core unreachable or too slow to answer), with when: each is taken
+	// again after a second, doubling with each failure in a row up to
+	// 30 s, so that an overloaded core is not met with every partition's
+	// retry every second. A partition had again starts over.
+	Failed map[int]time.Time
 }
 
 // Steps is what the edge does at a step.
@@ -54,7 +71,9 @@ type Steps struct {
 	Take []int
 	// Handoff: own once the live previous owner has let go (or its
 	// release time has passed); this edge just started, or the partition
-	// moved here from a live member.
+	// moved here from a live member. The caller reports the handover's end
+	// (Observed.Handed); until then, or HandoffWait, the partition is left
+	// to it.
 	Handoff []int
 	// Retake: fenced under this same view and due again: own at once
 	// unless its other owner is consuming (the caller asks).
@@ -64,7 +83,14 @@ type Steps struct {
 // Step takes one look at the world and returns what to do.
 func (pl *Planner) Step(o Observed) Steps {
 	if pl.fences == nil {
-		pl.fences = map[int]fence{}
+		pl.fences, pl.handing, pl.failures = map[int]fence{}, map[int]time.Time{}, map[int]fence{}
+	}
+	for _, p := range o.Have {
+		delete(pl.failures, p)
+	}
+	for p, at := range o.Failed {
+		f := pl.failures[p]
+		pl.failures[p] = fence{last: at, count: f.count + 1}
 	}
 	members := slices.Clone(o.Members)
 	slices.Sort(members)
@@ -75,14 +101,30 @@ func (pl *Planner) Step(o Observed) Steps {
 	}
 	plan := Diff(o.Have, want)
 	s := Steps{Want: want, Release: plan.Release}
+	for _, p := range o.Handed {
+		delete(pl.handing, p)
+	}
+	for p, since := range pl.handing {
+		// Done (had), no longer this edge's, or given up on.
+		if !slices.Contains(plan.Acquire, p) || o.Now.Sub(since) >= pl.handoffWait() {
+			delete(pl.handing, p)
+		}
+	}
 	if pl.stepped && !slices.Equal(members, pl.prev) {
 		clear(pl.fences) // a new view: a fence under the old one says nothing
 	}
 	for p, at := range o.Fenced {
+		delete(pl.handing, p) // it was had, and lost
 		f := pl.fences[p]
 		pl.fences[p] = fence{last: at, count: f.count + 1}
 	}
 	for _, p := range plan.Acquire {
+		if _, ok := pl.handing[p]; ok {
+			continue // its handover is still under way
+		}
+		if f, ok := pl.failures[p]; ok && o.Now.Sub(f.last) < min(time.Second<<min(f.count-1, 10), 30*time.Second) {
+			continue // failed lately: not yet again
+		}
 		if f, ok := pl.fences[p]; ok {
 			if o.Now.Sub(f.last) >= pl.refenceWait(f.count) {
 				s.Retake = append(s.Retake, p)
@@ -93,12 +135,20 @@ func (pl *Planner) Step(o Observed) Steps {
 		// just started) is handed over; a dead owner's is taken at once.
 		if prevOwner == nil || (prevOwner[p] != "" && prevOwner[p] != pl.Self && slices.Contains(members, prevOwner[p])) {
 			s.Handoff = append(s.Handoff, p)
+			pl.handing[p] = o.Now
 			continue
 		}
 		s.Take = append(s.Take, p)
 	}
 	pl.prev, pl.stepped = members, true
 	return s
+}
+
+func (pl *Planner) handoffWait() time.Duration {
+	if pl.HandoffWait <= 0 {
+		return 10 * time.Second
+	}
+	return pl.HandoffWait
 }
 
 // refenceWait is how long after its count-th fence under one view a

@@ -110,3 +110,86 @@ func TestPlannerRefence(t *testing.T) {
 		t.Fatalf("after a view change: %+v, p%d not taken", s, p)
 	}
 }
+
+// A handover under way is left alone: the steps after a Handoff neither
+// hand the partition off again nor take it (even when the view changes
+// and this edge now looks like its previous owner), until HandoffWait has
+// passed; then it is taken. A partition that leaves this edge's share
+// forgets its handover.
+func TestPlannerHandoffNotCutShort(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	const n = 16
+	ab, abc := []string{"a", "b"}, []string{"a", "b", "c"}
+	pl := &Planner{Self: "a", N: n, HandoffWait: 10 * time.Second}
+	s := pl.Step(Observed{Now: t0, Members: ab})
+	handing := s.Handoff
+	if len(handing) == 0 {
+		t.Fatal("first step hands nothing off")
+	}
+	for _, at := range []time.Duration{time.Second, 5 * time.Second, 9*time.Second + 999*time.Millisecond} {
+		if s := pl.Step(Observed{Now: t0.Add(at), Members: ab}); len(s.Take)+len(s.Handoff)+len(s.Retake) != 0 {
+			t.Fatalf("%v into the handover: %+v, want it left to the handover", at, s)
+		}
+	}
+	// c joins while the handovers run: those still this edge's stay
+	// pending; one that moved to c is forgotten.
+	s = pl.Step(Observed{Now: t0.Add(9*time.Second + 999*time.Millisecond), Members: abc})
+	if len(s.Take)+len(s.Handoff)+len(s.Retake) != 0 {
+		t.Fatalf("view change during the handovers: %+v, want them left alone", s)
+	}
+	wantABC := OwnedSome(abc, n, nil, "a")
+	s = pl.Step(Observed{Now: t0.Add(10 * time.Second), Members: abc})
+	if !slices.Equal(s.Take, wantABC) || len(s.Handoff) != 0 {
+		t.Fatalf("HandoffWait over: %+v, want %v taken", s, wantABC)
+	}
+	// A handover that ended without owning it (its acquire failed): the
+	// next step plans it again, at once.
+	pl = &Planner{Self: "a", N: n, HandoffWait: time.Hour}
+	s = pl.Step(Observed{Now: t0, Members: ab})
+	s2 := pl.Step(Observed{Now: t0.Add(time.Second), Members: ab, Handed: s.Handoff[:1], Have: s.Handoff[1:]})
+	if !slices.Equal(s2.Take, s.Handoff[:1]) {
+		t.Fatalf("handover ended unowned: %+v, want p%d taken", s2, s.Handoff[0])
+	}
+	// Had: nothing pending; given away and back: handed off again.
+	pl = &Planner{Self: "a", N: n}
+	s = pl.Step(Observed{Now: t0, Members: ab})
+	pl.Step(Observed{Now: t0.Add(time.Second), Members: ab, Have: s.Handoff})
+	s = pl.Step(Observed{Now: t0.Add(2 * time.Second), Members: []string{"a"}, Have: OwnedSome(ab, n, nil, "a")})
+	if len(s.Take) != n-len(OwnedSome(ab, n, nil, "a")) || len(s.Handoff) != 0 {
+		t.Fatalf("b dies: %+v, want b's share taken at once", s)
+	}
+	if len(handing) == 0 || pl.handing == nil || len(pl.handing) != 0 {
+		t.Fatalf("pending handovers left: %v", pl.handing)
+	}
+}
+
+// A partition whose run failed is taken again after a second, then two,
+// four... at most 30 s while it keeps failing; had again, it starts over.
+func TestPlannerFailureBackoff(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	const n = 4
+	pl := &Planner{Self: "a", N: n}
+	s := pl.Step(Observed{Now: t0, Members: []string{"a"}})
+	all := s.Handoff
+	at := t0
+	for i, wait := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 30 * time.Second, 30 * time.Second} {
+		at = at.Add(time.Second)
+		if s := pl.Step(Observed{Now: at, Members: []string{"a"}, Have: all[1:], Handed: all[:1], Failed: map[int]time.Time{all[0]: at}}); len(s.Take) != 0 {
+			t.Fatalf("failure %d: %+v, want no retry at once", i+1, s)
+		}
+		if s := pl.Step(Observed{Now: at.Add(wait - time.Millisecond), Members: []string{"a"}, Have: all[1:]}); len(s.Take) != 0 {
+			t.Fatalf("failure %d: retried after %v, before %v", i+1, wait-time.Millisecond, wait)
+		}
+		at = at.Add(wait)
+		if s := pl.Step(Observed{Now: at, Members: []string{"a"}, Have: all[1:]}); !slices.Equal(s.Take, all[:1]) {
+			t.Fatalf("failure %d: %+v after %v, want p%d retried", i+1, s, wait, all[0])
+		}
+	}
+	// Had again: the next failure waits a second only.
+	pl.Step(Observed{Now: at, Members: []string{"a"}, Have: all})
+	at = at.Add(time.Second)
+	pl.Step(Observed{Now: at, Members: []string{"a"}, Have: all[1:], Failed: map[int]time.Time{all[0]: at}})
+	if s := pl.Step(Observed{Now: at.Add(time.Second), Members: []string{"a"}, Have: all[1:]}); !slices.Equal(s.Take, all[:1]) {
+		t.Fatalf("after being had: %+v, want p%d retried after a second", s, all[0])
+	}
+}

@@ -134,6 +134,20 @@ var mutants = []mutant{
 		pkgs: []string{"./failover", "./edge"}, tests: []string{"TestPlannerRefence", "TestSplitViewDoesNotFlap"},
 	},
 	{
+		name: "X", what: "failover.Planner: a handover under way is taken at the next step (the live owner is fenced mid-batch)",
+		file: "failover/planner.go",
+		old:  "\t\t\tcontinue // its handover is still under way\n",
+		new:  "\t\t\t_ = p\n",
+		pkgs: []string{"./failover"}, tests: []string{"TestPlannerHandoffNotCutShort"},
+	},
+	{
+		name: "Y", what: "failover.Planner: a failed partition is retried every step, however often it fails (an overloaded core meets every partition's retry every second)",
+		file: "failover/planner.go",
+		old:  "\t\t\tcontinue // failed lately: not yet again\n",
+		new:  "\t\t\t_ = f\n",
+		pkgs: []string{"./failover"}, tests: []string{"TestPlannerFailureBackoff"},
+	},
+	{
 		name: "Q", what: "claimlog: a tail after the owner's record counts as foreign even when another writer's record is in it (a stale owner is not fenced)",
 		file: "jetstream/claimlog/claimlog.go",
 		old:  "\t\t\tother = true\n",
