@@ -155,15 +155,29 @@ func New(o Options) *State {
 		uncertain: map[event.Hash]struct{}{},
 		batch:     map[event.Hash]struct{}{},
 	}
-	if !o.NoBloom {
-		// The filter must remember at least as long as the exact set (Window
-		// plus one slice) so that a Bloom negative is always right; a period
-		// of that length sees ExpectedIDs*(Slices+1)/Slices IDs.
+	return s
+}
+
+// addBloom adds a local claim to the Bloom filter, made at the first one:
+// a partition that never claims anything (an idle one among thousands an
+// edge owns) holds no filter. Every local claim enters the exact set here
+// and nowhere else, so a filter made late still holds every live local
+// claim, and a Bloom negative stays right.
+func (s *State) addBloom(h event.Hash, at time.Time) {
+	if s.opt.NoBloom {
+		return
+	}
+	if s.bloom == nil {
+		// The filter must remember at least as long as the exact set
+		// (Window plus one slice) so that a Bloom negative is always
+		// right; a period of that length sees ExpectedIDs*(Slices+1)/Slices
+		// IDs.
+		o := s.opt
 		period := o.Window + o.Window/time.Duration(o.Slices)
 		exp := uint(o.ExpectedIDs + o.ExpectedIDs/o.Slices)
 		s.bloom = bloom.New(bloom.Options{Period: period, ExpectedIDs: exp})
 	}
-	return s
+	s.bloom.Add(h, at)
 }
 
 // LastSeq is the claim-log sequence of the last record applied: the expected
@@ -316,7 +330,8 @@ func (s *State) Classify(hs []event.Hash, at time.Time, out []Path) []Path {
 			continue
 		}
 		s.batch[h] = struct{}{}
-		bloomNegative := s.bloom != nil && !s.bloom.MayContain(h, now)
+		// No filter yet: no local claim yet, so every ID is a negative.
+		bloomNegative := !s.opt.NoBloom && (s.bloom == nil || !s.bloom.MayContain(h, now))
 		switch {
 		case bloomNegative || !s.set.Contains(h, now):
 			// The Bloom filter holds local claims only: a negative still
@@ -455,9 +470,7 @@ func (s *State) Apply(seq uint64, r Record, stored time.Time) {
 				}
 			}
 			s.set.Add(h, at)
-			if s.bloom != nil {
-				s.bloom.Add(h, at)
-			}
+			s.addBloom(h, at)
 			delete(s.uncertain, h)
 		}
 		if len(r.IDs) > 0 {
