@@ -88,8 +88,9 @@ func (c *calibration) run() (capacity.Figures, error) {
 			case one:
 				f.EdgeCPU, f.EventOverhead, f.ClaimRecordOverhead, f.ReplayIDsPerSec = r.edge, r.eventOverhead, r.claimOverhead, r.replay
 				f.Scaling = append(f.Scaling, r.rate)
+				f.Filtering = &capacity.Filtering{Partitions: calPartitions, SharedStoreCPU: r.store, SharedServeCPU: r.serve}
 			case ownStreams:
-				f.CoreStoreCPUOwnStreams, f.CoreServeCPUOwnStreams = r.store, r.serve
+				f.Filtering.OwnStoreCPU, f.Filtering.OwnServeCPU = r.store, r.serve
 				continue
 			default:
 				f.EdgeCPUNoBloom = r.edge

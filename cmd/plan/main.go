@@ -20,10 +20,16 @@ import (
 // reference machine: the defaults.
 var reference = capacity.Figures{
 	Source: "calibration on the reference machine (2 cores, AMD EPYC), 2026-12-01, 200000 events of 1024 B: go run ./cmd/plan -calibrate " +
-		"(a second run read 10-20 % lower CPU; these are the higher)",
+		"(per-event CPU: the highest of three runs, others read 10-30 % lower; the comparisons: the run of 2026-12-01 with -rounds 3)",
 	CoreStoreCPU: 13.1, CoreServeCPU: 9.85, EdgeCPU: 7.59, EdgeCPUNoBloom: 5.52,
 	BytesPerID: 27.4, ClaimBytesPerID: 16, ClaimRecordOverhead: 175, EventOverhead: 144,
 	ReplayIDsPerSec: 333_000, DetectSec: 1.25,
+	Filtering: &capacity.Filtering{Partitions: 8, SharedStoreCPU: 9.15, SharedServeCPU: 7.50, OwnStoreCPU: 8.80, OwnServeCPU: 4.75},
+	Scaling: []capacity.RegionRate{
+		{Nodes: 1, Replicas: 1, Shards: 1, Events: 200_000, Rounds: 3, StoredPerSec: 108_496, DecidedPerSec: 145_812, CoreStoreCPU: 9.15, CoreServeCPU: 7.50},
+		{Nodes: 3, Replicas: 3, Shards: 1, Events: 200_000, Rounds: 3, StoredPerSec: 40_181, DecidedPerSec: 77_648, CoreStoreCPU: 38.05, CoreServeCPU: 18.85},
+		{Nodes: 3, Replicas: 3, Shards: 3, Events: 200_000, Rounds: 3, StoredPerSec: 39_615, DecidedPerSec: 92_016, CoreStoreCPU: 38.70, CoreServeCPU: 15.25},
+	},
 }
 
 func main() {
