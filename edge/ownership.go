@@ -259,7 +259,7 @@ func (c *Consumer) handover(ctx context.Context, n, p int) {
 		if time.Since(still) >= c.o.HandoffDelay && !c.ownerActive(ctx, p) {
 			break
 		}
-		if poll.Sleep(ctx, 50*time.Millisecond) != nil {
+		if poll.Sleep(ctx, namesTTL) != nil {
 			return
 		}
 	}

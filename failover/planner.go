@@ -57,7 +57,9 @@ type Observed struct {
 	// core unreachable or too slow to answer), with when: each is taken
 	// again after a second, doubling with each failure in a row up to
 	// 30 s, so that an overloaded core is not met with every partition's
-	// retry every second. A partition had again starts over.
+	// retry every second. A failure more than failureMemory after the
+	// previous one starts over. (Not "once it runs again": a run that
+	// will fail runs for a while first.)
 	Failed map[int]time.Time
 }
 
@@ -85,11 +87,11 @@ func (pl *Planner) Step(o Observed) Steps {
 	if pl.fences == nil {
 		pl.fences, pl.handing, pl.failures = map[int]fence{}, map[int]time.Time{}, map[int]fence{}
 	}
-	for _, p := range o.Have {
-		delete(pl.failures, p)
-	}
 	for p, at := range o.Failed {
 		f := pl.failures[p]
+		if at.Sub(f.last) > failureMemory {
+			f.count = 0 // failing again after a good while: start over
+		}
 		pl.failures[p] = fence{last: at, count: f.count + 1}
 	}
 	members := slices.Clone(o.Members)
@@ -143,6 +145,10 @@ func (pl *Planner) Step(o Observed) Steps {
 	pl.prev, pl.stepped = members, true
 	return s
 }
+
+// failureMemory is how long a partition's failures in a row are counted:
+// twice the longest backoff.
+const failureMemory = time.Minute
 
 func (pl *Planner) handoffWait() time.Duration {
 	if pl.HandoffWait <= 0 {

@@ -164,7 +164,8 @@ func TestPlannerHandoffNotCutShort(t *testing.T) {
 }
 
 // A partition whose run failed is taken again after a second, then two,
-// four... at most 30 s while it keeps failing; had again, it starts over.
+// four... at most 30 s while it keeps failing, even if it ran in between;
+// a failure a minute after the last starts over.
 func TestPlannerFailureBackoff(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
 	const n = 4
@@ -185,11 +186,18 @@ func TestPlannerFailureBackoff(t *testing.T) {
 			t.Fatalf("failure %d: %+v after %v, want p%d retried", i+1, s, wait, all[0])
 		}
 	}
-	// Had again: the next failure waits a second only.
+	// Running again does not reset the count (a run that will fail runs
+	// for a while first); a failure more than a minute after the last one
+	// starts over.
 	pl.Step(Observed{Now: at, Members: []string{"a"}, Have: all})
 	at = at.Add(time.Second)
 	pl.Step(Observed{Now: at, Members: []string{"a"}, Have: all[1:], Failed: map[int]time.Time{all[0]: at}})
+	if s := pl.Step(Observed{Now: at.Add(29 * time.Second), Members: []string{"a"}, Have: all[1:]}); len(s.Take) != 0 {
+		t.Fatalf("failing again after running: %+v, want the 30 s backoff", s)
+	}
+	at = at.Add(61 * time.Second)
+	pl.Step(Observed{Now: at, Members: []string{"a"}, Have: all[1:], Failed: map[int]time.Time{all[0]: at}})
 	if s := pl.Step(Observed{Now: at.Add(time.Second), Members: []string{"a"}, Have: all[1:]}); !slices.Equal(s.Take, all[:1]) {
-		t.Fatalf("after being had: %+v, want p%d retried after a second", s, all[0])
+		t.Fatalf("a failure a minute later: %+v, want p%d retried after a second", s, all[0])
 	}
 }
