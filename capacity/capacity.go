@@ -82,16 +82,27 @@ type Figures struct {
 	// dead.
 	ReplayIDsPerSec float64 `json:"replay_ids_per_s"`
 	DetectSec       float64 `json:"detect_s"`
-	// CoreStoreCPUOwnStreams and CoreServeCPUOwnStreams are CoreStoreCPU
-	// and CoreServeCPU when every partition has a stream of its own
-	// (shards = partitions, each ingest subject partitioned by the
-	// account mapping), against one stream shared by the partitions'
-	// filtered consumers. Informative: zero when not measured.
-	CoreStoreCPUOwnStreams float64 `json:"core_store_cpu_own_streams_s_per_m,omitempty"`
-	CoreServeCPUOwnStreams float64 `json:"core_serve_cpu_own_streams_s_per_m,omitempty"`
+	// Filtering is what filtered consumers on a shared stream cost a core
+	// node against a stream per partition. Informative: nil when not
+	// measured.
+	Filtering *Filtering `json:"filtering,omitempty"`
 	// Scaling compares regions of one and of three core nodes measured in
 	// the same calibration run on the same machine. Informative.
 	Scaling []RegionRate `json:"scaling,omitempty"`
+}
+
+// Filtering compares, on one core node in one run, a region whose
+// partitions share one stream (each read by a consumer filtered on its
+// partition, the server skipping the others' messages) with one whose
+// every partition has a stream of its own (shards = partitions, ingest
+// partitioned by the account mapping): core CPU-seconds per million
+// events stored and served.
+type Filtering struct {
+	Partitions     int     `json:"partitions"`
+	SharedStoreCPU float64 `json:"shared_store_cpu_s_per_m"`
+	SharedServeCPU float64 `json:"shared_serve_cpu_s_per_m"`
+	OwnStoreCPU    float64 `json:"own_store_cpu_s_per_m"`
+	OwnServeCPU    float64 `json:"own_serve_cpu_s_per_m"`
 }
 
 // RegionRate is one region's measured throughput: Events published
@@ -119,9 +130,9 @@ func (f Figures) Text() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "figures: %s\n  core %.2f CPU-s per M events stored (per replica), %.2f per M served with their claims; edge %.2f per M decided (%.2f without Bloom);\n  %.1f B per tracked ID; claim records %.0f B + %.0f B per ID; %.0f B per event beyond its payload; replay %.3g IDs/s; detection %.2f s\n",
 		f.Source, f.CoreStoreCPU, f.CoreServeCPU, f.EdgeCPU, f.EdgeCPUNoBloom, f.BytesPerID, f.ClaimRecordOverhead, f.ClaimBytesPerID, f.EventOverhead, f.ReplayIDsPerSec, f.DetectSec)
-	if f.CoreServeCPUOwnStreams > 0 {
-		fmt.Fprintf(&b, "  a stream per partition instead of one shared by filtered consumers: core %.2f CPU-s per M stored (%+.0f %%), %.2f per M served (%+.0f %%)\n",
-			f.CoreStoreCPUOwnStreams, 100*(f.CoreStoreCPUOwnStreams/f.CoreStoreCPU-1), f.CoreServeCPUOwnStreams, 100*(f.CoreServeCPUOwnStreams/f.CoreServeCPU-1))
+	if x := f.Filtering; x != nil {
+		fmt.Fprintf(&b, "  %d partitions on one node, one stream each instead of one shared by filtered consumers: core %.2f CPU-s per M stored (%.2f shared, %+.0f %%), %.2f per M served (%.2f shared, %+.0f %%)\n",
+			x.Partitions, x.OwnStoreCPU, x.SharedStoreCPU, 100*(x.OwnStoreCPU/x.SharedStoreCPU-1), x.OwnServeCPU, x.SharedServeCPU, 100*(x.OwnServeCPU/x.SharedServeCPU-1))
 	}
 	if len(f.Scaling) > 0 {
 		base := f.Scaling[0]

@@ -56,7 +56,7 @@ type Observed struct {
 	// Failed are the partitions whose run failed since the last step (a
 	// core unreachable or too slow to answer), with when: each is taken
 	// again after a second, doubling with each failure in a row up to
-	// 30 s, so that an overloaded core is not met with every partition's
+	// 8 s, so that an overloaded core is not met with every partition's
 	// retry every second. A failure more than failureMemory after the
 	// previous one starts over. (Not "once it runs again": a run that
 	// will fail runs for a while first.)
@@ -124,7 +124,7 @@ func (pl *Planner) Step(o Observed) Steps {
 		if _, ok := pl.handing[p]; ok {
 			continue // its handover is still under way
 		}
-		if f, ok := pl.failures[p]; ok && o.Now.Sub(f.last) < min(time.Second<<min(f.count-1, 10), 30*time.Second) {
+		if f, ok := pl.failures[p]; ok && o.Now.Sub(f.last) < min(time.Second<<min(f.count-1, 10), maxFailureWait) {
 			continue // failed lately: not yet again
 		}
 		if f, ok := pl.fences[p]; ok {
@@ -147,8 +147,13 @@ func (pl *Planner) Step(o Observed) Steps {
 }
 
 // failureMemory is how long a partition's failures in a row are counted:
-// twice the longest backoff.
-const failureMemory = time.Minute
+// twice the longest backoff. maxFailureWait bounds the backoff: it is
+// also how late a partition may come back after its core does (a fault
+// campaign's core restarts drained 46 s after the faults with 30 s).
+const (
+	maxFailureWait = 8 * time.Second
+	failureMemory  = 2 * maxFailureWait
+)
 
 func (pl *Planner) handoffWait() time.Duration {
 	if pl.HandoffWait <= 0 {

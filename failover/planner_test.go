@@ -164,8 +164,8 @@ func TestPlannerHandoffNotCutShort(t *testing.T) {
 }
 
 // A partition whose run failed is taken again after a second, then two,
-// four... at most 30 s while it keeps failing, even if it ran in between;
-// a failure a minute after the last starts over.
+// four... at most 8 s while it keeps failing, even if it ran in between;
+// a failure 16 s after the last starts over.
 func TestPlannerFailureBackoff(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
 	const n = 4
@@ -173,7 +173,7 @@ func TestPlannerFailureBackoff(t *testing.T) {
 	s := pl.Step(Observed{Now: t0, Members: []string{"a"}})
 	all := s.Handoff
 	at := t0
-	for i, wait := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 30 * time.Second, 30 * time.Second} {
+	for i, wait := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 8 * time.Second} {
 		at = at.Add(time.Second)
 		if s := pl.Step(Observed{Now: at, Members: []string{"a"}, Have: all[1:], Handed: all[:1], Failed: map[int]time.Time{all[0]: at}}); len(s.Take) != 0 {
 			t.Fatalf("failure %d: %+v, want no retry at once", i+1, s)
@@ -187,17 +187,17 @@ func TestPlannerFailureBackoff(t *testing.T) {
 		}
 	}
 	// Running again does not reset the count (a run that will fail runs
-	// for a while first); a failure more than a minute after the last one
+	// for a while first); a failure more than 16 s after the last one
 	// starts over.
 	pl.Step(Observed{Now: at, Members: []string{"a"}, Have: all})
 	at = at.Add(time.Second)
 	pl.Step(Observed{Now: at, Members: []string{"a"}, Have: all[1:], Failed: map[int]time.Time{all[0]: at}})
-	if s := pl.Step(Observed{Now: at.Add(29 * time.Second), Members: []string{"a"}, Have: all[1:]}); len(s.Take) != 0 {
-		t.Fatalf("failing again after running: %+v, want the 30 s backoff", s)
+	if s := pl.Step(Observed{Now: at.Add(7 * time.Second), Members: []string{"a"}, Have: all[1:]}); len(s.Take) != 0 {
+		t.Fatalf("failing again after running: %+v, want the 8 s backoff", s)
 	}
-	at = at.Add(61 * time.Second)
+	at = at.Add(17 * time.Second)
 	pl.Step(Observed{Now: at, Members: []string{"a"}, Have: all[1:], Failed: map[int]time.Time{all[0]: at}})
 	if s := pl.Step(Observed{Now: at.Add(time.Second), Members: []string{"a"}, Have: all[1:]}); !slices.Equal(s.Take, all[:1]) {
-		t.Fatalf("a failure a minute later: %+v, want p%d retried after a second", s, all[0])
+		t.Fatalf("a failure 17 s later: %+v, want p%d retried after a second", s, all[0])
 	}
 }
