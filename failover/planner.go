@@ -29,16 +29,24 @@ type Planner struct {
 	// 10 s.
 	HandoffWait time.Duration
 
-	prev     []string // the previous view; nil before the first step
-	fences   map[int]fence
-	failures map[int]fence     // partitions whose run failed: when, how often in a row
+	prev     []string          // the previous view; nil before the first step
+	fences   map[int]streak    // partitions fenced under this view: when last, how often
+	failures map[int]streak    // partitions whose run failed: when last, how often in a row
 	handing  map[int]time.Time // handed off, not yet had: since when
 	stepped  bool
 }
 
-type fence struct {
+// streak is a run of fences or failures of one partition: the last one and
+// how many.
+type streak struct {
 	last  time.Time
 	count int
+}
+
+// doubling is base after the first of count events, doubling with each
+// further one, at most most.
+func doubling(base time.Duration, count int, most time.Duration) time.Duration {
+	return min(base<<min(count-1, 10), most)
 }
 
 // Observed is what the edge sees at a step.
@@ -85,14 +93,16 @@ type Steps struct {
 // Step takes one look at the world and returns what to do.
 func (pl *Planner) Step(o Observed) Steps {
 	if pl.fences == nil {
-		pl.fences, pl.handing, pl.failures = map[int]fence{}, map[int]time.Time{}, map[int]fence{}
+		pl.fences, pl.handing, pl.failures = map[int]streak{}, map[int]time.Time{}, map[int]streak{}
+	}
+	for p, f := range pl.failures {
+		if o.Now.Sub(f.last) > failureMemory {
+			delete(pl.failures, p) // not failed for a good while: start over
+		}
 	}
 	for p, at := range o.Failed {
 		f := pl.failures[p]
-		if at.Sub(f.last) > failureMemory {
-			f.count = 0 // failing again after a good while: start over
-		}
-		pl.failures[p] = fence{last: at, count: f.count + 1}
+		pl.failures[p] = streak{last: at, count: f.count + 1}
 	}
 	members := slices.Clone(o.Members)
 	slices.Sort(members)
@@ -118,13 +128,13 @@ func (pl *Planner) Step(o Observed) Steps {
 	for p, at := range o.Fenced {
 		delete(pl.handing, p) // it was had, and lost
 		f := pl.fences[p]
-		pl.fences[p] = fence{last: at, count: f.count + 1}
+		pl.fences[p] = streak{last: at, count: f.count + 1}
 	}
 	for _, p := range plan.Acquire {
 		if _, ok := pl.handing[p]; ok {
 			continue // its handover is still under way
 		}
-		if f, ok := pl.failures[p]; ok && o.Now.Sub(f.last) < min(time.Second<<min(f.count-1, 10), maxFailureWait) {
+		if f, ok := pl.failures[p]; ok && o.Now.Sub(f.last) < doubling(time.Second, f.count, maxFailureWait) {
 			continue // failed lately: not yet again
 		}
 		if f, ok := pl.fences[p]; ok {
@@ -171,5 +181,5 @@ func (pl *Planner) refenceWait(count int) time.Duration {
 	if d <= 0 {
 		d = 2 * time.Second
 	}
-	return min(d<<min(count-1, 10), time.Minute)
+	return doubling(d, count, time.Minute)
 }

@@ -129,7 +129,7 @@ var mutants = []mutant{
 	{
 		name: "P", what: "failover.Planner: fences under the same view are not remembered (split views flap)",
 		file: "failover/planner.go",
-		old:  "\t\tpl.fences[p] = fence{last: at, count: f.count + 1}\n",
+		old:  "\t\tpl.fences[p] = streak{last: at, count: f.count + 1}\n",
 		new:  "\t\t_, _ = f, at\n",
 		pkgs: []string{"./failover", "./edge"}, tests: []string{"TestPlannerRefence", "TestSplitViewDoesNotFlap"},
 	},
