@@ -12,10 +12,10 @@ import (
 )
 
 // namesTTL is how long one listing of a stream's consumer names answers
-// every partition's "is another owner consuming?" (ownerActive). A
-// handover polls every 50 ms per partition; without sharing, an edge
-// taking over hundreds of partitions would list the whole stream (every
-// partition's consumer) for each of them, each time.
+// every partition's "is another owner consuming?" (ownerActive), and how
+// often a handover asks. Without sharing, an edge taking over hundreds of
+// partitions would list the whole stream (every partition's consumer) for
+// each of them, each time.
 const namesTTL = 200 * time.Millisecond
 
 // consumerNames remembers, per stream, its consumers' names by partition,

@@ -274,21 +274,13 @@ func (c *Consumer) handover(ctx context.Context, n, p int) {
 // takeFailed returns and forgets the partitions whose run failed since the
 // last call.
 func (c *Consumer) takeFailed() map[int]time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := c.failed
-	c.failed = map[int]time.Time{}
-	return out
+	return take(&c.mu, &c.failed, map[int]time.Time{})
 }
 
 // takeHanded returns and forgets the partitions whose handover ended since
 // the last call.
 func (c *Consumer) takeHanded() []int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := c.handed
-	c.handed = nil
-	return out
+	return take(&c.mu, &c.handed, nil)
 }
 
 func sortedNames(m Membership) []string {
@@ -314,10 +306,16 @@ func (c *Consumer) owned() []int {
 
 // takeFenced returns and forgets the partitions fenced since the last call.
 func (c *Consumer) takeFenced() map[int]time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := c.fenced
-	c.fenced = map[int]time.Time{}
+	return take(&c.mu, &c.fenced, map[int]time.Time{})
+}
+
+// take returns *v and sets it to empty, under mu: what happened since the
+// planner's last step, handed to its next.
+func take[T any](mu *sync.Mutex, v *T, empty T) T {
+	mu.Lock()
+	defer mu.Unlock()
+	out := *v
+	*v = empty
 	return out
 }
 
