@@ -336,7 +336,6 @@ func (c *calibration) measure(ctx context.Context, cl *calCluster, reg calRegion
 	r.store, r.serve, r.edge = (c1-c0)/m, (c2-c1)/m, edgeCPU/m
 	r.rate.StoredPerSec = float64(c.events) / t1.Sub(t0).Seconds()
 	r.rate.DecidedPerSec = float64(c.events) / t2.Sub(t1).Seconds()
-	r.rate.CoreStoreCPU, r.rate.CoreServeCPU = r.store, r.serve
 	var in, claims jetstream.StreamState
 	for s := range reg.shards {
 		i, err := streamState(ctx, cl.js[0], cfg.IngestShard(s))

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/onceplane/onceplane/dedupe"
 	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/jetstream/claimlog"
@@ -13,7 +15,9 @@ import (
 	"github.com/onceplane/onceplane/testbed/coretest"
 )
 
-func setup(t *testing.T, cfg streams.Config) *claimlog.Log {
+// setup provisions cfg's streams on a fresh core node and opens the claim
+// log, with the handle it uses.
+func setup(t *testing.T, cfg streams.Config) (*claimlog.Log, jetstream.JetStream) {
 	n := coretest.Start(t)
 	_, js := coretest.Connect(t, n.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -25,11 +29,11 @@ func setup(t *testing.T, cfg streams.Config) *claimlog.Log {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return l
+	return l, js
 }
 
 func TestAppendFencesStaleWriter(t *testing.T) {
-	l := setup(t, streams.Config{Partitions: 4, Memory: true})
+	l, _ := setup(t, streams.Config{Partitions: 4, Memory: true})
 	ctx := context.Background()
 	now := time.Now()
 	a := dedupe.Record{Kind: dedupe.KindTakeover, Epoch: 1, Writer: "a", Time: now}
@@ -66,7 +70,7 @@ func TestAppendFencesStaleWriter(t *testing.T) {
 // TestAppendAfterLogAgedOut: when every record of an idle partition has aged
 // out of the log, the owner's next append starts the subject again.
 func TestAppendAfterLogAgedOut(t *testing.T) {
-	l := setup(t, streams.Config{Partitions: 1, Memory: true, Window: 100 * time.Millisecond})
+	l, _ := setup(t, streams.Config{Partitions: 1, Memory: true, Window: 100 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	s1, err := l.Append(ctx, 0, 0, dedupe.Record{Kind: dedupe.KindTakeover, Epoch: 1, Writer: "a", Time: time.Now()})
@@ -163,17 +167,10 @@ func TestForeignTailDoesNotFence(t *testing.T) {
 // claim stream's consumer limit and every further takeover failed.
 func TestReplayLeavesNoConsumer(t *testing.T) {
 	cfg := streams.Config{Partitions: 4, Memory: true}
-	n := coretest.Start(t)
-	_, js := coretest.Connect(t, n.ClientURL())
+	l, js := setup(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := streams.Provision(ctx, js, cfg); err != nil {
-		t.Fatal(err)
-	}
-	l, err := claimlog.Open(ctx, js, cfg.Names)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var err error
 	var last uint64
 	for i := range 3 {
 		if last, err = l.Append(ctx, 1, last, dedupe.Record{Kind: dedupe.KindTakeover, Epoch: uint64(i + 1), Writer: "a", Time: time.Now()}); err != nil {
