@@ -427,7 +427,7 @@ func TestEdgeConfinedToItsRegion(t *testing.T) {
 	if got != 1 {
 		t.Fatalf("edge fetched %d events in its region, want 1 (%v)", got, msgs.Error())
 	}
-	for _, subj := range []string{east.DLQ(0), east.Output(0), east.Conflict("00ff", "eu-west")} {
+	for _, subj := range []string{east.DLQ(0), east.Output(0), east.Conflict("00ff", "eu-west", 1)} {
 		if _, err := edge.Publish(short(), subj, []byte("x")); err != nil {
 			t.Errorf("edge publishes %s: %v", subj, err)
 		}
@@ -468,7 +468,7 @@ func TestEdgeConfinedToItsRegion(t *testing.T) {
 		_, err := edge.PauseConsumer(ctx, west.IngestStream(), "p0-t1", time.Now().Add(time.Hour))
 		return err
 	})
-	for _, subj := range []string{west.DLQ(0), west.Output(0), west.Conflict("00ff", "us-east"), west.Ingest("forged")} {
+	for _, subj := range []string{west.DLQ(0), west.Output(0), west.Conflict("00ff", "us-east", 1), west.Ingest("forged")} {
 		v.refused(t, "publish to "+subj, subj, publish(subj, []byte("x")))
 	}
 	for _, subj := range []string{

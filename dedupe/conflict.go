@@ -10,13 +10,14 @@ import (
 
 // ConflictRecord is the conflicts stream's record of one ID claimed in two
 // regions. Each region that detects it writes one (on its own conflicts
-// stream, once per ID); together they give both sides.
+// stream, once per race); together they give both sides.
 type ConflictRecord struct {
 	Hash       string    `json:"id_hash"`
 	Partition  int       `json:"partition"`
 	Region     string    `json:"region"` // the detecting region, whose claim log holds the ID
 	Edge       string    `json:"edge"`
 	DetectedAt time.Time `json:"detected_at"`
+	ClaimGen   uint16    `json:"claim_gen"` // the local claim's generation: which race of the ID
 	Remote     struct {
 		Region string    `json:"region"`
 		Writer string    `json:"writer,omitempty"`

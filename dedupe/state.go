@@ -97,6 +97,11 @@ type Conflict struct {
 	Epoch  uint64
 	Time   time.Time
 	Seq    uint64
+	// ClaimGen is the generation tag of the local claim that raced (see
+	// idset.Set.Generation): with Hash and Region it names one race, found
+	// the same by every owner that rebuilds it, and new when the ID races
+	// again a window later.
+	ClaimGen uint16
 }
 
 // remoteLog is what one other region's log of this partition says.
@@ -296,7 +301,8 @@ func (s *State) MergeRemote(region string, seq uint64, r Record, stored time.Tim
 		// at the xclaims time without moving the local clock, which runs on
 		// ingest times.
 		if s.set.LiveAt(h, stored) {
-			s.conflicts = append(s.conflicts, Conflict{Hash: h, Region: region, Writer: r.Writer, Epoch: r.Epoch, Time: r.Time, Seq: seq})
+			gen, _ := s.set.Generation(h)
+			s.conflicts = append(s.conflicts, Conflict{Hash: h, Region: region, Writer: r.Writer, Epoch: r.Epoch, Time: r.Time, Seq: seq, ClaimGen: gen})
 		}
 		rl.set.Add(h, stored)
 		rl.open[h] = struct{}{}
@@ -309,7 +315,7 @@ func (s *State) PendingConflicts() int { return len(s.conflicts) }
 
 // Conflicts returns and forgets the conflicts found since the last call.
 // The same ID may be reported again after a rebuild: recording must be
-// idempotent (the conflicts stream keeps one record per ID).
+// idempotent (the conflicts stream keeps one record per race).
 func (s *State) Conflicts() []Conflict {
 	out := s.conflicts
 	s.conflicts = nil
@@ -464,12 +470,14 @@ func (s *State) Apply(seq uint64, r Record, stored time.Time) {
 	switch r.Kind {
 	case KindClaim:
 		for _, h := range r.IDs {
+			raced := ""
 			if len(s.remote) > 0 && !s.set.Contains(h, at) {
-				if region := s.remoteClaimer(h); region != "" {
-					s.conflicts = append(s.conflicts, Conflict{Hash: h, Region: region})
-				}
+				raced = s.remoteClaimer(h)
 			}
 			s.set.Add(h, at)
+			if gen, ok := s.set.Generation(h); raced != "" && ok {
+				s.conflicts = append(s.conflicts, Conflict{Hash: h, Region: raced, ClaimGen: gen})
+			}
 			s.addBloom(h, at)
 			delete(s.uncertain, h)
 		}

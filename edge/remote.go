@@ -152,15 +152,15 @@ func (pt *partition) mergeBuffered(ctx context.Context, limit int) error {
 }
 
 // recordConflicts writes the conflicts the state found to the conflicts stream,
-// once per ID (the stream refuses a second record on the same subject), and
+// once per race (the stream refuses a second record on the same subject), and
 // counts the new ones. It retries until stored: a conflict is never silent.
 func (pt *partition) recordConflicts(ctx context.Context) error {
 	c, p := pt.c, pt.p
 	for _, cf := range pt.st.Conflicts() {
-		rec := dedupe.ConflictRecord{Hash: cf.Hash.Hex(), Partition: p, Region: c.o.Region, Edge: c.o.Name, DetectedAt: c.now()}
+		rec := dedupe.ConflictRecord{Hash: cf.Hash.Hex(), Partition: p, Region: c.o.Region, Edge: c.o.Name, DetectedAt: c.now(), ClaimGen: cf.ClaimGen}
 		rec.Remote.Region, rec.Remote.Writer, rec.Remote.Epoch, rec.Remote.Time, rec.Remote.Seq = cf.Region, cf.Writer, cf.Epoch, cf.Time, cf.Seq
 		data, _ := json.Marshal(rec)
-		msg := &nats.Msg{Subject: c.names.Conflict(rec.Hash, cf.Region), Data: data}
+		msg := &nats.Msg{Subject: c.names.Conflict(rec.Hash, cf.Region, cf.ClaimGen), Data: data}
 		counted := func() {
 			c.c.conflicts.addBy(cf.Region, 1)
 			c.lg.Warn("cross-region conflict", "partition", p, "id_hash", rec.Hash, "peer", cf.Region, "peer_writer", cf.Writer)
@@ -168,7 +168,7 @@ func (pt *partition) recordConflicts(ctx context.Context) error {
 		ambiguous := false // an earlier attempt may have landed without its ack
 		for b, alt := poll.Backoff(20*time.Millisecond, time.Second), 0; ; {
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			// Only onto an empty subject: one record per ID and pair. (The
+			// Only onto an empty subject: one record per race. (The
 			// stream holds one message per subject as well; the expected
 			// sequence makes the refusal a typed error.)
 			_, err := c.js.PublishMsg(pctx, msg, jetstream.WithExpectLastSequencePerSubject(0))
@@ -196,7 +196,7 @@ func (pt *partition) recordConflicts(ctx context.Context) error {
 						c.lg.Error("conflict not recorded: every subject it may go on holds foreign bytes", "partition", p, "id_hash", rec.Hash, "peer", cf.Region)
 						break
 					}
-					msg.Subject = c.names.Conflict(rec.Hash, fmt.Sprintf("%s~%d", cf.Region, alt))
+					msg.Subject = c.names.Conflict(rec.Hash, fmt.Sprintf("%s~%d", cf.Region, alt), cf.ClaimGen)
 					continue
 				}
 				err = fmt.Errorf("read what holds %s: %w", msg.Subject, herr)

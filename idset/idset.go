@@ -150,6 +150,19 @@ func (s *Set) LiveAt(h event.Hash, t time.Time) bool {
 	return s.live(s.slots[i].lo&tagMask) && int64(age) <= s.slices
 }
 
+// Generation is the generation tag of h's live entry: the claim time's
+// window slice, modulo 2^16. It is the same however often the claim is
+// added again from the same record, and differs for a claim made a window
+// or more later.
+func (s *Set) Generation(h event.Hash) (uint16, bool) {
+	hi, lo := fingerprint(h)
+	i, ok := s.find(hi, lo)
+	if !ok || !s.live(s.slots[i].lo&tagMask) {
+		return 0, false
+	}
+	return uint16(s.slots[i].lo & tagMask), true
+}
+
 // Add records h as claimed at time at. It reports whether h was not already
 // live. IDs whose claim time is already outside the window are not stored.
 func (s *Set) Add(h event.Hash, at time.Time) bool {

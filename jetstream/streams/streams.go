@@ -26,7 +26,7 @@ import (
 //	claim log            onceplane.<region>.claims.<p>
 //	dead letters         onceplane.<region>.dlq.<p>
 //	outputs (nats sink)  onceplane.<region>.out.<p>
-//	conflicts            onceplane.<region>.conflicts.<ID hash, hex>.<peer region>
+//	conflicts            onceplane.<region>.conflicts.<ID hash, hex>.<peer region>.<claim generation>
 //
 // Across regions, a region's xclaims stream sources every other region's
 // claim log (subjects kept: onceplane.<other>.claims.<p>), and in strict mode
@@ -123,10 +123,12 @@ func (n Names) DLQ(p int) string { return n.prefix() + ".dlq." + strconv.Itoa(p)
 func (n Names) Output(p int) string { return n.prefix() + ".out." + strconv.Itoa(p) }
 
 // Conflict is the subject of the record of a conflict on ID hash hexHash
-// with region peer: one per ID and pair, so that a three-region race keeps
-// both of its pairs.
-func (n Names) Conflict(hexHash, peer string) string {
-	return n.prefix() + ".conflicts." + hexHash + "." + peer
+// with region peer, raced by the local claim of generation gen
+// (dedupe.Conflict.ClaimGen): one per race, so that a three-region race
+// keeps both of its pairs, an owner that finds a race again records it
+// once, and the same ID racing again a window later is a new record.
+func (n Names) Conflict(hexHash, peer string, gen uint16) string {
+	return n.prefix() + ".conflicts." + hexHash + "." + peer + "." + strconv.Itoa(int(gen))
 }
 
 // RemoteClaims matches every other region's claim-log subject of partition p
@@ -376,10 +378,10 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 			x.Sources = c.xclaimSources(s)
 			cfgs = append(cfgs, x)
 		}
-		// One record per conflicting ID: a per-subject unique constraint,
-		// so that every owner that rediscovers a conflict (after a takeover,
-		// on replay) records it once.
-		cf := base(c.ConflictStream(), c.prefix()+".conflicts.*.*")
+		// One record per race: a per-subject unique constraint, so that
+		// every owner that rediscovers a conflict (after a takeover, on
+		// replay) records it once.
+		cf := base(c.ConflictStream(), c.prefix()+".conflicts.*.*.*")
 		cf.MaxAge, cf.Duplicates = keep, MinDuplicates
 		cf.MaxMsgsPerSubject, cf.Discard, cf.DiscardNewPerSubject = 1, jetstream.DiscardNew, true
 		cfgs = append(cfgs, cf)
