@@ -432,7 +432,11 @@ func (c Config) xclaimSources(s int) []*jetstream.StreamSource {
 			if len(both) == 0 {
 				continue
 			}
-			src := &jetstream.StreamSource{Name: pn.ClaimShard(t)}
+			// From the peer's first claim: a source with no stored position
+			// would otherwise start at this stream's last-message time once
+			// it has dropped its first message, skipping a newly added
+			// peer's earlier claims. (A position, once stored, wins.)
+			src := &jetstream.StreamSource{Name: pn.ClaimShard(t), OptStartSeq: 1}
 			if whole {
 				src.FilterSubject = pn.prefix() + ".claims.*"
 			} else {
