@@ -148,7 +148,7 @@ func Start(ctx context.Context, top topology.Topology, o Options) (*Cluster, err
 				link, err := wan.Listen(wan.LinkOptions{
 					Name: a.Name + "->" + b.Name, Targets: gwAddrs[b.Name],
 					Delay: time.Duration(l.RTT) / 2, Jitter: time.Duration(l.Jitter), Loss: l.Loss,
-					Logger: o.Logger,
+					Logger: o.Logger, MaxConns: len(a.Cores),
 				})
 				if err != nil {
 					return nil, fmt.Errorf("supercluster: link %s->%s: %w", a.Name, b.Name, err)

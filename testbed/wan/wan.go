@@ -55,13 +55,21 @@ type LinkOptions struct {
 	Logger *slog.Logger
 	// Seed seeds the jitter and loss random source. Zero means time-based.
 	Seed int64
+	// MaxConns refuses connections beyond this many alive at once. Zero
+	// means no limit. A link carrying one region's gateway connections to
+	// another holds one per core node of the source region: NATS gossips
+	// every gateway URL a server is configured with to the servers that
+	// connect to it, so after a reconnect a third region's gateway may dial
+	// this link's address, bypassing its own link (and its cut). The limit
+	// refuses it, and it dials its own link instead.
+	MaxConns int
 }
 
 // Stats are a link's counters.
 type Stats struct {
 	Conns      int64 // proxied connections alive now
 	Accepted   int64 // connections accepted for forwarding (while not cut)
-	Refused    int64 // connections accepted and closed at once while cut
+	Refused    int64 // connections accepted and closed at once while cut (or beyond MaxConns)
 	DialErrors int64 // accepted connections for which no target answered
 	BytesUp    int64 // bytes delivered client → target
 	BytesDown  int64 // bytes delivered target → client
@@ -321,6 +329,13 @@ func (l *Link) acceptLoop() {
 			_ = nc.Close()
 			l.refused.Add(1)
 			l.log.Debug("wan refused (cut)", "from", nc.RemoteAddr().String())
+			continue
+		}
+		if l.opt.MaxConns > 0 && len(l.conns) >= l.opt.MaxConns {
+			l.mu.Unlock()
+			_ = nc.Close()
+			l.refused.Add(1)
+			l.log.Debug("wan refused (full)", "from", nc.RemoteAddr().String(), "max", l.opt.MaxConns)
 			continue
 		}
 		ctx, cancel := context.WithCancel(context.Background())

@@ -277,7 +277,8 @@ func startSupercluster(ctx context.Context, cfg Config, names []string) (*wanNet
 		for _, b := range others(names, a) {
 			k++
 			l, err := wan.Listen(wan.LinkOptions{Name: "wan-" + a + "-" + b, Targets: []string{gateway[b]}, Delay: wanDelay, Jitter: wanJitter,
-				Seed: int64(cfg.Seed) + k, Logger: slog.New(slog.DiscardHandler), DialTimeout: time.Second})
+				Seed: int64(cfg.Seed) + k, Logger: slog.New(slog.DiscardHandler), DialTimeout: time.Second,
+				MaxConns: 1}) // one core node per region: see wan.LinkOptions.MaxConns
 			if err != nil {
 				net.close()
 				return nil, nil, fmt.Errorf("campaign: %w", err)
