@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -455,7 +456,27 @@ type slogAdapter struct{ l *slog.Logger }
 func (a *slogAdapter) Noticef(format string, v ...any) { a.l.Debug(fmt.Sprintf(format, v...)) }
 func (a *slogAdapter) Warnf(format string, v ...any)   { a.l.Warn(fmt.Sprintf(format, v...)) }
 func (a *slogAdapter) Fatalf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
-func (a *slogAdapter) Errorf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Errorf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if peerConnError(msg) {
+		a.l.Warn(msg, "expected", "a route or gateway connection failed (a peer restarting, a WAN cut); NATS redials it")
+		return
+	}
+	a.l.Error(msg)
+}
+
+// peerConnError reports whether a server error is a failed route or gateway
+// connection: what a cut link or a restarting peer produces on every redial,
+// logged at warn level so that errors stay errors.
+func peerConnError(msg string) bool {
+	for _, s := range []string{"Error connecting to explicit gateway", "Error connecting to implicit gateway", "Error trying to connect to route",
+		"TLS gateway handshake error", "TLS route handshake error"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
 func (a *slogAdapter) Debugf(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }
 func (a *slogAdapter) Tracef(format string, v ...any)  {}
 

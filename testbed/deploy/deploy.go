@@ -143,13 +143,16 @@ type Deployment struct {
 	Metrics *telemetry.Metrics
 	Effects *Ledger
 
-	mu     sync.Mutex
-	edges  map[string][]*runningEdge
-	prods  map[string]*producer.Producer
-	conns  []*nats.Conn
-	cancel context.CancelFunc
-	ctx    context.Context
-	wg     sync.WaitGroup
+	mu    sync.Mutex
+	edges map[string][]*runningEdge
+	// retired are the totals of region's stopped edges (restarts included),
+	// so that a region's counts survive its edges' restarts.
+	retired map[string]edge.Stats
+	prods   map[string]*producer.Producer
+	conns   []*nats.Conn
+	cancel  context.CancelFunc
+	ctx     context.Context
+	wg      sync.WaitGroup
 }
 
 type runningEdge struct {
@@ -175,7 +178,7 @@ func Start(ctx context.Context, top topology.Topology, o Options) (*Deployment, 
 	}
 	top = sc.Topology()
 	rctx, cancel := context.WithCancel(context.Background())
-	d := &Deployment{Cluster: sc, top: top, o: o, Metrics: telemetry.NewMetrics(), Effects: newLedger(),
+	d := &Deployment{Cluster: sc, top: top, o: o, Metrics: telemetry.NewMetrics(), Effects: newLedger(), retired: map[string]edge.Stats{},
 		edges: map[string][]*runningEdge{}, prods: map[string]*producer.Producer{}, cancel: cancel, ctx: rctx}
 	for _, r := range top.Regions {
 		nc, js, err := sc.ConnectAs(r.Name, auth.Producer)
@@ -291,11 +294,14 @@ func (d *Deployment) Edges(region string) []*edge.Consumer {
 	return out
 }
 
-// Stats sums the stats of region's edges.
+// Stats sums the stats of region's edges, those stopped or restarted
+// included (their partitions owned excepted).
 func (d *Deployment) Stats(region string) edge.Stats {
-	var s edge.Stats
-	for _, c := range d.Edges(region) {
-		s.Add(c.Stats())
+	d.mu.Lock()
+	s, es := d.retired[region], slices.Clone(d.edges[region])
+	d.mu.Unlock()
+	for _, e := range es {
+		s.Add(e.c.Stats())
 	}
 	return s
 }
@@ -454,39 +460,52 @@ func sourcesCaughtUp(ctx context.Context, js jetstream.JetStream, stream string)
 // taken over anew (rebuild, merge, fence, resume).
 func (d *Deployment) RestartEdge(region, name string) error {
 	d.mu.Lock()
-	var keep []*runningEdge
 	var stop *runningEdge
 	for _, e := range d.edges[region] {
-		if e.c.Name() == name && stop == nil {
+		if e.c.Name() == name {
 			stop = e
-			continue
+			break
 		}
-		keep = append(keep, e)
 	}
-	d.edges[region] = keep
 	d.mu.Unlock()
 	if stop == nil {
 		return fmt.Errorf("deploy: no edge %q in %s", name, region)
 	}
-	stop.cancel()
-	<-stop.done
-	stop.nc.Close()
+	d.stop(region, stop)
 	return d.StartEdge(region, name)
 }
 
 // StopEdges stops region's edges (gracefully: batches in hand finish).
 func (d *Deployment) StopEdges(region string) {
 	d.mu.Lock()
-	es := d.edges[region]
-	delete(d.edges, region)
+	es := slices.Clone(d.edges[region])
 	d.mu.Unlock()
 	for _, e := range es {
 		e.cancel()
 	}
 	for _, e := range es {
-		<-e.done
-		e.nc.Close()
+		d.stop(region, e)
 	}
+}
+
+// stop stops a running edge, then removes it from region's edges and adds
+// its totals to the region's retired ones in one step, so that Stats never
+// drops.
+func (d *Deployment) stop(region string, e *runningEdge) {
+	e.cancel()
+	<-e.done
+	e.nc.Close()
+	x := e.c.Stats()
+	x.Owned = 0
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.edges[region] = slices.DeleteFunc(d.edges[region], func(o *runningEdge) bool { return o == e })
+	if len(d.edges[region]) == 0 {
+		delete(d.edges, region)
+	}
+	s := d.retired[region]
+	s.Add(x)
+	d.retired[region] = s
 }
 
 // Close stops every edge and core node.

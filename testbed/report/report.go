@@ -285,20 +285,24 @@ func timeline(ps []Phase) string {
 	}
 	var rows []string
 	seen := map[string]bool{}
-	var maxT float64
+	// The axis spans the takeovers themselves (from the first start to the
+	// last end), not the run: a takeover of a second in a minute-long run
+	// would be a sliver at one edge.
+	minT, maxT := math.Inf(1), math.Inf(-1)
 	for _, p := range ps {
 		if !seen[p.Row] {
 			seen[p.Row] = true
 			rows = append(rows, p.Row)
 		}
-		maxT = math.Max(maxT, p.End)
+		minT, maxT = math.Min(minT, p.Start), math.Max(maxT, p.End)
 	}
 	const W, rowH, L, R = 1100, 16, 220, 20
 	H := 40 + rowH*len(rows)
-	if maxT == 0 {
-		maxT = 1
+	span := maxT - minT
+	if span <= 0 {
+		span = 1
 	}
-	x := func(t float64) float64 { return L + t/maxT*(W-L-R) }
+	x := func(t float64) float64 { return L + (t-minT)/span*(W-L-R) }
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg data-chart="takeovers" width="%d" height="%d">`, W, H)
 	idx := map[string]int{}
@@ -317,7 +321,7 @@ func timeline(ps []Phase) string {
 		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="12" height="12" fill="%s"/><text x="%d" y="%d">%s</text>`, L+i*110, H-18, phaseColor[name], L+i*110+16, H-8, name)
 		i++
 	}
-	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end">%.2f s</text></svg>`, W-R, H-8, maxT)
+	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end">%.2f s to %.2f s</text></svg>`, W-R, H-8, minT, maxT)
 	return b.String()
 }
 

@@ -158,13 +158,14 @@ type MultiReport struct {
 	TrueRaces         int         // IDs with effects in two or more regions
 	ConflictsReported int         // distinct IDs in the conflicts streams
 	Spurious, Missed  int         // conflicts that are not races; races not reported
-	Drill             []DrillMark // at: since the cluster started
+	Drill             []DrillMark // at: since the load started, the origin of every time here
 	Elapsed           time.Duration
 	OK                bool
+	Inconsistent      []string // what in the report does not add up (fails OK)
 
-	LoadStart  time.Duration // when the load began, since the cluster started
-	Throughput map[string][]report.Point
-	Takeovers  []report.Phase
+	LoadStart  time.Duration             // when the load began, since the cluster started
+	Throughput map[string][]report.Point // since the load started
+	Takeovers  []report.Phase            // since the load started (the cluster's first ownership is not one)
 	// Traced counts the event journeys recorded (TraceSample of the events);
 	// Traces are those worth drawing (PickTraces).
 	Traced      int
@@ -254,7 +255,6 @@ func RunMulti(ctx context.Context, cfg MultiConfig, progress io.Writer) (*MultiR
 	tracer := func(region, role string) trace.TracerProvider { return providers[[2]string{region, role}] }
 	fmt.Fprintf(progress, "starting %d regions (%s), %d partitions, %s mode...\n", len(regions), joinRTT(top), top.Partitions, top.Mode)
 	t0 := time.Now()
-	runStart.Store(&t0)
 	d, err := deploy.Start(ctx, top, deploy.Options{
 		Tracer:        tracer,
 		Cluster:       supercluster.Options{DataDir: dir, IngestDuplicates: -1, Logger: cfg.Logger},
@@ -288,7 +288,11 @@ func RunMulti(ctx context.Context, cfg MultiConfig, progress io.Writer) (*MultiR
 	sends, kinds := cfg.mix().Schedule()
 	rep := &MultiReport{Mode: top.Mode, Sent: kinds, Unique: cfg.Events, LoadStart: time.Since(t0)}
 	loadFor := sends[len(sends)-1].At
+	// One origin for every time the run reports (live lines, drill marks,
+	// charts, takeovers): the start of the load. Takeovers before it (the
+	// cluster's first ownership) are not the run's.
 	start := time.Now()
+	runStart.Store(&start)
 	// Throughput per region, sampled every 250 ms.
 	sampleDone := make(chan struct{})
 	stopSampling := make(chan struct{})
@@ -307,7 +311,7 @@ func RunMulti(ctx context.Context, cfg MultiConfig, progress io.Writer) (*MultiR
 				prev = now
 				for _, r := range regions {
 					in := d.Stats(r).In
-					rep.addSample(r, now.Sub(t0).Seconds(), float64(in-last[r])/dt)
+					rep.addSample(r, now.Sub(start).Seconds(), float64(in-last[r])/dt)
 					last[r] = in
 				}
 			}
@@ -326,7 +330,7 @@ func RunMulti(ctx context.Context, cfg MultiConfig, progress io.Writer) (*MultiR
 			return
 		}
 		mark := func(what string) {
-			rep.Drill = append(rep.Drill, DrillMark{time.Since(t0), what})
+			rep.Drill = append(rep.Drill, DrillMark{time.Since(start), what})
 			fmt.Fprintf(progress, "  [%5.1fs] drill: %s\n", time.Since(start).Seconds(), what)
 		}
 		drilling.Store(true)
@@ -510,7 +514,43 @@ func (rep *MultiReport) fill(ctx context.Context, d *deploy.Deployment, cfg Mult
 	if cfg.Topology.Mode == topology.Strict && rep.TrueRaces > 0 {
 		rep.OK = false
 	}
+	if rep.Inconsistent = rep.inconsistencies(); len(rep.Inconsistent) > 0 {
+		rep.OK = false
+	}
 	return nil
+}
+
+// inconsistencies lists what in the report does not add up: a region that
+// decided fewer events than it handled IDs (counts lost to a restart), or a
+// time outside the run (times on different origins).
+func (rep *MultiReport) inconsistencies() []string {
+	var out []string
+	for _, r := range rep.Regions {
+		if r.Decided < int64(r.Effects) {
+			out = append(out, fmt.Sprintf("%s decided %d events but handled %d IDs", r.Region, r.Decided, r.Effects))
+		}
+	}
+	end := rep.Elapsed.Seconds() + 1
+	for _, m := range rep.Drill {
+		if m.At < 0 || m.At.Seconds() > end {
+			out = append(out, fmt.Sprintf("drill mark %q at %.1fs is outside the run (0 to %.1fs)", m.What, m.At.Seconds(), rep.Elapsed.Seconds()))
+		}
+	}
+	for r, pts := range rep.Throughput {
+		for _, p := range pts {
+			if p.T < 0 || p.T > end {
+				out = append(out, fmt.Sprintf("%s throughput sample at %.1fs is outside the run", r, p.T))
+				break
+			}
+		}
+	}
+	for _, p := range rep.Takeovers {
+		if p.Start < 0 || p.End > end {
+			out = append(out, fmt.Sprintf("takeover %s %s at %.1fs is outside the run", p.Row, p.Name, p.Start))
+			break
+		}
+	}
+	return out
 }
 
 func indexOf(xs []string, x string) int { return slices.Index(xs, x) }
@@ -556,6 +596,9 @@ func (rep *MultiReport) Print(w io.Writer) {
 	if !rep.OK {
 		verdict = "FAIL"
 	}
+	for _, x := range rep.Inconsistent {
+		fmt.Fprintf(w, "\nreport inconsistent: %s", x)
+	}
 	fmt.Fprintf(w, "\nlost %d; true races (effects in two regions) %d; conflicts reported %d (%d not races, %d races unreported) -> %s\n",
 		rep.Lost, rep.TrueRaces, rep.ConflictsReported, rep.Spurious, rep.Missed, verdict)
 }
@@ -595,7 +638,6 @@ func (rep *MultiReport) Doc() report.Doc {
 		d.Throughput = append(d.Throughput, report.Series{Name: r.Region, Points: rep.Throughput[r.Region]})
 		d.Paths[r.Region] = r.ByPath
 	}
-	d.Marks = append(d.Marks, report.Mark{T: rep.LoadStart.Seconds(), Label: "load starts"})
 	for _, m := range rep.Drill {
 		d.Marks = append(d.Marks, report.Mark{T: m.At.Seconds(), Label: m.What})
 	}
