@@ -477,8 +477,8 @@ func peerConnError(msg string) bool {
 	}
 	return false
 }
-func (a *slogAdapter) Debugf(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }
-func (a *slogAdapter) Tracef(format string, v ...any)  {}
+func (a *slogAdapter) Debugf(format string, v ...any) { a.l.Debug(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Tracef(format string, v ...any) {}
 
 // StartCluster starts the nodes of one region at once, each with routes to
 // all of them (from their Host and ClusterPort, which must be set), and
