@@ -477,6 +477,7 @@ func peerConnError(msg string) bool {
 	}
 	return false
 }
+
 func (a *slogAdapter) Debugf(format string, v ...any) { a.l.Debug(fmt.Sprintf(format, v...)) }
 func (a *slogAdapter) Tracef(format string, v ...any) {}
 
