@@ -469,7 +469,7 @@ func (a *slogAdapter) Errorf(format string, v ...any) {
 // connection: what a cut link or a restarting peer produces on every redial,
 // logged at warn level so that errors stay errors.
 func peerConnError(msg string) bool {
-	for _, s := range []string{"Error connecting to explicit gateway", "Error connecting to implicit gateway", "Error trying to connect to route",
+	for _, s := range []string{"Error connecting to explicit gateway", "Error connecting to implicit gateway", "Error trying to connect to route", "Error getting IP for",
 		"TLS gateway handshake error", "TLS route handshake error"} {
 		if strings.Contains(msg, s) {
 			return true

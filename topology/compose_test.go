@@ -33,6 +33,9 @@ func TestComposeFileMatchesDefault(t *testing.T) {
 		for i := range r.Edges {
 			want = append(want, fmt.Sprintf("\n  edge-%s-%d:\n", r.Name, i+1))
 		}
+		if r.Standby != "" {
+			want = append(want, fmt.Sprintf("\n  core-%s:\n", r.Standby), fmt.Sprintf("\"-standby-for=%s\"", r.Name))
+		}
 	}
 	for _, l := range top.Links {
 		for _, d := range [][2]string{{l.A, l.B}, {l.B, l.A}} {

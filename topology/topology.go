@@ -93,6 +93,10 @@ type Region struct {
 	// node (streams.Names). Zero means one per core node (at most the
 	// partition count).
 	Shards int `json:"shards,omitempty"`
+	// Standby is the region that mirrors this region's ingest, so that the
+	// events this region accepted survive its loss, and whose edges take
+	// its partitions over when it is declared dead. Zero means none.
+	Standby string `json:"standby,omitempty"`
 }
 
 // ShardCount is region r's shard count under t.
@@ -139,7 +143,8 @@ type Link struct {
 // Default is the built-in three-region deployment: us-east, eu-west and
 // ap-south, one core node and two edges each, with round-trip times of
 // about 80 ms us-east/eu-west, 120 ms eu-west/ap-south and 190 ms
-// us-east/ap-south.
+// us-east/ap-south; each region's ingest mirrored in the next (us-east in
+// eu-west, eu-west in ap-south, ap-south in us-east).
 func Default() Topology {
 	region := func(name string) Region {
 		return Region{
@@ -149,9 +154,11 @@ func Default() Topology {
 		}
 	}
 	ms := func(n int) Duration { return Duration(time.Duration(n) * time.Millisecond) }
+	standby := func(r Region, s string) Region { r.Standby = s; return r }
 	return Topology{
 		Name: "onceplane-sim", Partitions: 8, Window: Duration(time.Hour), Mode: Async,
-		Regions: []Region{region("us-east"), region("eu-west"), region("ap-south")},
+		// Each region's ingest is mirrored in the next one (a ring).
+		Regions: []Region{standby(region("us-east"), "eu-west"), standby(region("eu-west"), "ap-south"), standby(region("ap-south"), "us-east")},
 		Links: []Link{
 			{A: "us-east", B: "eu-west", RTT: ms(80), Jitter: ms(2)},
 			{A: "eu-west", B: "ap-south", RTT: ms(120), Jitter: ms(3)},
@@ -239,6 +246,15 @@ func (t Topology) Validate() error {
 		v.region(fmt.Sprintf("regions[%d]", i), r, t.Replicas)
 	}
 	v.links(t)
+	for i, r := range t.Regions {
+		switch {
+		case r.Standby == "":
+		case r.Standby == r.Name:
+			v.bad(fmt.Sprintf("regions[%d].standby", i), "a region cannot stand by for itself")
+		case !v.regions[r.Standby]:
+			v.bad(fmt.Sprintf("regions[%d].standby", i), "unknown region %q", r.Standby)
+		}
+	}
 	for k, r := range t.Homes {
 		p, err := strconv.Atoi(k)
 		if err != nil || p < 0 || p >= t.Partitions {
@@ -406,6 +422,18 @@ func (t Topology) Link(a, b string) (Link, bool) {
 func (t Topology) RTT(a, b string) time.Duration {
 	l, _ := t.Link(a, b)
 	return time.Duration(l.RTT)
+}
+
+// StandbyFor lists the regions whose standby is region: those whose ingest
+// region mirrors.
+func (t Topology) StandbyFor(region string) []string {
+	var out []string
+	for _, r := range t.Regions {
+		if r.Standby == region {
+			out = append(out, r.Name)
+		}
+	}
+	return out
 }
 
 // Home returns partition p's home region in strict mode.

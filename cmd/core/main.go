@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -86,6 +87,7 @@ type flags struct {
 	cfg                                      streams.Config
 	routes, ingestDedupe, logLevel, gateways string
 	credDir, devCerts, devHosts, peers, home string
+	standbyFor                               string
 	noProvision, genCreds                    bool
 	insecure                                 *bool
 }
@@ -105,6 +107,7 @@ func (f *flags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.gateways, "gateways", "", "other regions' gateways: 'region=host:port,host:port;region2=...' (a WAN link's address in a simulation)")
 	fs.StringVar(&o.GatewayAdvertise, "gateway-advertise", "", "gateway address told to other regions (default: the listen address; "+core.NoAdvertise+" keeps peers on -gateways)")
 	fs.StringVar(&f.peers, "peers", "", "other regions, comma-separated: provision the xclaims stream (their claim logs, sourced) and the conflicts stream, and place this region's streams in its cluster")
+	fs.StringVar(&f.standbyFor, "standby-for", "", "regions (among -peers) this region stands by for, comma-separated: provision a mirror of each one's ingest here, so that the events it accepted survive its loss")
 	fs.StringVar(&f.home, "home", "", "strict mode: this region's home partitions (e.g. 0,3,6); provisions the home stream sourcing them from every region")
 	fs.DurationVar(&o.PingInterval, "ping-interval", 0, "ping clients, routes and gateways this often; two missed pings drop the peer (0: NATS's 2m); lower it where links can fail silently")
 	fs.Int64Var(&o.MaxMemory, "max-memory", 1<<30, "JetStream memory limit in bytes")
@@ -150,6 +153,14 @@ func (f *flags) options(log *slog.Logger) (core.Options, streams.Config, error) 
 	}
 	if f.peers != "" {
 		cfg.Peers, cfg.Cluster = strings.Split(f.peers, ","), o.Region
+	}
+	if f.standbyFor != "" {
+		cfg.StandbyFor = strings.Split(f.standbyFor, ",")
+		for _, r := range cfg.StandbyFor {
+			if !slices.Contains(cfg.Peers, r) {
+				return o, cfg, fmt.Errorf("bad -standby-for: %q is not among -peers", r)
+			}
+		}
 	}
 	if f.home != "" {
 		if cfg.Home, err = cli.Ints(f.home); err != nil {

@@ -163,6 +163,12 @@ func (n Names) XClaimStream() string   { return "onceplane-" + n.region() + "-xc
 func (n Names) ConflictStream() string { return "onceplane-" + n.region() + "-conflicts" }
 func (n Names) HomeStream() string     { return "onceplane-" + n.region() + "-home" }
 
+// StandbyShard is the stream of this region that mirrors shard s of
+// region of's ingest (see Config.StandbyFor).
+func (n Names) StandbyShard(of string, s int) string {
+	return shardName("onceplane-"+n.region()+"-standby-"+of, s)
+}
+
 // Streams lists every stream a region may have, whether or not its mode
 // provisions it: every shard's.
 func (n Names) Streams() []string {
@@ -264,6 +270,11 @@ type Config struct {
 	// peer's streams): the xclaims and home streams source each peer shard
 	// stream holding their partitions. A peer not listed has one shard.
 	PeerShards map[string]int
+	// StandbyFor are the regions (among Peers) this region stands by for:
+	// each of their ingest shards has a mirror here (StandbyShard), with
+	// the same sequences, so that the events they accepted and this region
+	// mirrored survive their loss. Nil means none.
+	StandbyFor []string
 }
 
 // peer is the Names of peer region r.
@@ -307,7 +318,7 @@ func (c Config) withDefaults() Config {
 // provision it first everywhere, since a source whose origin stream does
 // not exist yet backs off for tens of seconds.
 func (c Config) Own() Config {
-	c.Peers, c.Home = nil, nil
+	c.Peers, c.Home, c.StandbyFor = nil, nil, nil
 	return c
 }
 
@@ -385,6 +396,18 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 		cf.MaxAge, cf.Duplicates = keep, MinDuplicates
 		cf.MaxMsgsPerSubject, cf.Discard, cf.DiscardNewPerSubject = 1, jetstream.DiscardNew, true
 		cfgs = append(cfgs, cf)
+	}
+	for _, r := range c.StandbyFor {
+		rn := c.peer(r)
+		for t := range rn.ShardCount() {
+			m := base(c.StandbyShard(r, t))
+			// A mirror has no subjects and keeps its origin's sequences
+			// (a claim record's Through means the same here); it does not
+			// dedupe. From the origin's first message, whenever it starts.
+			m.Subjects, m.Duplicates, m.MaxAge = nil, 0, ins[0].MaxAge
+			m.Mirror = &jetstream.StreamSource{Name: rn.IngestShard(t), OptStartSeq: 1}
+			cfgs = append(cfgs, m)
+		}
 	}
 	if c.Home != nil {
 		for s := range c.ShardCount() {

@@ -295,7 +295,8 @@ func (d *Deployment) Edges(region string) []*edge.Consumer {
 }
 
 // Stats sums the stats of region's edges, those stopped or restarted
-// included (their partitions owned excepted).
+// included (their partitions owned and remote records merged excepted:
+// those describe the current owners).
 func (d *Deployment) Stats(region string) edge.Stats {
 	d.mu.Lock()
 	s, es := d.retired[region], slices.Clone(d.edges[region])
@@ -496,7 +497,10 @@ func (d *Deployment) stop(region string, e *runningEdge) {
 	<-e.done
 	e.nc.Close()
 	x := e.c.Stats()
-	x.Owned = 0
+	// What describes the current owners, not the region's history: the
+	// partitions owned, and the remote records merged (a new owner merges
+	// them again; Replicated compares that with the other claim logs).
+	x.Owned, x.RemoteMerged = 0, 0
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.edges[region] = slices.DeleteFunc(d.edges[region], func(o *runningEdge) bool { return o == e })

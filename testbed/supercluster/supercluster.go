@@ -274,6 +274,7 @@ func StreamConfig(top topology.Topology, region string, memory bool, ingestDup t
 			}
 		}
 	}
+	cfg.StandbyFor = top.StandbyFor(region)
 	if top.Mode == topology.Strict {
 		cfg.Home = top.HomePartitions(region)
 		if cfg.Home == nil {

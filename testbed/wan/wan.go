@@ -61,8 +61,15 @@ type LinkOptions struct {
 	// every gateway URL a server is configured with to the servers that
 	// connect to it, so after a reconnect a third region's gateway may dial
 	// this link's address, bypassing its own link (and its cut). The limit
-	// refuses it, and it dials its own link instead.
+	// refuses it, and it dials its own link instead. On loopback (one
+	// machine) the count is the only tell; where regions have addresses
+	// of their own, AllowFrom is exact.
 	MaxConns int
+	// AllowFrom, when set, accepts connections only from these hosts
+	// (names resolved at each accept, so a restarted container's new
+	// address is found): the source region's core nodes. Others are
+	// refused.
+	AllowFrom []string
 }
 
 // Stats are a link's counters.
@@ -268,7 +275,21 @@ type conn struct {
 	target net.Conn      // set once dialed; guarded by Link.mu
 	dead   bool          // guarded by Link.mu
 	done   chan struct{} // closed when killed
+	// ending is set once one direction has ended (its source closed): the
+	// connection is on its way out and no longer counts against MaxConns.
+	ending atomic.Bool
 	cancel context.CancelFunc
+}
+
+// liveLocked counts the connections that are not on their way out.
+func (l *Link) liveLocked() int {
+	n := 0
+	for c := range l.conns {
+		if !c.ending.Load() {
+			n++
+		}
+	}
+	return n
 }
 
 // kill closes both sides of c (idempotent).
@@ -318,6 +339,12 @@ func (l *Link) acceptLoop() {
 			continue
 		}
 		b.Reset()
+		if len(l.opt.AllowFrom) > 0 && !allowed(nc.RemoteAddr(), l.opt.AllowFrom) {
+			_ = nc.Close()
+			l.refused.Add(1)
+			l.log.Debug("wan refused (not an allowed source)", "from", nc.RemoteAddr().String())
+			continue
+		}
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()
@@ -331,7 +358,7 @@ func (l *Link) acceptLoop() {
 			l.log.Debug("wan refused (cut)", "from", nc.RemoteAddr().String())
 			continue
 		}
-		if l.opt.MaxConns > 0 && len(l.conns) >= l.opt.MaxConns {
+		if l.opt.MaxConns > 0 && l.liveLocked() >= l.opt.MaxConns {
 			l.mu.Unlock()
 			_ = nc.Close()
 			l.refused.Add(1)
@@ -474,8 +501,35 @@ func (l *Link) pump(c *conn, src, dst net.Conn, n *atomic.Int64) {
 	select {
 	case <-c.done:
 	default:
+		c.ending.Store(true)
 		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
 			_ = cw.CloseWrite()
 		}
 	}
+}
+
+// allowed reports whether addr's host is one of hosts (names or IPs).
+func allowed(addr net.Addr, hosts []string) bool {
+	ta, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			if ip.Equal(ta.IP) {
+				return true
+			}
+			continue
+		}
+		ips, err := net.LookupIP(h)
+		if err != nil {
+			continue
+		}
+		for _, ip := range ips {
+			if ip.Equal(ta.IP) {
+				return true
+			}
+		}
+	}
+	return false
 }

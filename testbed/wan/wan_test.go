@@ -343,3 +343,28 @@ func TestCloseEndsEverything(t *testing.T) {
 	})
 	t.Logf("goroutines: baseline %d, now %d", baseline, runtime.NumGoroutine())
 }
+
+// TestSourcesLimited: a link that carries one region's gateways refuses
+// what another region's gateway dials after learning its address by NATS
+// gossip: beyond MaxConns live connections (one that is closing no longer
+// counts), or from a host not in AllowFrom.
+func TestSourcesLimited(t *testing.T) {
+	echo, _ := echoServer(t)
+	l := listen(t, LinkOptions{Targets: []string{echo}, MaxConns: 1})
+	first := dial(t, l.Addr())
+	roundTrip(t, first, "first")
+	second := dial(t, l.Addr())
+	readClosed(t, second, true)
+	eventually(t, 2*time.Second, "second refused", func() bool { return l.Stats().Refused == 1 })
+	_ = first.Close()
+	eventually(t, 2*time.Second, "first gone", func() bool { return l.Stats().Conns == 0 })
+	third := dial(t, l.Addr())
+	roundTrip(t, third, "third")
+
+	strict := listen(t, LinkOptions{Targets: []string{echo}, AllowFrom: []string{"192.0.2.1"}})
+	stranger := dial(t, strict.Addr())
+	readClosed(t, stranger, true)
+	eventually(t, 2*time.Second, "stranger refused", func() bool { return strict.Stats().Refused == 1 })
+	open := listen(t, LinkOptions{Targets: []string{echo}, AllowFrom: []string{"localhost"}})
+	roundTrip(t, dial(t, open.Addr()), "allowed")
+}
