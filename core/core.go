@@ -21,7 +21,9 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/onceplane/onceplane/jetstream/sourcing"
 	"github.com/onceplane/onceplane/jetstream/streams"
 )
 
@@ -111,6 +113,10 @@ type Options struct {
 	MaxMemory, MaxStore int64
 	// Logger receives server logs. Nil means slog.Default() at warn level and above.
 	Logger *slog.Logger
+	// Sources, when set, runs a replication watchdog (package sourcing) over
+	// these sourcing streams for as long as the node runs, acting on the
+	// streams this node leads (its Server is set to Name). Nil means none.
+	Sources *sourcing.WatchOptions
 }
 
 func (o Options) withDefaults() Options {
@@ -160,8 +166,10 @@ const NoAdvertise = "127.0.0.1:1"
 
 // Node is a running core node.
 type Node struct {
-	opt Options
-	srv *server.Server
+	opt     Options
+	srv     *server.Server
+	stopped chan struct{} // closed when the watchdog has stopped (nil: none)
+	stop    context.CancelFunc
 }
 
 // aeadSuites are the TLS 1.2 cipher suites the core accepts: AEAD only (no
@@ -199,14 +207,45 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		srv.Shutdown()
 		return nil, fmt.Errorf("core %s: not ready for connections after 30s", o.Name)
 	}
-	if o.ClusterPort == 0 {
-		return n, nil
+	if o.ClusterPort != 0 {
+		if err := n.WaitJetStream(ctx); err != nil {
+			srv.Shutdown()
+			return nil, err
+		}
 	}
-	if err := n.WaitJetStream(ctx); err != nil {
-		srv.Shutdown()
-		return nil, err
+	if o.Sources != nil {
+		if err := n.watchSources(*o.Sources); err != nil {
+			srv.Shutdown()
+			return nil, err
+		}
 	}
 	return n, nil
+}
+
+// watchSources runs the replication watchdog on a connection of its own
+// until Shutdown.
+func (n *Node) watchSources(w sourcing.WatchOptions) error {
+	nc, err := n.Connect()
+	if err != nil {
+		return fmt.Errorf("core %s: watchdog connection: %w", n.opt.Name, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return fmt.Errorf("core %s: watchdog: %w", n.opt.Name, err)
+	}
+	w.Server = n.opt.Name
+	if w.Logger == nil {
+		w.Logger = n.opt.Logger.With("core", n.opt.Name)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	n.stop, n.stopped = stop, make(chan struct{})
+	go func() {
+		defer close(n.stopped)
+		defer nc.Close()
+		_ = sourcing.Watch(ctx, js, w)
+	}()
+	return nil
 }
 
 // addMappings adds o.Mappings to the account the streams live in, before
@@ -447,6 +486,10 @@ func (n *Node) Connect(opts ...nats.Option) (*nats.Conn, error) {
 
 // Shutdown stops the node and waits for it to finish.
 func (n *Node) Shutdown() {
+	if n.stop != nil {
+		n.stop()
+		<-n.stopped
+	}
 	n.srv.Shutdown()
 	n.srv.WaitForShutdown()
 }

@@ -13,8 +13,13 @@ import (
 // refuseExposed exits when the node would listen beyond loopback without
 // -credentials and without -insecure (protected mode, package exposure),
 // and logs what an exposed node lacks otherwise.
-func refuseExposed(log *slog.Logger, o core.Options, insecure bool) {
-	if err := cli.CheckExposure(log, insecure, listeners(o)...); err != nil {
+func refuseExposed(log *slog.Logger, o core.Options, insecure bool, metricsAddr string) {
+	ls := listeners(o)
+	if metricsAddr != "" {
+		ls = append(ls, exposure.Listener{Name: "metrics (-metrics-addr)", Addr: metricsAddr, Protected: true,
+			Weak: []string{"no authentication: anyone who reaches it reads the replication metrics"}})
+	}
+	if err := cli.CheckExposure(log, insecure, ls...); err != nil {
 		cli.Fatal(log, "refusing to start", err)
 	}
 }

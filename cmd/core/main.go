@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,12 +21,15 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/onceplane/onceplane/auth"
 	"github.com/onceplane/onceplane/core"
 	"github.com/onceplane/onceplane/devcert"
 	"github.com/onceplane/onceplane/internal/cli"
 	"github.com/onceplane/onceplane/internal/poll"
+	"github.com/onceplane/onceplane/jetstream/sourcing"
 	"github.com/onceplane/onceplane/jetstream/streams"
 )
 
@@ -61,7 +65,16 @@ func main() {
 		cli.Fatal(log, "flags", err)
 	}
 	o.Mappings = cfg.IngestMapping()
-	refuseExposed(log, o, *f.insecure)
+	refuseExposed(log, o, *f.insecure, f.metricsAddr)
+	var reg *prometheus.Registry
+	if (len(cfg.Peers) > 0 || cfg.Home != nil) && !f.noWatchdog {
+		// Replication watchdog: restarts sources that stall after WAN
+		// faults (package sourcing).
+		w := sourcing.ForRegion(cfg)
+		reg = prometheus.NewRegistry()
+		w.Metrics = sourcing.NewMetrics(reg)
+		o.Sources = &w
+	}
 	ctx, stop := cli.SignalContext()
 	defer stop()
 	n, err := core.Start(ctx, o)
@@ -70,6 +83,15 @@ func main() {
 	}
 	defer n.Shutdown()
 	log.Info("core node up", "name", o.Name, "region", o.Region, "url", n.ClientURL(), "cluster", n.ClusterAddr())
+	if f.metricsAddr != "" && reg != nil {
+		srv := &http.Server{Addr: f.metricsAddr, Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics listener", "addr", f.metricsAddr, "err", err)
+			}
+		}()
+		defer srv.Close()
+	}
 	pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	err = provision(pctx, n, cfg, !f.noProvision, log)
 	cancel()
@@ -88,7 +110,8 @@ type flags struct {
 	routes, ingestDedupe, logLevel, gateways string
 	credDir, devCerts, devHosts, peers, home string
 	standbyFor                               string
-	noProvision, genCreds                    bool
+	noProvision, genCreds, noWatchdog        bool
+	metricsAddr                              string
 	insecure                                 *bool
 }
 
@@ -119,6 +142,8 @@ func (f *flags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&cfg.IngestMaxAge, "ingest-max-age", 0, "how long ingested events are kept (default: the window; must not exceed it)")
 	fs.StringVar(&f.ingestDedupe, "ingest-dedupe", "2m", "ingest stream Nats-Msg-Id window, or \"off\" (100ms, the minimum)")
 	fs.BoolVar(&f.noProvision, "no-provision", false, "do not create or update streams at start")
+	fs.BoolVar(&f.noWatchdog, "no-watchdog", false, "do not run the replication watchdog (it restarts, from their stored position, sources of the xclaims or home streams that stall after a WAN fault)")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve the replication watchdog's Prometheus metrics (onceplane_replication_healthy{from,to}, …) on this host:port at /metrics; no authentication, so loopback unless you expose it on purpose (empty: off)")
 	fs.StringVar(&o.TLS.CertFile, "tls-cert", "", "PEM certificate (server and client use): TLS on client, route and gateway ports")
 	fs.StringVar(&o.TLS.KeyFile, "tls-key", "", "PEM private key of -tls-cert")
 	fs.StringVar(&o.TLS.CAFile, "tls-ca", "", "PEM CA that signed the core nodes' certificates (routes and gateways verify peers with it)")

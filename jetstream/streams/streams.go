@@ -425,6 +425,38 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 	return cfgs
 }
 
+// SourcingStreams are the region's streams that source from other regions:
+// its xclaims shards (asynchronous mode) or its home shards (strict mode).
+func (c Config) SourcingStreams() []string {
+	var out []string
+	for s := range c.ShardCount() {
+		switch {
+		case c.Home != nil:
+			out = append(out, c.HomeShard(s))
+		case len(c.Peers) > 0:
+			out = append(out, c.XClaimShard(s))
+		}
+	}
+	return out
+}
+
+// Origins maps each stream the region's sourcing streams source from (the
+// peers' claim shards; in strict mode every region's ingest shards) to its
+// region.
+func (c Config) Origins() map[string]string {
+	out := map[string]string{}
+	for _, r := range append([]string{c.Region}, c.Peers...) {
+		n := c.peer(r)
+		for t := range n.ShardCount() {
+			if r != c.Region {
+				out[n.ClaimShard(t)] = r
+			}
+			out[n.IngestShard(t)] = r
+		}
+	}
+	return out
+}
+
 // overlap lists the partitions in this region's shard s and in shard t of
 // region other, among ps (nil: all), and whether that is all of other's
 // shard t.

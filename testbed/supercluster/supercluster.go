@@ -28,6 +28,7 @@ import (
 	"github.com/onceplane/onceplane/auth"
 	"github.com/onceplane/onceplane/core"
 	"github.com/onceplane/onceplane/devcert"
+	"github.com/onceplane/onceplane/jetstream/sourcing"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/testbed/ports"
 	"github.com/onceplane/onceplane/testbed/wan"
@@ -52,6 +53,13 @@ type Options struct {
 	MaxMemory, MaxStore int64
 	// Logger receives logs. Nil means slog.Default().
 	Logger *slog.Logger
+	// NoWatchdog leaves the core nodes without their replication watchdog
+	// (package sourcing): sources then recover from WAN faults on
+	// JetStream's own retries only. For comparisons.
+	NoWatchdog bool
+	// Watchdog tunes the core nodes' watchdog (its zero value: the
+	// defaults); its streams and labels come from the topology.
+	Watchdog sourcing.Options
 }
 
 func (o Options) withDefaults() Options {
@@ -195,6 +203,11 @@ func Start(ctx context.Context, top topology.Topology, o Options) (*Cluster, err
 					co.Gateways = append(co.Gateways, core.Gateway{Name: other.Name, URLs: []string{c.links[[2]string{pl.region, other.Name}].Addr()}})
 				}
 			}
+		}
+		if multi && !o.NoWatchdog {
+			w := sourcing.ForRegion(sc)
+			w.Options = o.Watchdog
+			co.Sources = &w
 		}
 		c.cfg[pl.region] = append(c.cfg[pl.region], co)
 	}

@@ -1,0 +1,325 @@
+package sourcing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// WatchOptions configure Watch. Zero values are the documented defaults.
+type WatchOptions struct {
+	Options
+	// Streams are the sourcing streams to watch.
+	Streams []string
+	// Server, when set, limits restarts to the streams this server leads,
+	// so that every core node of a region can run a watchdog and one acts
+	// on each stream. Zero means act on every stream.
+	Server string
+	// Region is this region, and Origins the region of each origin stream
+	// (for the metrics' labels; an origin missing there is labelled with
+	// its stream name).
+	Region  string
+	Origins map[string]string
+	// Interval is the time between looks. Zero means 250 ms.
+	Interval time.Duration
+	// Timeout bounds each request (the origin's answers cross the WAN).
+	// Zero means 1 s.
+	Timeout time.Duration
+	// Metrics, when set, receives replication health per region pair.
+	Metrics *Metrics
+	// Logger receives restarts and their outcome. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Metrics are the watchdog's Prometheus metrics.
+type Metrics struct {
+	Healthy  *prometheus.GaugeVec   // from, to: 1 while every source from region from into region to is healthy
+	Silent   *prometheus.GaugeVec   // from, to: seconds the least recently heard source of the pair has been silent
+	Restarts *prometheus.CounterVec // from, to, why (silent, stalled)
+}
+
+// NewMetrics registers the watchdog's metrics in r.
+func NewMetrics(r prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Healthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "onceplane", Name: "replication_healthy",
+			Help: "1 while every source carrying region from's claims (or ingest) into region to has been heard within the silence limit and is not behind a moving origin; 0 while one is not (the watchdog restarts it once the origin answers)."}, []string{"from", "to"}),
+		Silent: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "onceplane", Name: "replication_silent_seconds",
+			Help: "Seconds since the least recently heard source from region from into region to was heard of (messages or its 1 s heartbeats)."}, []string{"from", "to"}),
+		Restarts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "onceplane", Name: "replication_restarts_total",
+			Help: "Sources the watchdog restarted from their stored position, by reason."}, []string{"from", "to", "why"}),
+	}
+	r.MustRegister(m.Healthy, m.Silent, m.Restarts)
+	return m
+}
+
+// Key names a source within its stream's configuration: its origin and
+// what it takes from it (JetStream keys sources the same way).
+func Key(s *jetstream.StreamSource) string {
+	var b strings.Builder
+	b.WriteString(s.Name)
+	b.WriteString(" " + s.FilterSubject)
+	for _, t := range s.SubjectTransforms {
+		b.WriteString(" " + t.Source + ">" + t.Destination)
+	}
+	return b.String()
+}
+
+// Watch looks at the sources of o.Streams every o.Interval and restarts
+// those the Judge finds silent or stalled, until ctx ends.
+func Watch(ctx context.Context, js jetstream.JetStream, o WatchOptions) error {
+	if o.Interval == 0 {
+		o.Interval = 250 * time.Millisecond
+	}
+	if o.Timeout == 0 {
+		o.Timeout = time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	w := &watcher{js: js, o: o, judge: NewJudge(o.Options), readd: map[string]jetstream.StreamConfig{}}
+	t := time.NewTicker(o.Interval)
+	defer t.Stop()
+	for {
+		w.step(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+type watcher struct {
+	js    jetstream.JetStream
+	o     WatchOptions
+	judge *Judge
+	// readd are configurations to put back: a restart removed a source and
+	// could not add it back yet.
+	readd map[string]jetstream.StreamConfig
+}
+
+// step takes one look, judges it and restarts what the judge says.
+func (w *watcher) step(ctx context.Context) {
+	for name, cfg := range w.readd {
+		if err := update(ctx, w.js, cfg, w.o.Timeout); err == nil {
+			delete(w.readd, name)
+		}
+	}
+	look, cfgs := w.look(ctx)
+	verdicts := w.judge.Step(time.Now(), look)
+	w.report(verdicts)
+	for _, v := range verdicts {
+		if !v.Restart {
+			continue
+		}
+		from := w.origin(v.Origin)
+		err := Restart(ctx, w.js, cfgs[v.Stream], v.Key, w.o.Timeout)
+		if errors.Is(err, errNotBack) {
+			w.readd[v.Stream] = cfgs[v.Stream]
+		}
+		if w.o.Metrics != nil && err == nil {
+			w.o.Metrics.Restarts.WithLabelValues(from, w.o.Region, v.Why).Inc()
+		}
+		w.o.Logger.Info("replication source restarted from its stored position", "stream", v.Stream, "origin", v.Origin,
+			"why", v.Why, "heard_ago", v.Heard, "origin_last", v.OriginLast, "sourced", v.Sourced, "err", err)
+	}
+}
+
+// look reads every watched stream's sources, and each origin's state.
+func (w *watcher) look(ctx context.Context) ([]Source, map[string]jetstream.StreamConfig) {
+	cfgs := map[string]jetstream.StreamConfig{}
+	var look []Source
+	var known []bool // the source's position is known: its origin's last sequence is its goal
+	origins := map[string]*originState{}
+	for _, name := range w.o.Streams {
+		info, err := w.info(ctx, name)
+		if err != nil {
+			continue
+		}
+		if w.o.Server != "" && (info.Cluster == nil || info.Cluster.Leader != w.o.Server) {
+			continue
+		}
+		cfgs[name] = info.Config
+		for _, src := range info.Config.Sources {
+			s := Source{Stream: name, Origin: src.Name, Key: Key(src), Heard: -1}
+			if si := sourceInfo(info.Sources, src); si != nil {
+				s.Heard = si.Active
+			}
+			if origins[src.Name] == nil {
+				origins[src.Name] = &originState{}
+			}
+			ok := false
+			if src.FilterSubject != "" && len(src.SubjectTransforms) == 0 {
+				s.Sourced, ok = w.sourced(ctx, name, src)
+			}
+			look, known = append(look, s), append(known, ok)
+		}
+	}
+	var wg sync.WaitGroup
+	for name, st := range origins {
+		wg.Go(func() {
+			info, err := w.info(ctx, name)
+			if err == nil {
+				st.up, st.last = true, info.State.LastSeq
+			}
+		})
+	}
+	wg.Wait()
+	for i := range look {
+		st := origins[look[i].Origin]
+		look[i].OriginUp = st.up
+		if known[i] && st.up {
+			look[i].OriginLast = st.last
+		}
+	}
+	return look, cfgs
+}
+
+type originState struct {
+	up   bool
+	last uint64
+}
+
+func (w *watcher) info(ctx context.Context, name string) (*jetstream.StreamInfo, error) {
+	ictx, cancel := context.WithTimeout(ctx, w.o.Timeout)
+	defer cancel()
+	s, err := w.js.Stream(ictx, name)
+	if err != nil {
+		return nil, err
+	}
+	return s.CachedInfo(), nil
+}
+
+// sourced is the origin sequence of the last message stream holds from
+// src's origin, read from its Nats-Stream-Source header, and whether that
+// is known. A source with a filter subject and no transforms takes every
+// message of its origin (streams.Config makes them so), and is the only
+// source of the stream on that filter unless the last message there came
+// from another origin: then its position is not known.
+func (w *watcher) sourced(ctx context.Context, stream string, src *jetstream.StreamSource) (uint64, bool) {
+	gctx, cancel := context.WithTimeout(ctx, w.o.Timeout)
+	defer cancel()
+	s, err := w.js.Stream(gctx, stream)
+	if err != nil {
+		return 0, false
+	}
+	m, err := s.GetLastMsgForSubject(gctx, src.FilterSubject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, true
+	}
+	if err != nil {
+		return 0, false
+	}
+	origin, seq := SourceHeader(m.Header.Get(StreamSourceHeader))
+	return seq, origin == src.Name && seq > 0
+}
+
+// SourceHeader reads a sourced message's Nats-Stream-Source header: the
+// origin stream and the message's sequence there (zero when malformed).
+func SourceHeader(h string) (string, uint64) {
+	f := strings.Fields(h)
+	if len(f) < 2 {
+		return "", 0
+	}
+	seq, err := strconv.ParseUint(f[1], 10, 64)
+	if err != nil {
+		return "", 0
+	}
+	return f[0], seq
+}
+
+// sourceInfo finds src's entry among a stream's source infos.
+func sourceInfo(infos []*jetstream.StreamSourceInfo, src *jetstream.StreamSource) *jetstream.StreamSourceInfo {
+	for _, si := range infos {
+		if si.Name == src.Name && si.FilterSubject == src.FilterSubject && slices.Equal(si.SubjectTransforms, src.SubjectTransforms) {
+			return si
+		}
+	}
+	return nil
+}
+
+// report sets the health metrics from a look's verdicts.
+func (w *watcher) report(vs []Verdict) {
+	m := w.o.Metrics
+	if m == nil {
+		return
+	}
+	type pair struct {
+		healthy bool
+		silent  time.Duration
+	}
+	pairs := map[string]*pair{}
+	for _, v := range vs {
+		from := w.origin(v.Origin)
+		p := pairs[from]
+		if p == nil {
+			p = &pair{healthy: true}
+			pairs[from] = p
+		}
+		p.healthy = p.healthy && v.Healthy
+		p.silent = max(p.silent, v.Heard)
+	}
+	for from, p := range pairs {
+		h := 0.0
+		if p.healthy {
+			h = 1
+		}
+		m.Healthy.WithLabelValues(from, w.o.Region).Set(h)
+		m.Silent.WithLabelValues(from, w.o.Region).Set(p.silent.Seconds())
+	}
+}
+
+func (w *watcher) origin(stream string) string {
+	if r, ok := w.o.Origins[stream]; ok {
+		return r
+	}
+	return stream
+}
+
+// ErrNoSource is returned by Restart when the stream has no such source.
+var ErrNoSource = errors.New("no such source")
+
+// Restart restarts the source named key of the stream configured cfg from
+// its stored position: one update without it, one with it back. JetStream
+// finds a re-added source's position in the stream (the last message it
+// holds from it) and asks the origin from there at once, without the
+// backoff a failing source accumulates. If the second update fails, the
+// source is missing until cfg is applied again (Watch retries it at each
+// look; a core node's provisioning restores it at start).
+func Restart(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, key string, timeout time.Duration) error {
+	i := slices.IndexFunc(cfg.Sources, func(s *jetstream.StreamSource) bool { return Key(s) == key })
+	if i < 0 {
+		return fmt.Errorf("restart source %q of %s: %w", key, cfg.Name, ErrNoSource)
+	}
+	without := cfg
+	without.Sources = slices.Delete(slices.Clone(cfg.Sources), i, i+1)
+	if err := update(ctx, js, without, timeout); err != nil {
+		return fmt.Errorf("restart source %q of %s: %w", key, cfg.Name, err)
+	}
+	if err := update(ctx, js, cfg, timeout); err != nil {
+		return fmt.Errorf("restart source %q of %s: %w: %w", key, cfg.Name, errNotBack, err)
+	}
+	return nil
+}
+
+var errNotBack = errors.New("removed, not added back yet")
+
+func update(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, timeout time.Duration) error {
+	uctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	_, err := js.UpdateStream(uctx, cfg)
+	return err
+}
+
+// StreamSourceHeader is the header JetStream puts on a sourced message:
+// "<origin stream> <sequence there> …".
+const StreamSourceHeader = "Nats-Stream-Source"
