@@ -45,8 +45,8 @@ type Options struct {
 	Stall time.Duration
 	// Grace is how long a source's origin must have answered before the
 	// source is restarted: JetStream's own recovery after a gateway
-	// reconnect takes about a second when it works, and a restart in its
-	// middle only delays it. Zero means 1 s.
+	// reconnect takes about 2 s when it works (1 s heartbeats), and a
+	// restart in its middle only delays it. Zero means 2 s.
 	Grace time.Duration
 	// Backoff is the wait before restarting the same source again, doubling
 	// while restarts do not bring it back, up to 8 × Backoff. Zero means 2 s.
@@ -64,7 +64,7 @@ func (o Options) withDefaults() Options {
 		o.Backoff = 2 * time.Second
 	}
 	if o.Grace == 0 {
-		o.Grace = time.Second
+		o.Grace = 2 * time.Second
 	}
 	return o
 }

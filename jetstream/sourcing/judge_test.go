@@ -59,15 +59,15 @@ func TestJudgeWaitsForTheOrigin(t *testing.T) {
 		}
 		return src(t, true, 10, 5)
 	}
-	got := run(NewJudge(Options{}), 5*time.Second, cut)
-	if len(got) != 1 || got[0] < 4*time.Second || got[0] > 4250*time.Millisecond {
-		t.Fatalf("restarts at %v: want one, a grace (1 s) after the origin answered at 3 s", got)
+	got := run(NewJudge(Options{}), 6*time.Second, cut)
+	if len(got) != 1 || got[0] < 5*time.Second || got[0] > 5250*time.Millisecond {
+		t.Fatalf("restarts at %v: want one, a grace (2 s) after the origin answered at 3 s", got)
 	}
 	recovered := func(t time.Duration) Source {
 		switch {
 		case t < 3*time.Second:
 			return src(t, false, 0, 0)
-		case t < 3500*time.Millisecond:
+		case t < 4500*time.Millisecond:
 			return src(t, true, 10, 5)
 		}
 		return src(100*time.Millisecond, true, 10, 10)

@@ -19,7 +19,8 @@ import (
 // eu-west and every later cut of the pair cut nothing (claims crossed it
 // while "cut"). Links now refuse connections beyond their source region's
 // core count (wan.LinkOptions.MaxConns). The figures per heal are logged
-// (ONCEPLANE_HEALS sets how many).
+// (ONCEPLANE_HEALS sets how many; ONCEPLANE_NO_WATCHDOG=1 measures without
+// the core nodes' replication watchdog).
 func TestCutsHoldAfterHeals(t *testing.T) {
 	heals := 3
 	if testing.Short() {
@@ -30,7 +31,8 @@ func TestCutsHoldAfterHeals(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c, err := Start(ctx, topology.Default(), Options{DataDir: t.TempDir(), MemoryStreams: true, Logger: coretest.Quiet})
+	c, err := Start(ctx, topology.Default(), Options{DataDir: t.TempDir(), MemoryStreams: true, Logger: coretest.Quiet,
+		NoWatchdog: os.Getenv("ONCEPLANE_NO_WATCHDOG") != ""}) // to compare with JetStream's own recovery
 	if err != nil {
 		t.Fatal(err)
 	}
