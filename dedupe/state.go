@@ -475,7 +475,13 @@ func (s *State) Apply(seq uint64, r Record, stored time.Time) {
 				raced = s.remoteClaimer(h)
 			}
 			s.set.Add(h, at)
-			if gen, ok := s.set.Generation(h); raced != "" && ok {
+			if raced != "" {
+				// The live entry's generation; a claim too old to be kept
+				// (outside the window) is still a race on record.
+				gen, ok := s.set.Generation(h)
+				if !ok {
+					gen = s.set.GenerationAt(at)
+				}
 				s.conflicts = append(s.conflicts, Conflict{Hash: h, Region: raced, ClaimGen: gen})
 			}
 			s.addBloom(h, at)

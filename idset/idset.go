@@ -163,6 +163,10 @@ func (s *Set) Generation(h event.Hash) (uint16, bool) {
 	return uint16(s.slots[i].lo & tagMask), true
 }
 
+// GenerationAt is the generation tag of a claim made at t (what
+// Generation reports for an ID added at t).
+func (s *Set) GenerationAt(t time.Time) uint16 { return uint16(uint64(s.gen(t)) & tagMask) }
+
 // Add records h as claimed at time at. It reports whether h was not already
 // live. IDs whose claim time is already outside the window are not stored.
 func (s *Set) Add(h event.Hash, at time.Time) bool {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/onceplane/onceplane/internal/poll"
@@ -36,8 +37,10 @@ type FailoverOptions struct {
 // another may be stored in both (the first region's ack may have been lost,
 // not its write): the regions' edges dedupe it across regions, as for any
 // producer retry (asynchronous mode: a duplicate, or a reported conflict if
-// both regions decide it inside the replication lag; strict mode: decided
-// once, at its home).
+// both regions decide it inside the replication lag, which for a region that
+// was unreachable lasts until it is back; strict mode: decided once, at its
+// home). Errors no region would answer differently (a message too large, a
+// bad subject) are returned at once.
 type Failover struct {
 	regions []*Producer
 	o       FailoverOptions
@@ -100,6 +103,9 @@ func (f *Failover) Publish(ctx context.Context, id string, data []byte) (*jetstr
 		if ctx.Err() != nil {
 			return nil, "", fmt.Errorf("failover: %w (tried: %w)", ctx.Err(), errors.Join(errs...))
 		}
+		if refusedEverywhere(err) {
+			return nil, "", err
+		}
 		errs = append(errs, fmt.Errorf("%s: %w", p.Region(), err))
 		if len(errs) > 2*len(f.regions) {
 			errs = errs[1:]
@@ -126,4 +132,15 @@ func (f *Failover) use(k int) {
 	if k != 0 {
 		f.probeAt = time.Now().Add(f.o.Probe)
 	}
+}
+
+// refusedEverywhere reports an error no other region would answer
+// differently: the message itself is refused (too large, a bad subject or
+// header, a request the stream rejects as malformed).
+func refusedEverywhere(err error) bool {
+	if errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrBadSubject) || errors.Is(err, nats.ErrInvalidMsg) || errors.Is(err, nats.ErrBadHeaderMsg) {
+		return true
+	}
+	var api *jetstream.APIError
+	return errors.As(err, &api) && api.Code == 400
 }

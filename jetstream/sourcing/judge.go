@@ -164,7 +164,12 @@ func (j *Judge) Step(now time.Time, look []Source) []Verdict {
 			v.Why = "stalled"
 		default:
 			v.Healthy = true
-			m.restarts = 0
+			// A restart looks healthy until it can be judged again: the
+			// count of restarts that did not help is forgotten only once
+			// the source has stayed healthy past the next wait.
+			if now.Sub(m.restarted) > j.wait(m.restarts)+j.o.Stall {
+				m.restarts = 0
+			}
 		}
 		if !v.Healthy && !s.OriginUp {
 			// Nothing to restart against: the origin cannot be reached.

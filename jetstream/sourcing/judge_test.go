@@ -76,3 +76,32 @@ func TestJudgeWaitsForTheOrigin(t *testing.T) {
 		t.Fatalf("restarted at %v a source that recovered within the grace", got)
 	}
 }
+
+// A source that restarts do not bring back is restarted less and less
+// often: the waits double (2, 4, 8, 16 s), instead of a restart every few
+// seconds for as long as it stays stuck.
+func TestJudgeBacksOff(t *testing.T) {
+	got := run(NewJudge(Options{}), 40*time.Second, func(t time.Duration) Source {
+		return src(500*time.Millisecond, true, 1000+uint64(t/time.Millisecond), 1000)
+	})
+	if len(got) < 3 || len(got) > 6 {
+		t.Fatalf("%d restarts in 40 s (at %v): want the waits to double", len(got), got)
+	}
+	for i := 2; i < len(got); i++ {
+		if got[i]-got[i-1] < got[i-1]-got[i-2] {
+			t.Fatalf("restarts at %v: the waits shrink", got)
+		}
+	}
+}
+
+func TestOriginLabels(t *testing.T) {
+	w := &watcher{o: WatchOptions{Origins: map[string]string{"onceplane-b-claims": "b"}}}
+	for stream, want := range map[string]string{
+		"onceplane-b-claims": "b", "onceplane-eu-west-claims-2": "eu-west", "onceplane-ap-south-in-1": "ap-south",
+		"onceplane-us-east-in": "us-east", "other-stream": "other-stream",
+	} {
+		if got := w.origin(stream); got != want {
+			t.Errorf("origin(%s) = %s, want %s", stream, got, want)
+		}
+	}
+}

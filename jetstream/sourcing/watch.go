@@ -85,16 +85,29 @@ func Watch(ctx context.Context, js jetstream.JetStream, o WatchOptions) error {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	w := &watcher{js: js, o: o, judge: NewJudge(o.Options), readd: map[string]jetstream.StreamConfig{}}
+	w := &watcher{js: js, o: o, judge: NewJudge(o.Options), readd: map[string][]*jetstream.StreamSource{}}
 	t := time.NewTicker(o.Interval)
 	defer t.Stop()
 	for {
 		w.step(ctx)
 		select {
 		case <-ctx.Done():
+			// A source removed by a restart cut short goes back, if it can.
+			w.putBack(context.WithoutCancel(ctx))
 			return nil
 		case <-t.C:
 		}
+	}
+}
+
+// putBack adds again the sources a restart removed and did not put back.
+func (w *watcher) putBack(ctx context.Context) {
+	for name, srcs := range w.readd {
+		if err := AddSources(ctx, w.js, name, srcs, w.o.Timeout); err != nil {
+			w.o.Logger.Warn("replication source not put back yet (retrying)", "stream", name, "err", err)
+			continue
+		}
+		delete(w.readd, name)
 	}
 }
 
@@ -102,19 +115,15 @@ type watcher struct {
 	js    jetstream.JetStream
 	o     WatchOptions
 	judge *Judge
-	// readd are configurations to put back: a restart removed a source and
-	// could not add it back yet.
-	readd map[string]jetstream.StreamConfig
+	// readd are sources a restart may have removed (its first update was
+	// sent) and not yet put back, by stream: added again if missing.
+	readd map[string][]*jetstream.StreamSource
 }
 
 // step takes one look, judges it and restarts what the judge says.
 func (w *watcher) step(ctx context.Context) {
-	for name, cfg := range w.readd {
-		if err := update(ctx, w.js, cfg, w.o.Timeout); err == nil {
-			delete(w.readd, name)
-		}
-	}
-	look, cfgs := w.look(ctx)
+	w.putBack(ctx)
+	look := w.look(ctx)
 	verdicts := w.judge.Step(time.Now(), look)
 	w.report(verdicts)
 	for _, v := range verdicts {
@@ -122,9 +131,9 @@ func (w *watcher) step(ctx context.Context) {
 			continue
 		}
 		from := w.origin(v.Origin)
-		err := Restart(ctx, w.js, cfgs[v.Stream], v.Key, w.o.Timeout)
-		if errors.Is(err, errNotBack) {
-			w.readd[v.Stream] = cfgs[v.Stream]
+		src, err := Restart(ctx, w.js, v.Stream, v.Key, w.o.Timeout)
+		if src != nil && err != nil {
+			w.readd[v.Stream] = append(w.readd[v.Stream], src)
 		}
 		if w.o.Metrics != nil && err == nil {
 			w.o.Metrics.Restarts.WithLabelValues(from, w.o.Region, v.Why).Inc()
@@ -135,8 +144,7 @@ func (w *watcher) step(ctx context.Context) {
 }
 
 // look reads every watched stream's sources, and each origin's state.
-func (w *watcher) look(ctx context.Context) ([]Source, map[string]jetstream.StreamConfig) {
-	cfgs := map[string]jetstream.StreamConfig{}
+func (w *watcher) look(ctx context.Context) []Source {
 	var look []Source
 	var known []bool // the source's position is known: its origin's last sequence is its goal
 	origins := map[string]*originState{}
@@ -148,7 +156,6 @@ func (w *watcher) look(ctx context.Context) ([]Source, map[string]jetstream.Stre
 		if w.o.Server != "" && (info.Cluster == nil || info.Cluster.Leader != w.o.Server) {
 			continue
 		}
-		cfgs[name] = info.Config
 		for _, src := range info.Config.Sources {
 			s := Source{Stream: name, Origin: src.Name, Key: Key(src), Heard: -1}
 			if si := sourceInfo(info.Sources, src); si != nil {
@@ -181,7 +188,7 @@ func (w *watcher) look(ctx context.Context) ([]Source, map[string]jetstream.Stre
 			look[i].OriginLast = st.last
 		}
 	}
-	return look, cfgs
+	return look
 }
 
 type originState struct {
@@ -213,10 +220,9 @@ func (w *watcher) sourced(ctx context.Context, stream string, src *jetstream.Str
 		return 0, false
 	}
 	m, err := s.GetLastMsgForSubject(gctx, src.FilterSubject)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, true
-	}
 	if err != nil {
+		// Nothing sourced from it yet, or all of it aged out: where the
+		// source stands is not known (only silence is judged).
 		return 0, false
 	}
 	origin, seq := SourceHeader(m.Header.Get(StreamSourceHeader))
@@ -258,6 +264,9 @@ func (w *watcher) report(vs []Verdict) {
 		silent  time.Duration
 	}
 	pairs := map[string]*pair{}
+	// A stream this node no longer leads is another node's to report.
+	m.Healthy.Reset()
+	m.Silent.Reset()
 	for _, v := range vs {
 		from := w.origin(v.Origin)
 		p := pairs[from]
@@ -282,36 +291,84 @@ func (w *watcher) origin(stream string) string {
 	if r, ok := w.o.Origins[stream]; ok {
 		return r
 	}
+	// A shard Origins does not know (its region's shard count was not
+	// known yet): onceplane-<region>-claims-<n> or -in-<n>.
+	name := strings.TrimPrefix(stream, "onceplane-")
+	if i := strings.LastIndex(name, "-"); i > 0 {
+		if _, err := strconv.Atoi(name[i+1:]); err == nil {
+			name = name[:i]
+		}
+	}
+	for _, kind := range []string{"-claims", "-in"} {
+		if r, ok := strings.CutSuffix(name, kind); ok && name != stream {
+			return r
+		}
+	}
 	return stream
 }
 
 // ErrNoSource is returned by Restart when the stream has no such source.
 var ErrNoSource = errors.New("no such source")
 
-// Restart restarts the source named key of the stream configured cfg from
-// its stored position: one update without it, one with it back. JetStream
-// finds a re-added source's position in the stream (the last message it
-// holds from it) and asks the origin from there at once, without the
-// backoff a failing source accumulates. If the second update fails, the
-// source is missing until cfg is applied again (Watch retries it at each
-// look; a core node's provisioning restores it at start).
-func Restart(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, key string, timeout time.Duration) error {
+// Restart restarts the source named key of stream from its stored
+// position: one update without it, one with it back, each made on the
+// stream's configuration as read just before (so a concurrent change is
+// kept). JetStream finds a re-added source's position in the stream (the
+// last message it holds from it) and asks the origin from there at once,
+// without the backoff a failing source accumulates. It returns the source
+// once the first update was sent: if err is then non-nil, the source may be
+// missing (an update that timed out may still commit) and must be added
+// again (AddSources; Watch does it at each look, and a core node's
+// provisioning at start).
+func Restart(ctx context.Context, js jetstream.JetStream, stream, key string, timeout time.Duration) (*jetstream.StreamSource, error) {
+	cfg, err := config(ctx, js, stream, timeout)
+	if err != nil {
+		return nil, fmt.Errorf("restart source %q of %s: %w", key, stream, err)
+	}
 	i := slices.IndexFunc(cfg.Sources, func(s *jetstream.StreamSource) bool { return Key(s) == key })
 	if i < 0 {
-		return fmt.Errorf("restart source %q of %s: %w", key, cfg.Name, ErrNoSource)
+		return nil, fmt.Errorf("restart source %q of %s: %w", key, stream, ErrNoSource)
 	}
-	without := cfg
-	without.Sources = slices.Delete(slices.Clone(cfg.Sources), i, i+1)
-	if err := update(ctx, js, without, timeout); err != nil {
-		return fmt.Errorf("restart source %q of %s: %w", key, cfg.Name, err)
-	}
+	src := cfg.Sources[i]
+	cfg.Sources = slices.Delete(slices.Clone(cfg.Sources), i, i+1)
 	if err := update(ctx, js, cfg, timeout); err != nil {
-		return fmt.Errorf("restart source %q of %s: %w: %w", key, cfg.Name, errNotBack, err)
+		return src, fmt.Errorf("restart source %q of %s: %w", key, stream, err)
 	}
-	return nil
+	if err := AddSources(ctx, js, stream, []*jetstream.StreamSource{src}, timeout); err != nil {
+		return src, fmt.Errorf("restart source %q of %s: removed, not added back yet: %w", key, stream, err)
+	}
+	return src, nil
 }
 
-var errNotBack = errors.New("removed, not added back yet")
+// AddSources adds to stream those of srcs it lacks, on its configuration
+// as read just before.
+func AddSources(ctx context.Context, js jetstream.JetStream, stream string, srcs []*jetstream.StreamSource, timeout time.Duration) error {
+	cfg, err := config(ctx, js, stream, timeout)
+	if err != nil {
+		return err
+	}
+	n := len(cfg.Sources)
+	cfg.Sources = slices.Clone(cfg.Sources)
+	for _, src := range srcs {
+		if !slices.ContainsFunc(cfg.Sources, func(s *jetstream.StreamSource) bool { return Key(s) == Key(src) }) {
+			cfg.Sources = append(cfg.Sources, src)
+		}
+	}
+	if len(cfg.Sources) == n {
+		return nil
+	}
+	return update(ctx, js, cfg, timeout)
+}
+
+func config(ctx context.Context, js jetstream.JetStream, stream string, timeout time.Duration) (jetstream.StreamConfig, error) {
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	s, err := js.Stream(cctx, stream)
+	if err != nil {
+		return jetstream.StreamConfig{}, err
+	}
+	return s.CachedInfo().Config, nil
+}
 
 func update(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, timeout time.Duration) error {
 	uctx, cancel := context.WithTimeout(ctx, timeout)

@@ -392,7 +392,9 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 		// One record per race: a per-subject unique constraint, so that
 		// every owner that rediscovers a conflict (after a takeover, on
 		// replay) records it once.
-		cf := base(c.ConflictStream(), c.prefix()+".conflicts.*.*.*")
+		// conflicts.> takes the subjects of edges of before the claim
+		// generation (hash.peer) too, so a rolling upgrade loses no record.
+		cf := base(c.ConflictStream(), c.prefix()+".conflicts.>")
 		cf.MaxAge, cf.Duplicates = keep, MinDuplicates
 		cf.MaxMsgsPerSubject, cf.Discard, cf.DiscardNewPerSubject = 1, jetstream.DiscardNew, true
 		cfgs = append(cfgs, cf)
@@ -625,7 +627,8 @@ func MaxConsumers(p int) int { return max(1000, 4*p) }
 
 func sameSources(have, want []*jetstream.StreamSource) bool {
 	return slices.EqualFunc(have, want, func(a, b *jetstream.StreamSource) bool {
-		return a.Name == b.Name && a.FilterSubject == b.FilterSubject && slices.Equal(a.SubjectTransforms, b.SubjectTransforms)
+		return a.Name == b.Name && a.FilterSubject == b.FilterSubject && slices.Equal(a.SubjectTransforms, b.SubjectTransforms) &&
+			a.OptStartSeq == b.OptStartSeq
 	})
 }
 

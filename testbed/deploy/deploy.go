@@ -503,7 +503,11 @@ func (d *Deployment) stop(region string, e *runningEdge) {
 	x.Owned, x.RemoteMerged = 0, 0
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	n := len(d.edges[region])
 	d.edges[region] = slices.DeleteFunc(d.edges[region], func(o *runningEdge) bool { return o == e })
+	if len(d.edges[region]) == n {
+		return // stopped by a concurrent call, which counted it
+	}
 	if len(d.edges[region]) == 0 {
 		delete(d.edges, region)
 	}

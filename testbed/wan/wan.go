@@ -339,12 +339,6 @@ func (l *Link) acceptLoop() {
 			continue
 		}
 		b.Reset()
-		if len(l.opt.AllowFrom) > 0 && !allowed(nc.RemoteAddr(), l.opt.AllowFrom) {
-			_ = nc.Close()
-			l.refused.Add(1)
-			l.log.Debug("wan refused (not an allowed source)", "from", nc.RemoteAddr().String())
-			continue
-		}
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()
@@ -382,6 +376,13 @@ func (l *Link) serve(ctx context.Context, c *conn) {
 	defer l.wg.Done()
 	defer l.kill(c)
 	log := l.log.With("conn", c.id)
+	// Checked here, not in the accept loop: names are resolved (and a
+	// slow resolver must not hold up other connections).
+	if len(l.opt.AllowFrom) > 0 && !allowed(ctx, c.client.RemoteAddr(), l.opt.AllowFrom) {
+		l.refused.Add(1)
+		log.Debug("wan refused (not an allowed source)", "from", c.client.RemoteAddr().String())
+		return
+	}
 	target, err := l.dial(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -509,7 +510,7 @@ func (l *Link) pump(c *conn, src, dst net.Conn, n *atomic.Int64) {
 }
 
 // allowed reports whether addr's host is one of hosts (names or IPs).
-func allowed(addr net.Addr, hosts []string) bool {
+func allowed(ctx context.Context, addr net.Addr, hosts []string) bool {
 	ta, ok := addr.(*net.TCPAddr)
 	if !ok {
 		return false
@@ -521,12 +522,14 @@ func allowed(addr net.Addr, hosts []string) bool {
 			}
 			continue
 		}
-		ips, err := net.LookupIP(h)
+		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		ips, err := net.DefaultResolver.LookupIPAddr(lctx, h)
+		cancel()
 		if err != nil {
 			continue
 		}
 		for _, ip := range ips {
-			if ip.Equal(ta.IP) {
+			if ip.IP.Equal(ta.IP) {
 				return true
 			}
 		}
