@@ -143,8 +143,7 @@ type Link struct {
 // Default is the built-in three-region deployment: us-east, eu-west and
 // ap-south, one core node and two edges each, with round-trip times of
 // about 80 ms us-east/eu-west, 120 ms eu-west/ap-south and 190 ms
-// us-east/ap-south; each region's ingest mirrored in the next (us-east in
-// eu-west, eu-west in ap-south, ap-south in us-east).
+// us-east/ap-south.
 func Default() Topology {
 	region := func(name string) Region {
 		return Region{
@@ -154,11 +153,9 @@ func Default() Topology {
 		}
 	}
 	ms := func(n int) Duration { return Duration(time.Duration(n) * time.Millisecond) }
-	standby := func(r Region, s string) Region { r.Standby = s; return r }
 	return Topology{
 		Name: "onceplane-sim", Partitions: 8, Window: Duration(time.Hour), Mode: Async,
-		// Each region's ingest is mirrored in the next one (a ring).
-		Regions: []Region{standby(region("us-east"), "eu-west"), standby(region("eu-west"), "ap-south"), standby(region("ap-south"), "us-east")},
+		Regions: []Region{region("us-east"), region("eu-west"), region("ap-south")},
 		Links: []Link{
 			{A: "us-east", B: "eu-west", RTT: ms(80), Jitter: ms(2)},
 			{A: "eu-west", B: "ap-south", RTT: ms(120), Jitter: ms(3)},
