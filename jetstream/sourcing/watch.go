@@ -2,9 +2,12 @@ package sourcing
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -85,29 +88,21 @@ func Watch(ctx context.Context, js jetstream.JetStream, o WatchOptions) error {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	w := &watcher{js: js, o: o, judge: NewJudge(o.Options), readd: map[string][]*jetstream.StreamSource{}}
+	w := &watcher{js: js, o: o, judge: NewJudge(o.Options)}
 	t := time.NewTicker(o.Interval)
 	defer t.Stop()
 	for {
 		w.step(ctx)
 		select {
 		case <-ctx.Done():
-			// A source removed by a restart cut short goes back, if it can.
-			w.putBack(context.WithoutCancel(ctx))
+			// A restart cut short here is finished now if it can be, else
+			// by whichever watchdog next reads the stream (PutBack).
+			for _, name := range w.o.Streams {
+				_ = PutBack(context.WithoutCancel(ctx), w.js, name, w.o.Timeout)
+			}
 			return nil
 		case <-t.C:
 		}
-	}
-}
-
-// putBack adds again the sources a restart removed and did not put back.
-func (w *watcher) putBack(ctx context.Context) {
-	for name, srcs := range w.readd {
-		if err := AddSources(ctx, w.js, name, srcs, w.o.Timeout); err != nil {
-			w.o.Logger.Warn("replication source not put back yet (retrying)", "stream", name, "err", err)
-			continue
-		}
-		delete(w.readd, name)
 	}
 }
 
@@ -115,14 +110,10 @@ type watcher struct {
 	js    jetstream.JetStream
 	o     WatchOptions
 	judge *Judge
-	// readd are sources a restart may have removed (its first update was
-	// sent) and not yet put back, by stream: added again if missing.
-	readd map[string][]*jetstream.StreamSource
 }
 
 // step takes one look, judges it and restarts what the judge says.
 func (w *watcher) step(ctx context.Context) {
-	w.putBack(ctx)
 	look := w.look(ctx)
 	verdicts := w.judge.Step(time.Now(), look)
 	w.report(verdicts)
@@ -131,10 +122,7 @@ func (w *watcher) step(ctx context.Context) {
 			continue
 		}
 		from := w.origin(v.Origin)
-		src, err := Restart(ctx, w.js, v.Stream, v.Key, w.o.Timeout)
-		if src != nil && err != nil {
-			w.readd[v.Stream] = append(w.readd[v.Stream], src)
-		}
+		err := Restart(ctx, w.js, v.Stream, v.Key, w.o.Timeout)
 		if w.o.Metrics != nil && err == nil {
 			w.o.Metrics.Restarts.WithLabelValues(from, w.o.Region, v.Why).Inc()
 		}
@@ -151,6 +139,14 @@ func (w *watcher) look(ctx context.Context) []Source {
 	for _, name := range w.o.Streams {
 		info, err := w.info(ctx, name)
 		if err != nil {
+			continue
+		}
+		if pending(info.Config) != nil {
+			// A restart cut short (by a kill, a lost reply, a leader
+			// change): any watchdog finishes it.
+			if err := PutBack(ctx, w.js, name, w.o.Timeout); err != nil {
+				w.o.Logger.Warn("replication source not put back yet (retrying)", "stream", name, "err", err)
+			}
 			continue
 		}
 		if w.o.Server != "" && (info.Cluster == nil || info.Cluster.Leader != w.o.Server) {
@@ -324,47 +320,100 @@ var ErrNoSource = errors.New("no such source")
 // stream's configuration as read just before (so a concurrent change is
 // kept). JetStream finds a re-added source's position in the stream (the
 // last message it holds from it) and asks the origin from there at once,
-// without the backoff a failing source accumulates. It returns the source
-// once the first update was sent: if err is then non-nil, the source may be
-// missing (an update that timed out may still commit) and must be added
-// again (AddSources; Watch does it at each look, and a core node's
-// provisioning at start).
-func Restart(ctx context.Context, js jetstream.JetStream, stream, key string, timeout time.Duration) (*jetstream.StreamSource, error) {
+// without the backoff a failing source accumulates.
+//
+// The first update also records the source in the stream's metadata
+// (restartKey), in the same write that removes it, and the second clears
+// it. A restart cut short between the two (a kill, a lost reply, a leader
+// change) is therefore visible to every watchdog that reads the stream,
+// which finishes it (PutBack): no source stays removed.
+func Restart(ctx context.Context, js jetstream.JetStream, stream, key string, timeout time.Duration) error {
+	if err := remove(ctx, js, stream, key, timeout); err != nil {
+		return err
+	}
+	if err := PutBack(ctx, js, stream, timeout); err != nil {
+		return fmt.Errorf("restart source %q of %s: removed, not added back yet: %w", key, stream, err)
+	}
+	return nil
+}
+
+// remove is a restart's first half: the stream without the source, which
+// its metadata keeps until PutBack.
+func remove(ctx context.Context, js jetstream.JetStream, stream, key string, timeout time.Duration) error {
 	cfg, err := config(ctx, js, stream, timeout)
 	if err != nil {
-		return nil, fmt.Errorf("restart source %q of %s: %w", key, stream, err)
+		return fmt.Errorf("restart source %q of %s: %w", key, stream, err)
 	}
 	i := slices.IndexFunc(cfg.Sources, func(s *jetstream.StreamSource) bool { return Key(s) == key })
 	if i < 0 {
-		return nil, fmt.Errorf("restart source %q of %s: %w", key, stream, ErrNoSource)
+		return fmt.Errorf("restart source %q of %s: %w", key, stream, ErrNoSource)
 	}
 	src := cfg.Sources[i]
+	b, err := json.Marshal(src)
+	if err != nil {
+		return fmt.Errorf("restart source %q of %s: %w", key, stream, err)
+	}
 	cfg.Sources = slices.Delete(slices.Clone(cfg.Sources), i, i+1)
+	cfg.Metadata = maps.Clone(cfg.Metadata)
+	if cfg.Metadata == nil {
+		cfg.Metadata = map[string]string{}
+	}
+	cfg.Metadata[restartKey(key)] = string(b)
 	if err := update(ctx, js, cfg, timeout); err != nil {
-		return src, fmt.Errorf("restart source %q of %s: %w", key, stream, err)
+		return fmt.Errorf("restart source %q of %s: %w", key, stream, err)
 	}
-	if err := AddSources(ctx, js, stream, []*jetstream.StreamSource{src}, timeout); err != nil {
-		return src, fmt.Errorf("restart source %q of %s: removed, not added back yet: %w", key, stream, err)
-	}
-	return src, nil
+	return nil
 }
 
-// AddSources adds to stream those of srcs it lacks, on its configuration
-// as read just before.
-func AddSources(ctx context.Context, js jetstream.JetStream, stream string, srcs []*jetstream.StreamSource, timeout time.Duration) error {
+// restartPrefix marks a stream's metadata entries that hold a source a
+// restart removed and has not put back yet.
+const restartPrefix = "onceplane.restarting."
+
+func restartKey(key string) string {
+	h := fnv.New64a()
+	h.Write([]byte(key))
+	return restartPrefix + strconv.FormatUint(h.Sum64(), 16)
+}
+
+// pending lists the sources cfg's metadata says a restart removed.
+func pending(cfg jetstream.StreamConfig) map[string]*jetstream.StreamSource {
+	var out map[string]*jetstream.StreamSource
+	for k, v := range cfg.Metadata {
+		if !strings.HasPrefix(k, restartPrefix) {
+			continue
+		}
+		var src jetstream.StreamSource
+		if json.Unmarshal([]byte(v), &src) != nil || src.Name == "" {
+			continue
+		}
+		if out == nil {
+			out = map[string]*jetstream.StreamSource{}
+		}
+		out[k] = &src
+	}
+	return out
+}
+
+// PutBack finishes the restarts of stream's sources that were cut short:
+// in one update, it adds back each source its metadata says a restart
+// removed (unless present again) and clears those entries. Nothing
+// pending: no update.
+func PutBack(ctx context.Context, js jetstream.JetStream, stream string, timeout time.Duration) error {
 	cfg, err := config(ctx, js, stream, timeout)
 	if err != nil {
 		return err
 	}
-	n := len(cfg.Sources)
+	srcs := pending(cfg)
+	if srcs == nil {
+		return nil
+	}
 	cfg.Sources = slices.Clone(cfg.Sources)
-	for _, src := range srcs {
+	cfg.Metadata = maps.Clone(cfg.Metadata)
+	for k, src := range srcs {
 		if !slices.ContainsFunc(cfg.Sources, func(s *jetstream.StreamSource) bool { return Key(s) == Key(src) }) {
 			cfg.Sources = append(cfg.Sources, src)
 		}
-	}
-	if len(cfg.Sources) == n {
-		return nil
+		delete(cfg.Metadata, k)
 	}
 	return update(ctx, js, cfg, timeout)
 }

@@ -53,7 +53,7 @@ func TestWatchReportsHealthPerPair(t *testing.T) {
 		return err == nil && info.State.Msgs == 5
 	})
 	cfg := x.CachedInfo().Config
-	if _, err := sourcing.Restart(ctx, js, cfg.Name, sourcing.Key(cfg.Sources[0]), 5*time.Second); err != nil {
+	if err := sourcing.Restart(ctx, js, cfg.Name, sourcing.Key(cfg.Sources[0]), 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := js.Publish(ctx, peer.Claims(0), []byte("after")); err != nil {
