@@ -6,12 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/onceplane/onceplane/jetstream/sourcing"
 	"github.com/onceplane/onceplane/jetstream/streams"
 )
 
@@ -160,7 +159,7 @@ func caughtUp(ctx context.Context, js jetstream.JetStream, to, from streams.Name
 		if err != nil {
 			return false
 		}
-		origin, seq := sourceHeader(m.Header.Get("Nats-Stream-Source"))
+		origin, seq := sourcing.SourceHeader(m.Header.Get(sourcing.StreamSourceHeader))
 		have[origin] = max(have[origin], seq)
 	}
 	for stream, seq := range want {
@@ -180,19 +179,4 @@ func Percentile(ds []time.Duration, q float64) time.Duration {
 	slices.Sort(s)
 	i := int(q*float64(len(s))+0.999999) - 1
 	return s[max(0, min(i, len(s)-1))]
-}
-
-// sourceHeader reads a sourced message's Nats-Stream-Source header
-// ("<origin stream> <sequence there> …"): the origin stream and the
-// message's sequence there (zero when malformed).
-func sourceHeader(h string) (string, uint64) {
-	f := strings.Fields(h)
-	if len(f) < 2 {
-		return "", 0
-	}
-	seq, err := strconv.ParseUint(f[1], 10, 64)
-	if err != nil {
-		return "", 0
-	}
-	return f[0], seq
 }
