@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/internal/poll"
 )
 
@@ -79,10 +80,6 @@ func (f *Failover) Publish(ctx context.Context, id string, data []byte) (*jetstr
 	if len(f.regions) == 0 {
 		return nil, "", errors.New("failover: no regions")
 	}
-	// What no region would accept (a bad ID or tenant) fails at once.
-	if _, err := f.regions[0].Msg(ctx, id, data); err != nil {
-		return nil, "", err
-	}
 	f.mu.Lock()
 	start := f.current
 	if start != 0 && time.Now().After(f.probeAt) {
@@ -135,9 +132,14 @@ func (f *Failover) use(k int) {
 }
 
 // refusedEverywhere reports an error no other region would answer
-// differently: the message itself is refused (too large, a bad subject or
-// header, a request the stream rejects as malformed).
+// differently: the event itself is refused (a bad ID or tenant, too large,
+// a bad subject or header, a request the stream rejects as malformed).
 func refusedEverywhere(err error) bool {
+	for _, bad := range []error{event.ErrMissingID, event.ErrIDTooLong, event.ErrIDCharset, event.ErrTenant} {
+		if errors.Is(err, bad) {
+			return true
+		}
+	}
 	if errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrBadSubject) || errors.Is(err, nats.ErrInvalidMsg) || errors.Is(err, nats.ErrBadHeaderMsg) {
 		return true
 	}
