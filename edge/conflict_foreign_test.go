@@ -20,19 +20,16 @@ type nopHandler struct{}
 
 func (nopHandler) Handle(context.Context, []event.Event) []error { return nil }
 
-// TestConflictSubjectHeldByForeignBytes: a conflicts stream keeps one
-// message per subject, so bytes a producer put on a conflict's subject (a
-// JetStream acknowledgement through its reply subject) used to pass for the
-// record and hide a real cross-region race. The edge now tells them apart,
-// counts them, and records the conflict on another subject.
-func TestConflictSubjectHeldByForeignBytes(t *testing.T) {
+// conflictRegion is a one-partition region with peer "other" on a server
+// of its own, and an edge of it (not running: tests call its partitions).
+func conflictRegion(t *testing.T) (jetstream.JetStream, streams.Config, *Consumer) {
+	t.Helper()
 	n := coretest.Start(t)
 	_, js := coretest.Connect(t, n.ClientURL())
-	ctx := context.Background()
 	other := streams.Config{Names: streams.Names{Region: "other"}, Partitions: 1, Memory: true}
 	cfg := streams.Config{Partitions: 1, Memory: true, Peers: []string{"other"}}
 	for _, c := range []streams.Config{other, cfg} {
-		if err := streams.Provision(ctx, js, c); err != nil {
+		if err := streams.Provision(context.Background(), js, c); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -40,6 +37,17 @@ func TestConflictSubjectHeldByForeignBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return js, cfg, c
+}
+
+// TestConflictSubjectHeldByForeignBytes: a conflicts stream keeps one
+// message per subject, so bytes a producer put on a conflict's subject (a
+// JetStream acknowledgement through its reply subject) used to pass for the
+// record and hide a real cross-region race. The edge now tells them apart,
+// counts them, and records the conflict on another subject.
+func TestConflictSubjectHeldByForeignBytes(t *testing.T) {
+	ctx := context.Background()
+	js, cfg, c := conflictRegion(t)
 	h := event.HashID("raced-id")
 	now := time.Now()
 	race := func() *dedupe.State {
@@ -105,20 +113,8 @@ func conflictRecords(t *testing.T, js jetstream.JetStream, stream string) (uint6
 // ID. Each race is recorded now, in either order of the two claims, and a
 // race found again by a rebuild is still recorded once.
 func TestSecondRaceRecorded(t *testing.T) {
-	n := coretest.Start(t)
-	_, js := coretest.Connect(t, n.ClientURL())
 	ctx := context.Background()
-	other := streams.Config{Names: streams.Names{Region: "other"}, Partitions: 1, Memory: true}
-	cfg := streams.Config{Partitions: 1, Memory: true, Peers: []string{"other"}}
-	for _, c := range []streams.Config{other, cfg} {
-		if err := streams.Provision(ctx, js, c); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c, err := New(js, nopHandler{}, Options{Name: "e", Peers: []string{"other"}, Logger: coretest.Quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, cfg, c := conflictRegion(t)
 	h := event.HashID("daily-id")
 	day1 := time.Now().Add(-25 * time.Hour)
 	day2 := day1.Add(24 * time.Hour)

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/onceplane/onceplane/jetstream/sourcing"
-	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/testbed/coretest"
 )
 
@@ -21,17 +20,9 @@ import (
 // lead it, with no memory of the restart) puts it back; claims appended
 // meanwhile arrive, none twice.
 func TestRestartCutShortIsFinished(t *testing.T) {
-	n := coretest.Start(t)
-	_, js := coretest.Connect(t, n.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	peer := streams.Config{Names: streams.Names{Region: "b"}, Partitions: 2, Memory: true, Peers: []string{"here"}}
-	here := streams.Config{Names: streams.Names{Region: "here"}, Partitions: 2, Memory: true, Peers: []string{"b"}}
-	for _, c := range []streams.Config{peer, here} {
-		if err := streams.Provision(ctx, js, c); err != nil {
-			t.Fatal(err)
-		}
-	}
+	js, peer, here := pair(t)
 	claim := func() {
 		if _, err := js.Publish(ctx, peer.Claims(1), []byte("claim")); err != nil {
 			t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -18,17 +19,9 @@ import (
 // healthy, and a source restarted by hand (Restart: out and back in) keeps
 // its position, so no claim is copied twice.
 func TestWatchReportsHealthPerPair(t *testing.T) {
-	n := coretest.Start(t)
-	_, js := coretest.Connect(t, n.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	peer := streams.Config{Names: streams.Names{Region: "b"}, Partitions: 2, Memory: true, Peers: []string{"here"}}
-	here := streams.Config{Names: streams.Names{Region: "here"}, Partitions: 2, Memory: true, Peers: []string{"b"}}
-	for _, c := range []streams.Config{peer, here} {
-		if err := streams.Provision(ctx, js, c); err != nil {
-			t.Fatal(err)
-		}
-	}
+	js, peer, here := pair(t)
 	for i := range 5 {
 		if _, err := js.Publish(ctx, peer.Claims(i%2), []byte("claim")); err != nil {
 			t.Fatal(err)
@@ -66,4 +59,20 @@ func TestWatchReportsHealthPerPair(t *testing.T) {
 	if info, _ := x.Info(ctx); info.State.Msgs != 6 {
 		t.Fatalf("%d claims in xclaims after a restart, want 6 (none twice)", info.State.Msgs)
 	}
+}
+
+// pair provisions, on a server of its own, region "here" whose xclaims
+// stream sources the claim log of peer region "b" (two partitions each).
+func pair(t *testing.T) (jetstream.JetStream, streams.Config, streams.Config) {
+	t.Helper()
+	n := coretest.Start(t)
+	_, js := coretest.Connect(t, n.ClientURL())
+	peer := streams.Config{Names: streams.Names{Region: "b"}, Partitions: 2, Memory: true, Peers: []string{"here"}}
+	here := streams.Config{Names: streams.Names{Region: "here"}, Partitions: 2, Memory: true, Peers: []string{"b"}}
+	for _, c := range []streams.Config{peer, here} {
+		if err := streams.Provision(context.Background(), js, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return js, peer, here
 }
