@@ -83,6 +83,9 @@ func main() {
 	}
 	defer n.Shutdown()
 	log.Info("core node up", "name", o.Name, "region", o.Region, "url", n.ClientURL(), "cluster", n.ClusterAddr())
+	if f.metricsAddr != "" && reg == nil {
+		log.Warn("-metrics-addr ignored: no replication watchdog runs (it needs -peers or -home, and no -no-watchdog)")
+	}
 	if f.metricsAddr != "" && reg != nil {
 		srv := &http.Server{Addr: f.metricsAddr, Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
 		go func() {
