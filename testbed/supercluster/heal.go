@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/onceplane/onceplane/internal/poll"
 	"github.com/onceplane/onceplane/jetstream/sourcing"
 	"github.com/onceplane/onceplane/jetstream/streams"
 )
@@ -60,10 +61,6 @@ func (c *Cluster) Heals(ctx context.Context, o HealOptions) ([]Heal, error) {
 		dst      jetstream.JetStream // connected to to
 		want     map[string]uint64   // origin claim stream -> its last sequence at the heal
 	}
-	names := func(region string) streams.Names {
-		r, _ := c.top.Region(region)
-		return streams.Names{Region: region, Shards: c.top.ShardCount(r)}
-	}
 	var sides []side
 	for _, d := range [][2]string{{o.A, o.B}, {o.B, o.A}} {
 		nc1, js1, err := c.Connect(d[0])
@@ -76,7 +73,7 @@ func (c *Cluster) Heals(ctx context.Context, o HealOptions) ([]Heal, error) {
 			return nil, err
 		}
 		defer nc2.Close()
-		sides = append(sides, side{from: names(d[0]), to: names(d[1]), js: js1, dst: js2})
+		sides = append(sides, side{from: c.StreamConfig(d[0]).Names, to: c.StreamConfig(d[1]).Names, js: js1, dst: js2, want: map[string]uint64{}})
 	}
 	var out []Heal
 	for i := range o.Heals {
@@ -85,19 +82,14 @@ func (c *Cluster) Heals(ctx context.Context, o HealOptions) ([]Heal, error) {
 		for k := 0; time.Now().Before(deadline); k++ {
 			for j := range sides {
 				s := &sides[j]
-				if s.want == nil {
-					s.want = map[string]uint64{}
-				}
 				ack, err := s.js.Publish(ctx, s.from.Claims(k%c.top.Partitions), []byte(fmt.Sprintf("heal claim %d", k)))
 				if err != nil {
 					return out, fmt.Errorf("heal %d: claim in %s: %w", i, s.from.Region, err)
 				}
 				s.want[ack.Stream] = ack.Sequence
 			}
-			select {
-			case <-ctx.Done():
-				return out, ctx.Err()
-			case <-time.After(o.Cut / 10):
+			if err := poll.Sleep(ctx, o.Cut/10); err != nil {
+				return out, err
 			}
 		}
 		// The cut held the claims back (a gateway that dialed another
@@ -123,20 +115,16 @@ func (c *Cluster) Heals(ctx context.Context, o HealOptions) ([]Heal, error) {
 					h.Resumed[dir] = time.Since(healed)
 				}
 			}
-			select {
-			case <-ctx.Done():
-				return out, ctx.Err()
-			case <-time.After(20 * time.Millisecond):
+			if err := poll.Sleep(ctx, 20*time.Millisecond); err != nil {
+				return out, err
 			}
 		}
 		out = append(out, h)
 		if len(h.Resumed) < len(sides) {
 			return out, fmt.Errorf("heal %d: replication not resumed within %v: %v", i, o.Limit, h.Resumed)
 		}
-		select {
-		case <-ctx.Done():
-			return out, ctx.Err()
-		case <-time.After(o.Settle):
+		if err := poll.Sleep(ctx, o.Settle); err != nil {
+			return out, err
 		}
 	}
 	return out, nil
