@@ -31,6 +31,15 @@ import (
 // and gateway ports (Options.PeerPassword).
 const PeerUser = "core"
 
+// GatewayProtocol is the TLS application protocol (ALPN) a core node of
+// region offers when it dials another region's gateway. The server side
+// does not negotiate it (it names no protocols), so it changes nothing on
+// the wire but the ClientHello: something between the regions (a WAN
+// link, a firewall) can tell which region a gateway connection comes from
+// before a byte of it is forwarded. Without TLS, the gateway's CONNECT
+// names its region.
+func GatewayProtocol(region string) string { return "onceplane-gateway/" + region }
+
 // Options configures a core node. The zero value runs one node on
 // 127.0.0.1:4222 with data under ./data/core-0.
 type Options struct {
@@ -408,6 +417,10 @@ func setCluster(sopts *server.Options, o Options) error {
 		sopts.Cluster.TLSConfig, sopts.Cluster.TLSTimeout = peer, 2
 		if o.GatewayPort != 0 {
 			sopts.Gateway.TLSConfig, sopts.Gateway.TLSTimeout = peer.Clone(), 2
+			for _, rg := range sopts.Gateway.Gateways {
+				rg.TLSConfig, rg.TLSTimeout = peer.Clone(), 2
+				rg.TLSConfig.NextProtos = []string{GatewayProtocol(o.Region)}
+			}
 		}
 	}
 	for _, r := range o.Routes {

@@ -68,7 +68,7 @@ func TestMultiRegionProcesses(t *testing.T) {
 	wans := map[[2]string]*proc.Proc{}
 	for l, port := range link {
 		wans[l] = start("wan-"+l[0]+"-"+l[1], bins.wanproxy, "-listen", fmt.Sprintf("127.0.0.1:%d", port),
-			"-target", fmt.Sprintf("127.0.0.1:%d", gateway[l[1]]), "-delay", "20ms", "-jitter", "2ms", "-log-level", "warn")
+			"-target", fmt.Sprintf("127.0.0.1:%d", gateway[l[1]]), "-delay", "20ms", "-jitter", "2ms", "-from", l[0], "-log-level", "warn")
 	}
 	coreArgs := func(r string) []string {
 		var gws, peers []string

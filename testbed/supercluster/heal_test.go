@@ -17,8 +17,8 @@ import (
 // links' addresses) to the gateways that connect to it, so after the first
 // heal us-east's gateway to eu-west reconnected through ap-south's link to
 // eu-west and every later cut of the pair cut nothing (claims crossed it
-// while "cut"). Links now refuse connections beyond their source region's
-// core count (wan.LinkOptions.MaxConns). The figures per heal are logged
+// while "cut"). Links now refuse any other region's gateway
+// (wan.LinkOptions.From). The figures per heal are logged
 // (ONCEPLANE_HEALS sets how many; ONCEPLANE_NO_WATCHDOG=1 measures without
 // the core nodes' replication watchdog).
 func TestCutsHoldAfterHeals(t *testing.T) {

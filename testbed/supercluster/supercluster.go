@@ -156,7 +156,7 @@ func Start(ctx context.Context, top topology.Topology, o Options) (*Cluster, err
 				link, err := wan.Listen(wan.LinkOptions{
 					Name: a.Name + "->" + b.Name, Targets: gwAddrs[b.Name],
 					Delay: time.Duration(l.RTT) / 2, Jitter: time.Duration(l.Jitter), Loss: l.Loss,
-					Logger: o.Logger, MaxConns: singleCore(a),
+					Logger: o.Logger, From: a.Name,
 				})
 				if err != nil {
 					return nil, fmt.Errorf("supercluster: link %s->%s: %w", a.Name, b.Name, err)
@@ -455,16 +455,4 @@ func (c *Cluster) Close() {
 	for _, l := range c.links {
 		_ = l.Close()
 	}
-}
-
-// singleCore is the connection limit of a link from region r (see
-// wan.LinkOptions.MaxConns): one for a one-core region, none otherwise. On
-// loopback the limit is first come, first served: with several cores, a
-// restarted core's slot can be taken by another region's gateway that
-// learned the link's address by gossip (seen in the sharded R3 sim).
-func singleCore(r topology.Region) int {
-	if len(r.Cores) == 1 {
-		return 1
-	}
-	return 0
 }

@@ -2,6 +2,7 @@
 package wan
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +26,9 @@ const (
 	// window closes: at most queueLen × readBuf bytes (8 MiB) wait per
 	// direction, and throughput is at most that much per one-way delay.
 	queueLen = 256
+	// helloTimeout bounds the wait for a client's first message when the
+	// link checks where it comes from (LinkOptions.From).
+	helloTimeout = 10 * time.Second
 )
 
 // LinkOptions configures a Link. Only Targets is required.
@@ -55,28 +59,22 @@ type LinkOptions struct {
 	Logger *slog.Logger
 	// Seed seeds the jitter and loss random source. Zero means time-based.
 	Seed int64
-	// MaxConns refuses connections beyond this many alive at once. Zero
-	// means no limit. A link carrying one region's gateway connections to
-	// another holds one per core node of the source region: NATS gossips
-	// every gateway URL a server is configured with to the servers that
-	// connect to it, so after a reconnect a third region's gateway may dial
-	// this link's address, bypassing its own link (and its cut). The limit
-	// refuses it, and it dials its own link instead. On loopback (one
-	// machine) the count is the only tell; where regions have addresses
-	// of their own, AllowFrom is exact.
-	MaxConns int
-	// AllowFrom, when set, accepts connections only from these hosts
-	// (names resolved at each accept, so a restarted container's new
-	// address is found): the source region's core nodes. Others are
-	// refused.
-	AllowFrom []string
+	// From, when set, names the region whose gateway connections this
+	// link carries, and the link refuses any other: before forwarding a
+	// byte from the client, it reads what the client sends first (see
+	// GatewayOf). NATS gossips every gateway URL a server is configured
+	// with to the gateways that connect to it, so after a reconnect a third
+	// region's gateway may dial this link's address and bypass its own
+	// link (and its cut); From refuses it, and it dials its own link.
+	// Zero means any connection is forwarded.
+	From string
 }
 
 // Stats are a link's counters.
 type Stats struct {
 	Conns      int64 // proxied connections alive now
 	Accepted   int64 // connections accepted for forwarding (while not cut)
-	Refused    int64 // connections accepted and closed at once while cut (or beyond MaxConns)
+	Refused    int64 // connections accepted and closed while cut, or not from the From region
 	DialErrors int64 // accepted connections for which no target answered
 	BytesUp    int64 // bytes delivered client → target
 	BytesDown  int64 // bytes delivered target → client
@@ -275,21 +273,7 @@ type conn struct {
 	target net.Conn      // set once dialed; guarded by Link.mu
 	dead   bool          // guarded by Link.mu
 	done   chan struct{} // closed when killed
-	// ending is set once one direction has ended (its source closed): the
-	// connection is on its way out and no longer counts against MaxConns.
-	ending atomic.Bool
 	cancel context.CancelFunc
-}
-
-// liveLocked counts the connections that are not on their way out.
-func (l *Link) liveLocked() int {
-	n := 0
-	for c := range l.conns {
-		if !c.ending.Load() {
-			n++
-		}
-	}
-	return n
 }
 
 // kill closes both sides of c (idempotent).
@@ -352,13 +336,6 @@ func (l *Link) acceptLoop() {
 			l.log.Debug("wan refused (cut)", "from", nc.RemoteAddr().String())
 			continue
 		}
-		if l.opt.MaxConns > 0 && l.liveLocked() >= l.opt.MaxConns {
-			l.mu.Unlock()
-			_ = nc.Close()
-			l.refused.Add(1)
-			l.log.Debug("wan refused (full)", "from", nc.RemoteAddr().String(), "max", l.opt.MaxConns)
-			continue
-		}
 		ctx, cancel := context.WithCancel(context.Background())
 		l.nextID++
 		c := &conn{id: l.nextID, client: nc, done: make(chan struct{}), cancel: cancel}
@@ -376,13 +353,6 @@ func (l *Link) serve(ctx context.Context, c *conn) {
 	defer l.wg.Done()
 	defer l.kill(c)
 	log := l.log.With("conn", c.id)
-	// Checked here, not in the accept loop: names are resolved (and a
-	// slow resolver must not hold up other connections).
-	if len(l.opt.AllowFrom) > 0 && !allowed(ctx, c.client.RemoteAddr(), l.opt.AllowFrom) {
-		l.refused.Add(1)
-		log.Debug("wan refused (not an allowed source)", "from", c.client.RemoteAddr().String())
-		return
-	}
 	target, err := l.dial(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -401,8 +371,24 @@ func (l *Link) serve(ctx context.Context, c *conn) {
 	l.mu.Unlock()
 	log.Debug("wan conn open", "from", c.client.RemoteAddr().String(), "to", target.RemoteAddr().String())
 	var wg sync.WaitGroup
-	wg.Go(func() { l.pump(c, c.client, target, &l.up) })
+	// The target speaks first (a NATS server's INFO); the client's first
+	// message says where it comes from.
 	wg.Go(func() { l.pump(c, target, c.client, &l.down) })
+	var up io.Reader = c.client
+	if l.opt.From != "" {
+		_ = c.client.SetReadDeadline(time.Now().Add(helloTimeout))
+		from, read, err := GatewayOf(ctx, c.client)
+		_ = c.client.SetReadDeadline(time.Time{})
+		if err != nil || from != l.opt.From {
+			l.refused.Add(1)
+			log.Debug("wan refused (not the link's region)", "want", l.opt.From, "from", from, "err", err)
+			l.kill(c)
+			wg.Wait()
+			return
+		}
+		up = io.MultiReader(bytes.NewReader(read), c.client)
+	}
+	wg.Go(func() { l.pump(c, up, target, &l.up) })
 	wg.Wait()
 	log.Debug("wan conn closed")
 }
@@ -453,7 +439,7 @@ func (l *Link) schedule(arrival, prev time.Time) time.Time {
 // goroutine stamps each chunk with its delivery time, this goroutine
 // writes it when that time comes. On EOF from src the queue drains and
 // dst's write side is closed; on any other error c is killed.
-func (l *Link) pump(c *conn, src, dst net.Conn, n *atomic.Int64) {
+func (l *Link) pump(c *conn, src io.Reader, dst net.Conn, n *atomic.Int64) {
 	q := make(chan chunk, queueLen)
 	readerDone := make(chan struct{})
 	go func() {
@@ -502,37 +488,8 @@ func (l *Link) pump(c *conn, src, dst net.Conn, n *atomic.Int64) {
 	select {
 	case <-c.done:
 	default:
-		c.ending.Store(true)
 		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
 			_ = cw.CloseWrite()
 		}
 	}
-}
-
-// allowed reports whether addr's host is one of hosts (names or IPs).
-func allowed(ctx context.Context, addr net.Addr, hosts []string) bool {
-	ta, ok := addr.(*net.TCPAddr)
-	if !ok {
-		return false
-	}
-	for _, h := range hosts {
-		if ip := net.ParseIP(h); ip != nil {
-			if ip.Equal(ta.IP) {
-				return true
-			}
-			continue
-		}
-		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		ips, err := net.DefaultResolver.LookupIPAddr(lctx, h)
-		cancel()
-		if err != nil {
-			continue
-		}
-		for _, ip := range ips {
-			if ip.IP.Equal(ta.IP) {
-				return true
-			}
-		}
-	}
-	return false
 }

@@ -2,7 +2,10 @@ package wan
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -13,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onceplane/onceplane/core"
 	"github.com/onceplane/onceplane/internal/poll"
 )
 
@@ -344,27 +348,64 @@ func TestCloseEndsEverything(t *testing.T) {
 	t.Logf("goroutines: baseline %d, now %d", baseline, runtime.NumGoroutine())
 }
 
-// TestSourcesLimited: a link that carries one region's gateways refuses
-// what another region's gateway dials after learning its address by NATS
-// gossip: beyond MaxConns live connections (one that is closing no longer
-// counts), or from a host not in AllowFrom.
-func TestSourcesLimited(t *testing.T) {
+// TestOnlyTheLinksRegion: a link that carries one region's gateways
+// refuses a connection from another region's gateway (which learned the
+// link's address by NATS gossip) before forwarding a byte of it, and
+// forwards its own region's, with TLS (ALPN) or without (CONNECT).
+func TestOnlyTheLinksRegion(t *testing.T) {
 	echo, _ := echoServer(t)
-	l := listen(t, LinkOptions{Targets: []string{echo}, MaxConns: 1})
-	first := dial(t, l.Addr())
-	roundTrip(t, first, "first")
-	second := dial(t, l.Addr())
-	readClosed(t, second, true)
-	eventually(t, 2*time.Second, "second refused", func() bool { return l.Stats().Refused == 1 })
-	_ = first.Close()
-	eventually(t, 2*time.Second, "first gone", func() bool { return l.Stats().Conns == 0 })
-	third := dial(t, l.Addr())
-	roundTrip(t, third, "third")
+	connect := func(region string) string { return fmt.Sprintf("CONNECT {\"gateway\":%q,\"name\":\"x\"}\r\n", region) }
+	plain := listen(t, LinkOptions{Targets: []string{echo}, From: "us-east"})
+	roundTrip(t, dial(t, plain.Addr()), connect("us-east")+"PING\r\n")
+	for _, first := range []string{connect("eu-west"), "PING\r\n", "CONNECT {}\r\n"} {
+		c := dial(t, plain.Addr())
+		if _, err := io.WriteString(c, first); err != nil {
+			t.Fatal(err)
+		}
+		readClosed(t, c, false)
+	}
+	eventually(t, 2*time.Second, "three refused", func() bool { return plain.Stats().Refused == 3 })
 
-	strict := listen(t, LinkOptions{Targets: []string{echo}, AllowFrom: []string{"192.0.2.1"}})
-	stranger := dial(t, strict.Addr())
-	readClosed(t, stranger, true)
-	eventually(t, 2*time.Second, "stranger refused", func() bool { return strict.Stats().Refused == 1 })
-	open := listen(t, LinkOptions{Targets: []string{echo}, AllowFrom: []string{"localhost"}})
-	roundTrip(t, dial(t, open.Addr()), "allowed")
+	// hello runs a TLS handshake offering region's protocol through a
+	// fresh link; the echo target answers with garbage, so only what the
+	// link let through counts.
+	hello := func(region string) Stats {
+		l := listen(t, LinkOptions{Targets: []string{echo}, From: "us-east"})
+		c := dial(t, l.Addr())
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		cfg := &tls.Config{InsecureSkipVerify: true, ServerName: "core", NextProtos: []string{"h2"}}
+		if region != "" {
+			cfg.NextProtos = append(cfg.NextProtos, core.GatewayProtocol(region))
+		}
+		_ = tls.Client(c, cfg).Handshake()
+		eventually(t, 2*time.Second, "the hello judged", func() bool { s := l.Stats(); return s.BytesUp > 0 || s.Refused > 0 })
+		return l.Stats()
+	}
+	if s := hello("us-east"); s.Refused != 0 || s.BytesUp < 100 {
+		t.Errorf("us-east's hello: %+v, want forwarded", s)
+	}
+	for _, r := range []string{"eu-west", ""} {
+		if s := hello(r); s.Refused != 1 || s.BytesUp != 0 {
+			t.Errorf("hello from %q: %+v, want refused with nothing forwarded", r, s)
+		}
+	}
+}
+
+// FuzzGatewayOf: whatever a client sends first, GatewayOf names a region
+// only without error, and what it returns as read is what it was given.
+func FuzzGatewayOf(f *testing.F) {
+	f.Add([]byte("CONNECT {\"gateway\":\"us-east\"}\r\n"))
+	f.Add([]byte("CONNECT {}\r\n"))
+	f.Add([]byte{0x16, 3, 1, 0, 4, 1, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		region, read, err := GatewayOf(ctx, bytes.NewReader(in))
+		if (err == nil) != (region != "") {
+			t.Fatalf("region %q, err %v", region, err)
+		}
+		if !bytes.HasPrefix(in, read) {
+			t.Fatalf("read %q is not a prefix of the input", read)
+		}
+	})
 }

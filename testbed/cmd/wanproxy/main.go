@@ -37,11 +37,7 @@ func main() {
 	flag.DurationVar(&o.Delay, "delay", 0, "one-way delay added in each direction (RTT/2)")
 	flag.DurationVar(&o.Jitter, "jitter", 0, "extra one-way delay, uniform in [0, jitter)")
 	flag.Float64Var(&o.Loss, "loss", 0, "chance (0-1) that a chunk stalls as for a TCP retransmit")
-	flag.IntVar(&o.MaxConns, "max-conns", 0, "refuse connections beyond this many alive at once (0: no limit); a link carrying one region's gateways: its core count, so another region's gateway that learned this address by gossip cannot bypass its own link")
-	flag.Func("allow-from", "comma-separated hosts (names or IPs) whose connections are accepted, the others refused: the source region's core nodes, so that another region's gateway that learned this address by gossip cannot bypass its own link (names resolved at each accept)", func(v string) error {
-		o.AllowFrom = strings.Split(v, ",")
-		return nil
-	})
+	flag.StringVar(&o.From, "from", "", "the region whose gateways this link carries: any other region's gateway (which learned this address by NATS gossip) is refused, by its TLS ALPN or its CONNECT (empty: forward any connection)")
 	flag.StringVar(&control, "control", "", "HTTP control address: POST /cut, /heal, /delay?delay=&jitter=, /loss?loss=; GET /stats, /healthz (empty: off)")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	insecure := cli.InsecureFlag(flag.CommandLine)

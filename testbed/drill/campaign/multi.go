@@ -277,12 +277,7 @@ func startSupercluster(ctx context.Context, cfg Config, names []string) (*wanNet
 		for _, b := range others(names, a) {
 			k++
 			l, err := wan.Listen(wan.LinkOptions{Name: "wan-" + a + "-" + b, Targets: []string{gateway[b]}, Delay: wanDelay, Jitter: wanJitter,
-				Seed: int64(cfg.Seed) + k, Logger: slog.New(slog.DiscardHandler), DialTimeout: time.Second})
-			// No MaxConns here: with core kills and link cuts at once, a
-			// third region's gateway (the address learned by gossip) took the
-			// slot of a killed core's link, and the restarted core could not
-			// reach its peer (first come, first served on loopback). Cuts
-			// after a heal may miss a gateway that reconnected around them.
+				Seed: int64(cfg.Seed) + k, Logger: slog.New(slog.DiscardHandler), DialTimeout: time.Second, From: a})
 			if err != nil {
 				net.close()
 				return nil, nil, fmt.Errorf("campaign: %w", err)
