@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -414,6 +415,8 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 	if c.Home != nil {
 		for s := range c.ShardCount() {
 			h := base(c.HomeShard(s))
+			h.Metadata = maps.Clone(meta)
+			h.Metadata[metaHome] = homeList(c.Home)
 			h.Duplicates, h.MaxAge = ins[0].Duplicates, ins[0].MaxAge
 			h.Sources = c.homeSources(s)
 			cfgs = append(cfgs, h)
@@ -541,6 +544,11 @@ func Provision(ctx context.Context, js jetstream.JetStream, c Config) error {
 	if d := c.withDefaults(); d.IngestMaxAge > d.Window {
 		return fmt.Errorf("provision: ingest max age %v exceeds the dedupe window %v", d.IngestMaxAge, d.Window)
 	}
+	if c.Home != nil {
+		if err := CheckHomes(ctx, js, c); err != nil {
+			return fmt.Errorf("provision: %w", err)
+		}
+	}
 	for _, want := range c.StreamConfigs() {
 		if err := provisionOne(ctx, js, want); err != nil {
 			return err
@@ -552,7 +560,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, c Config) error {
 func provisionOne(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {
 	for attempt := 0; ; attempt++ {
 		err := provisionAttempt(ctx, js, want)
-		if err == nil || errors.Is(err, ErrPartitionsChanged) || errors.Is(err, ErrShardsChanged) || errors.Is(err, errImmutable) {
+		if err == nil || errors.Is(err, ErrPartitionsChanged) || errors.Is(err, ErrShardsChanged) || errors.Is(err, ErrHomesChanged) || errors.Is(err, errImmutable) {
 			return err
 		}
 		// Concurrent provisioning from several core nodes races on create (a
@@ -590,6 +598,11 @@ func provisionAttempt(ctx context.Context, js jetstream.JetStream, want jetstrea
 	if h, w := shardsOf(have.Metadata), shardsOf(want.Metadata); have.Metadata[metaPartitions] != "" && h != w {
 		return fmt.Errorf("stream %s: %w (have %d, want %d)", want.Name, ErrShardsChanged, h, w)
 	}
+	if _, home := want.Metadata[metaHome]; home {
+		if h, w, changed := homesChanged(have, want); changed {
+			return fmt.Errorf("stream %s: %w (have %q, want %q)", want.Name, ErrHomesChanged, h, w)
+		}
+	}
 	if have.Storage != want.Storage {
 		return fmt.Errorf("stream %s: storage %v %w to %v", want.Name, have.Storage, errImmutable, want.Storage)
 	}
@@ -613,7 +626,7 @@ func same(have, want jetstream.StreamConfig) bool {
 		have.MaxAge == want.MaxAge && have.Duplicates == want.Duplicates && have.MaxMsgSize == want.MaxMsgSize &&
 		have.DenyDelete == want.DenyDelete && have.DenyPurge == want.DenyPurge && have.AllowDirect == want.AllowDirect &&
 		tr(have.SubjectTransform) == tr(want.SubjectTransform) && have.Metadata[metaPartitions] == want.Metadata[metaPartitions] &&
-		have.Metadata[metaWindow] == want.Metadata[metaWindow] && have.Metadata[metaShards] == want.Metadata[metaShards] &&
+		have.Metadata[metaWindow] == want.Metadata[metaWindow] && have.Metadata[metaShards] == want.Metadata[metaShards] && have.Metadata[metaHome] == want.Metadata[metaHome] &&
 		have.MaxMsgsPerSubject == want.MaxMsgsPerSubject && have.MaxConsumers == want.MaxConsumers && sameSources(have.Sources, want.Sources)
 }
 
