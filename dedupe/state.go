@@ -100,7 +100,8 @@ type Conflict struct {
 	// ClaimGen is the generation tag of the local claim that raced (see
 	// idset.Set.Generation): with Hash and Region it names one race, found
 	// the same by every owner that rebuilds it, and new when the ID races
-	// again a window later.
+	// again a window later. The live apply and a replay of the same claim
+	// can tag it a slice or more apart (SameClaim).
 	ClaimGen uint16
 }
 
@@ -320,6 +321,18 @@ func (s *State) Conflicts() []Conflict {
 	out := s.conflicts
 	s.conflicts = nil
 	return out
+}
+
+// SameClaim reports whether claim generations a and b (Conflict.ClaimGen)
+// may tag the same local claim: less than a window apart, modulo 2^16. A
+// claim applied live is timed by its record, and read back by the earlier
+// of that and the time the claim stream stored it (RecordTime): when the
+// ingest and claim-stream leaders' clocks disagree across a slice
+// boundary, the two tags differ. A race of the same ID a window or more
+// later is a new race.
+func (s *State) SameClaim(a, b uint16) bool {
+	d := a - b
+	return min(d, -d) < uint16(s.opt.Slices)
 }
 
 // Classify decides each hash of a batch, in order, appending one Path per

@@ -211,3 +211,17 @@ func TestUncertainOnBothSidesRunsAgain(t *testing.T) {
 		t.Fatalf("re-run and done remotely: %v, want remote-claim", p[0])
 	}
 }
+
+// TestSameClaim: generations less than a window apart (modulo 2^16) may
+// tag one claim; a window apart or more, they are different races.
+func TestSameClaim(t *testing.T) {
+	st := New(Options{Window: time.Hour}) // 8 slices
+	for _, tc := range []struct {
+		a, b uint16
+		want bool
+	}{{5, 5, true}, {5, 6, true}, {6, 5, true}, {5, 12, true}, {5, 13, false}, {13, 5, false}, {65535, 2, true}, {2, 65535, true}, {65530, 2, false}} {
+		if got := st.SameClaim(tc.a, tc.b); got != tc.want {
+			t.Errorf("SameClaim(%d, %d) = %v, want %v", tc.a, tc.b, got, tc.want)
+		}
+	}
+}

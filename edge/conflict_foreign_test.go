@@ -152,3 +152,43 @@ func TestSecondRaceRecorded(t *testing.T) {
 		t.Errorf("conflicts counted %d, want 2", got)
 	}
 }
+
+// TestSkewedReplayRecordsTheRaceOnce: a claim applied live is timed by its
+// record; read back, by the time the claim stream stored it when that is
+// earlier (the ingest leader's clock ahead of the claim leader's). Across
+// a slice boundary the two tag the claim with different generations, and
+// the race was recorded twice, once by the live owner and once by the
+// owner that rebuilt the partition. Either order records it once.
+func TestSkewedReplayRecordsTheRaceOnce(t *testing.T) {
+	ctx := context.Background()
+	const window = time.Hour // 8 slices of 7.5 minutes
+	slice := window / 8
+	boundary := time.Now().Add(-time.Minute).Truncate(slice)
+	claimed, stored := boundary.Add(time.Second), boundary.Add(-time.Second)
+	for _, order := range []string{"live first", "replay first"} {
+		js, cfg, c := conflictRegion(t)
+		h := event.HashID("skewed-" + order)
+		claim := dedupe.Record{Kind: dedupe.KindClaim, Writer: "e", Epoch: 1, Time: claimed, IDs: []event.Hash{h}}
+		race := func(storedAt time.Time) *dedupe.State {
+			st := dedupe.New(dedupe.Options{Window: window})
+			st.Apply(1, claim, storedAt) // zero: the owner's own append
+			st.MergeRemote("other", 1, dedupe.Record{Kind: dedupe.KindClaim, Writer: "o", Epoch: 1, Time: claimed, IDs: []event.Hash{h}}, claimed)
+			return st
+		}
+		live, replay := race(time.Time{}), race(stored)
+		if order == "replay first" {
+			live, replay = replay, live
+		}
+		for _, st := range []*dedupe.State{live, replay} {
+			if err := (&partition{c: c, p: 0, st: st}).recordConflicts(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if msgs, recs := conflictRecords(t, js, cfg.ConflictStream()); msgs != 1 || len(recs) != 1 {
+			t.Errorf("%s: %d messages, records %+v: want the race recorded once", order, msgs, recs)
+		}
+		if got := c.Stats().Conflicts; got != 1 {
+			t.Errorf("%s: conflicts counted %d, want 1", order, got)
+		}
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -165,6 +167,9 @@ func (pt *partition) recordConflicts(ctx context.Context) error {
 			c.c.conflicts.addBy(cf.Region, 1)
 			c.lg.Warn("cross-region conflict", "partition", p, "id_hash", rec.Hash, "peer", cf.Region, "peer_writer", cf.Writer)
 		}
+		if near, err := c.raceOnRecord(ctx, pt.st, cf); err == nil && near {
+			continue // recorded by the other of live apply and replay
+		}
 		ambiguous := false // an earlier attempt may have landed without its ack
 		for b, alt := poll.Backoff(20*time.Millisecond, time.Second), 0; ; {
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -213,6 +218,36 @@ func (pt *partition) recordConflicts(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// raceOnRecord reports whether cf's race is recorded under a neighbouring
+// claim generation (dedupe.State.SameClaim): the live apply and a replay
+// can tag the same claim differently under clock skew, and the conflicts
+// stream's one-record-per-subject cannot see that. A subject holding
+// foreign bytes does not count. An error means "not known": the record is
+// written (at worst twice), never skipped on a guess.
+func (c *Consumer) raceOnRecord(ctx context.Context, st *dedupe.State, cf dedupe.Conflict) (bool, error) {
+	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	s, err := c.js.Stream(gctx, c.names.ConflictStream())
+	if err != nil {
+		return false, err
+	}
+	hash := cf.Hash.Hex()
+	info, err := s.Info(gctx, jetstream.WithSubjectFilter(c.names.Conflicts(hash, cf.Region)))
+	if err != nil {
+		return false, err
+	}
+	for subject := range info.State.Subjects {
+		gen, err := strconv.ParseUint(subject[strings.LastIndexByte(subject, '.')+1:], 10, 16)
+		if err != nil || uint16(gen) == cf.ClaimGen || !st.SameClaim(uint16(gen), cf.ClaimGen) {
+			continue
+		}
+		if _, held, err := c.conflictHeld(ctx, subject, hash); err != nil || held {
+			return held, err
+		}
+	}
+	return false, nil
 }
 
 // maxConflictSubjects bounds the other subjects (peer~1, peer~2, ...) a

@@ -132,6 +132,12 @@ func (n Names) Conflict(hexHash, peer string, gen uint16) string {
 	return n.prefix() + ".conflicts." + hexHash + "." + peer + "." + strconv.Itoa(int(gen))
 }
 
+// Conflicts matches the records of every race of ID hash hexHash with
+// region peer, whatever the generation.
+func (n Names) Conflicts(hexHash, peer string) string {
+	return n.prefix() + ".conflicts." + hexHash + "." + peer + ".*"
+}
+
 // RemoteClaims matches every other region's claim-log subject of partition p
 // in the xclaims stream.
 func (n Names) RemoteClaims(p int) string { return "onceplane.*.claims." + strconv.Itoa(p) }
