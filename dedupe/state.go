@@ -76,6 +76,13 @@ type Options struct {
 	// and the Bloom filter are sized for (the live set spans a window and a
 	// slice). Zero means grow as needed.
 	ExpectedIDs int
+	// RemoteExpectedIDs is the number of IDs per Window each other region
+	// claims in the partition: the set of that region's merged claims is
+	// made that size when its first record arrives, so that a takeover's
+	// merge (a window of every other region's IDs) does not rehash the set
+	// again and again. Zero means ExpectedIDs (regions of similar traffic);
+	// negative means grow as needed.
+	RemoteExpectedIDs int
 	// NoBloom turns the Bloom pre-check off (decisions are identical; only cost changes).
 	NoBloom bool
 	// Policy applies to uncertain IDs. Zero means PolicyRerun.
@@ -257,6 +264,17 @@ func (s *State) remoteDone(h event.Hash) bool {
 	return false
 }
 
+// remoteExpected is the size each other region's merged set is made for.
+func (s *State) remoteExpected() int {
+	switch {
+	case s.opt.RemoteExpectedIDs < 0:
+		return 0
+	case s.opt.RemoteExpectedIDs == 0:
+		return s.opt.ExpectedIDs
+	}
+	return s.opt.RemoteExpectedIDs
+}
+
 // MergeRemote merges a record of partition p from another region's
 // replicated claim log: seq is its position in this region's xclaims stream
 // and stored the time that stream stored it (this region's servers: the
@@ -271,7 +289,7 @@ func (s *State) remoteDone(h event.Hash) bool {
 func (s *State) MergeRemote(region string, seq uint64, r Record, stored time.Time) {
 	rl := s.remote[region]
 	if rl == nil {
-		rl = &remoteLog{set: idset.New(idset.Options{Window: s.opt.Window, Slices: s.opt.Slices}),
+		rl = &remoteLog{set: idset.New(idset.Options{Window: s.opt.Window, Slices: s.opt.Slices, ExpectedIDs: s.remoteExpected()}),
 			open: map[event.Hash]struct{}{}, uncertain: map[event.Hash]struct{}{}}
 		s.remote[region] = rl
 	}

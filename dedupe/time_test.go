@@ -225,3 +225,35 @@ func TestSameClaim(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoteSetsPreSized: another region's merged claims go into a set
+// made for ExpectedIDs (or RemoteExpectedIDs) at its first record, so
+// merging a window of them does not grow it; it used to start at the
+// minimum and rehash all the way up (a takeover merging a million IDs per
+// peer at the top tier).
+func TestRemoteSetsPreSized(t *testing.T) {
+	const n = 50_000
+	now := time.Now()
+	merge := func(st *State) (first, last int) {
+		ids := make([]event.Hash, 1000)
+		for k := 0; k < n; k += len(ids) {
+			for j := range ids {
+				ids[j] = event.HashID(fmt.Sprintf("remote-%d", k+j))
+			}
+			st.MergeRemote("other", uint64(k/len(ids)+1), Record{Kind: KindClaim, Writer: "o", Epoch: 1, Time: now, IDs: ids}, now)
+			if k == 0 {
+				first, _ = st.Bytes()
+			}
+		}
+		last, _ = st.Bytes()
+		return first, last
+	}
+	for _, o := range []Options{{ExpectedIDs: n}, {ExpectedIDs: 10, RemoteExpectedIDs: n}} {
+		if first, last := merge(New(o)); first != last || first == 0 {
+			t.Errorf("%+v: exact bytes %d after the first record, %d after %d IDs: want no growth", o, first, last, n)
+		}
+	}
+	if first, last := merge(New(Options{ExpectedIDs: n, RemoteExpectedIDs: -1})); last <= first {
+		t.Errorf("grow as needed: exact bytes %d then %d, want growth", first, last)
+	}
+}

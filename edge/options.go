@@ -72,6 +72,11 @@ type Options struct {
 	// ExpectedIDs pre-sizes each partition's exact set and Bloom filter for that
 	// many IDs per window. Zero means grow as needed.
 	ExpectedIDs int
+	// RemoteExpectedIDs pre-sizes, in asynchronous mode, each partition's
+	// set of another region's claims for that many IDs per window, made at
+	// that region's first record (dedupe.Options.RemoteExpectedIDs). Zero
+	// means ExpectedIDs; negative means grow as needed.
+	RemoteExpectedIDs int
 	// NoBloom turns the Bloom pre-check off. Decisions are the same either way.
 	NoBloom bool
 	// Policy applies to uncertain IDs delivered again. Zero means dedupe.PolicyRerun.

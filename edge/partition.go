@@ -85,7 +85,7 @@ func (pt *partition) takeover(ctx context.Context) (time.Duration, []TakeoverPha
 		ps.End()
 		return err
 	}
-	st := dedupe.New(dedupe.Options{Window: c.o.Window, ExpectedIDs: c.o.ExpectedIDs, NoBloom: c.o.NoBloom, Policy: c.o.Policy})
+	st := dedupe.New(dedupe.Options{Window: c.o.Window, ExpectedIDs: c.o.ExpectedIDs, RemoteExpectedIDs: c.o.RemoteExpectedIDs, NoBloom: c.o.NoBloom, Policy: c.o.Policy})
 	pt.st = st
 	takeoverSeq, err := pt.fence(phase)
 	if err != nil {
