@@ -36,6 +36,7 @@ var (
 	batchSize  = flag.Int("batch", 1000, "events per batch")
 	memIDs     = flag.Int("mem-ids", 10_000_000, "IDs for the bytes-per-ID measurement")
 	replayIDs  = flag.Int("replay-ids", 1_000_000, "IDs in one partition's claim log for the restart measurement")
+	mergeIDs   = flag.Int("merge-ids", 1_000_000, "another region's IDs in one partition for the takeover merge measurement")
 )
 
 type runResult struct {
@@ -413,6 +414,56 @@ func BenchmarkRestart(b *testing.B) {
 			}
 			sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
 			b.ReportMetric(float64(took[len(took)/2].Milliseconds()), "rebuild-ms")
+		})
+	}
+}
+
+// BenchmarkMerge measures a takeover's merge phase at scale: reading
+// merge-ids of another region's claims of one partition (records of 1,000
+// IDs, as the xclaims stream holds them) and merging them into the
+// partition's state, with that region's set pre-sized (the default) and
+// grown as needed.
+func BenchmarkMerge(b *testing.B) {
+	ctx := context.Background()
+	n := coretest.Start(b)
+	_, js := coretest.Connect(b, n.ClientURL())
+	other := streams.Config{Names: streams.Names{Region: "other"}, Partitions: 1}
+	if err := streams.Provision(ctx, js, other); err != nil {
+		b.Fatal(err)
+	}
+	l, err := claimlog.Open(ctx, js, other.Names)
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	var last uint64
+	ids := make([]event.Hash, 1000)
+	for k := 0; k < *mergeIDs; k += len(ids) {
+		for j := range ids {
+			ids[j] = event.HashID(fmt.Sprintf("m-%d", k+j))
+		}
+		if last, err = l.Append(ctx, 0, last, dedupe.Record{Kind: dedupe.KindClaim, Writer: "o", Time: now, IDs: ids, DoneThrough: last}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, remote := range []int{0, -1} {
+		b.Run(fmt.Sprintf("presized=%v", remote == 0), func(b *testing.B) {
+			var took []time.Duration
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				st := dedupe.New(dedupe.Options{ExpectedIDs: *mergeIDs, RemoteExpectedIDs: remote})
+				merge := func(seq uint64, r dedupe.Record, stored time.Time) { st.MergeRemote("other", seq, r, stored) }
+				if _, err := l.Replay(ctx, 0, 0, merge); err != nil {
+					b.Fatal(err)
+				}
+				took = append(took, time.Since(t0))
+				if got := st.Classify([]event.Hash{event.HashID("m-0")}, now, nil); got[0] != dedupe.PathRemoteHit {
+					b.Fatalf("a merged ID decided %v, want %v", got[0], dedupe.PathRemoteHit)
+				}
+			}
+			sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+			b.ReportMetric(float64(took[len(took)/2].Milliseconds()), "merge-ms")
+			b.ReportMetric(float64(*mergeIDs)/took[len(took)/2].Seconds(), "ids/s")
 		})
 	}
 }
