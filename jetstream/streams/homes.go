@@ -29,8 +29,8 @@ var ErrHomesChanged = errors.New("home partitions differ from the existing home 
 // in both regions, one homed nowhere is never decided.
 var ErrHomesConflict = errors.New("home partitions conflict across regions")
 
-// homeList is the metaHome value of partitions ps.
-func homeList(ps []int) string {
+// partitionList is the metaHome value of partitions ps.
+func partitionList(ps []int) string {
 	ps = slices.Sorted(slices.Values(ps))
 	ps = slices.Compact(ps)
 	s := make([]string, len(ps))
@@ -70,7 +70,7 @@ func sourcedHomes(cfg jetstream.StreamConfig) string {
 			}
 		}
 	}
-	return homeList(ps)
+	return partitionList(ps)
 }
 
 // homesChanged reports whether a home stream made as have carries other

@@ -176,6 +176,20 @@ func (n Names) StandbyShard(of string, s int) string {
 	return shardName("onceplane-"+n.region()+"-standby-"+of, s)
 }
 
+// StandbyClaimShard is the stream of this region that mirrors shard s of
+// region of's claim log, with its sequences (see Config.StandbyFor), and
+// once promoted (Promote) continues it while of is failed over here.
+func (n Names) StandbyClaimShard(of string, s int) string {
+	return shardName("onceplane-"+n.region()+"-claimstandby-"+of, s)
+}
+
+// FailoverClaims is the subject this region's edges append region of's
+// partition p's claims on while of is failed over here: the promoted
+// standby claim stream stores them as of's (Claims of of's Names).
+func (n Names) FailoverClaims(of string, p int) string {
+	return n.prefix() + ".claims." + of + "." + strconv.Itoa(p)
+}
+
 // Streams lists every stream a region may have, whether or not its mode
 // provisions it: every shard's.
 func (n Names) Streams() []string {
@@ -416,13 +430,27 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 			m.Subjects, m.Duplicates, m.MaxAge = nil, 0, ins[0].MaxAge
 			m.Mirror = &jetstream.StreamSource{Name: rn.IngestShard(t), OptStartSeq: 1}
 			cfgs = append(cfgs, m)
+			// Its claim log too, with its sequences: a failover continues
+			// it here (Promote).
+			cm := base(c.StandbyClaimShard(r, t))
+			cm.Metadata = maps.Clone(meta)
+			cm.Metadata[metaStandbyOf], cm.Metadata[metaStandbyPartitions] = r, partitionList(rn.ShardPartitions(t, c.Partitions))
+			// r's layout, not this region's: a failover's edges read it here.
+			delete(cm.Metadata, metaShards)
+			if rn.ShardCount() > 1 {
+				cm.Metadata[metaShards] = strconv.Itoa(rn.ShardCount())
+			}
+			cm.Subjects, cm.Duplicates, cm.MaxAge = nil, 0, keep
+			cm.DenyDelete, cm.DenyPurge = true, true
+			cm.Mirror = &jetstream.StreamSource{Name: rn.ClaimShard(t), OptStartSeq: 1}
+			cfgs = append(cfgs, cm)
 		}
 	}
 	if c.Home != nil {
 		for s := range c.ShardCount() {
 			h := base(c.HomeShard(s))
 			h.Metadata = maps.Clone(meta)
-			h.Metadata[metaHome] = homeList(c.Home)
+			h.Metadata[metaHome] = partitionList(c.Home)
 			h.Duplicates, h.MaxAge = ins[0].Duplicates, ins[0].MaxAge
 			h.Sources = c.homeSources(s)
 			cfgs = append(cfgs, h)
@@ -598,6 +626,9 @@ func provisionAttempt(ctx context.Context, js jetstream.JetStream, want jetstrea
 		return err
 	}
 	have := s.CachedInfo().Config
+	if want.Mirror != nil && have.Mirror == nil && have.Metadata[metaPromoted] != "" {
+		return nil // a standby claim log promoted by a failover: it is a log now
+	}
 	if p := have.Metadata[metaPartitions]; p != "" && p != want.Metadata[metaPartitions] {
 		return fmt.Errorf("stream %s: %w (have %s, want %s)", want.Name, ErrPartitionsChanged, p, want.Metadata[metaPartitions])
 	}

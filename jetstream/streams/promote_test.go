@@ -1,0 +1,87 @@
+package streams_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/onceplane/onceplane/jetstream/claimlog"
+	"github.com/onceplane/onceplane/jetstream/streams"
+	"github.com/onceplane/onceplane/testbed/coretest"
+)
+
+// TestPromotedClaimMirrorContinuesTheLog: a standby keeps a mirror of each
+// claim shard of the region it stands by for, with that region's sequences
+// and subjects. Promoted (a region failover), it takes conditional appends
+// on the standby's own subjects that continue the region's claim log
+// exactly — JetStream checks the expected last sequence on the stored,
+// transformed subject — while the region's own claim stream still exists.
+// Provisioning again leaves it promoted; promoting again changes nothing.
+func TestPromotedClaimMirrorContinuesTheLog(t *testing.T) {
+	n := coretest.Start(t)
+	_, js := coretest.Connect(t, n.ClientURL())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, shards := range []int{1, 2} {
+		a := streams.Config{Names: streams.Names{Region: "a", Shards: shards}, Partitions: 4, Memory: true, Peers: []string{"b"}}
+		b := streams.Config{Names: streams.Names{Region: "b"}, Partitions: 4, Memory: true, Peers: []string{"a"}, StandbyFor: []string{"a"},
+			PeerShards: map[string]int{"a": shards}}
+		for _, c := range []streams.Config{a.Own(), b.Own(), a, b} {
+			if err := streams.Provision(ctx, js, c); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Partition 1 (shard 1 of 2) holds three records, partition 2 one.
+		for _, p := range []int{1, 1, 1, 2} {
+			if _, err := js.Publish(ctx, a.Claims(p), []byte("a")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		shard := a.ShardOf(1)
+		mirror, err := js.Stream(ctx, b.StandbyClaimShard("a", shard))
+		if err != nil {
+			t.Fatal(err)
+		}
+		coretest.Eventually(t, 10*time.Second, "a's claims mirrored", func() bool {
+			info, err := mirror.Info(ctx, jetstream.WithSubjectFilter(a.Claims(1)))
+			return err == nil && info.State.Subjects[a.Claims(1)] == 3
+		})
+		last, err := mirror.GetLastMsgForSubject(ctx, a.Claims(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			promoted, err := streams.Promote(ctx, js, b.Names, "a")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(promoted) != shards {
+				t.Fatalf("%d shards: promoted %v", shards, promoted)
+			}
+		}
+		if err := streams.Provision(ctx, js, b); err != nil {
+			t.Fatalf("provisioning a promoted standby: %v", err)
+		}
+		ack, err := js.Publish(ctx, b.FailoverClaims("a", 1), []byte("failover"), jetstream.WithExpectLastSequencePerSubject(last.Sequence))
+		if err != nil {
+			t.Fatalf("%d shards: append continuing a's log: %v", shards, err)
+		}
+		got, err := mirror.GetLastMsgForSubject(ctx, a.Claims(1))
+		if err != nil || string(got.Data) != "failover" || got.Sequence != ack.Sequence || ack.Stream != mirror.CachedInfo().Config.Name {
+			t.Fatalf("%d shards: partition 1's last record: %+v (ack %+v), %v", shards, got, ack, err)
+		}
+		// A writer that had not seen the append is refused.
+		if _, err := js.Publish(ctx, b.FailoverClaims("a", 1), []byte("stale"), jetstream.WithExpectLastSequencePerSubject(last.Sequence)); !claimlog.IsWrongLast(err) {
+			t.Fatalf("stale append: %v, want a wrong-last-sequence refusal", err)
+		}
+		for _, name := range append(a.Streams(), b.Streams()...) {
+			_ = js.DeleteStream(ctx, name)
+		}
+		for s := range 2 {
+			_ = js.DeleteStream(ctx, b.StandbyClaimShard("a", s))
+			_ = js.DeleteStream(ctx, b.StandbyShard("a", s))
+		}
+	}
+}
