@@ -158,6 +158,7 @@ func (pt *partition) mergeBuffered(ctx context.Context, limit int) error {
 // counts the new ones. It retries until stored: a conflict is never silent.
 func (pt *partition) recordConflicts(ctx context.Context) error {
 	c, p := pt.c, pt.p
+	var conflicts jetstream.Stream // looked up at the first conflict
 	for _, cf := range pt.st.Conflicts() {
 		rec := dedupe.ConflictRecord{Hash: cf.Hash.Hex(), Partition: p, Region: c.o.Region, Edge: c.o.Name, DetectedAt: c.now(), ClaimGen: cf.ClaimGen}
 		rec.Remote.Region, rec.Remote.Writer, rec.Remote.Epoch, rec.Remote.Time, rec.Remote.Seq = cf.Region, cf.Writer, cf.Epoch, cf.Time, cf.Seq
@@ -167,8 +168,15 @@ func (pt *partition) recordConflicts(ctx context.Context) error {
 			c.c.conflicts.addBy(cf.Region, 1)
 			c.lg.Warn("cross-region conflict", "partition", p, "id_hash", rec.Hash, "peer", cf.Region, "peer_writer", cf.Writer)
 		}
-		if near, err := c.raceOnRecord(ctx, pt.st, cf); err == nil && near {
-			continue // recorded by the other of live apply and replay
+		if conflicts == nil {
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			conflicts, _ = c.js.Stream(sctx, c.names.ConflictStream())
+			cancel()
+		}
+		if conflicts != nil {
+			if near, err := c.raceOnRecord(ctx, conflicts, pt.st, cf); err == nil && near {
+				continue // recorded by the other of live apply and replay
+			}
 		}
 		ambiguous := false // an earlier attempt may have landed without its ack
 		for b, alt := poll.Backoff(20*time.Millisecond, time.Second), 0; ; {
@@ -223,24 +231,25 @@ func (pt *partition) recordConflicts(ctx context.Context) error {
 // raceOnRecord reports whether cf's race is recorded under a neighbouring
 // claim generation (dedupe.State.SameClaim): the live apply and a replay
 // can tag the same claim differently under clock skew, and the conflicts
-// stream's one-record-per-subject cannot see that. A subject holding
+// stream's one-record-per-subject cannot see that. One look at the
+// subjects of the ID and peer answers it; a record under cf's own
+// generation is left to the conditional write, and a subject holding
 // foreign bytes does not count. An error means "not known": the record is
 // written (at worst twice), never skipped on a guess.
-func (c *Consumer) raceOnRecord(ctx context.Context, st *dedupe.State, cf dedupe.Conflict) (bool, error) {
+func (c *Consumer) raceOnRecord(ctx context.Context, conflicts jetstream.Stream, st *dedupe.State, cf dedupe.Conflict) (bool, error) {
 	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	s, err := c.js.Stream(gctx, c.names.ConflictStream())
+	hash := cf.Hash.Hex()
+	info, err := conflicts.Info(gctx, jetstream.WithSubjectFilter(c.names.Conflicts(hash, cf.Region)))
 	if err != nil {
 		return false, err
 	}
-	hash := cf.Hash.Hex()
-	info, err := s.Info(gctx, jetstream.WithSubjectFilter(c.names.Conflicts(hash, cf.Region)))
-	if err != nil {
-		return false, err
+	if _, own := info.State.Subjects[c.names.Conflict(hash, cf.Region, cf.ClaimGen)]; own {
+		return false, nil
 	}
 	for subject := range info.State.Subjects {
 		gen, err := strconv.ParseUint(subject[strings.LastIndexByte(subject, '.')+1:], 10, 16)
-		if err != nil || uint16(gen) == cf.ClaimGen || !st.SameClaim(uint16(gen), cf.ClaimGen) {
+		if err != nil || !st.SameClaim(uint16(gen), cf.ClaimGen) {
 			continue
 		}
 		if _, held, err := c.conflictHeld(ctx, subject, hash); err != nil || held {

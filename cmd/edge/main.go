@@ -134,7 +134,7 @@ func (f *flags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&o.AckWait, "ack-wait", def.AckWait, "ingest redelivery timeout")
 	fs.DurationVar(&o.Window, "window", def.Window, "dedupe window (must match the core's)")
 	fs.IntVar(&o.ExpectedIDs, "expected-ids", 0, "IDs per partition per window to pre-size for (0: grow)")
-	fs.IntVar(&o.RemoteExpectedIDs, "remote-expected-ids", 0, "asynchronous mode: IDs per partition per window each other region claims, to pre-size its merged set for (0: -expected-ids; -1: grow)")
+	fs.IntVar(&o.RemoteExpectedIDs, "remote-expected-ids", 0, "asynchronous mode: IDs per partition per window each other region claims, to pre-size its merged set for (0: -expected-ids, about 20 B per ID per peer and partition, reserved at the peer's first record; -1: grow)")
 	fs.BoolVar(&o.NoBloom, "no-bloom", false, "turn the Bloom pre-check off")
 	fs.StringVar(&f.policy, "uncertain", "rerun", "policy for uncertain IDs: rerun or skip")
 	fs.IntVar(&o.Limits.MaxPayload, "max-payload", def.Limits.MaxPayload, "largest accepted payload in bytes")

@@ -2,7 +2,6 @@ package streams
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"strconv"
@@ -32,34 +31,46 @@ const (
 // sequences: a conditional append on the stored subject's last sequence
 // continues of's log exactly. Its input subjects are this region's, so
 // they do not overlap of's claim stream, which still exists (unreachable)
-// in the JetStream meta group. It is idempotent, and returns the streams
-// promoted.
+// in the JetStream meta group. It promotes every shard of of's (their count
+// is in the first one's metadata), and none when one is missing; it is
+// idempotent, so running it again finishes a promotion cut short. It
+// returns the streams promoted.
 func Promote(ctx context.Context, js jetstream.JetStream, n Names, of string) ([]string, error) {
-	var done []string
-	for t := 0; ; t++ {
+	first, err := js.Stream(ctx, n.StandbyClaimShard(of, 0))
+	if err != nil {
+		return nil, fmt.Errorf("promote %s's standby claims %s: %w", of, n.StandbyClaimShard(of, 0), err)
+	}
+	// Every shard of of's, or none: a partition whose shard was not
+	// promoted would have no claim log here.
+	shards := shardsOf(first.CachedInfo().Config.Metadata)
+	cfgs := make([]jetstream.StreamConfig, shards)
+	for t := range shards {
 		name := n.StandbyClaimShard(of, t)
 		s, err := js.Stream(ctx, name)
-		if errors.Is(err, jetstream.ErrStreamNotFound) && t > 0 {
-			return done, nil
-		}
 		if err != nil {
-			return done, fmt.Errorf("promote %s's standby claims %s: %w", of, name, err)
+			return nil, fmt.Errorf("promote %s's standby claims %s (shard %d of %d): %w", of, name, t, shards, err)
 		}
-		cfg := s.CachedInfo().Config
-		if cfg.Metadata[metaStandbyOf] != of {
-			return done, fmt.Errorf("promote %s: stream %s is not a standby claim stream of %s", of, name, of)
+		cfgs[t] = s.CachedInfo().Config
+		if cfgs[t].Metadata[metaStandbyOf] != of || shardsOf(cfgs[t].Metadata) != shards {
+			return nil, fmt.Errorf("promote %s: stream %s is not shard %d of %d of %s's standby claims", of, name, t, shards, of)
 		}
+	}
+	var done []string
+	for _, cfg := range cfgs {
+		name := cfg.Name
 		if cfg.Mirror != nil {
 			promoted := cfg
 			promoted.Mirror = nil
 			promoted.Metadata = maps.Clone(cfg.Metadata)
 			promoted.Metadata[metaPromoted] = time.Now().UTC().Format(time.RFC3339Nano)
-			for f := range strings.SplitSeq(cfg.Metadata[metaStandbyPartitions], ",") {
-				p, err := strconv.Atoi(f)
-				if err != nil {
-					return done, fmt.Errorf("promote %s: stream %s partitions %q: %w", of, name, cfg.Metadata[metaStandbyPartitions], err)
+			if ps := cfg.Metadata[metaStandbyPartitions]; ps != "" {
+				for f := range strings.SplitSeq(ps, ",") {
+					p, err := strconv.Atoi(f)
+					if err != nil {
+						return done, fmt.Errorf("promote %s: stream %s partitions %q: %w", of, name, ps, err)
+					}
+					promoted.Subjects = append(promoted.Subjects, n.FailoverClaims(of, p))
 				}
-				promoted.Subjects = append(promoted.Subjects, n.FailoverClaims(of, p))
 			}
 			promoted.SubjectTransform = &jetstream.SubjectTransformConfig{
 				Source: n.prefix() + ".claims." + of + ".*", Destination: Names{Region: of}.prefix() + ".claims.{{wildcard(1)}}"}
@@ -69,4 +80,5 @@ func Promote(ctx context.Context, js jetstream.JetStream, n Names, of string) ([
 		}
 		done = append(done, name)
 	}
+	return done, nil
 }

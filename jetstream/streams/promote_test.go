@@ -85,3 +85,36 @@ func TestPromotedClaimMirrorContinuesTheLog(t *testing.T) {
 		}
 	}
 }
+
+// TestPromoteAllShardsOrReport: a standby whose claim mirrors of a sharded
+// region are not all there (provisioning cut short) is not promoted in
+// part: the partitions of a missing shard would have no claim log.
+func TestPromoteAllShardsOrReport(t *testing.T) {
+	n := coretest.Start(t)
+	_, js := coretest.Connect(t, n.ClientURL())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a := streams.Config{Names: streams.Names{Region: "a", Shards: 2}, Partitions: 4, Memory: true, Peers: []string{"b"}}
+	b := streams.Config{Names: streams.Names{Region: "b"}, Partitions: 4, Memory: true, Peers: []string{"a"}, StandbyFor: []string{"a"},
+		PeerShards: map[string]int{"a": 2}}
+	for _, c := range []streams.Config{a.Own(), b.Own(), a, b} {
+		if err := streams.Provision(ctx, js, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := js.DeleteStream(ctx, b.StandbyClaimShard("a", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if promoted, err := streams.Promote(ctx, js, b.Names, "a"); err == nil {
+		t.Fatalf("promoted %v with shard 1's mirror missing, no error", promoted)
+	}
+	if s, err := js.Stream(ctx, b.StandbyClaimShard("a", 0)); err != nil || s.CachedInfo().Config.Mirror == nil {
+		t.Fatalf("shard 0 promoted alone (%v)", err)
+	}
+	if err := streams.Provision(ctx, js, b); err != nil {
+		t.Fatal(err)
+	}
+	if promoted, err := streams.Promote(ctx, js, b.Names, "a"); err != nil || len(promoted) != 2 {
+		t.Fatalf("after provisioning again: promoted %v, %v", promoted, err)
+	}
+}

@@ -579,8 +579,8 @@ func Provision(ctx context.Context, js jetstream.JetStream, c Config) error {
 		return fmt.Errorf("provision: ingest max age %v exceeds the dedupe window %v", d.IngestMaxAge, d.Window)
 	}
 	if c.Home != nil {
-		if err := CheckHomes(ctx, js, c); err != nil {
-			return fmt.Errorf("provision: %w", err)
+		if err := checkHomes(ctx, js, c); err != nil {
+			return err
 		}
 	}
 	for _, want := range c.StreamConfigs() {
@@ -588,7 +588,33 @@ func Provision(ctx context.Context, js jetstream.JetStream, c Config) error {
 			return err
 		}
 	}
+	if c.Home != nil {
+		// Again, now that this region's home streams exist: two regions
+		// starting for the first time at once each see the other's.
+		return checkHomes(ctx, js, c)
+	}
 	return nil
+}
+
+// checkHomes is CheckHomes, retried (a peer's home stream may not answer
+// yet: no leader after a restart, a timeout) until it answers or refuses.
+func checkHomes(ctx context.Context, js jetstream.JetStream, c Config) error {
+	for attempt := 0; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := CheckHomes(actx, js, c)
+		cancel()
+		if err == nil || errors.Is(err, ErrHomesConflict) || attempt >= 30 || ctx.Err() != nil {
+			if err != nil {
+				return fmt.Errorf("provision: %w", err)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("provision: %w", ctx.Err())
+		case <-time.After(time.Duration(min(attempt+1, 10)) * 100 * time.Millisecond):
+		}
+	}
 }
 
 func provisionOne(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {

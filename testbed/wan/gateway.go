@@ -30,7 +30,7 @@ var errHelloRead = errors.New("client hello read")
 // before the rest. A connection that names no region is an error.
 func GatewayOf(ctx context.Context, r io.Reader) (region string, read []byte, err error) {
 	rec := &recorder{r: r}
-	br := bufio.NewReaderSize(io.LimitReader(rec, maxGatewayHello), 4096)
+	br := bufio.NewReaderSize(io.LimitReader(rec, maxGatewayHello), maxGatewayHello)
 	first, err := br.Peek(1)
 	if err != nil {
 		return "", rec.buf, fmt.Errorf("gateway hello: %w", err)

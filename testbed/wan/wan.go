@@ -371,8 +371,8 @@ func (l *Link) serve(ctx context.Context, c *conn) {
 	l.mu.Unlock()
 	log.Debug("wan conn open", "from", c.client.RemoteAddr().String(), "to", target.RemoteAddr().String())
 	var wg sync.WaitGroup
-	// The target speaks first (a NATS server's INFO); the client's first
-	// message says where it comes from.
+	// Target to client first: without TLS the server speaks first (its
+	// INFO); the client's first message says where it comes from.
 	wg.Go(func() { l.pump(c, target, c.client, &l.down) })
 	var up io.Reader = c.client
 	if l.opt.From != "" {
