@@ -33,7 +33,10 @@ type Log struct {
 	js      jetstream.JetStream
 	names   streams.Names
 	streams []jetstream.Stream // by shard
-	heal    *healconn.Healer
+	// appendTo is partition p's append subject: names.Claims(p), or a
+	// failover's input subject that the stream stores as names.Claims(p).
+	appendTo func(p int) string
+	heal     *healconn.Healer
 	// Foreign, when set, is told of every message on a claim subject that
 	// is not a record (dedupe.ErrForeign: no edge wrote it) as Replay and
 	// Append skip it. Nil means skip silently.
@@ -48,16 +51,34 @@ func (l *Log) foreign(p int, seq uint64) {
 
 // Open binds to the region's claim streams, one per shard of names.
 func Open(ctx context.Context, js jetstream.JetStream, names streams.Names) (*Log, error) {
-	l := &Log{js: js, names: names, heal: healconn.New(js.Conn(), 0)}
+	return open(ctx, js, names, names.ClaimShard, names.Claims)
+}
+
+// OpenFailover binds to region of's claim log as continued in region host
+// after a failover: host's promoted standby claim streams (streams.Promote),
+// which hold of's records with of's sequences and subjects, appended to on
+// host's input subjects (Names.FailoverClaims). Reads, replays and
+// conditional appends work as on of's own log.
+func OpenFailover(ctx context.Context, js jetstream.JetStream, host, of streams.Names) (*Log, error) {
+	return open(ctx, js, of,
+		func(sh int) string { return host.StandbyClaimShard(of.Region, sh) },
+		func(p int) string { return host.FailoverClaims(of.Region, p) })
+}
+
+func open(ctx context.Context, js jetstream.JetStream, names streams.Names, shard func(int) string, appendTo func(int) string) (*Log, error) {
+	l := &Log{js: js, names: names, appendTo: appendTo, heal: healconn.New(js.Conn(), 0)}
 	for sh := range names.ShardCount() {
-		s, err := js.Stream(ctx, names.ClaimShard(sh))
+		s, err := js.Stream(ctx, shard(sh))
 		if err != nil {
-			return nil, fmt.Errorf("claim stream %s: %w", names.ClaimShard(sh), err)
+			return nil, fmt.Errorf("claim stream %s: %w", shard(sh), err)
 		}
 		l.streams = append(l.streams, s)
 	}
 	return l, nil
 }
+
+// streamOf is the name of the stream holding partition p's log.
+func (l *Log) streamOf(p int) string { return l.streams[l.names.ShardOf(p)].CachedInfo().Config.Name }
 
 // IsWrongLast reports whether err is JetStream refusing a publish whose
 // expected last sequence (Nats-Expected-Last-Subject-Sequence) is not the
@@ -77,7 +98,7 @@ func (l *Log) Append(ctx context.Context, p int, expected uint64, rec dedupe.Rec
 	if err != nil {
 		return 0, fmt.Errorf("claim p%d: %w", p, err)
 	}
-	subj := l.names.Claims(p)
+	subj := l.appendTo(p)
 	timeout := appendTimeout
 	// The record carries the appender's trace context: an owner in another
 	// region that merges it continues the trace (cross-region replication).
@@ -254,11 +275,11 @@ func (l *Log) read(ctx context.Context, p int, from, last uint64, fn func(seq ui
 	if from > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from+1
 	}
-	cons, err := l.js.OrderedConsumer(ctx, l.names.ClaimStreamOf(p), cfg)
+	cons, err := l.js.OrderedConsumer(ctx, l.streamOf(p), cfg)
 	if err != nil {
 		return from, fmt.Errorf("claim p%d replay: %w", p, err)
 	}
-	defer streams.DropConsumer(l.js, l.names.ClaimStreamOf(p), cons)
+	defer streams.DropConsumer(l.js, l.streamOf(p), cons)
 	it, err := cons.Messages(jetstream.PullMaxMessages(4096))
 	if err != nil {
 		return from, fmt.Errorf("claim p%d replay: %w", p, err)

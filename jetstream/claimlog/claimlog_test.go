@@ -192,3 +192,71 @@ func TestReplayLeavesNoConsumer(t *testing.T) {
 		return err == nil && info.State.Consumers == 0
 	})
 }
+
+// TestFailoverContinuesTheLog: region a's claim log, mirrored in its
+// standby b and promoted there (a region failover), is continued by a new
+// owner in b: it replays a's records with a's sequences, fences a's last
+// owner with its takeover record, and a writer that had not seen that
+// record (a's old owner, had it reached b) is fenced.
+func TestFailoverContinuesTheLog(t *testing.T) {
+	n := coretest.Start(t)
+	_, js := coretest.Connect(t, n.ClientURL())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a := streams.Config{Names: streams.Names{Region: "a", Shards: 2}, Partitions: 4, Memory: true, Peers: []string{"b"}}
+	b := streams.Config{Names: streams.Names{Region: "b"}, Partitions: 4, Memory: true, Peers: []string{"a"}, StandbyFor: []string{"a"},
+		PeerShards: map[string]int{"a": 2}}
+	for _, c := range []streams.Config{a.Own(), b.Own(), a, b} {
+		if err := streams.Provision(ctx, js, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	own, err := claimlog.Open(ctx, js, a.Names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	var last uint64
+	for i, id := range []string{"x", "y", "z"} {
+		rec := dedupe.Record{Kind: dedupe.KindClaim, Epoch: 1, Writer: "a-edge", Time: now, IDs: []event.Hash{event.HashID(id)}, Through: uint64(10 * (i + 1))}
+		if last, err = own.Append(ctx, 3, last, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mirror, err := js.Stream(ctx, b.StandbyClaimShard("a", a.ShardOf(3)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	coretest.Eventually(t, 10*time.Second, "a's log mirrored", func() bool {
+		info, err := mirror.Info(ctx)
+		return err == nil && info.State.LastSeq == last
+	})
+	if _, err := streams.Promote(ctx, js, b.Names, "a"); err != nil {
+		t.Fatal(err)
+	}
+	l, err := claimlog.OpenFailover(ctx, js, b.Names, a.Names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []uint64
+	var through uint64
+	if _, err := l.Replay(ctx, 3, 0, func(seq uint64, r dedupe.Record, _ time.Time) {
+		seen = append(seen, seq)
+		through = max(through, r.Through)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != 3 || seen[2] != last || through != 30 {
+		t.Fatalf("replayed %v (through %d), want a's 3 records ending at %d, through 30", seen, through, last)
+	}
+	takeover, err := l.Append(ctx, 3, last, dedupe.Record{Kind: dedupe.KindTakeover, Epoch: 2, Writer: "b-edge", Time: now})
+	if err != nil {
+		t.Fatalf("the failover's takeover record: %v", err)
+	}
+	if _, err := l.Append(ctx, 3, last, dedupe.Record{Kind: dedupe.KindClaim, Epoch: 1, Writer: "a-edge", Time: now}); !errors.Is(err, claimlog.ErrFenced) {
+		t.Fatalf("a writer behind the takeover: %v, want %v", err, claimlog.ErrFenced)
+	}
+	if got, err := l.LastSeq(ctx, 3); err != nil || got != takeover {
+		t.Fatalf("last sequence %d (%v), want the takeover's %d", got, err, takeover)
+	}
+}
