@@ -52,10 +52,13 @@ func (e *FencedError) Is(target error) bool { return target == ErrFenced }
 
 // Consumer runs the edge data path for its partitions.
 type Consumer struct {
-	js     jetstream.JetStream
-	h      Handler
-	o      Options
-	names  streams.Names
+	js    jetstream.JetStream
+	h     Handler
+	o     Options
+	names streams.Names
+	// here names the region whose streams this edge writes its conflicts
+	// and dead letters to: names, or Options.Host's after a failover.
+	here   streams.Names
 	log    *claimlog.Log
 	nparts int
 	maxMsg int // the streams' largest message
@@ -122,8 +125,13 @@ func New(js jetstream.JetStream, h Handler, o Options) (*Consumer, error) {
 	if tp == nil {
 		tp = otel.GetTracerProvider()
 	}
+	names := streams.Names{Region: o.Region}
+	here := names
+	if o.Host != "" {
+		here = streams.Names{Region: o.Host}
+	}
 	return &Consumer{
-		js: js, h: h, o: o, names: streams.Names{Region: o.Region}, c: newCounters(o.Metrics, o.Region),
+		js: js, h: h, o: o, names: names, here: here, c: newCounters(o.Metrics, o.Region),
 		decisionSec: o.Metrics.DecisionSec.WithLabelValues(o.Region),
 		tracer:      tp.Tracer("github.com/onceplane/onceplane/edge"),
 		lg:          o.Logger.With("edge", o.Name, "region", o.Region),
@@ -232,8 +240,11 @@ func isPartitionConsumer(p int, name string) (uint64, bool) {
 // ingest, or in strict mode its shard's home stream (every region's events
 // for the partitions homed here).
 func (c *Consumer) inputStream(p int) string {
-	if c.o.Strict {
+	switch {
+	case c.o.Strict:
 		return c.names.HomeStreamOf(p)
+	case c.o.Host != "":
+		return c.here.StandbyShard(c.o.Region, c.names.ShardOf(p))
 	}
 	return c.names.IngestStreamOf(p)
 }

@@ -137,7 +137,7 @@ func (pt *partition) deadLetter(ctx context.Context) error {
 	for _, d := range pt.w.dead {
 		minimal := false
 		for b := poll.Backoff(20*time.Millisecond, time.Second); ; {
-			msg := deadLetterMsg(c.names.DLQ(p), c.o.Region, p, d, c.maxMsg, minimal)
+			msg := deadLetterMsg(c.here.DLQ(p), c.o.Region, p, d, c.maxMsg, minimal)
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			_, err := c.js.PublishMsg(pctx, msg)
 			cancel()

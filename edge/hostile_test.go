@@ -258,6 +258,8 @@ func TestInvalidOptionsRefused(t *testing.T) {
 		{edge.Options{Window: -time.Hour}, "Window"},
 		{edge.Options{StuckAfter: -time.Second}, "StuckAfter"},
 		{edge.Options{ExpectedIDs: -5}, "ExpectedIDs"},
+		{edge.Options{Region: "a", Peers: []string{"b"}, Host: "c"}, "Host"},
+		{edge.Options{Region: "a", Peers: []string{"b"}, Host: "b", Strict: true}, "Host"},
 	} {
 		c0, err := edge.New(nil, h, c.o)
 		if err == nil || c0 != nil {

@@ -30,6 +30,15 @@ type Options struct {
 	// elsewhere, and record conflicts (asynchronous mode, G2). Ignored with
 	// Strict: every ID is decided in its home region, nothing to merge.
 	Peers []string
+	// Host, when set, is the region whose core nodes this edge talks to,
+	// when that is not Region: a standby deciding Region's partitions after
+	// a region failover (streams.Promote). It consumes Region's ingest as
+	// Host mirrors it (same sequences), continues Region's claim log on
+	// Host's promoted standby claim streams, merges the other regions'
+	// claims (Host's own among them) and records conflicts and dead letters
+	// in Host's streams. Asynchronous mode only; Host must be among Peers.
+	// Zero means Region.
+	Host string
 	// Strict consumes the region's home stream (every region's events for
 	// the partitions homed here) instead of its ingest: strict mode, G3. Set
 	// Partitions to the home partitions.
@@ -214,6 +223,14 @@ func (o Options) Validate() error {
 			bad("Peers", "%q listed twice", p)
 		}
 		seen[p] = true
+	}
+	if o.Host != "" {
+		switch {
+		case !seen[o.Host]:
+			bad("Host", "%q is not among Peers", o.Host)
+		case o.Strict:
+			bad("Host", "a failover edge runs in asynchronous mode only")
+		}
 	}
 	parts := map[int]bool{}
 	for _, p := range o.Partitions {

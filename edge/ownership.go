@@ -110,11 +110,16 @@ func (c *Consumer) Run(ctx context.Context) error {
 // provisioned) until ctx ends, as a supervisor restarting the edge would.
 func (c *Consumer) open(ctx context.Context) (streams.Settings, *claimlog.Log, error) {
 	for b := poll.Backoff(100*time.Millisecond, 5*time.Second); ; {
-		set, err := streams.ReadSettings(ctx, c.js, c.names)
+		set, err := c.settings(ctx)
 		if err == nil {
 			c.names.Shards = set.Shards
 			var l *claimlog.Log
-			if l, err = claimlog.Open(ctx, c.js, c.names); err == nil {
+			if c.o.Host != "" {
+				l, err = claimlog.OpenFailover(ctx, c.js, c.here, c.names)
+			} else {
+				l, err = claimlog.Open(ctx, c.js, c.names)
+			}
+			if err == nil {
 				l.Foreign = func(p int, seq uint64) { c.foreign("claims", p, seq) }
 				return set, l, nil
 			}
@@ -128,6 +133,21 @@ func (c *Consumer) open(ctx context.Context) (streams.Settings, *claimlog.Log, e
 			return streams.Settings{}, nil, err
 		}
 	}
+}
+
+// settings reads the region's stream settings: from its own streams, or
+// after a failover from Options.Host's standby claim streams of it (with
+// Host's own layout, for its xclaims and claim streams).
+func (c *Consumer) settings(ctx context.Context) (streams.Settings, error) {
+	if c.o.Host == "" {
+		return streams.ReadSettings(ctx, c.js, c.names)
+	}
+	l, err := streams.ReadLayout(ctx, c.js, c.here)
+	if err != nil {
+		return streams.Settings{}, err
+	}
+	c.here.Shards = l.Shards
+	return streams.ReadFailoverSettings(ctx, c.js, c.here, c.o.Region)
 }
 
 // check refuses options the region's streams cannot honour.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -36,43 +37,83 @@ type remoteRec struct {
 // every record stored when it started has been delivered. Records that do not
 // decode are logged and skipped: a bad record from elsewhere must not stop
 // this region (the other region still sees its own claims and reports any
-// conflict).
+// conflict). Each region's records come from one stream, in its order.
 func (c *Consumer) followRemote(ctx context.Context, p int) (<-chan remoteRec, <-chan struct{}, error) {
-	stream := c.names.XClaimStreamOf(p)
-	cons, err := c.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{c.names.RemoteClaims(p)}, DeliverPolicy: jetstream.DeliverAllPolicy,
+	out := make(chan remoteRec, 256)
+	caughtUp := make(chan struct{})
+	srcs := c.remoteSources(p)
+	var behind sync.WaitGroup
+	behind.Add(len(srcs))
+	for _, src := range srcs {
+		if err := c.followOne(ctx, p, src, out, behind.Done); err != nil {
+			return nil, nil, err
+		}
+	}
+	go func() {
+		behind.Wait()
+		close(caughtUp)
+	}()
+	return out, caughtUp, nil
+}
+
+// remoteSource is a stream holding other regions' claims of a partition,
+// and the subjects to follow in it.
+type remoteSource struct {
+	stream  string
+	filters []string
+}
+
+// remoteSources are where partition p's claims from the other regions are:
+// this region's xclaims stream; after a failover, the host's own claim
+// stream and the host's xclaims stream without the failed-over region's
+// (which are this edge's own history).
+func (c *Consumer) remoteSources(p int) []remoteSource {
+	if c.o.Host == "" {
+		return []remoteSource{{c.names.XClaimStreamOf(p), []string{c.names.RemoteClaims(p)}}}
+	}
+	srcs := []remoteSource{{c.here.ClaimStreamOf(p), []string{c.here.Claims(p)}}}
+	var others []string
+	for _, peer := range c.o.Peers {
+		if peer != c.o.Host {
+			others = append(others, streams.Names{Region: peer}.Claims(p))
+		}
+	}
+	if len(others) > 0 {
+		srcs = append(srcs, remoteSource{c.here.XClaimStreamOf(p), others})
+	}
+	return srcs
+}
+
+// followOne follows one remote source into out; caught is called once
+// every record stored when it started has been delivered.
+func (c *Consumer) followOne(ctx context.Context, p int, src remoteSource, out chan<- remoteRec, caught func()) error {
+	cons, err := c.js.OrderedConsumer(ctx, src.stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: src.filters, DeliverPolicy: jetstream.DeliverAllPolicy,
 		InactiveThreshold: streams.ReaderInactive,
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("p%d remote claims: %w", p, err)
+		return fmt.Errorf("p%d remote claims in %s: %w", p, src.stream, err)
 	}
-	caughtUp := make(chan struct{})
+	var once sync.Once
 	if info := cons.CachedInfo(); info == nil || info.NumPending == 0 {
-		close(caughtUp)
+		once.Do(caught)
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
 	if err != nil {
-		return nil, nil, fmt.Errorf("p%d remote claims: %w", p, err)
+		return fmt.Errorf("p%d remote claims in %s: %w", p, src.stream, err)
 	}
-	out := make(chan remoteRec, 256)
 	context.AfterFunc(ctx, func() {
 		it.Stop()
-		streams.DropConsumer(c.js, stream, cons)
+		streams.DropConsumer(c.js, src.stream, cons)
 	})
 	go func() {
-		caught := false
-		select {
-		case <-caughtUp:
-			caught = true
-		default:
-		}
 		for {
 			m, err := it.Next()
 			if err != nil {
 				if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
 					return
 				}
-				c.lg.Debug("remote claims", "partition", p, "err", err)
+				c.lg.Debug("remote claims", "partition", p, "stream", src.stream, "err", err)
 				continue
 			}
 			md, err := m.Metadata()
@@ -95,13 +136,12 @@ func (c *Consumer) followRemote(ctx context.Context, p int) (<-chan remoteRec, <
 					return
 				}
 			}
-			if !caught && md.NumPending == 0 {
-				caught = true
-				close(caughtUp)
+			if md.NumPending == 0 {
+				once.Do(caught)
 			}
 		}
 	}()
-	return out, caughtUp, nil
+	return nil
 }
 
 // mergeRemote folds one remote claim record into p's state, measures the
@@ -163,14 +203,15 @@ func (pt *partition) recordConflicts(ctx context.Context) error {
 		rec := dedupe.ConflictRecord{Hash: cf.Hash.Hex(), Partition: p, Region: c.o.Region, Edge: c.o.Name, DetectedAt: c.now(), ClaimGen: cf.ClaimGen}
 		rec.Remote.Region, rec.Remote.Writer, rec.Remote.Epoch, rec.Remote.Time, rec.Remote.Seq = cf.Region, cf.Writer, cf.Epoch, cf.Time, cf.Seq
 		data, _ := json.Marshal(rec)
-		msg := &nats.Msg{Subject: c.names.Conflict(rec.Hash, cf.Region, cf.ClaimGen), Data: data}
+		peer := c.conflictPeer(cf.Region)
+		msg := &nats.Msg{Subject: c.here.Conflict(rec.Hash, peer, cf.ClaimGen), Data: data}
 		counted := func() {
 			c.c.conflicts.addBy(cf.Region, 1)
 			c.lg.Warn("cross-region conflict", "partition", p, "id_hash", rec.Hash, "peer", cf.Region, "peer_writer", cf.Writer)
 		}
 		if conflicts == nil {
 			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			conflicts, _ = c.js.Stream(sctx, c.names.ConflictStream())
+			conflicts, _ = c.js.Stream(sctx, c.here.ConflictStream())
 			cancel()
 		}
 		if conflicts != nil {
@@ -209,7 +250,7 @@ func (pt *partition) recordConflicts(ctx context.Context) error {
 						c.lg.Error("conflict not recorded: every subject it may go on holds foreign bytes", "partition", p, "id_hash", rec.Hash, "peer", cf.Region)
 						break
 					}
-					msg.Subject = c.names.Conflict(rec.Hash, fmt.Sprintf("%s~%d", cf.Region, alt), cf.ClaimGen)
+					msg.Subject = c.here.Conflict(rec.Hash, fmt.Sprintf("%s~%d", peer, alt), cf.ClaimGen)
 					continue
 				}
 				err = fmt.Errorf("read what holds %s: %w", msg.Subject, herr)
@@ -240,11 +281,12 @@ func (c *Consumer) raceOnRecord(ctx context.Context, conflicts jetstream.Stream,
 	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	hash := cf.Hash.Hex()
-	info, err := conflicts.Info(gctx, jetstream.WithSubjectFilter(c.names.Conflicts(hash, cf.Region)))
+	peer := c.conflictPeer(cf.Region)
+	info, err := conflicts.Info(gctx, jetstream.WithSubjectFilter(c.here.Conflicts(hash, peer)))
 	if err != nil {
 		return false, err
 	}
-	if _, own := info.State.Subjects[c.names.Conflict(hash, cf.Region, cf.ClaimGen)]; own {
+	if _, own := info.State.Subjects[c.here.Conflict(hash, peer, cf.ClaimGen)]; own {
 		return false, nil
 	}
 	for subject := range info.State.Subjects {
@@ -259,6 +301,16 @@ func (c *Consumer) raceOnRecord(ctx context.Context, conflicts jetstream.Stream,
 	return false, nil
 }
 
+// conflictPeer is the peer token of a conflict with region peer in its
+// record's subject: the peer, or after a failover "<peer>~<region>" (the
+// race is the failed-over region's, recorded among the host's own races).
+func (c *Consumer) conflictPeer(peer string) string {
+	if c.o.Host == "" {
+		return peer
+	}
+	return peer + "~" + c.o.Region
+}
+
 // maxConflictSubjects bounds the other subjects (peer~1, peer~2, ...) a
 // conflict goes on when foreign bytes hold its own.
 const maxConflictSubjects = 8
@@ -268,7 +320,7 @@ const maxConflictSubjects = 8
 func (c *Consumer) conflictHeld(ctx context.Context, subject, hash string) (uint64, bool, error) {
 	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	s, err := c.js.Stream(gctx, c.names.ConflictStream())
+	s, err := c.js.Stream(gctx, c.here.ConflictStream())
 	if err != nil {
 		return 0, false, err
 	}

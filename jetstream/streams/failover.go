@@ -82,3 +82,27 @@ func Promote(ctx context.Context, js jetstream.JetStream, n Names, of string) ([
 	}
 	return done, nil
 }
+
+// ReadFailoverSettings reads the settings of region of's streams as its
+// standby host holds them (its promoted or still mirroring standby claim
+// streams): of's partition and shard counts, window and largest record.
+func ReadFailoverSettings(ctx context.Context, js jetstream.JetStream, host Names, of string) (Settings, error) {
+	name := host.StandbyClaimShard(of, 0)
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		return Settings{}, fmt.Errorf("standby claim stream %s: %w", name, err)
+	}
+	cfg := s.CachedInfo().Config
+	if cfg.Metadata[metaStandbyOf] != of {
+		return Settings{}, fmt.Errorf("stream %s is not a standby claim stream of %s", name, of)
+	}
+	l, err := layoutOf(name, cfg.Metadata)
+	if err != nil {
+		return Settings{}, err
+	}
+	w, err := time.ParseDuration(cfg.Metadata[metaWindow])
+	if err != nil || w <= 0 {
+		return Settings{}, fmt.Errorf("standby claim stream %s: no dedupe window", name)
+	}
+	return Settings{Partitions: l.Partitions, Shards: l.Shards, Window: w, MaxMsgSize: cfg.MaxMsgSize}, nil
+}
