@@ -195,7 +195,11 @@ func (c Credentials) Password(u User) string { return c[u.Name()] }
 // Permissions returns u's subject permissions (nil for Admin and System:
 // everything in their account). An edge's name its region's streams, every
 // shard's: shards is the region's shard count (zero means 1).
-func Permissions(u User, shards int) *server.Permissions {
+//
+// standbyFor are the regions the user's region stands by for: its edges
+// may also run their partitions after a failover (edge.Options.Host),
+// on the standby streams of the first MaxStandbyShards shards of each.
+func Permissions(u User, shards int, standbyFor ...string) *server.Permissions {
 	switch u.Role {
 	case Producer:
 		// Its tenant's ingest subjects only. The legacy subjects of
@@ -207,7 +211,7 @@ func Permissions(u User, shards int) *server.Permissions {
 		}
 	case Edge:
 		return &server.Permissions{
-			Publish:   &server.SubjectPermission{Allow: edgePublish(streams.Names{Region: u.Scope, Shards: shards})},
+			Publish:   &server.SubjectPermission{Allow: edgePublish(streams.Names{Region: u.Scope, Shards: shards}, standbyFor)},
 			Subscribe: &server.SubjectPermission{Allow: []string{InboxPrefix(u) + ".>"}},
 		}
 	default:
@@ -222,9 +226,17 @@ func Permissions(u User, shards int) *server.Permissions {
 // deleting streams, deleting messages, pausing, resetting or unpinning
 // consumers, leader step-downs, snapshots and restores, peer and server
 // moves, the meta group, account info; and every other region's streams.
-func edgePublish(n streams.Names) []string {
+func edgePublish(n streams.Names, standbyFor []string) []string {
 	allow := []string{n.Prefix() + ".claims.*", n.Prefix() + ".dlq.*", n.Prefix() + ".out.*", n.Prefix() + ".conflicts.>"}
-	for _, s := range n.Streams() {
+	names := n.Streams()
+	for _, of := range standbyFor {
+		// A failover's claims, stored by the promoted stream as of's.
+		allow = append(allow, n.Prefix()+".claims."+of+".*")
+		for s := range MaxStandbyShards {
+			names = append(names, n.StandbyShard(of, s), n.StandbyClaimShard(of, s))
+		}
+	}
+	for _, s := range names {
 		allow = append(allow,
 			"$JS.API.STREAM.INFO."+s, "$JS.API.STREAM.MSG.GET."+s,
 			"$JS.API.DIRECT.GET."+s, "$JS.API.DIRECT.GET."+s+".>",
@@ -237,6 +249,11 @@ func edgePublish(n streams.Names) []string {
 	}
 	return allow
 }
+
+// MaxStandbyShards is how many shards of a stood-by region a standby's
+// edges may reach (Permissions): the permissions are set before the
+// region's shard count can be read from its streams.
+const MaxStandbyShards = 16
 
 // InboxPrefix is the reply-subject prefix user u must use
 // (nats.CustomInboxPrefix; ClientOptions sets it): each producer and each
@@ -271,8 +288,9 @@ func ClientOptions(u User, pw string) []nats.Option {
 // core.Options.SystemAccount).
 //
 // region names the node's region and its shard count (the edge's
-// permissions name every shard's streams).
-func Users(c Credentials, region streams.Names) ([]*server.User, error) {
+// permissions name every shard's streams), standbyFor the regions it
+// stands by for (its edges may run their partitions after a failover).
+func Users(c Credentials, region streams.Names, standbyFor ...string) ([]*server.User, error) {
 	own := EdgeUser(region.Region)
 	var us []*server.User
 	for _, name := range slices.Sorted(maps.Keys(c)) {
@@ -291,7 +309,7 @@ func Users(c Credentials, region streams.Names) ([]*server.User, error) {
 		if err != nil {
 			return nil, fmt.Errorf("credentials: %s: %w", name, err)
 		}
-		su := &server.User{Username: name, Password: string(hash), Permissions: Permissions(u, region.Shards)}
+		su := &server.User{Username: name, Password: string(hash), Permissions: Permissions(u, region.Shards, standbyFor...)}
 		switch u.Role {
 		case System:
 			su.Account = server.NewAccount(SystemAccount)

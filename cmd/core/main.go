@@ -201,7 +201,7 @@ func (f *flags) options(log *slog.Logger) (core.Options, streams.Config, error) 
 		return o, cfg, fmt.Errorf("bad -ingest-dedupe: %w", err)
 	}
 	if f.credDir != "" {
-		if err := withCredentials(&o, cfg.Shards, f.credDir, f.genCreds, log); err != nil {
+		if err := withCredentials(&o, cfg.Shards, cfg.StandbyFor, f.credDir, f.genCreds, log); err != nil {
 			return o, cfg, err
 		}
 	}
@@ -210,7 +210,7 @@ func (f *flags) options(log *slog.Logger) (core.Options, streams.Config, error) 
 
 // withCredentials turns authentication on in o from the password files in
 // dir (creating missing ones first when generate is set).
-func withCredentials(o *core.Options, shards int, dir string, generate bool, log *slog.Logger) error {
+func withCredentials(o *core.Options, shards int, standbyFor []string, dir string, generate bool, log *slog.Logger) error {
 	load := auth.Load
 	if generate {
 		load = func(dir string) (auth.Credentials, error) { return auth.Generate(dir, auth.EdgeUser(o.Region)) }
@@ -222,7 +222,7 @@ func withCredentials(o *core.Options, shards int, dir string, generate bool, log
 	if creds.Password(auth.EdgeUser(o.Region)) == "" {
 		log.Warn("no edge user for this region: its edges cannot connect", "want", filepath.Join(dir, auth.EdgeUser(o.Region).Name()+".password"))
 	}
-	users, err := auth.Users(creds, streams.Names{Region: o.Region, Shards: shards})
+	users, err := auth.Users(creds, streams.Names{Region: o.Region, Shards: shards}, standbyFor...)
 	if err != nil {
 		return fmt.Errorf("credentials: %w", err)
 	}

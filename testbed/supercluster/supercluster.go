@@ -181,7 +181,7 @@ func Start(ctx context.Context, top topology.Topology, o Options) (*Cluster, err
 			Mappings: sc.IngestMapping(),
 		}
 		if c.creds != nil {
-			users, err := auth.Users(c.creds, sc.Names)
+			users, err := auth.Users(c.creds, sc.Names, sc.StandbyFor...)
 			if err != nil {
 				return nil, fmt.Errorf("supercluster: %w", err)
 			}
