@@ -4,6 +4,7 @@
 //	core                                   one node, 127.0.0.1:4222, data in ./data/core-0
 //	core -name c1 -cluster-port 6222 -routes 127.0.0.1:6222,127.0.0.1:6223,127.0.0.1:6224 -replicas 3
 //	core secrets -dir ./secrets -hosts core-a,core-b   write credentials, dev TLS, gossip key, admin token; exit
+//	core region-failover -region eu-west us-east       us-east is lost: eu-west continues its claim log (then run edge -failover-of us-east there)
 //	core -name e0 -region us-east -gateway-port 7222 -gateways 'eu-west=10.0.1.5:7222;ap-south=10.0.2.5:7222' -peers eu-west,ap-south
 package main
 
@@ -36,6 +37,13 @@ import (
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "health" {
 		os.Exit(cli.Health(os.Args[2:], "http://127.0.0.1:8222/healthz?js-enabled-only=true"))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "region-failover" {
+		if err := regionFailover(os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "core region-failover:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	if len(os.Args) > 1 && os.Args[1] == "secrets" {
 		if err := secrets(os.Args[2:]); err != nil {

@@ -7,6 +7,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -15,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -115,6 +117,7 @@ type flags struct {
 	policy, logLevel, traceFile, statsFile    string
 	gossipBind, gossipSeeds, gossipKeyFile    string
 	gossipProfile, peers, adminTokenFile      string
+	failoverOf                                string
 	adminCert, adminKey                       string
 	insecure                                  *bool
 	test                                      testFlags
@@ -129,6 +132,7 @@ func (f *flags) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.Name, "name", "", "edge name in claim records (default hostname-pid)")
 	fs.StringVar(&f.parts, "partitions", "", "partitions to own, e.g. 0-3,8 (default all; with -gossip: the partitions the region's edges share)")
 	fs.StringVar(&f.peers, "peers", "", "other regions, comma-separated: merge their replicated claims and report conflicts (asynchronous cross-region mode)")
+	fs.StringVar(&f.failoverOf, "failover-of", "", "after `core region-failover <region>`: run that lost region's partitions here, from this region's mirror of its ingest, continuing its claim log (-region is this standby region, whose credentials and core nodes the edge uses; -peers are this region's peers; asynchronous mode, no -gossip yet)")
 	fs.BoolVar(&o.Strict, "strict", false, "strict cross-region mode: consume the region's home stream (set -partitions to the home partitions)")
 	fs.IntVar(&o.BatchSize, "batch", def.BatchSize, "events per batch (one claim append each)")
 	fs.DurationVar(&o.AckWait, "ack-wait", def.AckWait, "ingest redelivery timeout")
@@ -169,6 +173,22 @@ func (f *flags) options(log *slog.Logger) (edge.Options, error) {
 	f.test.apply(&o, log)
 	if f.peers != "" {
 		o.Peers = strings.Split(f.peers, ",")
+	}
+	if f.failoverOf != "" {
+		// This region hosts the lost region's partitions: the lost one's
+		// peers are this region's, with this region in its place.
+		i := slices.Index(o.Peers, f.failoverOf)
+		switch {
+		case i < 0:
+			return o, fmt.Errorf("-failover-of %s: not among -peers %q", f.failoverOf, f.peers)
+		case f.gossipBind != "":
+			return o, errors.New("-failover-of runs without -gossip (own -partitions statically)")
+		case o.Strict:
+			return o, errors.New("-failover-of is asynchronous mode only")
+		}
+		o.Peers = slices.Clone(o.Peers)
+		o.Peers[i] = o.Region
+		o.Host, o.Region = o.Region, f.failoverOf
 	}
 	var err error
 	if o.Partitions, err = cli.Ints(f.parts); err != nil {
@@ -264,7 +284,8 @@ func buildSinks(list string, js jetstream.JetStream, o edge.Options, ledger, htt
 	for _, name := range strings.Split(list, ",") {
 		switch strings.TrimSpace(name) {
 		case "nats":
-			chain = append(chain, &sink.NATS{JS: js, Names: streams.Names{Region: o.Region}})
+			// Into the output stream of the region the edge runs in.
+			chain = append(chain, &sink.NATS{JS: js, Names: streams.Names{Region: cmp.Or(o.Host, o.Region)}})
 		case "http":
 			if httpURL == "" {
 				return nil, nil, fmt.Errorf("sink http needs -http-url")

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/onceplane/onceplane/internal/cli"
+	"github.com/onceplane/onceplane/jetstream/streams"
+)
+
+// regionFailover runs `core region-failover`: it declares region R lost and
+// makes its standby continue R's claim log (streams.Promote), so that the
+// standby's failover edges (edge -failover-of R) take R's partitions over
+// from the mirrored ingest. It is idempotent.
+func regionFailover(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("core region-failover", flag.ContinueOnError)
+	var conn cli.NATSFlags
+	url := fs.String("nats", "nats://127.0.0.1:4222", "a core node of the standby region")
+	standby := fs.String("region", "", "the standby region (the one named in the lost region's topology `standby`, running with -standby-for)")
+	timeout := fs.Duration("timeout", time.Minute, "give up after this long")
+	conn.Register(fs, "admin")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: core region-failover -region <standby> [flags] <lost region>")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 || *standby == "" {
+		fs.Usage()
+		return errors.New("want -region <standby> and one lost region")
+	}
+	lost := fs.Arg(0)
+	for _, r := range []string{lost, *standby} {
+		if err := streams.ValidateRegion(r); err != nil {
+			return err
+		}
+	}
+	if lost == *standby {
+		return fmt.Errorf("%s cannot stand by for itself", lost)
+	}
+	opts, err := conn.Options("onceplane-region-failover")
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(*url, append(opts, nats.MaxReconnects(0))...)
+	if err != nil {
+		return fmt.Errorf("connect %s: %w", *url, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	promoted, err := streams.Promote(ctx, js, streams.Names{Region: *standby}, lost)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "%s failed over to %s: %s continue %s's claim log; start %s's failover edges (edge -region %s -failover-of %s)\n",
+		lost, *standby, strings.Join(promoted, ", "), lost, *standby, *standby, lost)
+	return nil
+}
