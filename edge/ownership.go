@@ -110,29 +110,51 @@ func (c *Consumer) Run(ctx context.Context) error {
 // provisioned) until ctx ends, as a supervisor restarting the edge would.
 func (c *Consumer) open(ctx context.Context) (streams.Settings, *claimlog.Log, error) {
 	for b := poll.Backoff(100*time.Millisecond, 5*time.Second); ; {
-		set, err := c.settings(ctx)
+		set, l, err := c.openOnce(ctx)
 		if err == nil {
-			c.names.Shards = set.Shards
-			var l *claimlog.Log
-			if c.o.Host != "" {
-				l, err = claimlog.OpenFailover(ctx, c.js, c.here, c.names)
-			} else {
-				l, err = claimlog.Open(ctx, c.js, c.names)
-			}
-			if err == nil {
-				l.Foreign = func(p int, seq uint64) { c.foreign("claims", p, seq) }
-				return set, l, nil
-			}
+			return set, l, nil
 		}
 		if ctx.Err() != nil {
 			return streams.Settings{}, nil, err
 		}
 		wait := b.NextBackOff()
-		c.lg.Warn("region's streams not reachable yet; retrying", "err", err, "in", wait)
+		c.lg.Warn("region's streams not usable yet; retrying", "err", err, "in", wait)
 		if poll.Sleep(ctx, wait) != nil {
 			return streams.Settings{}, nil, err
 		}
 	}
+}
+
+// openAttempt bounds one attempt of open: a reply lost while the streams
+// change (a failback remaking the claim log) must not hold the edge for as
+// long as its caller's deadline.
+const openAttempt = 10 * time.Second
+
+// openOnce is one attempt of open.
+func (c *Consumer) openOnce(ctx context.Context) (streams.Settings, *claimlog.Log, error) {
+	ctx, cancel := context.WithTimeout(ctx, openAttempt)
+	defer cancel()
+	set, err := c.settings(ctx)
+	if err != nil {
+		return set, nil, err
+	}
+	c.names.Shards = set.Shards
+	var l *claimlog.Log
+	if c.o.Host != "" {
+		l, err = claimlog.OpenFailover(ctx, c.js, c.here, c.names)
+	} else {
+		l, err = claimlog.Open(ctx, c.js, c.names)
+	}
+	switch {
+	case err != nil:
+		return set, nil, err
+	case l.FencedBy() != "":
+		// A failover ran this region's partitions elsewhere: the log
+		// continues there until the region fails back.
+		return set, nil, fmt.Errorf("region %s failed over to %s: its edges own nothing until `core region-failback`", c.o.Region, l.FencedBy())
+	}
+	l.Foreign = func(p int, seq uint64) { c.foreign("claims", p, seq) }
+	return set, l, nil
 }
 
 // settings reads the region's stream settings: from its own streams, or

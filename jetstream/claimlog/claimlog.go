@@ -77,6 +77,10 @@ func open(ctx context.Context, js jetstream.JetStream, names streams.Names, shar
 	return l, nil
 }
 
+// FencedBy returns the region this log was failed over to when it was
+// opened ("" when it was not: streams.Fence).
+func (l *Log) FencedBy() string { return streams.FencedBy(l.streams[0].CachedInfo().Config) }
+
 // streamOf is the name of the stream holding partition p's log.
 func (l *Log) streamOf(p int) string { return l.streams[l.names.ShardOf(p)].CachedInfo().Config.Name }
 

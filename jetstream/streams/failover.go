@@ -2,6 +2,7 @@ package streams
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"strconv"
@@ -105,4 +106,155 @@ func ReadFailoverSettings(ctx context.Context, js jetstream.JetStream, host Name
 		return Settings{}, fmt.Errorf("standby claim stream %s: no dedupe window", name)
 	}
 	return Settings{Partitions: l.Partitions, Shards: l.Shards, Window: w, MaxMsgSize: cfg.MaxMsgSize}, nil
+}
+
+// metaFenced, on a region's claim stream, names the region its claim log
+// was failed over to (Fence): the stream takes no appends and the
+// region's edges own nothing until FailBack.
+const metaFenced = "onceplane.fenced"
+
+// FailedOverTo returns the peer whose standby claim streams of region n
+// are promoted (Promote), "" when none is. A peer that does not answer
+// counts as not promoted: a region that returns while its standby is out
+// of reach cannot know, and runs.
+func FailedOverTo(ctx context.Context, js jetstream.JetStream, n Names, peers []string) (string, error) {
+	for _, peer := range peers {
+		name := Names{Region: peer}.StandbyClaimShard(n.region(), 0)
+		s, err := js.Stream(ctx, name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("failed over? %s: %w", name, err)
+		}
+		if cfg := s.CachedInfo().Config; cfg.Mirror == nil && cfg.Metadata[metaPromoted] != "" {
+			return peer, nil
+		}
+	}
+	return "", nil
+}
+
+// FencedBy returns the region a claim stream's log was failed over to
+// ("" when it is not fenced), or "failing back" for a log being made
+// again (a mirror).
+func FencedBy(cfg jetstream.StreamConfig) string {
+	if by := cfg.Metadata[metaFenced]; by != "" {
+		return by
+	}
+	if cfg.Mirror != nil {
+		return "failing back"
+	}
+	return ""
+}
+
+// Fence stops region n's claim log taking appends after a failover to
+// host: each claim shard keeps its records (other regions go on sourcing
+// them) but loses its input subjects, so an append finds no stream, and
+// names host in its metadata, which the region's edges read before they
+// own anything. Provisioning leaves a fenced stream alone. It is
+// idempotent.
+func Fence(ctx context.Context, js jetstream.JetStream, n Names, host string) error {
+	for t := range n.ShardCount() {
+		s, err := js.Stream(ctx, n.ClaimShard(t))
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("fence %s: %w", n.ClaimShard(t), err)
+		}
+		cfg := s.CachedInfo().Config
+		if FencedBy(cfg) == host {
+			continue
+		}
+		cfg.Metadata = maps.Clone(cfg.Metadata)
+		cfg.Metadata[metaFenced] = host
+		cfg.Subjects = []string{fencedSubject(n, t)}
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("fence %s: %w", n.ClaimShard(t), err)
+		}
+	}
+	return nil
+}
+
+// fencedSubject is the only input subject of a fenced claim shard: one no
+// edge appends on (a stream cannot have none).
+func fencedSubject(n Names, t int) string {
+	return n.prefix() + ".fenced." + strconv.Itoa(t)
+}
+
+// FailBack ends a failover of region of to host: host's failover edges
+// must be stopped first. Each of of's claim shards is made again as a
+// mirror of host's promoted stream (which continued it, with its
+// sequences), and once it holds every record, promoted back to its own
+// subjects (want: of's claim shard configurations, StreamConfigs); host's
+// standby claim streams become mirrors of of's again. Other regions'
+// sources of of's claim log resume at their stored positions: the
+// sequences are the same.
+func FailBack(ctx context.Context, js jetstream.JetStream, want []jetstream.StreamConfig, host string, of Names) error {
+	hn := Names{Region: host}
+	for t := range of.ShardCount() {
+		name, standby := of.ClaimShard(t), hn.StandbyClaimShard(of.region(), t)
+		var cfg jetstream.StreamConfig
+		for _, w := range want {
+			if w.Name == name {
+				cfg = w
+			}
+		}
+		if cfg.Name == "" {
+			return fmt.Errorf("fail back %s: no configuration for %s", of.region(), name)
+		}
+		src, err := js.Stream(ctx, standby)
+		if err != nil {
+			return fmt.Errorf("fail back %s: %s: %w", of.region(), standby, err)
+		}
+		scfg := src.CachedInfo().Config
+		if scfg.Mirror != nil {
+			continue // not failed over (or already failed back)
+		}
+		srcInfo, err := src.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("fail back %s: %s: %w", of.region(), standby, err)
+		}
+		if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("fail back %s: delete %s: %w", of.region(), name, err)
+		}
+		// Still fenced while it catches up: the region's edges wait for
+		// the whole log.
+		mirror := cfg
+		mirror.Subjects, mirror.SubjectTransform = nil, nil
+		mirror.Mirror = &jetstream.StreamSource{Name: standby, OptStartSeq: 1}
+		mirror.Metadata = maps.Clone(cfg.Metadata)
+		mirror.Metadata[metaFenced] = host
+		m, err := js.CreateStream(ctx, mirror)
+		if err != nil {
+			return fmt.Errorf("fail back %s: mirror %s: %w", of.region(), name, err)
+		}
+		for {
+			info, err := m.Info(ctx)
+			if err == nil && info.State.LastSeq >= srcInfo.State.LastSeq {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("fail back %s: %s catching up with %s: %w", of.region(), name, standby, ctx.Err())
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("fail back %s: promote %s back: %w", of.region(), name, err)
+		}
+		// The standby mirrors the region's log again, from its start.
+		if err := js.DeleteStream(ctx, standby); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("fail back %s: delete %s: %w", of.region(), standby, err)
+		}
+		again := scfg
+		again.Subjects, again.SubjectTransform = nil, nil
+		again.Metadata = maps.Clone(scfg.Metadata)
+		delete(again.Metadata, metaPromoted)
+		again.Mirror = &jetstream.StreamSource{Name: name, OptStartSeq: 1}
+		if _, err := js.CreateStream(ctx, again); err != nil {
+			return fmt.Errorf("fail back %s: mirror %s again: %w", of.region(), standby, err)
+		}
+	}
+	return nil
 }

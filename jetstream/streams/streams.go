@@ -296,6 +296,10 @@ type Config struct {
 	// the same sequences, so that the events they accepted and this region
 	// mirrored survive their loss. Nil means none.
 	StandbyFor []string
+
+	// failoverPeers are the Peers of a Config made by Own: Provision looks
+	// for a failover of the region among them before anything else.
+	failoverPeers []string
 }
 
 // peer is the Names of peer region r.
@@ -339,6 +343,9 @@ func (c Config) withDefaults() Config {
 // provision it first everywhere, since a source whose origin stream does
 // not exist yet backs off for tens of seconds.
 func (c Config) Own() Config {
+	if c.Home == nil {
+		c.failoverPeers = c.Peers
+	}
 	c.Peers, c.Home, c.StandbyFor = nil, nil, nil
 	return c
 }
@@ -583,6 +590,9 @@ func Provision(ctx context.Context, js jetstream.JetStream, c Config) error {
 			return err
 		}
 	}
+	if err := fenceIfFailedOver(ctx, js, c); err != nil {
+		return err
+	}
 	for _, want := range c.StreamConfigs() {
 		if err := provisionOne(ctx, js, want); err != nil {
 			return err
@@ -592,6 +602,30 @@ func Provision(ctx context.Context, js jetstream.JetStream, c Config) error {
 		// Again, now that this region's home streams exist: two regions
 		// starting for the first time at once each see the other's.
 		return checkHomes(ctx, js, c)
+	}
+	return nil
+}
+
+// fenceIfFailedOver fences the region's claim log (Fence) when a peer has
+// promoted its standby copy of it (a failover declared while the region was
+// gone), before its edges can append again. A peer that does not answer
+// in time counts as not promoted.
+func fenceIfFailedOver(ctx context.Context, js jetstream.JetStream, c Config) error {
+	peers := c.Peers
+	if len(peers) == 0 {
+		peers = c.failoverPeers
+	}
+	if len(peers) == 0 || c.Home != nil {
+		return nil
+	}
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	host, err := FailedOverTo(fctx, js, c.Names, peers)
+	cancel()
+	if err != nil || host == "" {
+		return nil
+	}
+	if err := Fence(ctx, js, c.Names, host); err != nil {
+		return fmt.Errorf("provision: %w", err)
 	}
 	return nil
 }
@@ -654,6 +688,9 @@ func provisionAttempt(ctx context.Context, js jetstream.JetStream, want jetstrea
 	have := s.CachedInfo().Config
 	if want.Mirror != nil && have.Mirror == nil && have.Metadata[metaPromoted] != "" {
 		return nil // a standby claim log promoted by a failover: it is a log now
+	}
+	if FencedBy(have) != "" {
+		return nil // a claim log failed over to another region: FailBack ends it
 	}
 	if p := have.Metadata[metaPartitions]; p != "" && p != want.Metadata[metaPartitions] {
 		return fmt.Errorf("stream %s: %w (have %s, want %s)", want.Name, ErrPartitionsChanged, p, want.Metadata[metaPartitions])

@@ -27,9 +27,15 @@ import (
 func TestRegionFailover(t *testing.T) {
 	top := topology.Default()
 	top.Regions[0].Standby = "eu-west"
-	c := start(t, top)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
+	// File storage: us-east's streams keep their sequences across the
+	// restart of its core nodes.
+	c, err := Start(ctx, top, Options{DataDir: t.TempDir(), Logger: coretest.Quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
 	east := streams.Names{Region: "us-east"}
 	west := streams.Names{Region: "eu-west"}
 	_, eastAdmin := mustConnect(t, c, "us-east")
@@ -101,18 +107,62 @@ func TestRegionFailover(t *testing.T) {
 		return err == nil
 	})
 	stopF := run("eu-west", edge.Options{Region: "us-east", Host: "eu-west", Name: "west-failover", Peers: []string{"eu-west", "ap-south"}}, handler("failover"))
-	defer stopF()
 	coretest.Eventually(t, time.Minute, "the failover handles us-east's backlog", func() bool { return count("failover") == 100 })
+
+	// us-east comes back: its provisioning finds the failover and fences
+	// its own claim log, so its edges own nothing.
+	if err := c.StartRegion(ctx, "us-east"); err != nil {
+		t.Fatal(err)
+	}
+	cfg := c.StreamConfig("us-east")
+	for _, pc := range []streams.Config{cfg.Own(), cfg} {
+		coretest.Eventually(t, time.Minute, "us-east provisioned again", func() bool {
+			pctx, pcancel := context.WithTimeout(ctx, 20*time.Second)
+			defer pcancel()
+			return streams.Provision(pctx, eastAdmin, pc) == nil
+		})
+	}
+	fenced, err := eastAdmin.Stream(ctx, east.ClaimStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if by := streams.FencedBy(fenced.CachedInfo().Config); by != "eu-west" {
+		t.Fatalf("us-east's claim log fenced by %q, want eu-west", by)
+	}
+	if _, err := eastAdmin.Publish(ctx, east.Claims(0), []byte("stale")); err == nil {
+		t.Fatal("a fenced claim log took an append")
+	}
+	stopE := run("us-east", edge.Options{Region: "us-east", Name: "east-edge-2", Peers: []string{"eu-west", "ap-south"}}, handler("east-2"))
+	defer stopE()
+
+	// Fail back: the failover edges stop, us-east's log takes the
+	// failover's records (same sequences), and us-east's edge goes on
+	// after them: only what arrives after is new to it.
+	stopF()
+	coretest.Eventually(t, time.Minute, "failed back", func() bool {
+		fctx, fcancel := context.WithTimeout(ctx, 30*time.Second)
+		defer fcancel()
+		err := streams.FailBack(fctx, westAdmin, cfg.StreamConfigs(), "eu-west", east)
+		if err != nil {
+			t.Logf("fail back: %v", err)
+		}
+		return err == nil
+	})
+	publish(200, 250)
+	coretest.Eventually(t, time.Minute, "us-east handles what arrives after the failback", func() bool { return count("east-2") == 50 })
 	mu.Lock()
 	defer mu.Unlock()
-	for i := range 200 {
+	for i := range 250 {
 		id := fmt.Sprintf("acct-%d", i)
-		want := 0
-		if i >= 100 {
-			want = 1
+		want := [3]int{1, 0, 0} // us-east before, the failover, us-east after
+		switch {
+		case i >= 200:
+			want = [3]int{0, 0, 1}
+		case i >= 100:
+			want = [3]int{0, 1, 0}
 		}
-		if got := runs["failover"][id]; got != want {
-			t.Errorf("%s handled %d times by the failover, want %d", id, got, want)
+		if got := [3]int{runs["east"][id], runs["failover"][id], runs["east-2"][id]}; got != want {
+			t.Errorf("%s handled %v times (us-east, failover, us-east again), want %v", id, got, want)
 		}
 	}
 }
