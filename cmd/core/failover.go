@@ -70,3 +70,53 @@ func regionFailover(args []string, out io.Writer) error {
 		lost, *standby, strings.Join(promoted, ", "), lost, *standby, *standby, lost)
 	return nil
 }
+
+// regionFailback runs `core region-failback`: once the lost region's core
+// nodes are back (their claim log fenced at start) and the standby's
+// failover edges are stopped, the region's claim log is remade from the
+// standby's continuation of it and its edges resume after the failover's
+// records. It is idempotent.
+func regionFailback(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("core region-failback", flag.ContinueOnError)
+	var conn cli.NATSFlags
+	url := fs.String("nats", "nats://127.0.0.1:4222", "a core node of the supercluster")
+	standby := fs.String("region", "", "the standby region the failover ran in")
+	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long")
+	conn.Register(fs, "admin")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: core region-failback -region <standby> [flags] <region>")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 || *standby == "" {
+		fs.Usage()
+		return errors.New("want -region <standby> and one region")
+	}
+	back := fs.Arg(0)
+	opts, err := conn.Options("onceplane-region-failback")
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(*url, append(opts, nats.MaxReconnects(0))...)
+	if err != nil {
+		return fmt.Errorf("connect %s: %w", *url, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	l, err := streams.ReadLayout(ctx, js, streams.Names{Region: back})
+	if err != nil {
+		return fmt.Errorf("%s's streams (are its core nodes back?): %w", back, err)
+	}
+	if err := streams.FailBack(ctx, js, *standby, streams.Names{Region: back, Shards: l.Shards}); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "%s failed back from %s: its edges resume after the failover's records\n", back, *standby)
+	return nil
+}

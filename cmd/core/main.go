@@ -5,6 +5,7 @@
 //	core -name c1 -cluster-port 6222 -routes 127.0.0.1:6222,127.0.0.1:6223,127.0.0.1:6224 -replicas 3
 //	core secrets -dir ./secrets -hosts core-a,core-b   write credentials, dev TLS, gossip key, admin token; exit
 //	core region-failover -region eu-west us-east       us-east is lost: eu-west continues its claim log (then run edge -failover-of us-east there)
+//	core region-failback -region eu-west us-east       us-east is back: its claim log is remade from eu-west's, its edges resume
 //	core -name e0 -region us-east -gateway-port 7222 -gateways 'eu-west=10.0.1.5:7222;ap-south=10.0.2.5:7222' -peers eu-west,ap-south
 package main
 
@@ -13,6 +14,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -38,9 +40,10 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "health" {
 		os.Exit(cli.Health(os.Args[2:], "http://127.0.0.1:8222/healthz?js-enabled-only=true"))
 	}
-	if len(os.Args) > 1 && os.Args[1] == "region-failover" {
-		if err := regionFailover(os.Args[2:], os.Stdout); err != nil {
-			fmt.Fprintln(os.Stderr, "core region-failover:", err)
+	if len(os.Args) > 1 && (os.Args[1] == "region-failover" || os.Args[1] == "region-failback") {
+		run := map[string]func([]string, io.Writer) error{"region-failover": regionFailover, "region-failback": regionFailback}[os.Args[1]]
+		if err := run(os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintf(os.Stderr, "core %s: %v\n", os.Args[1], err)
 			os.Exit(1)
 		}
 		return

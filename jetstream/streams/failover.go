@@ -176,58 +176,101 @@ func Fence(ctx context.Context, js jetstream.JetStream, n Names, host string) er
 	return nil
 }
 
+// claimSubjects are the input subjects of shard t's claim stream (as
+// StreamConfigs makes them), with the partition count from its metadata.
+func (n Names) claimSubjects(t int, meta map[string]string) []string {
+	if n.ShardCount() == 1 {
+		return []string{n.prefix() + ".claims.*"}
+	}
+	partitions, _ := strconv.Atoi(meta[metaPartitions])
+	var subs []string
+	for _, p := range n.ShardPartitions(t, partitions) {
+		subs = append(subs, n.Claims(p))
+	}
+	return subs
+}
+
 // fencedSubject is the only input subject of a fenced claim shard: one no
 // edge appends on (a stream cannot have none).
 func fencedSubject(n Names, t int) string {
 	return n.prefix() + ".fenced." + strconv.Itoa(t)
 }
 
-// FailBack ends a failover of region of to host: host's failover edges
-// must be stopped first. Each of of's claim shards is made again as a
-// mirror of host's promoted stream (which continued it, with its
-// sequences), and once it holds every record, promoted back to its own
-// subjects (want: of's claim shard configurations, StreamConfigs); host's
-// standby claim streams become mirrors of of's again. Other regions'
-// sources of of's claim log resume at their stored positions: the
-// sequences are the same.
-func FailBack(ctx context.Context, js jetstream.JetStream, want []jetstream.StreamConfig, host string, of Names) error {
+// FailBack ends a failover of region of (Shards set) to host. Each of of's
+// claim shards, fenced since the region returned, is remade from host's
+// promoted stream, which continued it with its sequences: that stream
+// stops taking appends first (host's failover edges stall; stop them), of's
+// shard is made again as a mirror of it and, once it holds every record,
+// promoted back to its own subjects; host's standby claim stream becomes a
+// mirror of of's again. Other regions' sources of of's claim log resume at
+// their stored positions: the sequences are the same. It is idempotent, so
+// running it again finishes a failback cut short.
+func FailBack(ctx context.Context, js jetstream.JetStream, host string, of Names) error {
 	hn := Names{Region: host}
 	for t := range of.ShardCount() {
 		name, standby := of.ClaimShard(t), hn.StandbyClaimShard(of.region(), t)
-		var cfg jetstream.StreamConfig
-		for _, w := range want {
-			if w.Name == name {
-				cfg = w
-			}
-		}
-		if cfg.Name == "" {
-			return fmt.Errorf("fail back %s: no configuration for %s", of.region(), name)
+		own, err := js.Stream(ctx, name)
+		if err != nil {
+			return fmt.Errorf("fail back %s: %s: %w", of.region(), name, err)
 		}
 		src, err := js.Stream(ctx, standby)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue // the standby's provisioning makes its mirror again
+		}
 		if err != nil {
 			return fmt.Errorf("fail back %s: %s: %w", of.region(), standby, err)
 		}
 		scfg := src.CachedInfo().Config
+		cfg := own.CachedInfo().Config
+		if cfg.Mirror == nil && cfg.Metadata[metaFenced] == "" {
+			// Failed back already; the standby may still be promoted.
+			if scfg.Mirror == nil {
+				if err := remirror(ctx, js, scfg, name); err != nil {
+					return fmt.Errorf("fail back %s: %w", of.region(), err)
+				}
+			}
+			continue
+		}
+		if by := cfg.Metadata[metaFenced]; by != host {
+			return fmt.Errorf("fail back %s: %s is fenced by %q, not %s", of.region(), name, by, host)
+		}
 		if scfg.Mirror != nil {
-			continue // not failed over (or already failed back)
+			return fmt.Errorf("fail back %s: %s is not promoted: nothing continued the log there", of.region(), standby)
+		}
+		// No more appends there: what it holds now is the whole log.
+		if len(scfg.Subjects) != 1 || scfg.Subjects[0] != fencedSubject(hn, t) {
+			stopped := scfg
+			stopped.Subjects, stopped.SubjectTransform = []string{fencedSubject(hn, t)}, nil
+			if _, err := js.UpdateStream(ctx, stopped); err != nil {
+				return fmt.Errorf("fail back %s: stop appends to %s: %w", of.region(), standby, err)
+			}
 		}
 		srcInfo, err := src.Info(ctx)
 		if err != nil {
 			return fmt.Errorf("fail back %s: %s: %w", of.region(), standby, err)
 		}
-		if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-			return fmt.Errorf("fail back %s: delete %s: %w", of.region(), name, err)
+		want := cfg
+		want.Mirror, want.SubjectTransform = nil, nil
+		want.Subjects = of.claimSubjects(t, cfg.Metadata)
+		want.Metadata = maps.Clone(cfg.Metadata)
+		delete(want.Metadata, metaFenced)
+		if cfg.Mirror == nil {
+			if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+				return fmt.Errorf("fail back %s: delete %s: %w", of.region(), name, err)
+			}
+			// Still fenced while it catches up: the region's edges wait
+			// for the whole log.
+			mirror := want
+			mirror.Subjects = nil
+			mirror.Mirror = &jetstream.StreamSource{Name: standby, OptStartSeq: 1}
+			mirror.Metadata = maps.Clone(cfg.Metadata)
+			if _, err := js.CreateStream(ctx, mirror); err != nil {
+				return fmt.Errorf("fail back %s: mirror %s: %w", of.region(), name, err)
+			}
 		}
-		// Still fenced while it catches up: the region's edges wait for
-		// the whole log.
-		mirror := cfg
-		mirror.Subjects, mirror.SubjectTransform = nil, nil
-		mirror.Mirror = &jetstream.StreamSource{Name: standby, OptStartSeq: 1}
-		mirror.Metadata = maps.Clone(cfg.Metadata)
-		mirror.Metadata[metaFenced] = host
-		m, err := js.CreateStream(ctx, mirror)
+		m, err := js.Stream(ctx, name)
 		if err != nil {
-			return fmt.Errorf("fail back %s: mirror %s: %w", of.region(), name, err)
+			return fmt.Errorf("fail back %s: %s: %w", of.region(), name, err)
 		}
 		for {
 			info, err := m.Info(ctx)
@@ -240,21 +283,29 @@ func FailBack(ctx context.Context, js jetstream.JetStream, want []jetstream.Stre
 			case <-time.After(50 * time.Millisecond):
 			}
 		}
-		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		if _, err := js.UpdateStream(ctx, want); err != nil {
 			return fmt.Errorf("fail back %s: promote %s back: %w", of.region(), name, err)
 		}
-		// The standby mirrors the region's log again, from its start.
-		if err := js.DeleteStream(ctx, standby); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-			return fmt.Errorf("fail back %s: delete %s: %w", of.region(), standby, err)
+		if err := remirror(ctx, js, scfg, name); err != nil {
+			return fmt.Errorf("fail back %s: %w", of.region(), err)
 		}
-		again := scfg
-		again.Subjects, again.SubjectTransform = nil, nil
-		again.Metadata = maps.Clone(scfg.Metadata)
-		delete(again.Metadata, metaPromoted)
-		again.Mirror = &jetstream.StreamSource{Name: name, OptStartSeq: 1}
-		if _, err := js.CreateStream(ctx, again); err != nil {
-			return fmt.Errorf("fail back %s: mirror %s again: %w", of.region(), standby, err)
-		}
+	}
+	return nil
+}
+
+// remirror makes a promoted standby claim stream (configured as promoted)
+// a mirror of origin again, from origin's first record.
+func remirror(ctx context.Context, js jetstream.JetStream, promoted jetstream.StreamConfig, origin string) error {
+	if err := js.DeleteStream(ctx, promoted.Name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("delete %s: %w", promoted.Name, err)
+	}
+	again := promoted
+	again.Subjects, again.SubjectTransform = nil, nil
+	again.Metadata = maps.Clone(promoted.Metadata)
+	delete(again.Metadata, metaPromoted)
+	again.Mirror = &jetstream.StreamSource{Name: origin, OptStartSeq: 1}
+	if _, err := js.CreateStream(ctx, again); err != nil {
+		return fmt.Errorf("mirror %s again: %w", promoted.Name, err)
 	}
 	return nil
 }

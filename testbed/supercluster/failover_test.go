@@ -142,12 +142,15 @@ func TestRegionFailover(t *testing.T) {
 	coretest.Eventually(t, time.Minute, "failed back", func() bool {
 		fctx, fcancel := context.WithTimeout(ctx, 30*time.Second)
 		defer fcancel()
-		err := streams.FailBack(fctx, westAdmin, cfg.StreamConfigs(), "eu-west", east)
+		err := streams.FailBack(fctx, westAdmin, "eu-west", east)
 		if err != nil {
 			t.Logf("fail back: %v", err)
 		}
 		return err == nil
 	})
+	if s, err := westAdmin.Stream(ctx, west.StandbyClaimShard("us-east", 0)); err != nil || s.CachedInfo().Config.Mirror == nil {
+		t.Fatalf("eu-west's copy of us-east's claim log is not a mirror again (%v)", err)
+	}
 	publish(200, 250)
 	coretest.Eventually(t, time.Minute, "us-east handles what arrives after the failback", func() bool { return count("east-2") == 50 })
 	mu.Lock()
