@@ -196,10 +196,9 @@ func (c Credentials) Password(u User) string { return c[u.Name()] }
 // everything in their account). An edge's name its region's streams, every
 // shard's: shards is the region's shard count (zero means 1).
 //
-// standbyFor are the regions the user's region stands by for: its edges
-// may also run their partitions after a failover (edge.Options.Host),
-// on the standby streams of the first MaxStandbyShards shards of each.
-func Permissions(u User, shards int, standbyFor ...string) *server.Permissions {
+// f says which regions the user's region stands by for, and which stands
+// by for it (Failover).
+func Permissions(u User, shards int, f Failover) *server.Permissions {
 	switch u.Role {
 	case Producer:
 		// Its tenant's ingest subjects only. The legacy subjects of
@@ -211,7 +210,7 @@ func Permissions(u User, shards int, standbyFor ...string) *server.Permissions {
 		}
 	case Edge:
 		return &server.Permissions{
-			Publish:   &server.SubjectPermission{Allow: edgePublish(streams.Names{Region: u.Scope, Shards: shards}, standbyFor)},
+			Publish:   &server.SubjectPermission{Allow: edgePublish(streams.Names{Region: u.Scope, Shards: shards}, f)},
 			Subscribe: &server.SubjectPermission{Allow: []string{InboxPrefix(u) + ".>"}},
 		}
 	default:
@@ -226,10 +225,15 @@ func Permissions(u User, shards int, standbyFor ...string) *server.Permissions {
 // deleting streams, deleting messages, pausing, resetting or unpinning
 // consumers, leader step-downs, snapshots and restores, peer and server
 // moves, the meta group, account info; and every other region's streams.
-func edgePublish(n streams.Names, standbyFor []string) []string {
+func edgePublish(n streams.Names, f Failover) []string {
 	allow := []string{n.Prefix() + ".claims.*", n.Prefix() + ".dlq.*", n.Prefix() + ".out.*", n.Prefix() + ".conflicts.>"}
+	if f.Standby != "" {
+		// Whether the standby took this region's log over (looked at
+		// before an edge owns anything): its stream's configuration only.
+		allow = append(allow, "$JS.API.STREAM.INFO."+streams.Names{Region: f.Standby}.StandbyClaimShard(n.Region, 0))
+	}
 	names := n.Streams()
-	for _, of := range standbyFor {
+	for _, of := range f.StandbyFor {
 		// A failover's claims, stored by the promoted stream as of's.
 		allow = append(allow, n.Prefix()+".claims."+of+".*")
 		for s := range MaxStandbyShards {
@@ -248,6 +252,18 @@ func edgePublish(n streams.Names, standbyFor []string) []string {
 			"$JS.ACK."+s+".>", "$JS.FC."+s+".>")
 	}
 	return allow
+}
+
+// Failover is what a region's edges may do around region failover.
+type Failover struct {
+	// StandbyFor are the regions this one stands by for: its edges may run
+	// their partitions after a failover (edge.Options.Host), on the
+	// standby streams of the first MaxStandbyShards shards of each.
+	StandbyFor []string
+	// Standby is the region standing by for this one: its edges may read
+	// the configuration of its copy of their claim log
+	// (edge.Options.Standby).
+	Standby string
 }
 
 // MaxStandbyShards is how many shards of a stood-by region a standby's
@@ -288,9 +304,8 @@ func ClientOptions(u User, pw string) []nats.Option {
 // core.Options.SystemAccount).
 //
 // region names the node's region and its shard count (the edge's
-// permissions name every shard's streams), standbyFor the regions it
-// stands by for (its edges may run their partitions after a failover).
-func Users(c Credentials, region streams.Names, standbyFor ...string) ([]*server.User, error) {
+// permissions name every shard's streams), f its failover relations.
+func Users(c Credentials, region streams.Names, f Failover) ([]*server.User, error) {
 	own := EdgeUser(region.Region)
 	var us []*server.User
 	for _, name := range slices.Sorted(maps.Keys(c)) {
@@ -309,7 +324,7 @@ func Users(c Credentials, region streams.Names, standbyFor ...string) ([]*server
 		if err != nil {
 			return nil, fmt.Errorf("credentials: %s: %w", name, err)
 		}
-		su := &server.User{Username: name, Password: string(hash), Permissions: Permissions(u, region.Shards, standbyFor...)}
+		su := &server.User{Username: name, Password: string(hash), Permissions: Permissions(u, region.Shards, f)}
 		switch u.Role {
 		case System:
 			su.Account = server.NewAccount(SystemAccount)

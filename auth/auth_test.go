@@ -158,7 +158,7 @@ func secureNode(t *testing.T, region string) (*core.Node, Credentials) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	users, err := Users(creds, streams.Names{Region: region})
+	users, err := Users(creds, streams.Names{Region: region}, Failover{})
 	if err != nil {
 		t.Fatal(err)
 	}

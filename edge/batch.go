@@ -161,9 +161,14 @@ func (pt *partition) decide(ctx context.Context, at time.Time) error {
 	st.Decide(w.hashes, at, c.o.Name, &w.batch)
 	pre.End()
 	w.evs = w.evs[:0]
+	// A failover edge runs what the lost region accepted: it may have run
+	// any of it and died before its claim reached the standby, so every
+	// run is flagged (and counted) as uncertain.
+	failover := c.o.Host != ""
 	for _, i := range w.batch.Run {
 		v := w.valid[i]
-		w.evs = append(w.evs, event.Event{ID: v.id, Tenant: v.tenant, Hash: v.h, Partition: p, Data: v.in.m.Data(), Headers: v.in.m.Headers(), StreamSeq: v.seq, Uncertain: w.batch.Paths[i] == dedupe.PathUncertainRerun})
+		w.evs = append(w.evs, event.Event{ID: v.id, Tenant: v.tenant, Hash: v.h, Partition: p, Data: v.in.m.Data(), Headers: v.in.m.Headers(), StreamSeq: v.seq,
+			Uncertain: failover || w.batch.Paths[i] == dedupe.PathUncertainRerun})
 	}
 	if !w.batch.Claims {
 		return nil

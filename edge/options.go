@@ -39,6 +39,13 @@ type Options struct {
 	// in Host's streams. Asynchronous mode only; Host must be among Peers.
 	// Zero means Region.
 	Host string
+	// Standby is the region standing by for this one (its core nodes run
+	// -standby-for this region). Before it owns anything, the edge asks it
+	// whether this region was failed over (core region-failover) and owns
+	// nothing until the region fails back; it waits for the answer. The
+	// region's core nodes fence its claim log too, once they know. Zero
+	// means none.
+	Standby string
 	// Strict consumes the region's home stream (every region's events for
 	// the partitions homed here) instead of its ingest: strict mode, G3. Set
 	// Partitions to the home partitions.
@@ -223,6 +230,9 @@ func (o Options) Validate() error {
 			bad("Peers", "%q listed twice", p)
 		}
 		seen[p] = true
+	}
+	if o.Standby != "" && !seen[o.Standby] {
+		bad("Standby", "%q is not among Peers", o.Standby)
 	}
 	if o.Host != "" {
 		switch {

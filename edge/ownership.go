@@ -134,6 +134,15 @@ const openAttempt = 10 * time.Second
 func (c *Consumer) openOnce(ctx context.Context) (streams.Settings, *claimlog.Log, error) {
 	ctx, cancel := context.WithTimeout(ctx, openAttempt)
 	defer cancel()
+	if c.o.Standby != "" && c.o.Host == "" {
+		host, err := streams.FailedOverTo(ctx, c.js, c.names, []string{c.o.Standby})
+		switch {
+		case err != nil:
+			return streams.Settings{}, nil, fmt.Errorf("asking standby %s: %w", c.o.Standby, err)
+		case host != "":
+			return streams.Settings{}, nil, fmt.Errorf("region %s failed over to %s: its edges own nothing until `core region-failback`", c.o.Region, host)
+		}
+	}
 	set, err := c.settings(ctx)
 	if err != nil {
 		return set, nil, err

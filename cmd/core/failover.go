@@ -62,7 +62,11 @@ func regionFailover(args []string, out io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	promoted, err := streams.Promote(ctx, js, streams.Names{Region: *standby}, lost)
+	var promoted []string
+	err = retry(ctx, func(actx context.Context) (err error) {
+		promoted, err = streams.Promote(actx, js, streams.Names{Region: *standby}, lost)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -110,13 +114,38 @@ func regionFailback(args []string, out io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	l, err := streams.ReadLayout(ctx, js, streams.Names{Region: back})
-	if err != nil {
+	var l streams.Layout
+	if err := retry(ctx, func(actx context.Context) (err error) {
+		l, err = streams.ReadLayout(actx, js, streams.Names{Region: back})
+		return err
+	}); err != nil {
 		return fmt.Errorf("%s's streams (are its core nodes back?): %w", back, err)
 	}
-	if err := streams.FailBack(ctx, js, *standby, streams.Names{Region: back, Shards: l.Shards}); err != nil {
+	if err := retry(ctx, func(actx context.Context) error {
+		return streams.FailBack(actx, js, *standby, streams.Names{Region: back, Shards: l.Shards})
+	}); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "%s failed back from %s: its edges resume after the failover's records\n", back, *standby)
 	return nil
+}
+
+// retry runs step, each attempt bounded to 15 s (a JetStream request whose
+// reply is lost, right after a region went away, would otherwise wait for
+// ctx's whole deadline), until it succeeds or ctx ends. Both steps are
+// idempotent.
+func retry(ctx context.Context, step func(context.Context) error) error {
+	for {
+		actx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err := step(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || errors.Is(err, streams.ErrNotFailedOver) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }

@@ -145,6 +145,7 @@ func (f *flags) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.GatewayAdvertise, "gateway-advertise", "", "gateway address told to other regions (default: the listen address; "+core.NoAdvertise+" keeps peers on -gateways)")
 	fs.StringVar(&f.peers, "peers", "", "other regions, comma-separated: provision the xclaims stream (their claim logs, sourced) and the conflicts stream, and place this region's streams in its cluster")
 	fs.StringVar(&f.standbyFor, "standby-for", "", "regions (among -peers) this region stands by for, comma-separated: provision a mirror of each one's ingest here, so that the events it accepted survive its loss")
+	fs.StringVar(&cfg.Standby, "standby", "", "the region (among -peers) standing by for this one (its core runs -standby-for <this region>): at start, ask it whether this region was failed over while gone and if so fence this region's claim log until `core region-failback` (waits for its answer)")
 	fs.StringVar(&f.home, "home", "", "strict mode: this region's home partitions (e.g. 0,3,6); provisions the home stream sourcing them from every region")
 	fs.DurationVar(&o.PingInterval, "ping-interval", 0, "ping clients, routes and gateways this often; two missed pings drop the peer (0: NATS's 2m); lower it where links can fail silently")
 	fs.Int64Var(&o.MaxMemory, "max-memory", 1<<30, "JetStream memory limit in bytes")
@@ -201,6 +202,9 @@ func (f *flags) options(log *slog.Logger) (core.Options, streams.Config, error) 
 			}
 		}
 	}
+	if cfg.Standby != "" && !slices.Contains(cfg.Peers, cfg.Standby) {
+		return o, cfg, fmt.Errorf("bad -standby: %q is not among -peers", cfg.Standby)
+	}
 	if f.home != "" {
 		if cfg.Home, err = cli.Ints(f.home); err != nil {
 			return o, cfg, fmt.Errorf("bad -home: %w", err)
@@ -212,7 +216,7 @@ func (f *flags) options(log *slog.Logger) (core.Options, streams.Config, error) 
 		return o, cfg, fmt.Errorf("bad -ingest-dedupe: %w", err)
 	}
 	if f.credDir != "" {
-		if err := withCredentials(&o, cfg.Shards, cfg.StandbyFor, f.credDir, f.genCreds, log); err != nil {
+		if err := withCredentials(&o, cfg.Shards, auth.Failover{StandbyFor: cfg.StandbyFor, Standby: cfg.Standby}, f.credDir, f.genCreds, log); err != nil {
 			return o, cfg, err
 		}
 	}
@@ -221,7 +225,7 @@ func (f *flags) options(log *slog.Logger) (core.Options, streams.Config, error) 
 
 // withCredentials turns authentication on in o from the password files in
 // dir (creating missing ones first when generate is set).
-func withCredentials(o *core.Options, shards int, standbyFor []string, dir string, generate bool, log *slog.Logger) error {
+func withCredentials(o *core.Options, shards int, failover auth.Failover, dir string, generate bool, log *slog.Logger) error {
 	load := auth.Load
 	if generate {
 		load = func(dir string) (auth.Credentials, error) { return auth.Generate(dir, auth.EdgeUser(o.Region)) }
@@ -233,7 +237,7 @@ func withCredentials(o *core.Options, shards int, standbyFor []string, dir strin
 	if creds.Password(auth.EdgeUser(o.Region)) == "" {
 		log.Warn("no edge user for this region: its edges cannot connect", "want", filepath.Join(dir, auth.EdgeUser(o.Region).Name()+".password"))
 	}
-	users, err := auth.Users(creds, streams.Names{Region: o.Region, Shards: shards}, standbyFor...)
+	users, err := auth.Users(creds, streams.Names{Region: o.Region, Shards: shards}, failover)
 	if err != nil {
 		return fmt.Errorf("credentials: %w", err)
 	}
@@ -256,11 +260,14 @@ func provision(ctx context.Context, n *core.Node, cfg streams.Config, create boo
 	if err != nil {
 		return err
 	}
-	if err := checkLayout(ctx, js, cfg); err != nil {
+	if err := checkLayout(ctx, js, cfg, log); err != nil {
 		return err
 	}
 	if !create {
 		return nil
+	}
+	if cfg.Standby != "" {
+		log.Info("asking the standby whether this region was failed over", "standby", cfg.Standby)
 	}
 	// Sourcing streams come after the region's own and after the peers'
 	// claim logs exist: a source whose origin is missing backs off for tens
@@ -286,13 +293,22 @@ func provision(ctx context.Context, n *core.Node, cfg streams.Config, create boo
 // checkLayout refuses a node whose partition or shard count differs from
 // the region's streams, retrying what is not an answer (a cluster still
 // electing its leaders) until ctx ends.
-func checkLayout(ctx context.Context, js jetstream.JetStream, cfg streams.Config) error {
+func checkLayout(ctx context.Context, js jetstream.JetStream, cfg streams.Config, log *slog.Logger) error {
 	for b := poll.Backoff(100*time.Millisecond, 2*time.Second); ; {
-		err := streams.CheckLayout(ctx, js, cfg)
+		// Each attempt bounded: right after a restart, before the node has
+		// found the meta leader, a request can go unanswered, and ctx's
+		// deadline is minutes away.
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := streams.CheckLayout(actx, js, cfg)
+		cancel()
 		if errors.Is(err, streams.ErrPartitionsChanged) || errors.Is(err, streams.ErrShardsChanged) {
 			return fmt.Errorf("%w: set -partitions and -shards to the region's", err)
 		}
-		if err == nil || poll.Sleep(ctx, b.NextBackOff()) != nil {
+		if err == nil {
+			return nil
+		}
+		log.Info("region's streams not readable yet; retrying", "err", err)
+		if poll.Sleep(ctx, b.NextBackOff()) != nil {
 			return err
 		}
 	}

@@ -1,6 +1,7 @@
 package streams
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -108,15 +109,19 @@ func ReadFailoverSettings(ctx context.Context, js jetstream.JetStream, host Name
 	return Settings{Partitions: l.Partitions, Shards: l.Shards, Window: w, MaxMsgSize: cfg.MaxMsgSize}, nil
 }
 
+// ErrNotFailedOver is returned by FailBack when the region's log cannot be
+// given back as it is: not fenced, and holding less than the standby's
+// continuation of it.
+var ErrNotFailedOver = errors.New("the region's log was not fenced")
+
 // metaFenced, on a region's claim stream, names the region its claim log
 // was failed over to (Fence): the stream takes no appends and the
 // region's edges own nothing until FailBack.
 const metaFenced = "onceplane.fenced"
 
 // FailedOverTo returns the peer whose standby claim streams of region n
-// are promoted (Promote), "" when none is. A peer that does not answer
-// counts as not promoted: a region that returns while its standby is out
-// of reach cannot know, and runs.
+// are promoted (Promote), "" when none is; an error when one does not
+// answer.
 func FailedOverTo(ctx context.Context, js jetstream.JetStream, n Names, peers []string) (string, error) {
 	for _, peer := range peers {
 		name := Names{Region: peer}.StandbyClaimShard(n.region(), 0)
@@ -223,13 +228,46 @@ func FailBack(ctx context.Context, js jetstream.JetStream, host string, of Names
 		scfg := src.CachedInfo().Config
 		cfg := own.CachedInfo().Config
 		if cfg.Mirror == nil && cfg.Metadata[metaFenced] == "" {
-			// Failed back already; the standby may still be promoted.
-			if scfg.Mirror == nil {
+			// Failed back already, or never fenced. The standby may still
+			// be promoted.
+			if scfg.Mirror != nil {
+				continue
+			}
+			ownInfo, err := own.Info(ctx)
+			if err != nil {
+				return fmt.Errorf("fail back %s: %s: %w", of.region(), name, err)
+			}
+			srcInfo, err := src.Info(ctx)
+			if err != nil {
+				return fmt.Errorf("fail back %s: %s: %w", of.region(), standby, err)
+			}
+			// A log that appended after the failover began (its edges ran
+			// without knowing) must not be replaced, nor replace what the
+			// failover appended.
+			prefix, err := samePrefix(ctx, own, src, ownInfo.State.LastSeq)
+			if err != nil {
+				return fmt.Errorf("fail back %s: %w", of.region(), err)
+			}
+			if !prefix {
+				return fmt.Errorf("fail back %s: %w: %s has records the failover's log in %s lacks", of.region(), ErrNotFailedOver, name, standby)
+			}
+			if ownInfo.State.LastSeq >= srcInfo.State.LastSeq {
+				// Promoted back already (a failback cut short): the standby
+				// mirrors the region's log again.
 				if err := remirror(ctx, js, scfg, name); err != nil {
 					return fmt.Errorf("fail back %s: %w", of.region(), err)
 				}
+				continue
 			}
-			continue
+			// Behind, and a prefix: not fenced yet (the region's core nodes
+			// have not provisioned). Fence it here and go on.
+			if err := Fence(ctx, js, of, host); err != nil {
+				return fmt.Errorf("fail back %s: %w", of.region(), err)
+			}
+			if own, err = js.Stream(ctx, name); err != nil {
+				return fmt.Errorf("fail back %s: %s: %w", of.region(), name, err)
+			}
+			cfg = own.CachedInfo().Config
 		}
 		if by := cfg.Metadata[metaFenced]; by != host {
 			return fmt.Errorf("fail back %s: %s is fenced by %q, not %s", of.region(), name, by, host)
@@ -291,6 +329,27 @@ func FailBack(ctx context.Context, js jetstream.JetStream, host string, of Names
 		}
 	}
 	return nil
+}
+
+// samePrefix reports whether a's first last records are b's: the same
+// record at a's last sequence (sequences are shared, so one record says
+// where they would have parted).
+func samePrefix(ctx context.Context, a, b jetstream.Stream, last uint64) (bool, error) {
+	if last == 0 {
+		return true, nil
+	}
+	ma, err := a.GetMsg(ctx, last)
+	if err != nil {
+		return false, fmt.Errorf("%s at %d: %w", a.CachedInfo().Config.Name, last, err)
+	}
+	mb, err := b.GetMsg(ctx, last)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("%s at %d: %w", b.CachedInfo().Config.Name, last, err)
+	}
+	return ma.Subject == mb.Subject && bytes.Equal(ma.Data, mb.Data), nil
 }
 
 // remirror makes a promoted standby claim stream (configured as promoted)

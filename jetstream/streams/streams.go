@@ -297,9 +297,14 @@ type Config struct {
 	// mirrored survive their loss. Nil means none.
 	StandbyFor []string
 
-	// failoverPeers are the Peers of a Config made by Own: Provision looks
-	// for a failover of the region among them before anything else.
-	failoverPeers []string
+	// Standby is the region that stands by for this one (its StandbyFor
+	// holds this region): before anything else, Provision asks it whether
+	// it has taken this region's claim log over (a failover declared while
+	// this region was gone) and then fences the log (Fence), so that no edge
+	// of this region appends until it fails back. It waits for the
+	// standby's answer: a region with a standby does not start without it.
+	// Zero means none.
+	Standby string
 }
 
 // peer is the Names of peer region r.
@@ -343,9 +348,6 @@ func (c Config) withDefaults() Config {
 // provision it first everywhere, since a source whose origin stream does
 // not exist yet backs off for tens of seconds.
 func (c Config) Own() Config {
-	if c.Home == nil {
-		c.failoverPeers = c.Peers
-	}
 	c.Peers, c.Home, c.StandbyFor = nil, nil, nil
 	return c
 }
@@ -606,28 +608,33 @@ func Provision(ctx context.Context, js jetstream.JetStream, c Config) error {
 	return nil
 }
 
-// fenceIfFailedOver fences the region's claim log (Fence) when a peer has
-// promoted its standby copy of it (a failover declared while the region was
-// gone), before its edges can append again. A peer that does not answer
-// in time counts as not promoted.
+// fenceIfFailedOver fences the region's claim log (Fence) when its standby
+// has promoted its copy of it (a failover declared while the region was
+// gone), before its edges can append again. It asks until the standby
+// answers, within ctx.
 func fenceIfFailedOver(ctx context.Context, js jetstream.JetStream, c Config) error {
-	peers := c.Peers
-	if len(peers) == 0 {
-		peers = c.failoverPeers
-	}
-	if len(peers) == 0 || c.Home != nil {
+	if c.Standby == "" {
 		return nil
 	}
-	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	host, err := FailedOverTo(fctx, js, c.Names, peers)
-	cancel()
-	if err != nil || host == "" {
-		return nil
+	for attempt := 0; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		host, err := FailedOverTo(actx, js, c.Names, []string{c.Standby})
+		cancel()
+		if err == nil {
+			if host == "" {
+				return nil
+			}
+			if err := Fence(ctx, js, c.Names, host); err != nil {
+				return fmt.Errorf("provision: %w", err)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("provision: asking standby %s whether %s was failed over: %w", c.Standby, c.region(), err)
+		case <-time.After(time.Duration(min(attempt+1, 10)) * 200 * time.Millisecond):
+		}
 	}
-	if err := Fence(ctx, js, c.Names, host); err != nil {
-		return fmt.Errorf("provision: %w", err)
-	}
-	return nil
 }
 
 // checkHomes is CheckHomes, retried (a peer's home stream may not answer

@@ -14,14 +14,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/onceplane/onceplane/auth"
-	"github.com/onceplane/onceplane/devcert"
 	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/producer"
 	"github.com/onceplane/onceplane/sink"
 	"github.com/onceplane/onceplane/testbed/coretest"
 	"github.com/onceplane/onceplane/testbed/deploy"
-	"github.com/onceplane/onceplane/testbed/proc"
 	"github.com/onceplane/onceplane/testbed/verify"
 	"github.com/onceplane/onceplane/testbed/workload"
 )
@@ -39,116 +37,16 @@ import (
 // to both regions are handled in both before either claim can replicate;
 // each must become a conflict once the link runs again.
 func TestMultiRegionProcesses(t *testing.T) {
-	dir := t.TempDir()
-	regions := []string{"us-east", "eu-west", "ap-south"}
-	creds, err := auth.Generate(filepath.Join(dir, "credentials"), auth.EdgeUsers(regions...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certs, err := devcert.Generate(filepath.Join(dir, "tls"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ports := coretest.FreePorts(t, 3*3+6)
-	client, cluster, gateway := map[string]int{}, map[string]int{}, map[string]int{}
-	for i, r := range regions {
-		client[r], cluster[r], gateway[r] = ports[3*i], ports[3*i+1], ports[3*i+2]
-	}
-	link := map[[2]string]int{}
-	k := 9
-	for _, a := range regions {
-		for _, b := range regions {
-			if a != b {
-				link[[2]string{a, b}] = ports[k]
-				k++
-			}
-		}
-	}
-	start := func(name string, bin string, args ...string) *proc.Proc { return startProc(t, dir, name, bin, args...) }
-	wans := map[[2]string]*proc.Proc{}
-	for l, port := range link {
-		wans[l] = start("wan-"+l[0]+"-"+l[1], bins.wanproxy, "-listen", fmt.Sprintf("127.0.0.1:%d", port),
-			"-target", fmt.Sprintf("127.0.0.1:%d", gateway[l[1]]), "-delay", "20ms", "-jitter", "2ms", "-from", l[0], "-log-level", "warn")
-	}
-	coreArgs := func(r string) []string {
-		var gws, peers []string
-		for _, o := range regions {
-			if o != r {
-				gws = append(gws, fmt.Sprintf("%s=127.0.0.1:%d", o, link[[2]string{r, o}]))
-				peers = append(peers, o)
-			}
-		}
-		return []string{"-name", r + "-core", "-region", r, "-port", fmt.Sprint(client[r]),
-			"-cluster-port", fmt.Sprint(cluster[r]), "-routes", fmt.Sprintf("127.0.0.1:%d", cluster[r]),
-			"-gateway-port", fmt.Sprint(gateway[r]), "-gateways", strings.Join(gws, ";"), "-gateway-advertise", "127.0.0.1:1",
-			"-peers", strings.Join(peers, ","), "-partitions", "4", "-window", "1h", "-ingest-dedupe", "off",
-			"-data", filepath.Join(dir, r+"-core"), "-credentials", filepath.Join(dir, "credentials"),
-			"-tls-cert", certs.Cert, "-tls-key", certs.Key, "-tls-ca", certs.CA,
-			"-max-memory", "268435456", "-max-store", "1073741824", "-log-level", "warn"}
-	}
-	cores := map[string]*proc.Proc{}
-	for _, r := range regions {
-		cores[r] = start(r+"-core", bins.core, coreArgs(r)...)
-	}
-	url := func(r string) string { return fmt.Sprintf("nats://127.0.0.1:%d", client[r]) }
-	// dial connects to region r's core as role, over TLS.
-	dial := func(r string, role auth.Role) (*nats.Conn, jetstream.JetStream, error) {
-		u := role.User()
-		if role == auth.Edge {
-			u = auth.EdgeUser(r)
-		}
-		nc, err := nats.Connect(url(r), append(auth.ClientOptions(u, creds.Password(u)), nats.RootCAs(certs.CA),
-			nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))...)
-		if err != nil {
-			return nil, nil, err
-		}
-		js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(5*time.Second))
-		return nc, js, err
-	}
-	// hasStream reports whether region r's core answers for stream.
-	hasStream := func(r, stream string) bool {
-		nc, js, err := dial(r, auth.Admin)
-		if err != nil {
-			return false
-		}
-		defer nc.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_, err = js.Stream(ctx, stream)
-		return err == nil
-	}
-	connect := func(r string, role auth.Role) jetstream.JetStream {
-		nc, js, err := dial(r, role)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		return js
-	}
-	// Every region's streams exist (each core provisions its own, then
-	// its xclaims once the peers' claim logs exist).
-	coretest.Eventually(t, 120*time.Second, "every region provisioned", func() bool {
-		for _, r := range regions {
-			if !hasStream(r, streams.Names{Region: r}.XClaimStream()) {
-				return false
-			}
-		}
-		return true
-	})
+	m := startRegions(t, nil)
+	dir, regions, creds, certs := m.dir, m.regions, m.creds, m.certs
+	cores, wans, url, connect, hasStream := m.cores, m.wans, m.url, m.connect, m.hasStream
+	start := m.start
 	if nc, err := nats.Connect(url("us-east"), nats.RootCAs(certs.CA)); err == nil {
 		nc.Close()
 		t.Fatal("an unauthenticated client connected")
 	}
 	for _, r := range regions {
-		var peers []string
-		for _, o := range regions {
-			if o != r {
-				peers = append(peers, o)
-			}
-		}
-		start(r+"-edge", bins.edge, "-nats", url(r), "-region", r, "-name", r+"-edge", "-peers", strings.Join(peers, ","),
-			"-nats-user", auth.EdgeUser(r).Name(), "-nats-password-file", filepath.Join(dir, "credentials", auth.EdgeUser(r).Name()+".password"), "-tls-ca", certs.CA,
-			"-window", "1h", "-sink", "ledger", "-ledger", filepath.Join(dir, r+".ledger.jsonl"), "-admin", "", "-log-level", "warn")
+		start(r+"-edge", bins.edge, m.edgeArgs(r, r+"-edge", r)...)
 	}
 
 	// Load: each region its own IDs; 150 IDs sent to two regions at once.
@@ -204,7 +102,7 @@ func TestMultiRegionProcesses(t *testing.T) {
 	coretest.Eventually(t, 60*time.Second, "the other regions decide while eu-west is down", func() bool {
 		return missing(t, dir, regions, during) == 0
 	})
-	cores["eu-west"] = start("eu-west-core-2", bins.core, coreArgs("eu-west")...)
+	cores["eu-west"] = start("eu-west-core-2", bins.core, m.coreArgs("eu-west")...)
 	coretest.Eventually(t, 60*time.Second, "eu-west's core back", func() bool {
 		return hasStream("eu-west", streams.Names{Region: "eu-west"}.IngestStream())
 	})

@@ -181,7 +181,7 @@ func Start(ctx context.Context, top topology.Topology, o Options) (*Cluster, err
 			Mappings: sc.IngestMapping(),
 		}
 		if c.creds != nil {
-			users, err := auth.Users(c.creds, sc.Names, sc.StandbyFor...)
+			users, err := auth.Users(c.creds, sc.Names, auth.Failover{StandbyFor: sc.StandbyFor, Standby: sc.Standby})
 			if err != nil {
 				return nil, fmt.Errorf("supercluster: %w", err)
 			}
@@ -288,6 +288,9 @@ func StreamConfig(top topology.Topology, region string, memory bool, ingestDup t
 		}
 	}
 	cfg.StandbyFor = top.StandbyFor(region)
+	if r, ok := top.Region(region); ok {
+		cfg.Standby = r.Standby
+	}
 	if top.Mode == topology.Strict {
 		cfg.Home = top.HomePartitions(region)
 		if cfg.Home == nil {
