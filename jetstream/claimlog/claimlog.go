@@ -78,8 +78,16 @@ func open(ctx context.Context, js jetstream.JetStream, names streams.Names, shar
 }
 
 // FencedBy returns the region this log was failed over to when it was
-// opened ("" when it was not: streams.Fence).
-func (l *Log) FencedBy() string { return streams.FencedBy(l.streams[0].CachedInfo().Config) }
+// opened, if any shard of it was ("" when none was: streams.Fence; a
+// failback remakes one shard after another).
+func (l *Log) FencedBy() string {
+	for _, s := range l.streams {
+		if by := streams.FencedBy(s.CachedInfo().Config); by != "" {
+			return by
+		}
+	}
+	return ""
+}
 
 // streamOf is the name of the stream holding partition p's log.
 func (l *Log) streamOf(p int) string { return l.streams[l.names.ShardOf(p)].CachedInfo().Config.Name }

@@ -201,23 +201,23 @@ func fencedSubject(n Names, t int) string {
 	return n.prefix() + ".fenced." + strconv.Itoa(t)
 }
 
-// FailBack ends a failover of region of (Shards set) to host. Each of of's
-// claim shards, fenced since the region returned, is remade from host's
-// promoted stream, which continued it with its sequences: that stream
-// stops taking appends first (host's failover edges stall; stop them), of's
-// shard is made again as a mirror of it and, once it holds every record,
-// promoted back to its own subjects; host's standby claim stream becomes a
-// mirror of of's again. Other regions' sources of of's claim log resume at
-// their stored positions: the sequences are the same. It is idempotent, so
-// running it again finishes a failback cut short.
+// FailBack ends a failover of region of (Shards set) to host, in two
+// phases so that of stays failed over (FailedOverTo) until every shard of
+// its log is back. First, for each claim shard: host's promoted stream,
+// which continued it with its sequences, stops taking appends (host's
+// failover edges stall; stop them); of's shard, fenced since the region
+// returned, must be a prefix of it (a log that appended after the failover
+// began is refused, ErrNotFailedOver, never overwritten); it is made again
+// as a mirror of host's stream (still fenced while it catches up) and
+// promoted back to its own subjects. Then host's standby claim streams
+// become mirrors of of's again. Other regions' sources of of's claim log
+// resume at their stored positions: the sequences are the same. Every step
+// can be cut short: running FailBack again finishes it.
 func FailBack(ctx context.Context, js jetstream.JetStream, host string, of Names) error {
 	hn := Names{Region: host}
+	var copies []jetstream.StreamConfig // host's promoted copies, to mirror of's log again
 	for t := range of.ShardCount() {
 		name, standby := of.ClaimShard(t), hn.StandbyClaimShard(of.region(), t)
-		own, err := js.Stream(ctx, name)
-		if err != nil {
-			return fmt.Errorf("fail back %s: %s: %w", of.region(), name, err)
-		}
 		src, err := js.Stream(ctx, standby)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			continue // the standby's provisioning makes its mirror again
@@ -226,55 +226,10 @@ func FailBack(ctx context.Context, js jetstream.JetStream, host string, of Names
 			return fmt.Errorf("fail back %s: %s: %w", of.region(), standby, err)
 		}
 		scfg := src.CachedInfo().Config
-		cfg := own.CachedInfo().Config
-		if cfg.Mirror == nil && cfg.Metadata[metaFenced] == "" {
-			// Failed back already, or never fenced. The standby may still
-			// be promoted.
-			if scfg.Mirror != nil {
-				continue
-			}
-			ownInfo, err := own.Info(ctx)
-			if err != nil {
-				return fmt.Errorf("fail back %s: %s: %w", of.region(), name, err)
-			}
-			srcInfo, err := src.Info(ctx)
-			if err != nil {
-				return fmt.Errorf("fail back %s: %s: %w", of.region(), standby, err)
-			}
-			// A log that appended after the failover began (its edges ran
-			// without knowing) must not be replaced, nor replace what the
-			// failover appended.
-			prefix, err := samePrefix(ctx, own, src, ownInfo.State.LastSeq)
-			if err != nil {
-				return fmt.Errorf("fail back %s: %w", of.region(), err)
-			}
-			if !prefix {
-				return fmt.Errorf("fail back %s: %w: %s has records the failover's log in %s lacks", of.region(), ErrNotFailedOver, name, standby)
-			}
-			if ownInfo.State.LastSeq >= srcInfo.State.LastSeq {
-				// Promoted back already (a failback cut short): the standby
-				// mirrors the region's log again.
-				if err := remirror(ctx, js, scfg, name); err != nil {
-					return fmt.Errorf("fail back %s: %w", of.region(), err)
-				}
-				continue
-			}
-			// Behind, and a prefix: not fenced yet (the region's core nodes
-			// have not provisioned). Fence it here and go on.
-			if err := Fence(ctx, js, of, host); err != nil {
-				return fmt.Errorf("fail back %s: %w", of.region(), err)
-			}
-			if own, err = js.Stream(ctx, name); err != nil {
-				return fmt.Errorf("fail back %s: %s: %w", of.region(), name, err)
-			}
-			cfg = own.CachedInfo().Config
-		}
-		if by := cfg.Metadata[metaFenced]; by != host {
-			return fmt.Errorf("fail back %s: %s is fenced by %q, not %s", of.region(), name, by, host)
-		}
 		if scfg.Mirror != nil {
-			return fmt.Errorf("fail back %s: %s is not promoted: nothing continued the log there", of.region(), standby)
+			continue // not failed over, or failed back
 		}
+		copies = append(copies, scfg)
 		// No more appends there: what it holds now is the whole log.
 		if len(scfg.Subjects) != 1 || scfg.Subjects[0] != fencedSubject(hn, t) {
 			stopped := scfg
@@ -287,32 +242,65 @@ func FailBack(ctx context.Context, js jetstream.JetStream, host string, of Names
 		if err != nil {
 			return fmt.Errorf("fail back %s: %s: %w", of.region(), standby, err)
 		}
-		want := cfg
-		want.Mirror, want.SubjectTransform = nil, nil
-		want.Subjects = of.claimSubjects(t, cfg.Metadata)
-		want.Metadata = maps.Clone(cfg.Metadata)
-		delete(want.Metadata, metaFenced)
+		srcLast := srcInfo.State.LastSeq
+		own, err := js.Stream(ctx, name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			// Deleted by a failback cut short before its mirror was made.
+			if err := remake(ctx, js, scfg, name, of, t, host); err != nil {
+				return fmt.Errorf("fail back %s: %w", of.region(), err)
+			}
+			if own, err = js.Stream(ctx, name); err != nil {
+				return fmt.Errorf("fail back %s: %s: %w", of.region(), name, err)
+			}
+		} else if err != nil {
+			return fmt.Errorf("fail back %s: %s: %w", of.region(), name, err)
+		}
+		cfg := own.CachedInfo().Config
 		if cfg.Mirror == nil {
+			ownInfo, err := own.Info(ctx)
+			if err != nil {
+				return fmt.Errorf("fail back %s: %s: %w", of.region(), name, err)
+			}
+			ownLast := ownInfo.State.LastSeq
+			if cfg.Metadata[metaFenced] == "" && ownLast >= srcLast {
+				// Promoted back already (a failback cut short), and its
+				// edges may have appended since: it must hold all of
+				// host's log.
+				same, err := samePrefix(ctx, src, own, srcLast)
+				if err != nil {
+					return fmt.Errorf("fail back %s: %w", of.region(), err)
+				}
+				if !same {
+					return fmt.Errorf("fail back %s: %w: %s and %s part before %d", of.region(), ErrNotFailedOver, name, standby, srcLast)
+				}
+				continue
+			}
+			// Fenced (or behind and never fenced): it must be a prefix of
+			// host's log, whatever wrote it.
+			same, err := samePrefix(ctx, own, src, ownLast)
+			if err != nil {
+				return fmt.Errorf("fail back %s: %w", of.region(), err)
+			}
+			if !same || ownLast > srcLast {
+				return fmt.Errorf("fail back %s: %w: %s has records the failover's log in %s lacks (it appended after the failover began)", of.region(), ErrNotFailedOver, name, standby)
+			}
+			if by := cfg.Metadata[metaFenced]; by != "" && by != host {
+				return fmt.Errorf("fail back %s: %s is fenced by %q, not %s", of.region(), name, by, host)
+			}
 			if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 				return fmt.Errorf("fail back %s: delete %s: %w", of.region(), name, err)
 			}
-			// Still fenced while it catches up: the region's edges wait
-			// for the whole log.
-			mirror := want
-			mirror.Subjects = nil
-			mirror.Mirror = &jetstream.StreamSource{Name: standby, OptStartSeq: 1}
-			mirror.Metadata = maps.Clone(cfg.Metadata)
-			if _, err := js.CreateStream(ctx, mirror); err != nil {
-				return fmt.Errorf("fail back %s: mirror %s: %w", of.region(), name, err)
+			if err := remake(ctx, js, scfg, name, of, t, host, cfg); err != nil {
+				return fmt.Errorf("fail back %s: %w", of.region(), err)
 			}
-		}
-		m, err := js.Stream(ctx, name)
-		if err != nil {
-			return fmt.Errorf("fail back %s: %s: %w", of.region(), name, err)
+			if own, err = js.Stream(ctx, name); err != nil {
+				return fmt.Errorf("fail back %s: %s: %w", of.region(), name, err)
+			}
+			cfg = own.CachedInfo().Config
 		}
 		for {
-			info, err := m.Info(ctx)
-			if err == nil && info.State.LastSeq >= srcInfo.State.LastSeq {
+			info, err := own.Info(ctx)
+			if err == nil && info.State.LastSeq >= srcLast {
 				break
 			}
 			select {
@@ -321,12 +309,58 @@ func FailBack(ctx context.Context, js jetstream.JetStream, host string, of Names
 			case <-time.After(50 * time.Millisecond):
 			}
 		}
+		want := cfg
+		want.Mirror, want.SubjectTransform = nil, nil
+		want.Subjects = of.claimSubjects(t, cfg.Metadata)
+		want.Metadata = maps.Clone(cfg.Metadata)
+		delete(want.Metadata, metaFenced)
 		if _, err := js.UpdateStream(ctx, want); err != nil {
 			return fmt.Errorf("fail back %s: promote %s back: %w", of.region(), name, err)
 		}
-		if err := remirror(ctx, js, scfg, name); err != nil {
+	}
+	// Every shard is back: host mirrors of's log again (until this is
+	// done, of still counts as failed over to host).
+	for _, scfg := range copies {
+		origin := of.ClaimShard(shardOfCopy(scfg, hn, of.region(), of.ShardCount()))
+		if err := remirror(ctx, js, scfg, origin); err != nil {
 			return fmt.Errorf("fail back %s: %w", of.region(), err)
 		}
+	}
+	return nil
+}
+
+// shardOfCopy is the shard of region of's claim log that host's copy
+// scfg holds.
+func shardOfCopy(scfg jetstream.StreamConfig, hn Names, of string, shards int) int {
+	for t := range shards {
+		if hn.StandbyClaimShard(of, t) == scfg.Name {
+			return t
+		}
+	}
+	return 0
+}
+
+// remake makes region of's claim shard t (name) again as a mirror of
+// host's copy (scfg), fenced while it catches up, from the configuration
+// it had (like, when known) or host's copy's.
+func remake(ctx context.Context, js jetstream.JetStream, scfg jetstream.StreamConfig, name string, of Names, t int, host string, like ...jetstream.StreamConfig) error {
+	m := scfg
+	if len(like) > 0 {
+		m = like[0]
+	}
+	m.Name = name
+	m.Subjects, m.SubjectTransform = nil, nil
+	if m.Placement != nil {
+		m.Placement = &jetstream.Placement{Cluster: of.region()} // the region's cluster is named after it
+	}
+	m.Mirror = &jetstream.StreamSource{Name: scfg.Name, OptStartSeq: 1}
+	m.Metadata = maps.Clone(m.Metadata)
+	for _, k := range []string{metaPromoted, metaStandbyOf, metaStandbyPartitions} {
+		delete(m.Metadata, k)
+	}
+	m.Metadata[metaFenced] = host
+	if _, err := js.CreateStream(ctx, m); err != nil {
+		return fmt.Errorf("mirror %s of %s: %w", name, scfg.Name, err)
 	}
 	return nil
 }

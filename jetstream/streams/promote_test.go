@@ -2,6 +2,7 @@ package streams_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -116,5 +117,82 @@ func TestPromoteAllShardsOrReport(t *testing.T) {
 	}
 	if promoted, err := streams.Promote(ctx, js, b.Names, "a"); err != nil || len(promoted) != 2 {
 		t.Fatalf("after provisioning again: promoted %v, %v", promoted, err)
+	}
+}
+
+// TestFailBackRefusesADivergedLogAndFinishesACutShortOne: a returning
+// region's log that appended after the failover began is refused
+// (ErrNotFailedOver) and left as it is; one whose stream a failback cut
+// short had already deleted is made again from the standby's, with every
+// record; afterwards the standby mirrors it again.
+func TestFailBackRefusesADivergedLogAndFinishesACutShortOne(t *testing.T) {
+	n := coretest.Start(t)
+	_, js := coretest.Connect(t, n.ClientURL())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a := streams.Config{Names: streams.Names{Region: "a"}, Partitions: 2, Memory: true, Peers: []string{"b"}}
+	b := streams.Config{Names: streams.Names{Region: "b"}, Partitions: 2, Memory: true, Peers: []string{"a"}, StandbyFor: []string{"a"}}
+	for _, c := range []streams.Config{a.Own(), b.Own(), a, b} {
+		if err := streams.Provision(ctx, js, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3 {
+		if _, err := js.Publish(ctx, a.Claims(0), []byte("a")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyOfA, err := js.Stream(ctx, b.StandbyClaimShard("a", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	coretest.Eventually(t, 10*time.Second, "a's log mirrored", func() bool {
+		info, err := copyOfA.Info(ctx)
+		return err == nil && info.State.LastSeq == 3
+	})
+	if _, err := streams.Promote(ctx, js, b.Names, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, b.FailoverClaims("a", 0), []byte("failover"), jetstream.WithExpectLastSequencePerSubject(3)); err != nil {
+		t.Fatal(err)
+	}
+	// a's own edges append too (not fenced, no -standby): diverged.
+	if _, err := js.Publish(ctx, a.Claims(0), []byte("a, after")); err != nil {
+		t.Fatal(err)
+	}
+	if err := streams.FailBack(ctx, js, "b", a.Names); !errors.Is(err, streams.ErrNotFailedOver) {
+		t.Fatalf("failing back a diverged log: %v, want %v", err, streams.ErrNotFailedOver)
+	}
+	own, err := js.Stream(ctx, a.ClaimStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := own.GetMsg(ctx, 4); err != nil || string(m.Data) != "a, after" {
+		t.Fatalf("a's own record after the refusal: %v, %v", m, err)
+	}
+
+	// Start again without the divergence: a's log deleted by a failback
+	// cut short, the standby's stopped.
+	if err := js.DeleteStream(ctx, a.ClaimStream()); err != nil {
+		t.Fatal(err)
+	}
+	if err := streams.FailBack(ctx, js, "b", a.Names); err != nil {
+		t.Fatal(err)
+	}
+	own, err = js.Stream(ctx, a.ClaimStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := own.GetMsg(ctx, 4); err != nil || string(m.Data) != "failover" || streams.FencedBy(own.CachedInfo().Config) != "" {
+		t.Fatalf("a's log after the failback: record 4 %v (%v), fenced by %q", m, err, streams.FencedBy(own.CachedInfo().Config))
+	}
+	if s, err := js.Stream(ctx, b.StandbyClaimShard("a", 0)); err != nil || s.CachedInfo().Config.Mirror == nil {
+		t.Fatalf("b's copy is not a mirror of a's log again (%v)", err)
+	}
+	if _, err := js.Publish(ctx, a.Claims(0), []byte("a again"), jetstream.WithExpectLastSequencePerSubject(4)); err != nil {
+		t.Fatalf("a's edges append after the failback: %v", err)
+	}
+	if err := streams.FailBack(ctx, js, "b", a.Names); err != nil {
+		t.Fatalf("failing back again: %v", err)
 	}
 }

@@ -696,7 +696,7 @@ func provisionAttempt(ctx context.Context, js jetstream.JetStream, want jetstrea
 	if want.Mirror != nil && have.Mirror == nil && have.Metadata[metaPromoted] != "" {
 		return nil // a standby claim log promoted by a failover: it is a log now
 	}
-	if FencedBy(have) != "" {
+	if have.Metadata[metaFenced] != "" {
 		return nil // a claim log failed over to another region: FailBack ends it
 	}
 	if p := have.Metadata[metaPartitions]; p != "" && p != want.Metadata[metaPartitions] {
