@@ -62,7 +62,10 @@ func Promote(ctx context.Context, js jetstream.JetStream, n Names, of string) ([
 		name := cfg.Name
 		if cfg.Mirror != nil {
 			promoted := cfg
-			promoted.Mirror = nil
+			// A mirror answers direct gets for its origin (nats-server sets
+			// MirrorDirect from the origin's AllowDirect); a log of its own
+			// must stop, or reads of the region's log get this one's records.
+			promoted.Mirror, promoted.MirrorDirect = nil, false
 			promoted.Metadata = maps.Clone(cfg.Metadata)
 			promoted.Metadata[metaPromoted] = time.Now().UTC().Format(time.RFC3339Nano)
 			if ps := cfg.Metadata[metaStandbyPartitions]; ps != "" {
@@ -310,7 +313,7 @@ func FailBack(ctx context.Context, js jetstream.JetStream, host string, of Names
 			}
 		}
 		want := cfg
-		want.Mirror, want.SubjectTransform = nil, nil
+		want.Mirror, want.SubjectTransform, want.MirrorDirect = nil, nil, false
 		want.Subjects = of.claimSubjects(t, cfg.Metadata)
 		want.Metadata = maps.Clone(cfg.Metadata)
 		delete(want.Metadata, metaFenced)
@@ -349,7 +352,7 @@ func remake(ctx context.Context, js jetstream.JetStream, scfg jetstream.StreamCo
 		m = like[0]
 	}
 	m.Name = name
-	m.Subjects, m.SubjectTransform = nil, nil
+	m.Subjects, m.SubjectTransform, m.MirrorDirect = nil, nil, false
 	if m.Placement != nil {
 		m.Placement = &jetstream.Placement{Cluster: of.region()} // the region's cluster is named after it
 	}
@@ -393,7 +396,7 @@ func remirror(ctx context.Context, js jetstream.JetStream, promoted jetstream.St
 		return fmt.Errorf("delete %s: %w", promoted.Name, err)
 	}
 	again := promoted
-	again.Subjects, again.SubjectTransform = nil, nil
+	again.Subjects, again.SubjectTransform, again.MirrorDirect = nil, nil, false
 	again.Metadata = maps.Clone(promoted.Metadata)
 	delete(again.Metadata, metaPromoted)
 	again.Mirror = &jetstream.StreamSource{Name: origin, OptStartSeq: 1}
