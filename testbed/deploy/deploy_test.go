@@ -348,6 +348,11 @@ func TestStrictMode(t *testing.T) {
 		go func() { defer wg.Done(); publish(t, d, r, ids) }()
 	}
 	wg.Wait()
+	// Decided first: the traced event below then has its batch to itself
+	// (a batch gives decide spans to its first few sampled events only, and
+	// every published event here is sampled).
+	coretest.Eventually(t, 120*time.Second, "every ID handled", func() bool { return len(d.Effects.Counts()) > 0 && distinct(d) == n })
+	coretest.Eventually(t, 60*time.Second, "all routed copies decided at home", func() bool { return totalDone(d) == homeMsgs(t, d) })
 
 	// One traced event, published in us-east for a partition homed elsewhere.
 	prodSpans := tracetest.NewInMemoryExporter()
