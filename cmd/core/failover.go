@@ -16,62 +16,81 @@ import (
 	"github.com/onceplane/onceplane/jetstream/streams"
 )
 
+// regionCommand is what `core region-failover` and `core region-failback`
+// share: their flags, the standby and the region they act on, and an admin
+// connection to the supercluster, closed by done.
+type regionCommand struct {
+	standby, region string
+	js              jetstream.JetStream
+	ctx             context.Context
+	done            func()
+}
+
+// parseRegionCommand parses name's flags and positional region, validates
+// both regions and connects.
+func parseRegionCommand(name, what string, timeout time.Duration, args []string) (*regionCommand, error) {
+	fs := flag.NewFlagSet("core "+name, flag.ContinueOnError)
+	var conn cli.NATSFlags
+	url := fs.String("nats", "nats://127.0.0.1:4222", "a core node of the supercluster (the standby region's)")
+	standby := fs.String("region", "", "the standby region (the one named in the region's topology `standby`, running with -standby-for)")
+	limit := fs.Duration("timeout", timeout, "give up after this long")
+	conn.Register(fs, "admin")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: core %s -region <standby> [flags] <%s>\n", name, what)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() != 1 || *standby == "" {
+		fs.Usage()
+		return nil, fmt.Errorf("want -region <standby> and one %s", what)
+	}
+	region := fs.Arg(0)
+	for _, r := range []string{region, *standby} {
+		if err := streams.ValidateRegion(r); err != nil {
+			return nil, err
+		}
+	}
+	if region == *standby {
+		return nil, fmt.Errorf("%s cannot stand by for itself", region)
+	}
+	opts, err := conn.Options("onceplane-" + name)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(*url, append(opts, nats.MaxReconnects(0))...)
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", *url, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *limit)
+	return &regionCommand{standby: *standby, region: region, js: js, ctx: ctx, done: func() { cancel(); nc.Close() }}, nil
+}
+
 // regionFailover runs `core region-failover`: it declares region R lost and
 // makes its standby continue R's claim log (streams.Promote), so that the
 // standby's failover edges (edge -failover-of R) take R's partitions over
 // from the mirrored ingest. It is idempotent.
 func regionFailover(args []string, out io.Writer) error {
-	fs := flag.NewFlagSet("core region-failover", flag.ContinueOnError)
-	var conn cli.NATSFlags
-	url := fs.String("nats", "nats://127.0.0.1:4222", "a core node of the standby region")
-	standby := fs.String("region", "", "the standby region (the one named in the lost region's topology `standby`, running with -standby-for)")
-	timeout := fs.Duration("timeout", time.Minute, "give up after this long")
-	conn.Register(fs, "admin")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: core region-failover -region <standby> [flags] <lost region>")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 || *standby == "" {
-		fs.Usage()
-		return errors.New("want -region <standby> and one lost region")
-	}
-	lost := fs.Arg(0)
-	for _, r := range []string{lost, *standby} {
-		if err := streams.ValidateRegion(r); err != nil {
-			return err
-		}
-	}
-	if lost == *standby {
-		return fmt.Errorf("%s cannot stand by for itself", lost)
-	}
-	opts, err := conn.Options("onceplane-region-failover")
+	c, err := parseRegionCommand("region-failover", "lost region", time.Minute, args)
 	if err != nil {
 		return err
 	}
-	nc, err := nats.Connect(*url, append(opts, nats.MaxReconnects(0))...)
-	if err != nil {
-		return fmt.Errorf("connect %s: %w", *url, err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-	defer cancel()
+	defer c.done()
 	var promoted []string
-	err = retry(ctx, func(actx context.Context) (err error) {
-		promoted, err = streams.Promote(actx, js, streams.Names{Region: *standby}, lost)
+	if err := retry(c.ctx, func(actx context.Context) (err error) {
+		promoted, err = streams.Promote(actx, c.js, streams.Names{Region: c.standby}, c.region)
 		return err
-	})
-	if err != nil {
+	}); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "%s failed over to %s: %s continue %s's claim log; start %s's failover edges (edge -region %s -failover-of %s)\n",
-		lost, *standby, strings.Join(promoted, ", "), lost, *standby, *standby, lost)
+		c.region, c.standby, strings.Join(promoted, ", "), c.region, c.standby, c.standby, c.region)
 	return nil
 }
 
@@ -81,52 +100,24 @@ func regionFailover(args []string, out io.Writer) error {
 // standby's continuation of it and its edges resume after the failover's
 // records. It is idempotent.
 func regionFailback(args []string, out io.Writer) error {
-	fs := flag.NewFlagSet("core region-failback", flag.ContinueOnError)
-	var conn cli.NATSFlags
-	url := fs.String("nats", "nats://127.0.0.1:4222", "a core node of the supercluster")
-	standby := fs.String("region", "", "the standby region the failover ran in")
-	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long")
-	conn.Register(fs, "admin")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: core region-failback -region <standby> [flags] <region>")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 || *standby == "" {
-		fs.Usage()
-		return errors.New("want -region <standby> and one region")
-	}
-	back := fs.Arg(0)
-	opts, err := conn.Options("onceplane-region-failback")
+	c, err := parseRegionCommand("region-failback", "region", 2*time.Minute, args)
 	if err != nil {
 		return err
 	}
-	nc, err := nats.Connect(*url, append(opts, nats.MaxReconnects(0))...)
-	if err != nil {
-		return fmt.Errorf("connect %s: %w", *url, err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-	defer cancel()
+	defer c.done()
 	var l streams.Layout
-	if err := retry(ctx, func(actx context.Context) (err error) {
-		l, err = streams.ReadLayout(actx, js, streams.Names{Region: back})
+	if err := retry(c.ctx, func(actx context.Context) (err error) {
+		l, err = streams.ReadLayout(actx, c.js, streams.Names{Region: c.region})
 		return err
 	}); err != nil {
-		return fmt.Errorf("%s's streams (are its core nodes back?): %w", back, err)
+		return fmt.Errorf("%s's streams (are its core nodes back?): %w", c.region, err)
 	}
-	if err := retry(ctx, func(actx context.Context) error {
-		return streams.FailBack(actx, js, *standby, streams.Names{Region: back, Shards: l.Shards})
+	if err := retry(c.ctx, func(actx context.Context) error {
+		return streams.FailBack(actx, c.js, c.standby, streams.Names{Region: c.region, Shards: l.Shards})
 	}); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "%s failed back from %s: its edges resume after the failover's records\n", back, *standby)
+	fmt.Fprintf(out, "%s failed back from %s: its edges resume after the failover's records\n", c.region, c.standby)
 	return nil
 }
 

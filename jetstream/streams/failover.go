@@ -218,7 +218,11 @@ func fencedSubject(n Names, t int) string {
 // can be cut short: running FailBack again finishes it.
 func FailBack(ctx context.Context, js jetstream.JetStream, host string, of Names) error {
 	hn := Names{Region: host}
-	var copies []jetstream.StreamConfig // host's promoted copies, to mirror of's log again
+	type promotedCopy struct {
+		cfg   jetstream.StreamConfig
+		shard int
+	}
+	var copies []promotedCopy // host's promoted copies, to mirror of's log again
 	for t := range of.ShardCount() {
 		name, standby := of.ClaimShard(t), hn.StandbyClaimShard(of.region(), t)
 		src, err := js.Stream(ctx, standby)
@@ -232,7 +236,7 @@ func FailBack(ctx context.Context, js jetstream.JetStream, host string, of Names
 		if scfg.Mirror != nil {
 			continue // not failed over, or failed back
 		}
-		copies = append(copies, scfg)
+		copies = append(copies, promotedCopy{scfg, t})
 		// No more appends there: what it holds now is the whole log.
 		if len(scfg.Subjects) != 1 || scfg.Subjects[0] != fencedSubject(hn, t) {
 			stopped := scfg
@@ -323,24 +327,12 @@ func FailBack(ctx context.Context, js jetstream.JetStream, host string, of Names
 	}
 	// Every shard is back: host mirrors of's log again (until this is
 	// done, of still counts as failed over to host).
-	for _, scfg := range copies {
-		origin := of.ClaimShard(shardOfCopy(scfg, hn, of.region(), of.ShardCount()))
-		if err := remirror(ctx, js, scfg, origin); err != nil {
+	for _, c := range copies {
+		if err := remirror(ctx, js, c.cfg, of.ClaimShard(c.shard)); err != nil {
 			return fmt.Errorf("fail back %s: %w", of.region(), err)
 		}
 	}
 	return nil
-}
-
-// shardOfCopy is the shard of region of's claim log that host's copy
-// scfg holds.
-func shardOfCopy(scfg jetstream.StreamConfig, hn Names, of string, shards int) int {
-	for t := range shards {
-		if hn.StandbyClaimShard(of, t) == scfg.Name {
-			return t
-		}
-	}
-	return 0
 }
 
 // remake makes region of's claim shard t (name) again as a mirror of
