@@ -28,8 +28,11 @@ type regionCommand struct {
 
 // parseRegionCommand parses name's flags and positional region, validates
 // both regions and connects.
-func parseRegionCommand(name, what string, timeout time.Duration, args []string) (*regionCommand, error) {
+func parseRegionCommand(name, what string, timeout time.Duration, args []string, more ...func(*flag.FlagSet)) (*regionCommand, error) {
 	fs := flag.NewFlagSet("core "+name, flag.ContinueOnError)
+	for _, m := range more {
+		m(fs)
+	}
 	var conn cli.NATSFlags
 	url := fs.String("nats", "nats://127.0.0.1:4222", "a core node of the supercluster (the standby region's)")
 	standby := fs.String("region", "", "the standby region (the one named in the region's topology `standby`, running with -standby-for)")
@@ -100,7 +103,10 @@ func regionFailover(args []string, out io.Writer) error {
 // standby's continuation of it and its edges resume after the failover's
 // records. It is idempotent.
 func regionFailback(args []string, out io.Writer) error {
-	c, err := parseRegionCommand("region-failback", "region", 2*time.Minute, args)
+	var o streams.FailBackOptions
+	c, err := parseRegionCommand("region-failback", "region", 2*time.Minute, args, func(fs *flag.FlagSet) {
+		fs.BoolVar(&o.Supersede, "supersede", false, "give the region the failover's log even where its own parted from it (claims its standby never mirrored before the loss): its records after the parting are kept in onceplane-<region>-superseded")
+	})
 	if err != nil {
 		return err
 	}
@@ -112,12 +118,22 @@ func regionFailback(args []string, out io.Writer) error {
 	}); err != nil {
 		return fmt.Errorf("%s's streams (are its core nodes back?): %w", c.region, err)
 	}
-	if err := retry(c.ctx, func(actx context.Context) error {
-		return streams.FailBack(actx, c.js, c.standby, streams.Names{Region: c.region, Shards: l.Shards})
+	superseded := 0
+	if err := retry(c.ctx, func(actx context.Context) (err error) {
+		superseded, err = streams.FailBack(actx, c.js, c.standby, streams.Names{Region: c.region, Shards: l.Shards}, o)
+		return err
 	}); err != nil {
+		if errors.Is(err, streams.ErrNotFailedOver) && !o.Supersede {
+			err = fmt.Errorf("%w\n(if %s was lost abruptly, its last claims never reached %s: run again with -supersede to keep them aside and fail back)", err, c.region, c.standby)
+		}
 		return err
 	}
-	fmt.Fprintf(out, "%s failed back from %s: its edges resume after the failover's records\n", c.region, c.standby)
+	fmt.Fprintf(out, "%s failed back from %s: its edges resume after the failover's records", c.region, c.standby)
+	if superseded > 0 {
+		fmt.Fprintf(out, "; %d of its claims never reached %s and were superseded (kept in %s; their events were handled again by the failover, flagged uncertain)",
+			superseded, c.standby, streams.Names{Region: c.region}.SupersededStream())
+	}
+	fmt.Fprintln(out)
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -216,7 +217,30 @@ func fencedSubject(n Names, t int) string {
 // become mirrors of of's again. Other regions' sources of of's claim log
 // resume at their stored positions: the sequences are the same. Every step
 // can be cut short: running FailBack again finishes it.
-func FailBack(ctx context.Context, js jetstream.JetStream, host string, of Names) error {
+//
+// A region lost abruptly has claims its standby never mirrored: its log
+// parts from the failover's after the last record mirrored. FailBack
+// refuses such a log unless o.Supersede is set; then those records are
+// kept in of's SupersededStream and the failover's log replaces them. It
+// returns the number of records superseded.
+func FailBack(ctx context.Context, js jetstream.JetStream, host string, of Names, o FailBackOptions) (int, error) {
+	superseded := 0
+	err := failBack(ctx, js, host, of, o, &superseded)
+	return superseded, err
+}
+
+// FailBackOptions configure FailBack. The zero value refuses a log that
+// parted from the failover's.
+type FailBackOptions struct {
+	// Supersede gives the region the failover's log even where its own log
+	// parted from it: its records after the parting (claims it made that
+	// its standby never mirrored, or made unfenced after the failover
+	// began) are moved to SupersededStream. Their events were handled
+	// again by the failover, flagged uncertain.
+	Supersede bool
+}
+
+func failBack(ctx context.Context, js jetstream.JetStream, host string, of Names, o FailBackOptions, superseded *int) error {
 	hn := Names{Region: host}
 	type promotedCopy struct {
 		cfg   jetstream.StreamConfig
@@ -288,11 +312,22 @@ func FailBack(ctx context.Context, js jetstream.JetStream, host string, of Names
 			if err != nil {
 				return fmt.Errorf("fail back %s: %w", of.region(), err)
 			}
-			if !same || ownLast > srcLast {
-				return fmt.Errorf("fail back %s: %w: %s has records the failover's log in %s lacks (it appended after the failover began)", of.region(), ErrNotFailedOver, name, standby)
-			}
 			if by := cfg.Metadata[metaFenced]; by != "" && by != host {
 				return fmt.Errorf("fail back %s: %s is fenced by %q, not %s", of.region(), name, by, host)
+			}
+			if !same || ownLast > srcLast {
+				fork, err := forkPoint(ctx, own, src, min(ownLast, srcLast))
+				if err != nil {
+					return fmt.Errorf("fail back %s: %w", of.region(), err)
+				}
+				if !o.Supersede {
+					return fmt.Errorf("fail back %s: %w: %s has %d records after %d that the failover's log in %s lacks (claims never mirrored, or made after the failover began)", of.region(), ErrNotFailedOver, name, ownLast-fork, fork, standby)
+				}
+				n, err := supersede(ctx, js, own, of, t, fork, ownLast)
+				*superseded += n
+				if err != nil {
+					return fmt.Errorf("fail back %s: %w", of.region(), err)
+				}
 			}
 			if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 				return fmt.Errorf("fail back %s: delete %s: %w", of.region(), name, err)
@@ -359,6 +394,75 @@ func remake(ctx context.Context, js jetstream.JetStream, scfg jetstream.StreamCo
 	}
 	return nil
 }
+
+// forkPoint returns the last sequence at or below hi where a and b hold
+// the same record: where a log and its failover continuation parted.
+// Records are the same up to the parting and differ after it (a record
+// names its writer and epoch), so a binary search finds it.
+func forkPoint(ctx context.Context, a, b jetstream.Stream, hi uint64) (uint64, error) {
+	lo := uint64(0) // the same up to lo
+	for lo < hi {
+		mid := lo + (hi-lo+1)/2
+		same, err := samePrefix(ctx, a, b, mid)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			same, err = true, nil // aged out of a: older than any parting
+		}
+		if err != nil {
+			return 0, err
+		}
+		if same {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	return lo, nil
+}
+
+// supersede copies own's records after fork up to last (shard t of region
+// of's claim log) into of's SupersededStream, each once (its message ID is
+// its shard and sequence, so a failback run again copies nothing twice),
+// and returns how many there were.
+func supersede(ctx context.Context, js jetstream.JetStream, own jetstream.Stream, of Names, t int, fork, last uint64) (int, error) {
+	cfg := own.CachedInfo().Config
+	keep := jetstream.StreamConfig{
+		Name: of.SupersededStream(), Subjects: []string{of.prefix() + ".superseded.*"},
+		Storage: cfg.Storage, Replicas: cfg.Replicas, Placement: cfg.Placement, MaxAge: cfg.MaxAge,
+		Duplicates: 24 * time.Hour, Metadata: map[string]string{"onceplane.superseded.of": of.region()},
+	}
+	if cfg.MaxAge > 0 && cfg.MaxAge < keep.Duplicates {
+		keep.Duplicates = cfg.MaxAge
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, keep); err != nil {
+		return 0, fmt.Errorf("stream %s: %w", keep.Name, err)
+	}
+	n := 0
+	for seq := fork + 1; seq <= last; seq++ {
+		m, err := own.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return n, fmt.Errorf("supersede %s at %d: %w", cfg.Name, seq, err)
+		}
+		msg := nats.NewMsg(of.Superseded(t))
+		msg.Data = m.Data
+		msg.Header.Set(HeaderSupersededSubject, m.Subject)
+		msg.Header.Set(HeaderSupersededSeq, strconv.FormatUint(seq, 10))
+		if _, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(fmt.Sprintf("%d-%d", t, seq))); err != nil {
+			return n, fmt.Errorf("supersede %s at %d: %w", cfg.Name, seq, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// Headers of a superseded claim record: the subject and sequence it had in
+// the region's claim log.
+const (
+	HeaderSupersededSubject = "Onceplane-Superseded-Subject"
+	HeaderSupersededSeq     = "Onceplane-Superseded-Seq"
+)
 
 // samePrefix reports whether a's first last records are b's: the same
 // record at a's last sequence (sequences are shared, so one record says

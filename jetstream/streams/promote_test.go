@@ -160,7 +160,7 @@ func TestFailBackRefusesADivergedLogAndFinishesACutShortOne(t *testing.T) {
 	if _, err := js.Publish(ctx, a.Claims(0), []byte("a, after")); err != nil {
 		t.Fatal(err)
 	}
-	if err := streams.FailBack(ctx, js, "b", a.Names); !errors.Is(err, streams.ErrNotFailedOver) {
+	if _, err := streams.FailBack(ctx, js, "b", a.Names, streams.FailBackOptions{}); !errors.Is(err, streams.ErrNotFailedOver) {
 		t.Fatalf("failing back a diverged log: %v, want %v", err, streams.ErrNotFailedOver)
 	}
 	own, err := js.Stream(ctx, a.ClaimStream())
@@ -176,7 +176,7 @@ func TestFailBackRefusesADivergedLogAndFinishesACutShortOne(t *testing.T) {
 	if err := js.DeleteStream(ctx, a.ClaimStream()); err != nil {
 		t.Fatal(err)
 	}
-	if err := streams.FailBack(ctx, js, "b", a.Names); err != nil {
+	if _, err := streams.FailBack(ctx, js, "b", a.Names, streams.FailBackOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	own, err = js.Stream(ctx, a.ClaimStream())
@@ -192,7 +192,93 @@ func TestFailBackRefusesADivergedLogAndFinishesACutShortOne(t *testing.T) {
 	if _, err := js.Publish(ctx, a.Claims(0), []byte("a again"), jetstream.WithExpectLastSequencePerSubject(4)); err != nil {
 		t.Fatalf("a's edges append after the failback: %v", err)
 	}
-	if err := streams.FailBack(ctx, js, "b", a.Names); err != nil {
+	if _, err := streams.FailBack(ctx, js, "b", a.Names, streams.FailBackOptions{}); err != nil {
 		t.Fatalf("failing back again: %v", err)
+	}
+}
+
+// TestFailBackSupersedesClaimsNeverMirrored: a region lost abruptly wrote
+// claims its standby never mirrored, and the failover wrote its own at the
+// same sequences. A failback refuses that log unless told to supersede;
+// then the region's records after the parting are kept aside (each once,
+// with the subject and sequence they had), the failover's take their
+// place, and the region's edges append after them. Run again, it changes
+// nothing.
+func TestFailBackSupersedesClaimsNeverMirrored(t *testing.T) {
+	n := coretest.Start(t)
+	_, js := coretest.Connect(t, n.ClientURL())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a := streams.Config{Names: streams.Names{Region: "a"}, Partitions: 2, Memory: true, Peers: []string{"b"}}
+	b := streams.Config{Names: streams.Names{Region: "b"}, Partitions: 2, Memory: true, Peers: []string{"a"}, StandbyFor: []string{"a"}}
+	for _, c := range []streams.Config{a.Own(), b.Own(), a, b} {
+		if err := streams.Provision(ctx, js, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendTo := func(subject, data string) {
+		t.Helper()
+		if _, err := js.Publish(ctx, subject, []byte(data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3 {
+		appendTo(a.Claims(0), "mirrored")
+	}
+	copyOfA, err := js.Stream(ctx, b.StandbyClaimShard("a", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	coretest.Eventually(t, 10*time.Second, "a's log mirrored", func() bool {
+		info, err := copyOfA.Info(ctx)
+		return err == nil && info.State.LastSeq == 3
+	})
+	// The region is lost; the standby promotes what it has. The region's
+	// last claims (written before the loss, never mirrored) stay behind.
+	if _, err := streams.Promote(ctx, js, b.Names, "a"); err != nil {
+		t.Fatal(err)
+	}
+	appendTo(a.Claims(0), "lost-1")
+	appendTo(a.Claims(1), "lost-2")
+	appendTo(b.FailoverClaims("a", 0), "failover-1")
+	appendTo(b.FailoverClaims("a", 1), "failover-2")
+	appendTo(b.FailoverClaims("a", 0), "failover-3")
+	if err := streams.Fence(ctx, js, a.Names, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := streams.FailBack(ctx, js, "b", a.Names, streams.FailBackOptions{}); !errors.Is(err, streams.ErrNotFailedOver) {
+		t.Fatalf("failing back a parted log without Supersede: %v, want %v", err, streams.ErrNotFailedOver)
+	}
+	for run, want := range []int{2, 0} { // the second run finds nothing left to supersede
+		k, err := streams.FailBack(ctx, js, "b", a.Names, streams.FailBackOptions{Supersede: true})
+		if err != nil || k != want {
+			t.Fatalf("failback run %d: %d superseded (%v), want %d", run+1, k, err, want)
+		}
+	}
+	own, err := js.Stream(ctx, a.ClaimStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq, want := range map[uint64]string{3: "mirrored", 4: "failover-1", 5: "failover-2", 6: "failover-3"} {
+		if m, err := own.GetMsg(ctx, seq); err != nil || string(m.Data) != want {
+			t.Fatalf("a's log at %d after the failback: %v (%v), want %q", seq, m, err, want)
+		}
+	}
+	kept, err := js.Stream(ctx, a.SupersededStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := kept.Info(ctx)
+	if err != nil || info.State.Msgs != 2 {
+		t.Fatalf("superseded records kept: %v (%v), want 2", info.State.Msgs, err)
+	}
+	for i, want := range []struct{ data, subject, seq string }{{"lost-1", a.Claims(0), "4"}, {"lost-2", a.Claims(1), "5"}} {
+		m, err := kept.GetMsg(ctx, uint64(i+1))
+		if err != nil || string(m.Data) != want.data || m.Header.Get(streams.HeaderSupersededSubject) != want.subject || m.Header.Get(streams.HeaderSupersededSeq) != want.seq {
+			t.Fatalf("superseded record %d: %+v (%v), want %+v", i+1, m, err, want)
+		}
+	}
+	if _, err := js.Publish(ctx, a.Claims(0), []byte("a again"), jetstream.WithExpectLastSequencePerSubject(6)); err != nil {
+		t.Fatalf("a's edges append after the failback: %v", err)
 	}
 }

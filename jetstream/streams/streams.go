@@ -183,6 +183,16 @@ func (n Names) StandbyClaimShard(of string, s int) string {
 	return shardName("onceplane-"+n.region()+"-claimstandby-"+of, s)
 }
 
+// SupersededStream is the stream that keeps the records a failback took
+// out of this region's claim log: claims the region made before it was
+// lost that never reached its standby, so the failover's log continued
+// without them (FailBackOptions.Supersede). Their events may have been
+// handled twice: here, and by the failover, which flagged its runs.
+func (n Names) SupersededStream() string { return "onceplane-" + n.region() + "-superseded" }
+
+// Superseded is the subject shard s's superseded claim records are kept on.
+func (n Names) Superseded(s int) string { return n.prefix() + ".superseded." + strconv.Itoa(s) }
+
 // FailoverClaims is the subject this region's edges append region of's
 // partition p's claims on while of is failed over here: the promoted
 // standby claim stream stores them as of's (Claims of of's Names).

@@ -142,7 +142,7 @@ func TestRegionFailover(t *testing.T) {
 	coretest.Eventually(t, time.Minute, "failed back", func() bool {
 		fctx, fcancel := context.WithTimeout(ctx, 30*time.Second)
 		defer fcancel()
-		err := streams.FailBack(fctx, westAdmin, "eu-west", east)
+		_, err := streams.FailBack(fctx, westAdmin, "eu-west", east, streams.FailBackOptions{})
 		if err != nil {
 			t.Logf("fail back: %v", err)
 		}
