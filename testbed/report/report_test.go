@@ -3,6 +3,7 @@ package report
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"html"
 	"os"
 	"os/exec"
@@ -128,13 +129,25 @@ func render(t *testing.T, bin, page string) []drawn {
 	if err := os.WriteFile(measured, append(append(append([]byte{}, src[:i]...), measure...), src[i:]...), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(bin, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,2000", "--dump-dom", "file://"+measured).Output()
-	if err != nil {
-		t.Fatalf("chromium: %v", err)
-	}
-	m := regexp.MustCompile(`(?s)<pre id="measured">(.*?)</pre>`).FindSubmatch(out)
-	if m == nil {
-		t.Fatalf("chromium did not run the measurement; DOM:\n%.2000s", out)
+	// Chromium itself can fail to start on a loaded machine (a crashed
+	// zygote, a full /dev/shm): up to three tries, each failure shown.
+	var m [][]byte
+	for try := 1; m == nil; try++ {
+		cmd := exec.Command(bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,2000", "--dump-dom", "file://"+measured)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err == nil {
+			if m = regexp.MustCompile(`(?s)<pre id="measured">(.*?)</pre>`).FindSubmatch(out); m == nil {
+				err = fmt.Errorf("the measurement did not run; DOM:\n%.2000s", out)
+			}
+		}
+		if err != nil {
+			if try == 3 {
+				t.Fatalf("chromium: %v\n%.2000s", err, stderr.String())
+			}
+			t.Logf("chromium, try %d: %v\n%.1000s", try, err, stderr.String())
+		}
 	}
 	var charts []drawn
 	if err := json.Unmarshal([]byte(html.UnescapeString(string(m[1]))), &charts); err != nil {
