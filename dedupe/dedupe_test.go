@@ -419,3 +419,28 @@ func runRemoteModel(t *testing.T, seed uint64) {
 		}
 	}
 }
+
+// TestCarry: a failback carries the superseded claims (IDs and time) into
+// the failover's epoch, nothing done, no watermark moved; a replay then
+// holds them claimed and pending, so the next owner's takeover makes them
+// uncertain.
+func TestCarry(t *testing.T) {
+	at := time.UnixMilli(1_700_000_000_000)
+	x, y := event.HashID("x"), event.HashID("y")
+	sup := []Record{
+		{Kind: KindClaim, Epoch: 3, Writer: "a", Time: at, IDs: []event.Hash{x}, Through: 40, DoneThrough: 9},
+		{Kind: KindDone, Epoch: 3, Writer: "a", Time: at, DoneThrough: 10, Through: 41},
+		{Kind: KindTakeover, Epoch: 4, Writer: "a", Time: at, IDs: []event.Hash{y}},
+		{Kind: KindClaim, Epoch: 4, Writer: "a", Time: at.Add(time.Second), IDs: []event.Hash{y}},
+	}
+	got := Carry(sup, Record{Kind: KindClaim, Epoch: 9, Through: 30})
+	if len(got) != 2 {
+		t.Fatalf("carried %d records, want 2: %+v", len(got), got)
+	}
+	for i, want := range []Record{{Kind: KindClaim, Epoch: 9, Writer: CarryWriter, Time: at, IDs: []event.Hash{x}}, {Kind: KindClaim, Epoch: 9, Writer: CarryWriter, Time: at.Add(time.Second), IDs: []event.Hash{y}}} {
+		g := got[i]
+		if g.Kind != want.Kind || g.Epoch != want.Epoch || g.Writer != want.Writer || !g.Time.Equal(want.Time) || g.Through != 0 || g.DoneThrough != 0 || len(g.IDs) != 1 || g.IDs[0] != want.IDs[0] {
+			t.Fatalf("carried record %d: %+v, want %+v", i, g, want)
+		}
+	}
+}

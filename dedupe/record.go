@@ -166,3 +166,25 @@ func Decode(b []byte) (Record, error) {
 	}
 	return r, nil
 }
+
+// CarryWriter is the writer of the records a failback carries over.
+const CarryWriter = "failback"
+
+// Carry returns the records a failback appends to the failover's log of a
+// partition so that what the region claimed in its superseded records (the
+// tail of its own log that never reached its standby before it was lost)
+// stays claimed: one claim record per superseded claim, with its IDs and
+// time, in the failover's epoch (last's), marking nothing done and moving
+// no watermark. The region's next owner finds them pending and carries
+// them as uncertain, so an event among them that arrives again is re-run
+// flagged, never handled as new. Takeover and done records carry nothing.
+func Carry(superseded []Record, last Record) []Record {
+	var out []Record
+	for _, r := range superseded {
+		if r.Kind != KindClaim || len(r.IDs) == 0 {
+			continue
+		}
+		out = append(out, Record{Kind: KindClaim, Epoch: last.Epoch, Writer: CarryWriter, Time: r.Time, IDs: r.IDs})
+	}
+	return out
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/onceplane/onceplane/internal/cli"
+	"github.com/onceplane/onceplane/jetstream/claimlog"
 	"github.com/onceplane/onceplane/jetstream/streams"
 )
 
@@ -103,7 +104,7 @@ func regionFailover(args []string, out io.Writer) error {
 // standby's continuation of it and its edges resume after the failover's
 // records. It is idempotent.
 func regionFailback(args []string, out io.Writer) error {
-	var o streams.FailBackOptions
+	o := streams.FailBackOptions{Carry: claimlog.CarrySuperseded}
 	c, err := parseRegionCommand("region-failback", "region", 2*time.Minute, args, func(fs *flag.FlagSet) {
 		fs.BoolVar(&o.Supersede, "supersede", false, "give the region the failover's log even where its own parted from it (claims its standby never mirrored before the loss): its records after the parting are kept in onceplane-<region>-superseded")
 	})

@@ -314,3 +314,29 @@ func (l *Log) read(ctx context.Context, p int, from, last uint64, fn func(seq ui
 	}
 	return seq, nil
 }
+
+// CarrySuperseded is streams.FailBackOptions.Carry for claim logs: it
+// decodes partition p's superseded records and the failover's last record
+// and encodes what dedupe.Carry makes of them. Bytes that are not a record
+// carry nothing.
+func CarrySuperseded(p int, superseded [][]byte, last []byte) ([][]byte, error) {
+	var recs []dedupe.Record
+	for _, b := range superseded {
+		if r, err := dedupe.Decode(b); err == nil {
+			recs = append(recs, r)
+		}
+	}
+	var lr dedupe.Record
+	if r, err := dedupe.Decode(last); err == nil {
+		lr = r // else no record there yet: epoch 0
+	}
+	var out [][]byte
+	for _, r := range dedupe.Carry(recs, lr) {
+		b, err := r.Append(nil)
+		if err != nil {
+			return nil, fmt.Errorf("carry p%d: %w", p, err)
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}

@@ -238,6 +238,101 @@ type FailBackOptions struct {
 	// began) are moved to SupersededStream. Their events were handled
 	// again by the failover, flagged uncertain.
 	Supersede bool
+	// Carry, required with Supersede, keeps what the region claimed in its
+	// superseded records claimed: given partition p's superseded records
+	// (their data, in log order) and the data of p's last record in the
+	// failover's log (nil when it has none), it returns the records to
+	// append there before the log is given back
+	// (claimlog.CarrySuperseded: their IDs, claimed and never done, so the
+	// region's next owner re-runs any that arrive again flagged uncertain).
+	// Without it the region's edges would handle those events again as new.
+	Carry func(p int, superseded [][]byte, last []byte) ([][]byte, error)
+}
+
+// carryOver checks region of's claim shard t against host's promoted copy
+// src, which still takes appends: a log that parted from it is refused
+// (ErrNotFailedOver) unless o.Supersede, and then its records after the
+// parting are kept in SupersededStream and carried into src (o.Carry).
+func carryOver(ctx context.Context, js jetstream.JetStream, src jetstream.Stream, of Names, t int, host string, o FailBackOptions) error {
+	own, err := js.Stream(ctx, of.ClaimShard(t))
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("fail back %s: %s: %w", of.region(), of.ClaimShard(t), err)
+	}
+	if own.CachedInfo().Config.Mirror != nil {
+		return nil // being made again from src: nothing of its own
+	}
+	ownInfo, err := own.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("fail back %s: %s: %w", of.region(), of.ClaimShard(t), err)
+	}
+	srcInfo, err := src.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("fail back %s: %s: %w", of.region(), src.CachedInfo().Config.Name, err)
+	}
+	ownLast, srcLast := ownInfo.State.LastSeq, srcInfo.State.LastSeq
+	same, err := samePrefix(ctx, own, src, ownLast)
+	if err != nil {
+		return fmt.Errorf("fail back %s: %w", of.region(), err)
+	}
+	if same && ownLast <= srcLast {
+		return nil
+	}
+	fork, err := forkPoint(ctx, own, src, min(ownLast, srcLast))
+	if err != nil {
+		return fmt.Errorf("fail back %s: %w", of.region(), err)
+	}
+	name := of.ClaimShard(t)
+	if !o.Supersede {
+		return fmt.Errorf("fail back %s: %w: %s has %d records after %d that the failover's log in %s lacks (claims never mirrored, or made after the failover began)", of.region(), ErrNotFailedOver, name, ownLast-fork, fork, srcInfo.Config.Name)
+	}
+	if o.Carry == nil {
+		return fmt.Errorf("fail back %s: superseding %s needs FailBackOptions.Carry", of.region(), name)
+	}
+	recs, err := supersede(ctx, js, own, of, t, fork, ownLast)
+	if err != nil {
+		return fmt.Errorf("fail back %s: %w", of.region(), err)
+	}
+	byPartition := map[int][][]byte{}
+	var parts []int
+	for _, r := range recs {
+		p, err := strconv.Atoi(r.subject[strings.LastIndexByte(r.subject, '.')+1:])
+		if err != nil {
+			continue // not a claim subject
+		}
+		if _, ok := byPartition[p]; !ok {
+			parts = append(parts, p)
+		}
+		byPartition[p] = append(byPartition[p], r.data)
+	}
+	hn := Names{Region: host}
+	for _, p := range parts {
+		stored := of.Claims(p)
+		var lastSeq uint64
+		var lastData []byte
+		m, err := src.GetLastMsgForSubject(ctx, stored)
+		switch {
+		case err == nil:
+			lastSeq, lastData = m.Sequence, m.Data
+		case !errors.Is(err, jetstream.ErrMsgNotFound):
+			return fmt.Errorf("fail back %s: last record of %s: %w", of.region(), stored, err)
+		}
+		carried, err := o.Carry(p, byPartition[p], lastData)
+		if err != nil {
+			return fmt.Errorf("fail back %s: carry partition %d: %w", of.region(), p, err)
+		}
+		for i, data := range carried {
+			ack, err := js.Publish(ctx, hn.FailoverClaims(of.region(), p), data, jetstream.WithExpectLastSequencePerSubject(lastSeq),
+				jetstream.WithMsgID(fmt.Sprintf("failback-%d-%d-%d-%d", t, fork, p, i)))
+			if err != nil {
+				return fmt.Errorf("fail back %s: carry partition %d into %s: %w", of.region(), p, srcInfo.Config.Name, err)
+			}
+			lastSeq = ack.Sequence
+		}
+	}
+	return nil
 }
 
 func failBack(ctx context.Context, js jetstream.JetStream, host string, of Names, o FailBackOptions, superseded *int) error {
@@ -263,6 +358,11 @@ func failBack(ctx context.Context, js jetstream.JetStream, host string, of Names
 		copies = append(copies, promotedCopy{scfg, t})
 		// No more appends there: what it holds now is the whole log.
 		if len(scfg.Subjects) != 1 || scfg.Subjects[0] != fencedSubject(hn, t) {
+			// While it still takes appends: what the region claimed that
+			// never reached it is carried over, or the failback refused.
+			if err := carryOver(ctx, js, src, of, t, host, o); err != nil {
+				return err
+			}
 			stopped := scfg
 			stopped.Subjects, stopped.SubjectTransform = []string{fencedSubject(hn, t)}, nil
 			if _, err := js.UpdateStream(ctx, stopped); err != nil {
@@ -323,8 +423,8 @@ func failBack(ctx context.Context, js jetstream.JetStream, host string, of Names
 				if !o.Supersede {
 					return fmt.Errorf("fail back %s: %w: %s has %d records after %d that the failover's log in %s lacks (claims never mirrored, or made after the failover began)", of.region(), ErrNotFailedOver, name, ownLast-fork, fork, standby)
 				}
-				n, err := supersede(ctx, js, own, of, t, fork, ownLast)
-				*superseded += n
+				recs, err := supersede(ctx, js, own, of, t, fork, ownLast)
+				*superseded += len(recs)
 				if err != nil {
 					return fmt.Errorf("fail back %s: %w", of.region(), err)
 				}
@@ -422,8 +522,11 @@ func forkPoint(ctx context.Context, a, b jetstream.Stream, hi uint64) (uint64, e
 // supersede copies own's records after fork up to last (shard t of region
 // of's claim log) into of's SupersededStream, each once (its message ID is
 // its shard and sequence, so a failback run again copies nothing twice),
-// and returns how many there were.
-func supersede(ctx context.Context, js jetstream.JetStream, own jetstream.Stream, of Names, t int, fork, last uint64) (int, error) {
+// and returns them. The records stream through one ordered
+// consumer and are published asynchronously: the region is across the WAN
+// from the failback's connection, and a round trip per record would not
+// finish a tail of thousands.
+func supersede(ctx context.Context, js jetstream.JetStream, own jetstream.Stream, of Names, t int, fork, last uint64) ([]kept, error) {
 	cfg := own.CachedInfo().Config
 	keep := jetstream.StreamConfig{
 		Name: of.SupersededStream(), Subjects: []string{of.prefix() + ".superseded.*"},
@@ -434,27 +537,82 @@ func supersede(ctx context.Context, js jetstream.JetStream, own jetstream.Stream
 		keep.Duplicates = cfg.MaxAge
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, keep); err != nil {
-		return 0, fmt.Errorf("stream %s: %w", keep.Name, err)
+		return nil, fmt.Errorf("stream %s: %w", keep.Name, err)
 	}
-	n := 0
-	for seq := fork + 1; seq <= last; seq++ {
-		m, err := own.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
+	cons, err := own.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: fork + 1})
+	if err != nil {
+		return nil, fmt.Errorf("supersede %s after %d: %w", cfg.Name, fork, err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, fmt.Errorf("supersede %s after %d: %w", cfg.Name, fork, err)
+	}
+	defer it.Stop()
+	var acks []jetstream.PubAckFuture
+	var out []kept
+	for {
+		m, err := nextMsg(ctx, it)
 		if err != nil {
-			return n, fmt.Errorf("supersede %s at %d: %w", cfg.Name, seq, err)
+			return out, fmt.Errorf("supersede %s after %d: %w", cfg.Name, fork, err)
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			return out, fmt.Errorf("supersede %s: %w", cfg.Name, err)
+		}
+		seq := meta.Sequence.Stream
+		if seq > last {
+			break
 		}
 		msg := nats.NewMsg(of.Superseded(t))
-		msg.Data = m.Data
-		msg.Header.Set(HeaderSupersededSubject, m.Subject)
+		msg.Data = m.Data()
+		msg.Header.Set(HeaderSupersededSubject, m.Subject())
 		msg.Header.Set(HeaderSupersededSeq, strconv.FormatUint(seq, 10))
-		if _, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(fmt.Sprintf("%d-%d", t, seq))); err != nil {
-			return n, fmt.Errorf("supersede %s at %d: %w", cfg.Name, seq, err)
+		f, err := js.PublishMsgAsync(msg, jetstream.WithMsgID(fmt.Sprintf("%d-%d", t, seq)))
+		if err != nil {
+			return out, fmt.Errorf("supersede %s at %d: %w", cfg.Name, seq, err)
 		}
-		n++
+		acks = append(acks, f)
+		out = append(out, kept{m.Subject(), m.Data()})
+		if seq == last || meta.NumPending == 0 {
+			break
+		}
 	}
-	return n, nil
+	for _, f := range acks {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return out, fmt.Errorf("supersede %s: keep %s: %w", cfg.Name, f.Msg().Header.Get(HeaderSupersededSeq), err)
+		case <-ctx.Done():
+			return out, fmt.Errorf("supersede %s: %w", cfg.Name, ctx.Err())
+		}
+	}
+	return out, nil
+}
+
+// kept is a superseded record: its subject in the claim log, its data.
+type kept struct {
+	subject string
+	data    []byte
+}
+
+// nextMsg is it.Next bounded by ctx.
+func nextMsg(ctx context.Context, it jetstream.MessagesContext) (jetstream.Msg, error) {
+	type next struct {
+		m   jetstream.Msg
+		err error
+	}
+	ch := make(chan next, 1)
+	go func() {
+		m, err := it.Next()
+		ch <- next{m, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.m, r.err
+	case <-ctx.Done():
+		it.Stop() // ends the Next above
+		return nil, ctx.Err()
+	}
 }
 
 // Headers of a superseded claim record: the subject and sequence it had in

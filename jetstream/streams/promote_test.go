@@ -1,13 +1,17 @@
 package streams_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/onceplane/onceplane/dedupe"
+	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/jetstream/claimlog"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/testbed/coretest"
@@ -199,11 +203,13 @@ func TestFailBackRefusesADivergedLogAndFinishesACutShortOne(t *testing.T) {
 
 // TestFailBackSupersedesClaimsNeverMirrored: a region lost abruptly wrote
 // claims its standby never mirrored, and the failover wrote its own at the
-// same sequences. A failback refuses that log unless told to supersede;
-// then the region's records after the parting are kept aside (each once,
-// with the subject and sequence they had), the failover's take their
-// place, and the region's edges append after them. Run again, it changes
-// nothing.
+// same sequences. A failback refuses that log unless told to supersede
+// (and then the failover's copy still takes appends); superseding, the
+// region's records after the parting are kept aside (each once, with the
+// subject and sequence they had), the failover's take their place, and
+// the region's claims are carried into the log (same IDs, the failover's
+// epoch, nothing done), so its next owner does not take those events for
+// new. Run again, it changes nothing.
 func TestFailBackSupersedesClaimsNeverMirrored(t *testing.T) {
 	n := coretest.Start(t)
 	_, js := coretest.Connect(t, n.ClientURL())
@@ -216,14 +222,25 @@ func TestFailBackSupersedesClaimsNeverMirrored(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	appendTo := func(subject, data string) {
+	record := func(writer string, epoch uint64, ids ...string) []byte {
+		r := dedupe.Record{Kind: dedupe.KindClaim, Epoch: epoch, Writer: writer, Time: time.UnixMilli(1_700_000_000_000)}
+		for _, id := range ids {
+			r.IDs = append(r.IDs, event.HashID(id))
+		}
+		data, err := r.Append(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	appendTo := func(subject string, data []byte) {
 		t.Helper()
-		if _, err := js.Publish(ctx, subject, []byte(data)); err != nil {
+		if _, err := js.Publish(ctx, subject, data); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for range 3 {
-		appendTo(a.Claims(0), "mirrored")
+	for i := range 3 {
+		appendTo(a.Claims(0), record("a-edge", 1, fmt.Sprint("mirrored-", i)))
 	}
 	copyOfA, err := js.Stream(ctx, b.StandbyClaimShard("a", 0))
 	if err != nil {
@@ -238,19 +255,23 @@ func TestFailBackSupersedesClaimsNeverMirrored(t *testing.T) {
 	if _, err := streams.Promote(ctx, js, b.Names, "a"); err != nil {
 		t.Fatal(err)
 	}
-	appendTo(a.Claims(0), "lost-1")
-	appendTo(a.Claims(1), "lost-2")
-	appendTo(b.FailoverClaims("a", 0), "failover-1")
-	appendTo(b.FailoverClaims("a", 1), "failover-2")
-	appendTo(b.FailoverClaims("a", 0), "failover-3")
+	lost1, lost2 := record("a-edge", 1, "x", "y"), record("a-edge", 1, "z")
+	appendTo(a.Claims(0), lost1)
+	appendTo(a.Claims(1), lost2)
+	appendTo(b.FailoverClaims("a", 0), record("b-failover", 7, "f1"))
+	appendTo(b.FailoverClaims("a", 1), record("b-failover", 7, "f2"))
+	appendTo(b.FailoverClaims("a", 0), record("b-failover", 7, "f3"))
 	if err := streams.Fence(ctx, js, a.Names, "b"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := streams.FailBack(ctx, js, "b", a.Names, streams.FailBackOptions{}); !errors.Is(err, streams.ErrNotFailedOver) {
 		t.Fatalf("failing back a parted log without Supersede: %v, want %v", err, streams.ErrNotFailedOver)
 	}
+	// Refused, the failover's copy still takes appends.
+	appendTo(b.FailoverClaims("a", 1), record("b-failover", 7, "f4"))
+	o := streams.FailBackOptions{Supersede: true, Carry: claimlog.CarrySuperseded}
 	for run, want := range []int{2, 0} { // the second run finds nothing left to supersede
-		k, err := streams.FailBack(ctx, js, "b", a.Names, streams.FailBackOptions{Supersede: true})
+		k, err := streams.FailBack(ctx, js, "b", a.Names, o)
 		if err != nil || k != want {
 			t.Fatalf("failback run %d: %d superseded (%v), want %d", run+1, k, err, want)
 		}
@@ -259,10 +280,38 @@ func TestFailBackSupersedesClaimsNeverMirrored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for seq, want := range map[uint64]string{3: "mirrored", 4: "failover-1", 5: "failover-2", 6: "failover-3"} {
-		if m, err := own.GetMsg(ctx, seq); err != nil || string(m.Data) != want {
-			t.Fatalf("a's log at %d after the failback: %v (%v), want %q", seq, m, err, want)
+	// 1-3 mirrored, 4-7 the failover's, 8 and 9 carried (partition 0's,
+	// then partition 1's).
+	for seq, want := range map[uint64]struct {
+		subject, writer string
+		epoch           uint64
+		ids             []string
+	}{
+		3: {a.Claims(0), "a-edge", 1, []string{"mirrored-2"}},
+		4: {a.Claims(0), "b-failover", 7, []string{"f1"}},
+		7: {a.Claims(1), "b-failover", 7, []string{"f4"}},
+		8: {a.Claims(0), dedupe.CarryWriter, 7, []string{"x", "y"}},
+		9: {a.Claims(1), dedupe.CarryWriter, 7, []string{"z"}},
+	} {
+		m, err := own.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("a's log at %d: %v", seq, err)
 		}
+		r, err := dedupe.Decode(m.Data)
+		var ids []string
+		for _, id := range want.ids {
+			ids = append(ids, event.HashID(id).Hex())
+		}
+		var got []string
+		for _, h := range r.IDs {
+			got = append(got, h.Hex())
+		}
+		if err != nil || m.Subject != want.subject || r.Writer != want.writer || r.Epoch != want.epoch || r.Kind != dedupe.KindClaim || fmt.Sprint(got) != fmt.Sprint(ids) || r.DoneThrough != 0 || r.Through != 0 {
+			t.Fatalf("a's log at %d after the failback: %s %+v (%v), want %+v", seq, m.Subject, r, err, want)
+		}
+	}
+	if info, err := own.Info(ctx); err != nil || info.State.LastSeq != 9 {
+		t.Fatalf("a's log after the failback ends at %d (%v), want 9", info.State.LastSeq, err)
 	}
 	kept, err := js.Stream(ctx, a.SupersededStream())
 	if err != nil {
@@ -272,13 +321,16 @@ func TestFailBackSupersedesClaimsNeverMirrored(t *testing.T) {
 	if err != nil || info.State.Msgs != 2 {
 		t.Fatalf("superseded records kept: %v (%v), want 2", info.State.Msgs, err)
 	}
-	for i, want := range []struct{ data, subject, seq string }{{"lost-1", a.Claims(0), "4"}, {"lost-2", a.Claims(1), "5"}} {
+	for i, want := range []struct {
+		data          []byte
+		subject, seq string
+	}{{lost1, a.Claims(0), "4"}, {lost2, a.Claims(1), "5"}} {
 		m, err := kept.GetMsg(ctx, uint64(i+1))
-		if err != nil || string(m.Data) != want.data || m.Header.Get(streams.HeaderSupersededSubject) != want.subject || m.Header.Get(streams.HeaderSupersededSeq) != want.seq {
+		if err != nil || !bytes.Equal(m.Data, want.data) || m.Header.Get(streams.HeaderSupersededSubject) != want.subject || m.Header.Get(streams.HeaderSupersededSeq) != want.seq {
 			t.Fatalf("superseded record %d: %+v (%v), want %+v", i+1, m, err, want)
 		}
 	}
-	if _, err := js.Publish(ctx, a.Claims(0), []byte("a again"), jetstream.WithExpectLastSequencePerSubject(6)); err != nil {
+	if _, err := js.Publish(ctx, a.Claims(0), []byte("a again"), jetstream.WithExpectLastSequencePerSubject(8)); err != nil {
 		t.Fatalf("a's edges append after the failback: %v", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -72,32 +73,59 @@ func (o Options) tracer(region, role string) trace.TracerProvider {
 	return o.TracerProvider
 }
 
-// Effect is one handler run: an event handled in a region.
-type Effect struct {
-	Region, Edge, ID string
-	Uncertain        bool
-	At               time.Time
-}
-
 // Ledger counts effects per region and ID. It is safe for concurrent use.
 type Ledger struct {
-	mu     sync.Mutex
-	counts map[string]map[string]int // region -> ID -> handler runs
-	total  int
+	mu      sync.Mutex
+	counts  map[string]map[string]int // region -> ID -> handler runs
+	flagged map[string]map[string]int // region -> ID -> runs flagged uncertain
+	claimed map[string]map[string]int // region -> ID -> first-time decisions (claims)
+	total   int
 }
 
-func newLedger() *Ledger { return &Ledger{counts: map[string]map[string]int{}} }
+func newLedger() *Ledger {
+	return &Ledger{counts: map[string]map[string]int{}, flagged: map[string]map[string]int{}, claimed: map[string]map[string]int{}}
+}
 
-func (l *Ledger) add(region, id string) {
+func (l *Ledger) add(region, id string, uncertain bool) {
 	l.mu.Lock()
-	m := l.counts[region]
-	if m == nil {
-		m = map[string]int{}
-		l.counts[region] = m
-	}
-	m[id]++
+	defer l.mu.Unlock()
 	l.total++
-	l.mu.Unlock()
+	bump(l.counts, region, id)
+	if uncertain {
+		bump(l.flagged, region, id)
+	}
+}
+
+func (l *Ledger) claim(region, id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	bump(l.claimed, region, id)
+}
+
+// Claimed returns region -> hashes (event.Hash.Hex) of the IDs its edges
+// claimed as first-time decisions (uncertain re-runs included), whether or
+// not their handler ran.
+func (l *Ledger) Claimed() map[string]map[string]bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string]map[string]bool, len(l.claimed))
+	for r, ids := range l.claimed {
+		m := make(map[string]bool, len(ids))
+		for id := range ids {
+			m[event.HashID(id).Hex()] = true
+		}
+		out[r] = m
+	}
+	return out
+}
+
+func bump(m map[string]map[string]int, region, id string) {
+	r := m[region]
+	if r == nil {
+		r = map[string]int{}
+		m[region] = r
+	}
+	r[id]++
 }
 
 // Total is the number of effects in every region.
@@ -124,13 +152,21 @@ func (l *Ledger) Distinct() int {
 func (l *Ledger) Counts() map[string]map[string]int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := make(map[string]map[string]int, len(l.counts))
-	for r, m := range l.counts {
-		c := make(map[string]int, len(m))
-		for id, n := range m {
-			c[id] = n
-		}
-		out[r] = c
+	return clone(l.counts)
+}
+
+// Flagged returns a copy of region -> ID -> effects whose handler was told
+// they might repeat an earlier one (Event.Uncertain).
+func (l *Ledger) Flagged() map[string]map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return clone(l.flagged)
+}
+
+func clone(m map[string]map[string]int) map[string]map[string]int {
+	out := make(map[string]map[string]int, len(m))
+	for r, ids := range m {
+		out[r] = maps.Clone(ids)
 	}
 	return out
 }
@@ -158,6 +194,7 @@ type Deployment struct {
 type runningEdge struct {
 	c      *edge.Consumer
 	nc     *nats.Conn
+	host   string // a failover edge's host region; "" for the region's own
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -225,29 +262,64 @@ func (d *Deployment) StartEdge(region, name string) error {
 			home = []int{}
 		}
 	}
-	parts := failover.OwnedSome(names, d.top.Partitions, home, name)
-	if parts == nil {
-		parts = []int{}
+	o := edge.Options{Region: region, Name: name, Partitions: failover.OwnedSome(names, d.top.Partitions, home, name), Strict: strict}
+	if !strict && !d.o.NoReplication {
+		o.Peers, o.Standby = d.others(region), r.Standby
 	}
-	nc, js, err := d.ConnectAs(region, auth.Edge)
+	return d.run(region, "", o)
+}
+
+// others are the regions of the topology but region.
+func (d *Deployment) others(region string) []string {
+	return slices.DeleteFunc(d.top.RegionNames(), func(r string) bool { return r == region })
+}
+
+// StartFailover starts host's failover edges for region of, one per edge of
+// host's sharing of's partitions (edge -failover-of): of's standby claim
+// streams in host must be promoted (streams.Promote) first. Their effects
+// count as of's, and so do their stats.
+func (d *Deployment) StartFailover(host, of string) error {
+	r, ok := d.top.Region(host)
+	if !ok {
+		return fmt.Errorf("deploy: unknown region %q", host)
+	}
+	var names []string
+	for _, e := range r.Edges {
+		names = append(names, e.Name+"-for-"+of)
+	}
+	for _, name := range names {
+		o := edge.Options{Region: of, Host: host, Name: name, Partitions: failover.OwnedSome(names, d.top.Partitions, nil, name), Peers: d.others(of)}
+		if err := d.run(of, host, o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// run starts an edge of region with o (its region's, or, with host set,
+// a failover edge connected to host), filling what the deployment decides.
+func (d *Deployment) run(region, host string, o edge.Options) error {
+	if o.Partitions == nil {
+		o.Partitions = []int{}
+	}
+	o.Window, o.BatchSize, o.IdleFlush, o.NoBloom = time.Duration(d.top.Window), d.o.BatchSize, d.o.IdleFlush, d.o.NoBloom
+	o.Metrics, o.TracerProvider, o.Logger = d.Metrics, d.o.tracer(region, "edge"), d.o.Logger
+	connectTo := region
+	if host != "" {
+		connectTo = host
+	}
+	nc, js, err := d.ConnectAs(connectTo, auth.Edge)
 	if err != nil {
 		return err
 	}
-	var peers []string
-	if !strict && !d.o.NoReplication {
-		for _, other := range d.top.RegionNames() {
-			if other != region {
-				peers = append(peers, other)
-			}
+	name := o.Name
+	o.OnDecision = func(dec edge.Decision) {
+		if dec.Path.First() {
+			d.Effects.claim(region, dec.ID)
 		}
-	}
-	o := edge.Options{
-		Region: region, Name: name, Partitions: parts, Peers: peers, Strict: strict,
-		Window: time.Duration(d.top.Window), BatchSize: d.o.BatchSize, IdleFlush: d.o.IdleFlush, NoBloom: d.o.NoBloom,
-		Metrics: d.Metrics, TracerProvider: d.o.tracer(region, "edge"), Logger: d.o.Logger,
-	}
-	if d.o.OnDecision != nil {
-		o.OnDecision = func(dec edge.Decision) { d.o.OnDecision(region, dec) }
+		if d.o.OnDecision != nil {
+			d.o.OnDecision(region, dec)
+		}
 	}
 	if d.o.OnOwnership != nil {
 		o.OnOwnership = func(e edge.OwnershipEvent) { d.o.OnOwnership(region, name, e) }
@@ -256,7 +328,7 @@ func (d *Deployment) StartEdge(region, name string) error {
 		o.OnReplicated = func(from string, lag time.Duration) { d.o.OnReplicated(from, region, lag) }
 	}
 	var h edge.Handler = edge.HandlerFunc(func(_ context.Context, ev event.Event) error {
-		d.Effects.add(region, ev.ID)
+		d.Effects.add(region, ev.ID, ev.Uncertain)
 		return nil
 	})
 	if d.o.Handler != nil {
@@ -268,7 +340,7 @@ func (d *Deployment) StartEdge(region, name string) error {
 		return err
 	}
 	ctx, cancel := context.WithCancel(d.ctx)
-	re := &runningEdge{c: c, nc: nc, cancel: cancel, done: make(chan struct{})}
+	re := &runningEdge{c: c, nc: nc, host: host, cancel: cancel, done: make(chan struct{})}
 	d.mu.Lock()
 	d.edges[region] = append(d.edges[region], re)
 	d.mu.Unlock()
@@ -381,20 +453,32 @@ func ReadConflicts(ctx context.Context, js jetstream.JetStream, n streams.Names)
 // Replicated reports whether every region's owners have merged every claim
 // record the other regions have written so far (asynchronous mode).
 func (d *Deployment) Replicated(ctx context.Context) (bool, error) {
+	behind, err := d.Unreplicated(ctx)
+	return err == nil && len(behind) == 0, err
+}
+
+// Unreplicated lists the regions whose owners have not merged every claim
+// record the other regions have written so far, with the counts: a region
+// whose xclaims sources still lag, or whose owners merged fewer records
+// than the other regions' claim logs hold. (More is not behind: a claim
+// log remade by a failback is sourced again from its start, as nats-server
+// sources a recreated stream anew.)
+func (d *Deployment) Unreplicated(ctx context.Context) ([]string, error) {
 	claims := map[string]uint64{}
 	for _, r := range d.top.RegionNames() {
 		nc, js, err := d.Connect(r)
 		if err != nil {
-			return false, err
+			return nil, err
 		}
 		rn := d.Names(r)
 		n, err := verify.StreamsMsgs(ctx, js, rn.EveryShard(rn.ClaimShard))
 		nc.Close()
 		if err != nil {
-			return false, err
+			return nil, err
 		}
 		claims[r] = n
 	}
+	var behind []string
 	for _, r := range d.top.RegionNames() {
 		var want uint64
 		for q, n := range claims {
@@ -402,11 +486,22 @@ func (d *Deployment) Replicated(ctx context.Context) (bool, error) {
 				want += n
 			}
 		}
-		if uint64(d.Stats(r).RemoteMerged) != want {
-			return false, nil
+		if got := uint64(d.Stats(r).RemoteMerged); got < want {
+			behind = append(behind, fmt.Sprintf("%s merged %d of %d", r, got, want))
+			continue
 		}
+		nc, js, err := d.Connect(r)
+		if err != nil {
+			return nil, err
+		}
+		for _, x := range d.Names(r).EveryShard(d.Names(r).XClaimShard) {
+			if ok, err := sourcesCaughtUp(ctx, js, x); err != nil || !ok {
+				behind = append(behind, fmt.Sprintf("%s sources lag (%v)", x, err))
+			}
+		}
+		nc.Close()
 	}
-	return true, nil
+	return behind, nil
 }
 
 // Drained reports whether every region's input consumers have nothing
@@ -478,15 +573,77 @@ func (d *Deployment) RestartEdge(region, name string) error {
 
 // StopEdges stops region's edges (gracefully: batches in hand finish).
 func (d *Deployment) StopEdges(region string) {
-	d.mu.Lock()
-	es := slices.Clone(d.edges[region])
-	d.mu.Unlock()
+	d.stopSome(region, func(*runningEdge) bool { return true })
+}
+
+// StopFailover stops the failover edges running region's partitions
+// elsewhere (gracefully).
+func (d *Deployment) StopFailover(region string) {
+	d.stopSome(region, func(e *runningEdge) bool { return e.host != "" })
+}
+
+// KillRegion loses region at once: its WAN links are cut first (what its
+// core nodes had not sent yet, claims and events for its standby's mirrors
+// included, never leaves), then its edges' connections (a batch in hand
+// may have run its handler without recording it done, as after kill -9),
+// then its core nodes shut down (their storage stays, as on machines that
+// died). ReturnRegion brings it back.
+func (d *Deployment) KillRegion(region string) {
+	for _, other := range d.others(region) {
+		d.Cut(region, other)
+	}
+	es := d.selectEdges(region, func(e *runningEdge) bool { return e.host == "" })
+	for _, e := range es {
+		e.nc.Close()
+		e.cancel()
+	}
+	d.StopRegion(region)
+	for _, e := range es {
+		d.stop(region, e)
+	}
+}
+
+// ReturnRegion brings a region KillRegion lost back: its core nodes on
+// their storage, its links healed, its streams provisioned as a core
+// binary does at start (a region failed over is fenced then). Its edges
+// are not started.
+func (d *Deployment) ReturnRegion(ctx context.Context, region string) error {
+	if err := d.StartRegion(ctx, region); err != nil {
+		return err
+	}
+	for _, other := range d.others(region) {
+		d.Heal(region, other)
+	}
+	return d.ProvisionRegion(ctx, region)
+}
+
+// stopSome stops region's edges that which selects, all at once.
+func (d *Deployment) stopSome(region string, which func(*runningEdge) bool) {
+	es := d.selectEdges(region, which)
 	for _, e := range es {
 		e.cancel()
 	}
 	for _, e := range es {
 		d.stop(region, e)
 	}
+}
+
+// selectEdges returns region's running edges that which selects.
+func (d *Deployment) selectEdges(region string, which func(*runningEdge) bool) []*runningEdge {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.DeleteFunc(slices.Clone(d.edges[region]), func(e *runningEdge) bool { return !which(e) })
+}
+
+// Publishers are the producers publishing for region, in order of
+// preference: region's own, then its standby's (if it has one), as a
+// producer.Failover would use them.
+func (d *Deployment) Publishers(region string) []*producer.Producer {
+	out := []*producer.Producer{d.prods[region]}
+	if r, ok := d.top.Region(region); ok && r.Standby != "" {
+		out = append(out, d.prods[r.Standby])
+	}
+	return out
 }
 
 // stop stops a running edge, then removes it from region's edges and adds

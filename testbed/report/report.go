@@ -277,7 +277,7 @@ func pathChart(paths map[string]map[string]int64) string {
 	return b.String()
 }
 
-var phaseColor = map[string]string{"rebuild": "#2563eb", "merge": "#9333ea", "fence": "#dc2626", "resume": "#16a34a"}
+var phaseColor = map[string]string{"detect": "#94a3b8", "declare": "#f59e0b", "rebuild": "#2563eb", "merge": "#9333ea", "fence": "#dc2626", "resume": "#16a34a"}
 
 func timeline(ps []Phase) string {
 	if len(ps) == 0 {
@@ -317,12 +317,25 @@ func timeline(ps []Phase) string {
 			x(p.Start), y+2, w, phaseColor[p.Name], html.EscapeString(p.Row), p.Name, (p.End-p.Start)*1000)
 	}
 	i := 0
-	for _, name := range []string{"rebuild", "merge", "fence", "resume"} {
+	for _, name := range []string{"detect", "declare", "rebuild", "merge", "fence", "resume"} {
+		if (name == "detect" || name == "declare") && !hasPhase(ps, name) {
+			continue // a region loss's steps, shown only with one
+		}
 		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="12" height="12" fill="%s"/><text x="%d" y="%d">%s</text>`, L+i*110, H-18, phaseColor[name], L+i*110+16, H-8, name)
 		i++
 	}
 	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end">%.2f s to %.2f s</text></svg>`, W-R, H-8, minT, maxT)
 	return b.String()
+}
+
+// hasPhase reports whether a phase of ps is called name.
+func hasPhase(ps []Phase, name string) bool {
+	for _, p := range ps {
+		if p.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 var barColor = map[string]string{"publish": "#2563eb", "wait": "#cbd5e1", "decide": "#16a34a", "claim": "#ea580c", "replicate": "#e9d5ff", "merge": "#9333ea"}

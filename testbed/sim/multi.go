@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -51,9 +52,14 @@ type MultiConfig struct {
 	// races inside the replication lag. Zero means 0.005; negative none.
 	RaceRate float64
 	// Drill is "cut" (the first two regions' link, default), "core" (the
-	// last region's core nodes stopped and restarted) or "none".
+	// last region's core nodes stopped and restarted), "region-loss" (the
+	// last region's core nodes and edges killed at once; its standby, the
+	// first region unless the topology names one, takes its partitions over
+	// once its mirror has been silent for 2 s; the region returns, fenced,
+	// and fails back; asynchronous mode) or "none".
 	Drill string
-	// DrillFor is how long the drill lasts. Zero means 3 s.
+	// DrillFor is how long the drill lasts (region-loss: how long the
+	// region stays failed over). Zero means 3 s.
 	DrillFor time.Duration
 	// NoReplication runs the edges without merging other regions' claims,
 	// to measure what replication costs the in-region decision path.
@@ -134,7 +140,8 @@ type RegionStats struct {
 	ByPath                       map[string]int64
 	Conflicts                    int64
 	Effects                      int
-	DupEffects                   int // IDs handled more than once in this region (must be 0)
+	DupEffects                   int // IDs handled more than once in this region, a repeat unflagged (must be 0)
+	Repeated                     int // IDs handled more than once in this region, every repeat flagged uncertain
 	Decision                     Quantiles
 	DecidedDuringDrill           int64
 	Uncertain, DLQ, ClaimAppends int64
@@ -154,11 +161,15 @@ type MultiReport struct {
 	Dedupe            []PairStats // publish -> decision, by origin and deciding region
 	Sent              map[string]int
 	Unique            int
-	Lost              int         // IDs with no effect anywhere
-	TrueRaces         int         // IDs with effects in two or more regions
-	ConflictsReported int         // distinct IDs in the conflicts streams
-	Spurious, Missed  int         // conflicts that are not races; races not reported
+	Lost              int      // IDs with no effect anywhere
+	TrueRaces         int      // IDs with effects in two or more regions
+	ConflictsReported int      // distinct IDs in the conflicts streams
+	Spurious, Missed  int      // conflicts that are not races; races not reported
+	SpuriousIDs       []string // a few of them
+	MissedIDs         []string
+	CutShort          int         // conflicts of IDs claimed in two regions, handled in one (a run cut short by a kill)
 	Drill             []DrillMark // at: since the load started, the origin of every time here
+	RegionLoss        *RegionLoss // the region-loss drill's account
 	Elapsed           time.Duration
 	OK                bool
 	Inconsistent      []string // what in the report does not add up (fails OK)
@@ -196,6 +207,19 @@ func RunMulti(ctx context.Context, cfg MultiConfig, progress io.Writer) (*MultiR
 	defer cleanup()
 	top := cfg.Topology
 	regions := top.RegionNames()
+	var loss *RegionLoss
+	if cfg.Drill == "region-loss" {
+		if top.Mode != topology.Async || len(regions) < 2 {
+			return nil, fmt.Errorf("the region-loss drill needs two regions or more in asynchronous mode (strict-mode failover is not built yet)")
+		}
+		top.Regions = slices.Clone(top.Regions)
+		lost := &top.Regions[len(top.Regions)-1]
+		if lost.Standby == "" {
+			lost.Standby = regions[0]
+		}
+		loss = &RegionLoss{Region: lost.Name, Standby: lost.Standby}
+		cfg.Topology = top
+	}
 	decision := map[string]*Latency{}
 	for _, r := range regions {
 		decision[r] = NewLatency()
@@ -286,7 +310,7 @@ func RunMulti(ctx context.Context, cfg MultiConfig, progress io.Writer) (*MultiR
 	fmt.Fprintf(progress, "cluster ready in %.1fs\n", time.Since(t0).Seconds())
 
 	sends, kinds := cfg.mix().Schedule()
-	rep := &MultiReport{Mode: top.Mode, Sent: kinds, Unique: cfg.Events, LoadStart: time.Since(t0)}
+	rep := &MultiReport{Mode: top.Mode, Sent: kinds, Unique: cfg.Events, LoadStart: time.Since(t0), RegionLoss: loss}
 	loadFor := sends[len(sends)-1].At
 	// One origin for every time the run reports (live lines, drill marks,
 	// charts, takeovers): the start of the load. Takeovers before it (the
@@ -329,10 +353,11 @@ func RunMulti(ctx context.Context, cfg MultiConfig, progress io.Writer) (*MultiR
 		case <-ctx.Done():
 			return
 		}
-		mark := func(what string) {
-			rep.Drill = append(rep.Drill, DrillMark{time.Since(start), what})
-			fmt.Fprintf(progress, "  [%5.1fs] drill: %s\n", time.Since(start).Seconds(), what)
+		markAt := func(at time.Duration, what string) {
+			rep.Drill = append(rep.Drill, DrillMark{at, what})
+			fmt.Fprintf(progress, "  [%5.1fs] drill: %s\n", at.Seconds(), what)
 		}
+		mark := func(what string) { markAt(time.Since(start), what) }
 		drilling.Store(true)
 		switch cfg.Drill {
 		case "cut":
@@ -342,6 +367,20 @@ func RunMulti(ctx context.Context, cfg MultiConfig, progress io.Writer) (*MultiR
 			_ = poll.Sleep(ctx, cfg.DrillFor)
 			d.Heal(a, b)
 			mark(fmt.Sprintf("healed %s <-> %s", a, b))
+		case "region-loss":
+			if err := loseRegion(ctx, d, loss, cfg.DrillFor, start, markAt); err != nil {
+				loss.Err = err.Error()
+				mark("region-loss drill stopped: " + err.Error())
+			}
+			omu.Lock()
+			if loss.Detected > 0 {
+				row := loss.Region + " lost"
+				takeovers = append(takeovers, report.Phase{Row: row, Name: "detect", Start: loss.Killed.Seconds(), End: loss.Detected.Seconds()})
+				if loss.Declared > 0 {
+					takeovers = append(takeovers, report.Phase{Row: row, Name: "declare", Start: loss.Detected.Seconds(), End: loss.Declared.Seconds()})
+				}
+			}
+			omu.Unlock()
 		case "core":
 			r := regions[len(regions)-1]
 			d.StopRegion(r)
@@ -373,7 +412,7 @@ func RunMulti(ctx context.Context, cfg MultiConfig, progress io.Writer) (*MultiR
 	pubDone := make(chan struct{})
 	go func() {
 		defer close(pubDone)
-		if err := workload.PublishPaced(ctx, sends, d.Producer, func(n int) { published.Add(int64(n)) }); err != nil {
+		if err := workload.PublishPaced(ctx, sends, d.Publishers, func(n int) { published.Add(int64(n)) }); err != nil {
 			errs <- err
 		}
 	}()
@@ -421,7 +460,10 @@ wait:
 			break
 		}
 		if time.Now().After(deadline) {
-			fmt.Fprintf(progress, "not settled after 2 minutes (drained %v, replicated %v, %d of %d IDs handled): reporting what happened\n", drained, repd, d.Effects.Distinct(), cfg.Events)
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			behind, _ := d.Unreplicated(sctx)
+			cancel()
+			fmt.Fprintf(progress, "not settled after 2 minutes (drained %v, replicated %v %v, %d of %d IDs handled): reporting what happened\n", drained, repd, behind, d.Effects.Distinct(), cfg.Events)
 			break
 		}
 		select {
@@ -486,11 +528,27 @@ func (rep *MultiReport) fill(ctx context.Context, d *deploy.Deployment, cfg Mult
 	for i := range ids {
 		ids[i] = cfg.mix().ID(i)
 	}
-	acct := verify.Tally(ids, counts, reported)
+	flagged := d.Effects.Flagged()
+	claimed := d.Effects.Claimed()
+	if l := rep.RegionLoss; l != nil && claimed[l.Region] != nil {
+		maps.Copy(claimed[l.Region], l.claimed) // claims whose reply the kill lost
+	}
+	acct := verify.TallyEvidence(ids, verify.Evidence{Effects: counts, Flagged: flagged, Claimed: claimed, Conflicts: reported})
 	for i := range rep.Regions {
-		rep.Regions[i].DupEffects = acct.DupEffects[rep.Regions[i].Region]
+		r := &rep.Regions[i]
+		r.DupEffects, r.Repeated = acct.DupEffects[r.Region], acct.Repeated[r.Region]
+	}
+	if l := rep.RegionLoss; l != nil {
+		l.Repeated = acct.Repeated[l.Region]
+		for _, n := range flagged[l.Region] {
+			l.Flagged += n
+		}
+		if l.Err != "" {
+			rep.Inconsistent = append(rep.Inconsistent, "region-loss drill: "+l.Err)
+		}
 	}
 	rep.Lost, rep.TrueRaces, rep.ConflictsReported, rep.Missed, rep.Spurious = acct.Lost, acct.TrueRaces, acct.Reported, acct.Missed, acct.Spurious
+	rep.MissedIDs, rep.SpuriousIDs, rep.CutShort = acct.MissedIDs, acct.SpuriousIDs, acct.CutShort
 	pairs := func(m map[[2]string]*Latency) []PairStats {
 		var out []PairStats
 		for k, l := range m {
@@ -514,7 +572,7 @@ func (rep *MultiReport) fill(ctx context.Context, d *deploy.Deployment, cfg Mult
 	if cfg.Topology.Mode == topology.Strict && rep.TrueRaces > 0 {
 		rep.OK = false
 	}
-	if rep.Inconsistent = rep.inconsistencies(); len(rep.Inconsistent) > 0 {
+	if rep.Inconsistent = append(rep.Inconsistent, rep.inconsistencies()...); len(rep.Inconsistent) > 0 {
 		rep.OK = false
 	}
 	return nil
@@ -575,10 +633,11 @@ func (rep *MultiReport) Print(w io.Writer) {
 	for _, m := range rep.Drill {
 		fmt.Fprintf(w, "drill at %5.1fs: %s\n", m.At.Seconds(), m.What)
 	}
-	fmt.Fprintf(w, "\n%-10s %7s %8s %7s %7s %9s %9s %8s %9s %8s %10s %12s\n", "region", "sent", "decided", "first", "dups", "exact-hit", "remote", "in-drill", "conflicts", "effects", "dup-effect", "decide p99ms")
+	rep.RegionLoss.print(w)
+	fmt.Fprintf(w, "\n%-10s %7s %8s %7s %7s %9s %9s %8s %9s %8s %10s %8s %12s\n", "region", "sent", "decided", "first", "dups", "exact-hit", "remote", "in-drill", "conflicts", "effects", "dup-effect", "flagged", "decide p99ms")
 	for _, r := range rep.Regions {
-		fmt.Fprintf(w, "%-10s %7d %8d %7d %7d %9d %9d %8d %9d %8d %10d %12s\n", r.Region, r.Sent, r.Decided, r.First, r.Dups,
-			r.ByPath["exact-hit"]+r.ByPath["in-batch"], r.ByPath["remote-claim"], r.DecidedDuringDrill, r.Conflicts, r.Effects, r.DupEffects, ms(r.Decision.P99))
+		fmt.Fprintf(w, "%-10s %7d %8d %7d %7d %9d %9d %8d %9d %8d %10d %8d %12s\n", r.Region, r.Sent, r.Decided, r.First, r.Dups,
+			r.ByPath["exact-hit"]+r.ByPath["in-batch"], r.ByPath["remote-claim"], r.DecidedDuringDrill, r.Conflicts, r.Effects, r.DupEffects, r.Repeated, ms(r.Decision.P99))
 	}
 	table := func(title string, ps []PairStats) {
 		if len(ps) == 0 {
@@ -599,8 +658,15 @@ func (rep *MultiReport) Print(w io.Writer) {
 	for _, x := range rep.Inconsistent {
 		fmt.Fprintf(w, "\nreport inconsistent: %s", x)
 	}
-	fmt.Fprintf(w, "\nlost %d; true races (effects in two regions) %d; conflicts reported %d (%d not races, %d races unreported) -> %s\n",
-		rep.Lost, rep.TrueRaces, rep.ConflictsReported, rep.Spurious, rep.Missed, verdict)
+	if len(rep.SpuriousIDs) > 0 || len(rep.MissedIDs) > 0 {
+		fmt.Fprintf(w, "\nconflicts not races, e.g. %v; races unreported, e.g. %v", rep.SpuriousIDs, rep.MissedIDs)
+	}
+	cut := ""
+	if rep.CutShort > 0 {
+		cut = fmt.Sprintf(", %d claimed in two regions but run in one (a claim's run cut short by the kill)", rep.CutShort)
+	}
+	fmt.Fprintf(w, "\nlost %d; true races (effects in two regions) %d; conflicts reported %d (%d not races%s, %d races unreported) -> %s\n",
+		rep.Lost, rep.TrueRaces, rep.ConflictsReported, rep.Spurious, cut, rep.Missed, verdict)
 }
 
 // traceNote says how the traces were sampled and where they went.

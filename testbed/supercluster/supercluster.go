@@ -28,6 +28,7 @@ import (
 	"github.com/onceplane/onceplane/auth"
 	"github.com/onceplane/onceplane/core"
 	"github.com/onceplane/onceplane/devcert"
+	"github.com/onceplane/onceplane/internal/poll"
 	"github.com/onceplane/onceplane/jetstream/sourcing"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/testbed/ports"
@@ -448,6 +449,38 @@ func (c *Cluster) StopRegion(region string) {
 // StartRegion restarts region's core nodes on their ports and storage.
 func (c *Cluster) StartRegion(ctx context.Context, region string) error {
 	return c.startNodes(ctx, []string{region})
+}
+
+// ProvisionRegion provisions region's streams as its core nodes do at
+// start (its own, then those sourcing other regions), retrying until it
+// succeeds or ctx ends: after StartRegion, what a restarted core binary
+// does. With a standby named, a region failed over finds it and fences its
+// claim log (streams.Config.Standby).
+func (c *Cluster) ProvisionRegion(ctx context.Context, region string) error {
+	nc, js, err := c.Connect(region)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	cfg := c.StreamConfig(region)
+	for _, pc := range []streams.Config{cfg.Own(), cfg} {
+		for {
+			pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			err := streams.Provision(pctx, js, pc)
+			cancel()
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("supercluster: provision %s: %w", region, err)
+			}
+			c.opt.Logger.Warn("provisioning again", "region", region, "err", err)
+			if err := poll.Sleep(ctx, 500*time.Millisecond); err != nil {
+				return fmt.Errorf("supercluster: provision %s: %w", region, err)
+			}
+		}
+	}
+	return nil
 }
 
 // Close stops every node and link.

@@ -63,3 +63,35 @@ func TestRuns(t *testing.T) {
 		t.Fatalf("effects %v", eff)
 	}
 }
+
+// TestTallyFlagged: repeats in a region are allowed when flagged, at least
+// one flag per repeat; an unflagged repeat is a duplicate effect.
+func TestTallyFlagged(t *testing.T) {
+	effects := map[string]map[string]int{"us": {"a": 2, "b": 3, "c": 2, "d": 1}}
+	flagged := map[string]map[string]int{"us": {"a": 1, "b": 1, "d": 1}}
+	a := verify.TallyEvidence([]string{"a", "b", "c", "d"}, verify.Evidence{Effects: effects, Flagged: flagged})
+	// a: one repeat, flagged; b: two repeats, one flagged; c: unflagged; d: once.
+	if a.Repeated["us"] != 1 || a.DupEffects["us"] != 2 || a.OK() {
+		t.Fatalf("got %+v, want 1 repeated, 2 duplicate effects", a)
+	}
+	delete(effects["us"], "b")
+	delete(effects["us"], "c")
+	if b := verify.TallyEvidence([]string{"a", "d"}, verify.Evidence{Effects: effects, Flagged: flagged}); !b.OK() || b.Repeated["us"] != 1 {
+		t.Fatalf("flagged repeats only: %+v", b)
+	}
+}
+
+// TestTallyCutShort: a conflict on an ID handled in one region is spurious,
+// unless the ID was claimed in two (one claim's run cut short).
+func TestTallyCutShort(t *testing.T) {
+	h := func(id string) string { return event.HashID(id).Hex() }
+	ev := verify.Evidence{
+		Effects:   map[string]map[string]int{"us": {"a": 1, "b": 1}},
+		Claimed:   map[string]map[string]bool{"us": {h("a"): true, h("b"): true}, "eu": {h("a"): true}},
+		Conflicts: map[string]bool{h("a"): true, h("b"): true},
+	}
+	a := verify.TallyEvidence([]string{"a", "b"}, ev)
+	if a.CutShort != 1 || a.Spurious != 1 || len(a.SpuriousIDs) != 1 || a.SpuriousIDs[0] != "b" || a.OK() {
+		t.Fatalf("got %+v, want a cut short, b spurious", a)
+	}
+}

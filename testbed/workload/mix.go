@@ -88,10 +88,11 @@ func (m Mix) Schedule() ([]Send, map[string]int) {
 }
 
 // PublishPaced publishes sends on their schedule, from the moment it is
-// called: one publisher per region (pr returns it), each publishing what is
-// due as one acknowledged, retried batch (see Publish). progress, if set, is
+// called: one publisher per region (pr returns its producer, and the
+// producers of the regions to fail over to after it), each publishing what
+// is due as one acknowledged, retried batch (see PublishFailover). progress, if set, is
 // called with the number of sends just acknowledged, from any goroutine.
-func PublishPaced(ctx context.Context, sends []Send, pr func(region string) *producer.Producer, progress func(n int)) error {
+func PublishPaced(ctx context.Context, sends []Send, pr func(region string) []*producer.Producer, progress func(n int)) error {
 	start := time.Now()
 	byRegion := map[string][]Send{}
 	var order []string
@@ -130,7 +131,7 @@ func PublishPaced(ctx context.Context, sends []Send, pr func(region string) *pro
 				for _, s := range mine[i:j] {
 					ids = append(ids, s.ID)
 				}
-				if err := Publish(ctx, p, Plan{}, ids, len(ids), nil); err != nil {
+				if err := PublishFailover(ctx, p, Plan{}, ids, len(ids), nil); err != nil {
 					errs <- fmt.Errorf("publish to %s: %w", r, err)
 					cancel()
 					return

@@ -65,13 +65,32 @@ func (p Plan) Payload(id string) []byte {
 // node down, timeout) until it is or ctx ends. progress, if set, is called
 // with the number of events acked so far.
 func Publish(ctx context.Context, pr *producer.Producer, p Plan, ids []string, window int, progress func(acked int)) error {
+	return PublishFailover(ctx, []*producer.Producer{pr}, p, ids, window, progress)
+}
+
+// PublishFailover is Publish through the producers of several regions in
+// order of preference, as producer.Failover does one event at a time: a
+// round of which nothing is acked moves to the next region, and a region
+// other than the first is left for the first again every 5 s (a probe, its
+// round bounded to 1 s). An event whose ack was lost may be stored in two
+// regions: they dedupe it across regions, as any producer retry.
+func PublishFailover(ctx context.Context, prs []*producer.Producer, p Plan, ids []string, window int, progress func(acked int)) error {
 	if window <= 0 {
 		window = 4096
 	}
-	acked := 0
+	if len(prs) == 0 {
+		return fmt.Errorf("publish: no producers")
+	}
+	acked, cur := 0, 0
+	var probeAt time.Time
 	for start := 0; start < len(ids); start += window {
 		pending := ids[start:min(start+window, len(ids))]
 		for b := poll.Backoff(20*time.Millisecond, time.Second); len(pending) > 0; {
+			wait := 5 * time.Second
+			if cur != 0 && time.Now().After(probeAt) {
+				cur, wait = 0, time.Second
+			}
+			pr := prs[cur]
 			futs := make([]jetstream.PubAckFuture, len(pending))
 			for i, id := range pending {
 				futs[i], _ = pr.PublishAsync(ctx, id, p.Payload(id))
@@ -79,7 +98,7 @@ func Publish(ctx context.Context, pr *producer.Producer, p Plan, ids []string, w
 			// An ack can be lost with the connection it was due on (a core
 			// node killed): what is not acked in time is published again.
 			var failed []string
-			deadline := time.After(5 * time.Second)
+			deadline := time.After(wait)
 			expired := false
 			for i, f := range futs {
 				if f == nil {
@@ -107,6 +126,14 @@ func Publish(ctx context.Context, pr *producer.Producer, p Plan, ids []string, w
 				case <-ctx.Done():
 					return fmt.Errorf("publish: %w", ctx.Err())
 				}
+			}
+			if len(failed) == len(pending) && len(prs) > 1 {
+				// Nothing acked here: the next region, at once.
+				if cur = (cur + 1) % len(prs); cur != 0 {
+					probeAt = time.Now().Add(5 * time.Second)
+					continue
+				}
+				// Every region refused: wait before the next round.
 			}
 			pending = failed
 			if len(failed) > 0 && poll.Sleep(ctx, b.NextBackOff()) != nil {

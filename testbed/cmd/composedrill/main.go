@@ -197,7 +197,7 @@ func run(ctx context.Context, c config) (bool, error) {
 	defer stopLoad()
 	loadErr, stepErr := make(chan error, 1), make(chan error, 1)
 	go func() {
-		loadErr <- workload.PublishPaced(lctx, sends, func(r string) *producer.Producer { return prods[r] },
+		loadErr <- workload.PublishPaced(lctx, sends, func(r string) []*producer.Producer { return []*producer.Producer{prods[r]} },
 			func(n int) { published.Add(int64(n)) })
 	}()
 	go func() {

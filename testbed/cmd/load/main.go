@@ -119,7 +119,7 @@ func main() {
 		m.Prefix, m.Seed = fmt.Sprintf("%sr%d-", prefix, round), uint64(round)
 		sends, kinds := m.Schedule()
 		log.Info("round", "n", round, "prefix", m.Prefix, "sends", len(sends), "kinds", kinds)
-		err := workload.PublishPaced(ctx, sends, func(r string) *producer.Producer { return producers[r] }, func(n int) { acked.Add(int64(n)) })
+		err := workload.PublishPaced(ctx, sends, func(r string) []*producer.Producer { return []*producer.Producer{producers[r]} }, func(n int) { acked.Add(int64(n)) })
 		if ctx.Err() != nil {
 			break
 		}

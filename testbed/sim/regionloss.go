@@ -1,0 +1,212 @@
+package sim
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/onceplane/onceplane/dedupe"
+	"github.com/onceplane/onceplane/internal/poll"
+	"github.com/onceplane/onceplane/jetstream/claimlog"
+	"github.com/onceplane/onceplane/jetstream/streams"
+	"github.com/onceplane/onceplane/testbed/deploy"
+	"github.com/onceplane/onceplane/testbed/verify"
+)
+
+// RegionLoss is what the region-loss drill measured. Times are since the
+// start of the load, zero for a step not reached.
+type RegionLoss struct {
+	Region, Standby string
+	// Killed: every core node and edge of Region gone at once. Detected:
+	// Standby's mirror of Region silent for 2 s (what the sim's operator
+	// waits for). Declared: Standby's copy of Region's claim log promoted.
+	// Consuming: Standby's failover edges own all of Region's partitions.
+	// Returned: Region's core nodes back, its claim log fenced. FailedBack:
+	// Region's log is its own again, its edges resume.
+	Killed, Detected, Declared, Consuming, Returned, FailedBack time.Duration
+	// Superseded counts Region's claims that never reached Standby (its
+	// last before the loss): the failover handled their events again.
+	Superseded int
+	// Repeated counts IDs handled more than once in Region, every repeat
+	// flagged uncertain; Flagged the runs flagged there.
+	Repeated, Flagged int
+	// Err is why the drill stopped short ("" when it ran to the end).
+	Err string
+	// claimed are the hashes of the IDs in Region's superseded claims.
+	claimed map[string]bool
+}
+
+// silentFor is how long the standby's mirror of a region must hear nothing
+// before the drill's operator declares the region lost.
+const silentFor = 2 * time.Second
+
+// loseRegion runs the region-loss drill on d: l.Region's core nodes and
+// edges killed at once, detection (its standby's mirror silent), the
+// declaration (streams.Promote, as `core region-failover`), the standby's
+// failover edges, the region back and fenced after failedOver, and the
+// failback (streams.FailBack superseding what never reached the standby,
+// as `core region-failback -supersede`). It fills l's times, measured from
+// start, and marks each step (markAt: the time it happened).
+func loseRegion(ctx context.Context, d *deploy.Deployment, l *RegionLoss, failedOver time.Duration, start time.Time, markAt func(time.Duration, string)) error {
+	mark := func(what string) { markAt(time.Since(start), what) }
+	since := func() time.Duration { return time.Since(start) }
+	r, s := l.Region, l.Standby
+	nc, admin, err := d.Connect(s)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	host := d.Names(s)
+	rn := d.Names(r)
+
+	// The region is gone from the moment its links and connections are cut
+	// (KillRegion's first steps); its in-process nodes and edges finish
+	// shutting down meanwhile, which detection does not wait for.
+	l.Killed = since()
+	killed := make(chan struct{})
+	go func() {
+		defer close(killed)
+		d.KillRegion(r)
+	}()
+	defer func() { <-killed }()
+	mark(fmt.Sprintf("killed every core node and edge of %s at once", r))
+
+	// Detection: what an operator (or a probe) sees from the standby.
+	for !mirrorSilent(ctx, admin, host.StandbyShard(r, 0)) {
+		if err := poll.Sleep(ctx, 100*time.Millisecond); err != nil {
+			return fmt.Errorf("detect: %w", err)
+		}
+	}
+	l.Detected = since()
+	mark(fmt.Sprintf("detected: %s's mirror of %s silent for %s", s, r, silentFor))
+
+	if err := attempts(ctx, func(actx context.Context) error {
+		_, err := streams.Promote(actx, admin, host, r)
+		return err
+	}); err != nil {
+		return fmt.Errorf("declare: %w", err)
+	}
+	l.Declared = since()
+	mark(fmt.Sprintf("declared %s lost: %s continues its claim log", r, s))
+
+	if err := d.StartFailover(s, r); err != nil {
+		return fmt.Errorf("failover edges: %w", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	err = d.WaitReady(wctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("failover edges: %w", err)
+	}
+	l.Consuming = since()
+	mark(fmt.Sprintf("%s's failover edges own %s's partitions", s, r))
+	if err := poll.Sleep(ctx, failedOver); err != nil {
+		return err
+	}
+
+	// The region returns: its core nodes provision as the binary does at
+	// start, find the failover and fence the region's claim log.
+	<-killed
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	err = d.ReturnRegion(pctx, r)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("restart %s: %w", r, err)
+	}
+	l.Returned = since()
+	mark(fmt.Sprintf("%s's core nodes back, its claim log fenced", r))
+	top := d.Topology()
+	reg, _ := top.Region(r)
+	for _, e := range reg.Edges {
+		if err := d.StartEdge(r, e.Name); err != nil {
+			return fmt.Errorf("restart %s: %w", e.Name, err)
+		}
+	}
+	d.StopFailover(r)
+	if err := attempts(ctx, func(actx context.Context) error {
+		_, err := streams.FailBack(actx, admin, s, rn, streams.FailBackOptions{Supersede: true, Carry: claimlog.CarrySuperseded})
+		return err
+	}); err != nil {
+		return fmt.Errorf("fail back: %w", err)
+	}
+	// What was superseded, from where it is kept: an attempt cut short
+	// and run again counts only what it found left. Their IDs were claimed
+	// in the region (their runs may have been cut short by the kill).
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	kept, err := verify.ReadStream(sctx, admin, rn.SupersededStream())
+	cancel()
+	if err == nil {
+		l.Superseded = len(kept)
+		l.claimed = map[string]bool{}
+		for _, m := range kept {
+			if rec, err := dedupe.Decode(m.Data); err == nil && rec.Kind == dedupe.KindClaim {
+				for _, h := range rec.IDs {
+					l.claimed[h.Hex()] = true
+				}
+			}
+		}
+	}
+	l.FailedBack = since()
+	mark(fmt.Sprintf("failed back %s (%d of its claims never reached %s: superseded)", r, l.Superseded, s))
+	return nil
+}
+
+// mirrorSilent reports whether stream's mirror has heard nothing from its
+// origin for silentFor (or cannot say: its info does not answer).
+func mirrorSilent(ctx context.Context, js jetstream.JetStream, stream string) bool {
+	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := js.Stream(ictx, stream)
+	if err != nil {
+		return false
+	}
+	m := st.CachedInfo().Mirror
+	return m != nil && (m.Active < 0 || m.Active >= silentFor)
+}
+
+// attempts runs step, each attempt bounded to 15 s (a reply lost while a
+// region goes away would otherwise hold it to ctx's end), until it
+// succeeds or ctx ends; the steps are idempotent.
+func attempts(ctx context.Context, step func(context.Context) error) error {
+	for {
+		actx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err := step(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		if err := poll.Sleep(ctx, 250*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// print writes the drill's account (nothing without the drill).
+func (l *RegionLoss) print(w io.Writer) {
+	if l == nil {
+		return
+	}
+	step := func(d time.Duration) string {
+		if d == 0 {
+			return "not reached"
+		}
+		return fmt.Sprintf("%.1fs", d.Seconds())
+	}
+	after := func(a, b time.Duration) string {
+		if a == 0 || b == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.2fs", (b - a).Seconds())
+	}
+	fmt.Fprintf(w, "region loss: %s killed at %s, standby %s\n", l.Region, step(l.Killed), l.Standby)
+	fmt.Fprintf(w, "  detection %s (its mirror silent %s), declaration %s, takeover %s (failover edges owning every partition after the declaration)\n",
+		after(l.Killed, l.Detected), silentFor, after(l.Detected, l.Declared), after(l.Declared, l.Consuming))
+	fmt.Fprintf(w, "  back and fenced at %s, failed back at %s: %d claims never reached %s (superseded)\n", step(l.Returned), step(l.FailedBack), l.Superseded, l.Standby)
+	fmt.Fprintf(w, "  %s: %d IDs handled more than once, every repeat flagged uncertain (%d runs flagged)\n", l.Region, l.Repeated, l.Flagged)
+	if l.Err != "" {
+		fmt.Fprintf(w, "  drill stopped short: %s\n", l.Err)
+	}
+}
