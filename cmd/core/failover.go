@@ -87,7 +87,10 @@ func regionFailover(args []string, out io.Writer) error {
 	}
 	defer c.done()
 	var promoted []string
-	if err := retry(c.ctx, func(actx context.Context) (err error) {
+	// Small requests, bounded to 5 s each: the meta leader may have been
+	// in the lost region, and the first replies lost with it (seen: a
+	// 15 s attempt made the declaration take 15 s).
+	if err := retry(c.ctx, 5*time.Second, func(actx context.Context) (err error) {
 		promoted, err = streams.Promote(actx, c.js, streams.Names{Region: c.standby}, c.region)
 		return err
 	}); err != nil {
@@ -113,14 +116,14 @@ func regionFailback(args []string, out io.Writer) error {
 	}
 	defer c.done()
 	var l streams.Layout
-	if err := retry(c.ctx, func(actx context.Context) (err error) {
+	if err := retry(c.ctx, 15*time.Second, func(actx context.Context) (err error) {
 		l, err = streams.ReadLayout(actx, c.js, streams.Names{Region: c.region})
 		return err
 	}); err != nil {
 		return fmt.Errorf("%s's streams (are its core nodes back?): %w", c.region, err)
 	}
 	superseded := 0
-	if err := retry(c.ctx, func(actx context.Context) (err error) {
+	if err := retry(c.ctx, 15*time.Second, func(actx context.Context) (err error) {
 		superseded, err = streams.FailBack(actx, c.js, c.standby, streams.Names{Region: c.region, Shards: l.Shards}, o)
 		return err
 	}); err != nil {
@@ -138,13 +141,13 @@ func regionFailback(args []string, out io.Writer) error {
 	return nil
 }
 
-// retry runs step, each attempt bounded to 15 s (a JetStream request whose
+// retry runs step, each attempt bounded to per (a JetStream request whose
 // reply is lost, right after a region went away, would otherwise wait for
 // ctx's whole deadline), until it succeeds or ctx ends. Both steps are
 // idempotent.
-func retry(ctx context.Context, step func(context.Context) error) error {
+func retry(ctx context.Context, per time.Duration, step func(context.Context) error) error {
 	for {
-		actx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		actx, cancel := context.WithTimeout(ctx, per)
 		err := step(actx)
 		cancel()
 		if err == nil || ctx.Err() != nil || errors.Is(err, streams.ErrNotFailedOver) {

@@ -629,11 +629,11 @@ func samePrefix(ctx context.Context, a, b jetstream.Stream, last uint64) (bool, 
 	if last == 0 {
 		return true, nil
 	}
-	ma, err := a.GetMsg(ctx, last)
+	ma, err := getMsg(ctx, a, last)
 	if err != nil {
 		return false, fmt.Errorf("%s at %d: %w", a.CachedInfo().Config.Name, last, err)
 	}
-	mb, err := b.GetMsg(ctx, last)
+	mb, err := getMsg(ctx, b, last)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return false, nil
 	}
@@ -641,6 +641,16 @@ func samePrefix(ctx context.Context, a, b jetstream.Stream, last uint64) (bool, 
 		return false, fmt.Errorf("%s at %d: %w", b.CachedInfo().Config.Name, last, err)
 	}
 	return ma.Subject == mb.Subject && bytes.Equal(ma.Data, mb.Data), nil
+}
+
+// getMsg reads s's record at seq, the request bounded to 3 s: right after
+// a region restarts, a read can go unanswered (its servers' interest not
+// yet known across the gateways), and a failback should fail fast and be
+// run again rather than wait for its whole deadline.
+func getMsg(ctx context.Context, s jetstream.Stream, seq uint64) (*jetstream.RawStreamMsg, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	return s.GetMsg(ctx, seq)
 }
 
 // remirror makes a promoted standby claim stream (configured as promoted)

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -83,7 +84,9 @@ func loseRegion(ctx context.Context, d *deploy.Deployment, l *RegionLoss, failed
 	l.Detected = since()
 	mark(fmt.Sprintf("detected: %s's mirror of %s silent for %s", s, r, silentFor))
 
-	if err := attempts(ctx, func(actx context.Context) error {
+	// A small request: bounded to 5 s, as the meta leader may have been in
+	// the lost region and the first requests' replies lost with it.
+	if err := attempts(ctx, mark, 5*time.Second, func(actx context.Context) error {
 		_, err := streams.Promote(actx, admin, host, r)
 		return err
 	}); err != nil {
@@ -126,7 +129,8 @@ func loseRegion(ctx context.Context, d *deploy.Deployment, l *RegionLoss, failed
 		}
 	}
 	d.StopFailover(r)
-	if err := attempts(ctx, func(actx context.Context) error {
+	mark(fmt.Sprintf("%s's failover edges for %s stopped", s, r))
+	if err := attempts(ctx, mark, 15*time.Second, func(actx context.Context) error {
 		_, err := streams.FailBack(actx, admin, s, rn, streams.FailBackOptions{Supersede: true, Carry: claimlog.CarrySuperseded})
 		return err
 	}); err != nil {
@@ -135,17 +139,22 @@ func loseRegion(ctx context.Context, d *deploy.Deployment, l *RegionLoss, failed
 	// What was superseded, from where it is kept: an attempt cut short
 	// and run again counts only what it found left. Their IDs were claimed
 	// in the region (their runs may have been cut short by the kill).
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	kept, err := verify.ReadStream(sctx, admin, rn.SupersededStream())
-	cancel()
-	if err == nil {
-		l.Superseded = len(kept)
-		l.claimed = map[string]bool{}
-		for _, m := range kept {
-			if rec, err := dedupe.Decode(m.Data); err == nil && rec.Kind == dedupe.KindClaim {
-				for _, h := range rec.IDs {
-					l.claimed[h.Hex()] = true
-				}
+	var kept []verify.Msg
+	if err := attempts(ctx, mark, 15*time.Second, func(actx context.Context) (err error) {
+		kept, err = verify.ReadStream(actx, admin, rn.SupersededStream())
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return nil // nothing superseded
+		}
+		return err
+	}); err != nil {
+		return fmt.Errorf("superseded claims: %w", err)
+	}
+	l.Superseded = len(kept)
+	l.claimed = map[string]bool{}
+	for _, m := range kept {
+		if rec, err := dedupe.Decode(m.Data); err == nil && rec.Kind == dedupe.KindClaim {
+			for _, h := range rec.IDs {
+				l.claimed[h.Hex()] = true
 			}
 		}
 	}
@@ -167,17 +176,20 @@ func mirrorSilent(ctx context.Context, js jetstream.JetStream, stream string) bo
 	return m != nil && (m.Active < 0 || m.Active >= silentFor)
 }
 
-// attempts runs step, each attempt bounded to 15 s (a reply lost while a
-// region goes away would otherwise hold it to ctx's end), until it
-// succeeds or ctx ends; the steps are idempotent.
-func attempts(ctx context.Context, step func(context.Context) error) error {
+// attempts runs step, each attempt bounded to per (a reply lost while a
+// region goes away, or while the meta group elects a leader after it went,
+// would otherwise hold it to ctx's end), until it
+// succeeds or ctx ends; the steps are idempotent. A failed attempt is
+// marked with its error.
+func attempts(ctx context.Context, mark func(string), per time.Duration, step func(context.Context) error) error {
 	for {
-		actx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		actx, cancel := context.WithTimeout(ctx, per)
 		err := step(actx)
 		cancel()
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
+		mark("attempt failed, again: " + err.Error())
 		if err := poll.Sleep(ctx, 250*time.Millisecond); err != nil {
 			return err
 		}
