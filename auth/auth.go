@@ -12,6 +12,14 @@
 //	          conflicts; nothing of another region, and none of the
 //	          operators' JetStream API (streams' create, update, purge,
 //	          delete; consumer pause or reset; step-downs, snapshots)
+//	failover-<s>  the failover edges of region s, which run the partitions
+//	          of a region s stands by for once it is failed over
+//	          (edge -failover-of): read s's copies of that region's ingest
+//	          and claim log, append its claims there, and read s's own
+//	          claims and write s's conflicts, dead letters and outputs as an
+//	          edge-<s> does; s's everyday edges have none of the failover
+//	          rights, so a leaked edge-<s> password reaches no other
+//	          region's data
 //	admin     everything: operators and the core nodes' own provisioning
 //
 // Producers are in their own account (ProducerAccount) and reach the
@@ -45,7 +53,9 @@ type Role string
 const (
 	Producer Role = "producer"
 	Edge     Role = "edge"
-	Admin    Role = "admin"
+	// FailoverEdge is a region's failover edges (FailoverUser).
+	FailoverEdge Role = "failover"
+	Admin        Role = "admin"
 	// System is the operators' user in the system account (SystemAccount):
 	// server monitoring over NATS ($SYS.REQ.>, e.g. `nats server report
 	// jetstream`). It sees no application subjects, and the other roles see
@@ -134,6 +144,19 @@ func EdgeUser(region string) User {
 	return User{Role: Edge, Scope: region}
 }
 
+// FailoverUser is the user of region's failover edges: those that run, in
+// region, the partitions of a region it stands by for once that region is
+// failed over (edge.Options.Host). Its permissions are an edge's of region
+// (not its claims: it appends none of region's own) and the standby
+// streams and failover claim subjects of the regions region stands by for
+// (Failover.StandbyFor), which region's everyday edge user lacks.
+func FailoverUser(region string) User {
+	if region == "" {
+		region = "local"
+	}
+	return User{Role: FailoverEdge, Scope: region}
+}
+
 // Name is the user name on the wire and the password file's stem.
 func (u User) Name() string {
 	if u.Scope == "" {
@@ -159,10 +182,10 @@ func ParseUser(name string) (User, error) {
 	switch {
 	case scoped && !validScope(scope):
 		return User{}, fmt.Errorf("%w %q: bad scope", ErrUnknownUser, name)
-	case u.Role == Edge && validScope(scope):
+	case (u.Role == Edge || u.Role == FailoverEdge) && validScope(scope):
 		return u, nil
-	case u.Role == Edge && scope == "":
-		return User{}, fmt.Errorf("%w %q: an edge user names its region (edge-<region>)", ErrUnknownUser, name)
+	case (u.Role == Edge || u.Role == FailoverEdge) && scope == "":
+		return User{}, fmt.Errorf("%w %q: an edge user names its region (%s-<region>)", ErrUnknownUser, name, u.Role)
 	case u.Role == Producer && scope == event.DefaultTenant:
 		return User{}, fmt.Errorf("%w %q: the default tenant's producer is %q", ErrUnknownUser, name, Producer)
 	case u.Role == Producer && scoped:
@@ -210,7 +233,12 @@ func Permissions(u User, shards int, f Failover) *server.Permissions {
 		}
 	case Edge:
 		return &server.Permissions{
-			Publish:   &server.SubjectPermission{Allow: edgePublish(streams.Names{Region: u.Scope, Shards: shards}, f)},
+			Publish:   &server.SubjectPermission{Allow: edgePublish(streams.Names{Region: u.Scope, Shards: shards}, f, false)},
+			Subscribe: &server.SubjectPermission{Allow: []string{InboxPrefix(u) + ".>"}},
+		}
+	case FailoverEdge:
+		return &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: edgePublish(streams.Names{Region: u.Scope, Shards: shards}, f, true)},
 			Subscribe: &server.SubjectPermission{Allow: []string{InboxPrefix(u) + ".>"}},
 		}
 	default:
@@ -225,15 +253,25 @@ func Permissions(u User, shards int, f Failover) *server.Permissions {
 // deleting streams, deleting messages, pausing, resetting or unpinning
 // consumers, leader step-downs, snapshots and restores, peer and server
 // moves, the meta group, account info; and every other region's streams.
-func edgePublish(n streams.Names, f Failover) []string {
-	allow := []string{n.Prefix() + ".claims.*", n.Prefix() + ".dlq.*", n.Prefix() + ".out.*", n.Prefix() + ".conflicts.>"}
-	if f.Standby != "" {
+//
+// failover makes them a failover edge's instead (FailoverUser): no claims
+// of the region's own, but the failover's claims of each region it stands
+// by for and its standby streams.
+func edgePublish(n streams.Names, f Failover, failover bool) []string {
+	allow := []string{n.Prefix() + ".dlq.*", n.Prefix() + ".out.*", n.Prefix() + ".conflicts.>"}
+	if !failover {
+		allow = append(allow, n.Prefix()+".claims.*")
+	}
+	if f.Standby != "" && !failover {
 		// Whether the standby took this region's log over (looked at
 		// before an edge owns anything): its stream's configuration only.
 		allow = append(allow, "$JS.API.STREAM.INFO."+streams.Names{Region: f.Standby}.StandbyClaimShard(n.Region, 0))
 	}
 	names := n.Streams()
 	for _, of := range f.StandbyFor {
+		if !failover {
+			break
+		}
 		// A failover's claims, stored by the promoted stream as of's.
 		allow = append(allow, n.Prefix()+".claims."+of+".*")
 		for s := range MaxStandbyShards {
@@ -278,7 +316,7 @@ const MaxStandbyShards = 16
 // subscribing to _INBOX.>, nor one region's edges another's. Admin clients
 // use the default, _INBOX.
 func InboxPrefix(u User) string {
-	if u.Role != Producer && u.Role != Edge {
+	if u.Role != Producer && u.Role != Edge && u.Role != FailoverEdge {
 		return nats.InboxPrefix[:len(nats.InboxPrefix)-1]
 	}
 	return "_INBOX." + u.Name()
@@ -288,7 +326,7 @@ func InboxPrefix(u User) string {
 // the user name and its inbox prefix.
 func ClientOptions(u User, pw string) []nats.Option {
 	opts := []nats.Option{nats.UserInfo(u.Name(), pw)}
-	if u.Role == Producer || u.Role == Edge {
+	if u.Role == Producer || u.Role == Edge || u.Role == FailoverEdge {
 		opts = append(opts, nats.CustomInboxPrefix(InboxPrefix(u)))
 	}
 	return opts
@@ -306,14 +344,14 @@ func ClientOptions(u User, pw string) []nats.Option {
 // region names the node's region and its shard count (the edge's
 // permissions name every shard's streams), f its failover relations.
 func Users(c Credentials, region streams.Names, f Failover) ([]*server.User, error) {
-	own := EdgeUser(region.Region)
+	own, failover := EdgeUser(region.Region), FailoverUser(region.Region)
 	var us []*server.User
 	for _, name := range slices.Sorted(maps.Keys(c)) {
 		u, err := ParseUser(name)
 		if err != nil {
 			return nil, fmt.Errorf("credentials: %w", err)
 		}
-		if u.Role == Core || u.Role == Edge && u != own || c[name] == "" {
+		if u.Role == Core || u.Role == Edge && u != own || u.Role == FailoverEdge && u != failover || c[name] == "" {
 			continue
 		}
 		// The lowest cost: the passwords are random 192-bit strings
@@ -369,11 +407,12 @@ func Load(dir string) (Credentials, error) {
 	return c, nil
 }
 
-// EdgeUsers returns the edge users of regions.
+// EdgeUsers returns the edge users of regions: each region's everyday
+// edges' (EdgeUser) and its failover edges' (FailoverUser).
 func EdgeUsers(regions ...string) []User {
-	us := make([]User, len(regions))
-	for i, r := range regions {
-		us[i] = EdgeUser(r)
+	us := make([]User, 0, 2*len(regions))
+	for _, r := range regions {
+		us = append(us, EdgeUser(r), FailoverUser(r))
 	}
 	return us
 }

@@ -154,11 +154,17 @@ func TestRefusals(t *testing.T) {
 // with -credentials, and returns it with the credentials.
 func secureNode(t *testing.T, region string) (*core.Node, Credentials) {
 	t.Helper()
+	return secureNodeWith(t, region, Failover{})
+}
+
+// secureNodeWith is secureNode with region's failover relations f.
+func secureNodeWith(t *testing.T, region string, f Failover) (*core.Node, Credentials) {
+	t.Helper()
 	creds, err := Generate(t.TempDir(), append(EdgeUsers("local", "us-east", "eu-west"), ProducerUser("acme"), ProducerUser("beta"))...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	users, err := Users(creds, streams.Names{Region: region}, Failover{})
+	users, err := Users(creds, streams.Names{Region: region}, f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +260,7 @@ func TestLoadNeedsEveryRole(t *testing.T) {
 		t.Fatal("Load of an empty dir succeeded")
 	}
 	c, err := Generate(dir, EdgeUsers("us-east", "eu-west")...)
-	if err != nil || len(c) != len(Roles())+2 || c.Password(EdgeUser("us-east")) == c.Password(EdgeUser("eu-west")) {
+	if err != nil || len(c) != len(Roles())+4 || c.Password(EdgeUser("us-east")) == c.Password(EdgeUser("eu-west")) || c.Password(FailoverUser("us-east")) == c.Password(EdgeUser("us-east")) {
 		t.Fatalf("Generate: %v %v", c, err)
 	}
 	again, err := Generate(dir) // keeps existing passwords
@@ -274,13 +280,13 @@ func TestParseUser(t *testing.T) {
 	for name, want := range map[string]User{
 		"producer": Producer.User(), "admin": Admin.User(), "sys": System.User(), "core": Core.User(),
 		"edge-us-east": EdgeUser("us-east"), "edge-local": EdgeUser(""),
-		"producer-acme": ProducerUser("acme"),
+		"producer-acme": ProducerUser("acme"), "failover-us-east": FailoverUser("us-east"),
 	} {
 		if got, err := ParseUser(name); err != nil || got != want || got.Name() != name {
 			t.Errorf("ParseUser(%q) = %v, %v; want %v", name, got, err, want)
 		}
 	}
-	for _, name := range []string{"", "edge", "edge-", "edge-a.b", "edge-*", "edge->", "admin-x", "producer-", "producer-default", "producer-a.b", "root", "core-eu"} {
+	for _, name := range []string{"", "edge", "edge-", "edge-a.b", "edge-*", "edge->", "admin-x", "producer-", "producer-default", "producer-a.b", "root", "core-eu", "failover", "failover-"} {
 		if u, err := ParseUser(name); err == nil {
 			t.Errorf("ParseUser(%q) = %v, want an error", name, u)
 		}
@@ -610,5 +616,80 @@ func TestTenantsCannotSuppressEachOther(t *testing.T) {
 	}
 	if !maps.Equal(outs, want) {
 		t.Fatalf("outputs by key %v, want %v", outs, want)
+	}
+}
+
+// TestFailoverRightsOnlyForFailoverEdges: a region that stands by for
+// another holds a copy of that region's events and claim log. Only its
+// failover edges' user (failover-<region>) may read those copies and append
+// the failover's claims; its everyday edge user may not, so a leaked
+// edge-<region> password reaches no other region's data. And a failover
+// edge appends no claim of its own region's.
+func TestFailoverRightsOnlyForFailoverEdges(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	n, creds := secureNodeWith(t, "us-east", Failover{StandbyFor: []string{"eu-west"}})
+	east, west := streams.Names{Region: "us-east"}, streams.Names{Region: "eu-west"}
+	admin := connect(t, n, Admin.User(), creds, nil)
+	cfgs := []streams.Config{
+		{Names: west, Partitions: 2, Memory: true, Peers: []string{"us-east"}},
+		{Names: east, Partitions: 2, Memory: true, Peers: []string{"eu-west"}, StandbyFor: []string{"eu-west"}},
+	}
+	for _, c := range append([]streams.Config{cfgs[0].Own(), cfgs[1].Own()}, cfgs...) {
+		if err := streams.Provision(ctx, admin, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := producer.New(connect(t, n, Producer.User(), creds, nil), "eu-west").Publish(ctx, "order-0", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := streams.Promote(ctx, admin, east, "eu-west"); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := dedupe.Record{Kind: dedupe.KindClaim, Writer: "probe", Time: time.Now(), IDs: []event.Hash{event.HashID("order-0")}}.Append(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := func(op, rest string) string { return "$JS.API." + op + "." + rest }
+
+	var v refusals
+	everyday := connect(t, n, EdgeUser("us-east"), creds, v.handler)
+	for _, s := range []string{east.StandbyShard("eu-west", 0), east.StandbyClaimShard("eu-west", 0)} {
+		v.refused(t, "read "+s+"'s info", api("STREAM.INFO", s), func(ctx context.Context) error {
+			_, err := everyday.Stream(ctx, s)
+			return err
+		})
+		v.refused(t, "create a consumer on "+s, api("CONSUMER.CREATE", s+".probe"), func(ctx context.Context) error {
+			_, err := everyday.CreateOrUpdateConsumer(ctx, s, jetstream.ConsumerConfig{Name: "probe", AckPolicy: jetstream.AckNonePolicy})
+			return err
+		})
+	}
+	v.refused(t, "append a failover claim", east.FailoverClaims("eu-west", 0), func(ctx context.Context) error {
+		_, err := everyday.Publish(ctx, east.FailoverClaims("eu-west", 0), rec)
+		return err
+	})
+
+	var fv refusals
+	failover := connect(t, n, FailoverUser("us-east"), creds, fv.handler)
+	cons, err := failover.OrderedConsumer(ctx, east.StandbyShard("eu-west", 0), jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatalf("failover edge reads its copy of eu-west's ingest: %v", err)
+	}
+	if m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second)); err != nil || m.Headers().Get(event.HeaderID) != "order-0" {
+		t.Fatalf("failover edge's first event of eu-west's: %v (%v)", m, err)
+	}
+	log, err := claimlog.OpenFailover(ctx, failover, east, west)
+	if err != nil {
+		t.Fatalf("failover edge opens eu-west's promoted claim log: %v", err)
+	}
+	if _, err := log.Append(ctx, 0, 0, dedupe.Record{Kind: dedupe.KindClaim, Writer: "f", Time: time.Now(), IDs: []event.Hash{event.HashID("order-0")}}); err != nil {
+		t.Fatalf("failover edge appends eu-west's claim: %v", err)
+	}
+	fv.refused(t, "append a claim to us-east's own claim log", east.Claims(0), func(ctx context.Context) error {
+		_, err := failover.Publish(ctx, east.Claims(0), rec)
+		return err
+	})
+	if st, err := admin.Stream(ctx, east.ClaimStream()); err != nil || st.CachedInfo().State.Msgs != 0 {
+		t.Fatalf("us-east's own claim log after the probes: %v (%v), want empty", st.CachedInfo().State.Msgs, err)
 	}
 }

@@ -228,7 +228,7 @@ func (f *flags) options(log *slog.Logger) (core.Options, streams.Config, error) 
 func withCredentials(o *core.Options, shards int, failover auth.Failover, dir string, generate bool, log *slog.Logger) error {
 	load := auth.Load
 	if generate {
-		load = func(dir string) (auth.Credentials, error) { return auth.Generate(dir, auth.EdgeUser(o.Region)) }
+		load = func(dir string) (auth.Credentials, error) { return auth.Generate(dir, auth.EdgeUsers(o.Region)...) }
 	}
 	creds, err := load(dir)
 	if err != nil {

@@ -40,7 +40,7 @@ import (
 func secrets(args []string) error {
 	fl := flag.NewFlagSet("secrets", flag.ContinueOnError)
 	dir := fl.String("dir", "secrets", "directory to write the secrets into")
-	regionList := fl.String("regions", strings.Join(topology.Default().RegionNames(), ","), "comma-separated regions: an edge user, gossip key and admin token each")
+	regionList := fl.String("regions", strings.Join(topology.Default().RegionNames(), ","), "comma-separated regions: an edge user (edge-<region>), a failover edge user (failover-<region>, not copied to -edge-dir: hand it to failover edges only), gossip key and admin token each")
 	edgeDir := fl.String("edge-dir", "", "also copy each region's edge secrets into <edge-dir>/<region>")
 	producerDir := fl.String("producer-dir", "", "also copy the producers' secrets here")
 	tenantList := fl.String("tenants", "", "comma-separated tenants: a producer user each (producer-<tenant>), beside the default tenant's (producer)")

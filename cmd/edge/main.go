@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/onceplane/onceplane/auth"
 	"github.com/onceplane/onceplane/dedupe"
 	"github.com/onceplane/onceplane/edge"
 	"github.com/onceplane/onceplane/gossip"
@@ -186,6 +187,9 @@ func (f *flags) options(log *slog.Logger) (edge.Options, error) {
 			return o, errors.New("-failover-of runs without -gossip (own -partitions statically)")
 		case o.Strict:
 			return o, errors.New("-failover-of is asynchronous mode only")
+		case f.conn.User != "" && f.conn.User != auth.FailoverUser(o.Region).Name():
+			// The region's everyday edge user has no failover rights.
+			return o, fmt.Errorf("-failover-of runs as the failover edges' user: -nats-user %s, not %s", auth.FailoverUser(o.Region).Name(), f.conn.User)
 		}
 		o.Peers = slices.Clone(o.Peers)
 		o.Peers[i] = o.Region

@@ -22,7 +22,7 @@ type NATSFlags struct {
 
 // Register adds -nats-user, -nats-password-file and -tls-ca to fs.
 func (f *NATSFlags) Register(fs *flag.FlagSet, role string) {
-	fs.StringVar(&f.User, "nats-user", "", fmt.Sprintf("NATS user (the %s role: %q; an edge's is its region's, edge-<region>); its password from -nats-password-file or ONCEPLANE_NATS_PASSWORD", role, role))
+	fs.StringVar(&f.User, "nats-user", "", fmt.Sprintf("NATS user (the %s role: %q; an edge's is its region's, edge-<region>, a failover edge's failover-<region>); its password from -nats-password-file or ONCEPLANE_NATS_PASSWORD", role, role))
 	fs.StringVar(&f.PasswordFile, "nats-password-file", "", "file holding the NATS password")
 	fs.StringVar(&f.CA, "tls-ca", "", "PEM CA of the core nodes' certificates: connect with TLS")
 }

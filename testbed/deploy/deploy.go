@@ -304,11 +304,11 @@ func (d *Deployment) run(region, host string, o edge.Options) error {
 	}
 	o.Window, o.BatchSize, o.IdleFlush, o.NoBloom = time.Duration(d.top.Window), d.o.BatchSize, d.o.IdleFlush, d.o.NoBloom
 	o.Metrics, o.TracerProvider, o.Logger = d.Metrics, d.o.tracer(region, "edge"), d.o.Logger
-	connectTo := region
+	connectTo, role := region, auth.Edge
 	if host != "" {
-		connectTo = host
+		connectTo, role = host, auth.FailoverEdge
 	}
-	nc, js, err := d.ConnectAs(connectTo, auth.Edge)
+	nc, js, err := d.ConnectAs(connectTo, role)
 	if err != nil {
 		return err
 	}

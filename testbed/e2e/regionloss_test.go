@@ -99,7 +99,7 @@ func TestRegionLossProcesses(t *testing.T) {
 	if err := core("region-failover", "us-east"); err != nil {
 		t.Fatal(err)
 	}
-	failover := m.start("eu-west-failover", bins.edge, m.edgeArgs("eu-west", "eu-west-failover", "failover", "-failover-of", "us-east", "-log-level", "info")...)
+	failover := m.start("eu-west-failover", bins.edge, m.edgeArgsAs(auth.FailoverUser("eu-west"), "eu-west", "eu-west-failover", "failover", "-failover-of", "us-east", "-log-level", "info")...)
 	coretest.Eventually(t, 2*time.Minute, "eu-west handles us-east's backlog", func() bool { return handled(b) })
 
 	// us-east comes back on its data: fenced, its edge waits.

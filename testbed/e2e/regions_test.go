@@ -134,16 +134,25 @@ func (m *regionsRun) password(u auth.User) string {
 // edgeArgs are the flags of an edge of region r (its credentials, a
 // ledger sink in <dir>/<ledger>.ledger.jsonl), then extra.
 func (m *regionsRun) edgeArgs(r, name, ledger string, extra ...string) []string {
+	return m.edgeArgsAs(auth.EdgeUser(r), r, name, ledger, extra...)
+}
+
+// edgeArgsAs is edgeArgs with user u's credentials (a failover edge's:
+// auth.FailoverUser).
+func (m *regionsRun) edgeArgsAs(u auth.User, r, name, ledger string, extra ...string) []string {
 	return append([]string{"-nats", m.url(r), "-region", r, "-name", name, "-peers", strings.Join(m.peers(r), ","),
-		"-nats-user", auth.EdgeUser(r).Name(), "-nats-password-file", m.password(auth.EdgeUser(r)), "-tls-ca", m.certs.CA,
+		"-nats-user", u.Name(), "-nats-password-file", m.password(u), "-tls-ca", m.certs.CA,
 		"-window", "1h", "-sink", "ledger", "-ledger", filepath.Join(m.dir, ledger+".ledger.jsonl"), "-admin", "", "-log-level", "warn"}, extra...)
 }
 
 // dial connects to region r's core as role, over TLS.
 func (m *regionsRun) dial(r string, role auth.Role) (*nats.Conn, jetstream.JetStream, error) {
 	u := role.User()
-	if role == auth.Edge {
+	switch role {
+	case auth.Edge:
 		u = auth.EdgeUser(r)
+	case auth.FailoverEdge:
+		u = auth.FailoverUser(r)
 	}
 	nc, err := nats.Connect(m.url(r), append(auth.ClientOptions(u, m.creds.Password(u)), nats.RootCAs(m.certs.CA),
 		nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))...)

@@ -65,7 +65,11 @@ func TestRegionFailover(t *testing.T) {
 		return len(runs[name])
 	}
 	run := func(region string, o edge.Options, h edge.Handler) func() {
-		nc, js, err := c.ConnectAs(region, auth.Edge)
+		role := auth.Edge
+		if o.Host != "" {
+			role = auth.FailoverEdge // the everyday edge user has no failover rights
+		}
+		nc, js, err := c.ConnectAs(region, role)
 		if err != nil {
 			t.Fatal(err)
 		}

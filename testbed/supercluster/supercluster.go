@@ -364,12 +364,15 @@ func (c *Cluster) Connect(region string, opts ...nats.Option) (*nats.Conn, jetst
 }
 
 // ConnectAs is Connect with role's credentials (an edge's are its
-// region's, auth.EdgeUser): what a producer or an edge may do is then
+// region's, auth.EdgeUser; a failover edge's auth.FailoverUser): what a producer or an edge may do is then
 // limited by its permissions.
 func (c *Cluster) ConnectAs(region string, role auth.Role, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
 	u := role.User()
-	if role == auth.Edge {
+	switch role {
+	case auth.Edge:
 		u = auth.EdgeUser(region)
+	case auth.FailoverEdge:
+		u = auth.FailoverUser(region)
 	}
 	return c.ConnectUser(region, u, opts...)
 }
