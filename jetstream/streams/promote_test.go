@@ -322,7 +322,7 @@ func TestFailBackSupersedesClaimsNeverMirrored(t *testing.T) {
 		t.Fatalf("superseded records kept: %v (%v), want 2", info.State.Msgs, err)
 	}
 	for i, want := range []struct {
-		data          []byte
+		data         []byte
 		subject, seq string
 	}{{lost1, a.Claims(0), "4"}, {lost2, a.Claims(1), "5"}} {
 		m, err := kept.GetMsg(ctx, uint64(i+1))
