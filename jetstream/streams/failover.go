@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -162,10 +163,27 @@ func FencedBy(cfg jetstream.StreamConfig) string {
 // names host in its metadata, which the region's edges read before they
 // own anything. Provisioning leaves a fenced stream alone. It is
 // idempotent.
-func Fence(ctx context.Context, js jetstream.JetStream, n Names, host string) error {
+//
+// A shard that does not exist (a failback cut short after deleting it) is
+// made, empty and fenced, from its configuration among like when given
+// (Config.StreamConfigs): left missing, provisioning would make it empty
+// and unfenced, and an edge would own a log that forgot the failover's
+// claims. FailBack makes it again from the failover's log.
+func Fence(ctx context.Context, js jetstream.JetStream, n Names, host string, like ...jetstream.StreamConfig) error {
 	for t := range n.ShardCount() {
 		s, err := js.Stream(ctx, n.ClaimShard(t))
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			i := slices.IndexFunc(like, func(c jetstream.StreamConfig) bool { return c.Name == n.ClaimShard(t) })
+			if i < 0 {
+				continue
+			}
+			fenced := like[i]
+			fenced.Metadata = maps.Clone(fenced.Metadata)
+			fenced.Metadata[metaFenced] = host
+			fenced.Subjects = []string{fencedSubject(n, t)}
+			if _, err := js.CreateStream(ctx, fenced); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				return fmt.Errorf("fence %s: make it fenced: %w", n.ClaimShard(t), err)
+			}
 			continue
 		}
 		if err != nil {

@@ -334,3 +334,56 @@ func TestFailBackSupersedesClaimsNeverMirrored(t *testing.T) {
 		t.Fatalf("a's edges append after the failback: %v", err)
 	}
 }
+
+// TestFenceMakesAMissingShardFenced: a failback cut short after deleting
+// the region's claim shard, then the region's core restarting: its
+// provisioning must not make that shard empty and unfenced (an edge would
+// own a log that forgot the failover's claims). It is made fenced, and the
+// failback then makes it again from the failover's log.
+func TestFenceMakesAMissingShardFenced(t *testing.T) {
+	n := coretest.Start(t)
+	_, js := coretest.Connect(t, n.ClientURL())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a := streams.Config{Names: streams.Names{Region: "a"}, Partitions: 2, Memory: true, Peers: []string{"b"}, Standby: "b"}
+	b := streams.Config{Names: streams.Names{Region: "b"}, Partitions: 2, Memory: true, Peers: []string{"a"}, StandbyFor: []string{"a"}}
+	for _, c := range []streams.Config{a.Own(), b.Own(), a, b} {
+		if err := streams.Provision(ctx, js, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := streams.Promote(ctx, js, b.Names, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, b.FailoverClaims("a", 0), []byte("failover")); err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(ctx, a.ClaimStream()); err != nil {
+		t.Fatal(err)
+	}
+	// One pass (a core provisions its own streams first): fenced from the
+	// moment it exists.
+	if err := streams.Provision(ctx, js, a.Own()); err != nil {
+		t.Fatal(err)
+	}
+	own, err := js.Stream(ctx, a.ClaimStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if by := streams.FencedBy(own.CachedInfo().Config); by != "b" {
+		t.Fatalf("a's remade claim shard fenced by %q, want b", by)
+	}
+	if _, err := js.Publish(ctx, a.Claims(0), []byte("stale")); err == nil {
+		t.Fatal("a's remade claim shard took an append")
+	}
+	if _, err := streams.FailBack(ctx, js, "b", a.Names, streams.FailBackOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	own, err = js.Stream(ctx, a.ClaimStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := own.GetMsg(ctx, 1); err != nil || string(m.Data) != "failover" || streams.FencedBy(own.CachedInfo().Config) != "" {
+		t.Fatalf("a's log after the failback: %v (%v), fenced by %q", m, err, streams.FencedBy(own.CachedInfo().Config))
+	}
+}

@@ -634,7 +634,7 @@ func fenceIfFailedOver(ctx context.Context, js jetstream.JetStream, c Config) er
 			if host == "" {
 				return nil
 			}
-			if err := Fence(ctx, js, c.Names, host); err != nil {
+			if err := Fence(ctx, js, c.Names, host, c.StreamConfigs()...); err != nil {
 				return fmt.Errorf("provision: %w", err)
 			}
 			return nil
