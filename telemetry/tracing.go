@@ -126,6 +126,17 @@ func NewTracing(ctx context.Context, o TracingOptions) (*Tracing, error) {
 // Provider returns a tracer provider for service (its service.name unless
 // OTEL_SERVICE_NAME is set), feeding the pipeline.
 func (t *Tracing) Provider(ctx context.Context, service string) (trace.TracerProvider, error) {
+	return t.provider(ctx, service, t.sampler)
+}
+
+// EveryProvider is Provider recording every trace it starts, whatever the
+// pipeline's sample: for operations that are few and each worth keeping (a
+// drill, a region failover).
+func (t *Tracing) EveryProvider(ctx context.Context, service string) (trace.TracerProvider, error) {
+	return t.provider(ctx, service, sdktrace.AlwaysSample())
+}
+
+func (t *Tracing) provider(ctx context.Context, service string, sampler sdktrace.Sampler) (trace.TracerProvider, error) {
 	if len(t.exporters) == 0 && len(t.procs) == 0 {
 		return noop.NewTracerProvider(), nil
 	}
@@ -134,8 +145,8 @@ func (t *Tracing) Provider(ctx context.Context, service string) (trace.TracerPro
 		return nil, fmt.Errorf("trace resource: %w", err)
 	}
 	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
-	if t.sampler != nil {
-		opts = append(opts, sdktrace.WithSampler(t.sampler))
+	if sampler != nil {
+		opts = append(opts, sdktrace.WithSampler(sampler))
 	}
 	for _, e := range t.exporters {
 		opts = append(opts, sdktrace.WithBatcher(shared{e}))

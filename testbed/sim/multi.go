@@ -277,6 +277,11 @@ func RunMulti(ctx context.Context, cfg MultiConfig, progress io.Writer) (*MultiR
 		}
 	}
 	tracer := func(region, role string) trace.TracerProvider { return providers[[2]string{region, role}] }
+	// The drill's own steps, every one recorded (a region loss's spans).
+	drillTracer, err := tracing.EveryProvider(ctx, "onceplane-drill")
+	if err != nil {
+		return nil, err
+	}
 	fmt.Fprintf(progress, "starting %d regions (%s), %d partitions, %s mode...\n", len(regions), joinRTT(top), top.Partitions, top.Mode)
 	t0 := time.Now()
 	d, err := deploy.Start(ctx, top, deploy.Options{
@@ -368,7 +373,9 @@ func RunMulti(ctx context.Context, cfg MultiConfig, progress io.Writer) (*MultiR
 			d.Heal(a, b)
 			mark(fmt.Sprintf("healed %s <-> %s", a, b))
 		case "region-loss":
-			if err := loseRegion(ctx, d, loss, cfg.DrillFor, start, markAt); err != nil {
+			err := loseRegion(ctx, d, loss, cfg.DrillFor, start, markAt)
+			loss.spans(drillTracer.Tracer("onceplane/sim"), start)
+			if err != nil {
 				loss.Err = err.Error()
 				mark("region-loss drill stopped: " + err.Error())
 			}

@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/onceplane/onceplane/dedupe"
 	"github.com/onceplane/onceplane/internal/poll"
@@ -194,6 +197,42 @@ func attempts(ctx context.Context, mark func(string), per time.Duration, step fu
 			return err
 		}
 	}
+}
+
+// spans records the drill's steps as one trace, times from start: a root
+// span onceplane.region_loss (the region and its standby) from the kill to
+// the failback, and a child per step reached: detect, declare, takeover
+// (the failover edges' own takeovers are spans of the edges' service),
+// failed_over, failback.
+func (l *RegionLoss) spans(tr trace.Tracer, start time.Time) {
+	at := func(d time.Duration) time.Time { return start.Add(d) }
+	steps := []struct {
+		name     string
+		from, to time.Duration
+	}{
+		{"detect", l.Killed, l.Detected}, {"declare", l.Detected, l.Declared}, {"takeover", l.Declared, l.Consuming},
+		{"failed_over", l.Consuming, l.Returned}, {"failback", l.Returned, l.FailedBack},
+	}
+	end := l.Killed
+	for _, s := range steps {
+		if s.to > end {
+			end = s.to
+		}
+	}
+	ctx, root := tr.Start(context.Background(), "onceplane.region_loss", trace.WithTimestamp(at(l.Killed)), trace.WithAttributes(
+		attribute.String("onceplane.region", l.Region), attribute.String("onceplane.standby", l.Standby),
+		attribute.Int("onceplane.superseded", l.Superseded)))
+	for _, s := range steps {
+		if s.to == 0 {
+			break // not reached
+		}
+		_, sp := tr.Start(ctx, "onceplane.region_loss."+s.name, trace.WithTimestamp(at(s.from)))
+		sp.End(trace.WithTimestamp(at(s.to)))
+	}
+	if l.Err != "" {
+		root.SetStatus(codes.Error, l.Err)
+	}
+	root.End(trace.WithTimestamp(at(end)))
 }
 
 // print writes the drill's account (nothing without the drill).
