@@ -109,6 +109,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 // for a core that is still starting or out of reach (and for streams not yet
 // provisioned) until ctx ends, as a supervisor restarting the edge would.
 func (c *Consumer) open(ctx context.Context) (streams.Settings, *claimlog.Log, error) {
+	waiting := false
 	for b := poll.Backoff(100*time.Millisecond, 5*time.Second); ; {
 		set, l, err := c.openOnce(ctx)
 		if err == nil {
@@ -117,6 +118,18 @@ func (c *Consumer) open(ctx context.Context) (streams.Settings, *claimlog.Log, e
 		if ctx.Err() != nil {
 			return streams.Settings{}, nil, err
 		}
+		if errors.Is(err, errAwaitingFailover) {
+			// A failover edge standing by: it looks twice a second, so it
+			// takes over within a second of the declaration.
+			if !waiting {
+				c.lg.Info("standing by: the region is not failed over here", "region", c.o.Region, "host", c.o.Host)
+				waiting = true
+			}
+			if poll.Sleep(ctx, 500*time.Millisecond) != nil {
+				return streams.Settings{}, nil, err
+			}
+			continue
+		}
 		wait := b.NextBackOff()
 		c.lg.Warn("region's streams not usable yet; retrying", "err", err, "in", wait)
 		if poll.Sleep(ctx, wait) != nil {
@@ -124,6 +137,10 @@ func (c *Consumer) open(ctx context.Context) (streams.Settings, *claimlog.Log, e
 		}
 	}
 }
+
+// errAwaitingFailover is a failover edge's open before the region is
+// failed over to its host: it stands by.
+var errAwaitingFailover = errors.New("not failed over")
 
 // openAttempt bounds one attempt of open: a reply lost while the streams
 // change (a failback remaking the claim log) must not hold the edge for as
@@ -141,6 +158,18 @@ func (c *Consumer) openOnce(ctx context.Context) (streams.Settings, *claimlog.Lo
 			return streams.Settings{}, nil, fmt.Errorf("asking standby %s: %w", c.o.Standby, err)
 		case host != "":
 			return streams.Settings{}, nil, fmt.Errorf("region %s failed over to %s: its edges own nothing until `core region-failback`", c.o.Region, host)
+		}
+	}
+	if c.o.Host != "" {
+		// A failover edge owns nothing until the region is failed over
+		// here (`core region-failover`, or the standby's automatic
+		// declaration, regionwatch), and nothing after the failback.
+		host, err := streams.FailedOverTo(ctx, c.js, c.names, []string{c.o.Host})
+		switch {
+		case err != nil:
+			return streams.Settings{}, nil, fmt.Errorf("asking %s whether %s is failed over: %w", c.o.Host, c.o.Region, err)
+		case host == "":
+			return streams.Settings{}, nil, fmt.Errorf("%w: %s to %s", errAwaitingFailover, c.o.Region, c.o.Host)
 		}
 	}
 	set, err := c.settings(ctx)

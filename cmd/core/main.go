@@ -34,6 +34,7 @@ import (
 	"github.com/onceplane/onceplane/internal/poll"
 	"github.com/onceplane/onceplane/jetstream/sourcing"
 	"github.com/onceplane/onceplane/jetstream/streams"
+	"github.com/onceplane/onceplane/regionwatch"
 )
 
 func main() {
@@ -112,8 +113,37 @@ func main() {
 	if err != nil {
 		cli.Fatal(log, "provision streams", err)
 	}
+	if f.failoverAfter > 0 {
+		for _, r := range cfg.StandbyFor {
+			go watchRegion(ctx, n, cfg, r, f.failoverAfter, log)
+		}
+	}
 	<-ctx.Done()
 	log.Info("shutting down")
+}
+
+// watchRegion declares region r lost and fails it over here once this
+// region and a majority of the others have heard nothing from it for
+// after (regionwatch): the failover edges standing by here then take its
+// partitions over. Every core node of the region watches; the promotion is
+// idempotent.
+func watchRegion(ctx context.Context, n *core.Node, cfg streams.Config, r string, after time.Duration, log *slog.Logger) {
+	nc, err := n.Connect()
+	if err != nil {
+		log.Error("region watch: connect", "region", r, "err", err)
+		return
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		log.Error("region watch", "region", r, "err", err)
+		return
+	}
+	others := slices.DeleteFunc(slices.Clone(cfg.Peers), func(p string) bool { return p == r })
+	log.Info("watching a region this one stands by for: declared lost when silent", "region", r, "after", after, "agreeing", others)
+	if _, err := regionwatch.Watch(ctx, js, regionwatch.Options{Region: r, Standby: cfg.Names.Region, Others: others, After: after, Logger: log}); err != nil && ctx.Err() == nil {
+		log.Error("region watch", "region", r, "err", err)
+	}
 }
 
 // flags are the command's flags; options turns them into the node's and
@@ -126,6 +156,7 @@ type flags struct {
 	standbyFor                               string
 	noProvision, genCreds, noWatchdog        bool
 	metricsAddr                              string
+	failoverAfter                            time.Duration
 	insecure                                 *bool
 }
 
@@ -145,6 +176,7 @@ func (f *flags) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.GatewayAdvertise, "gateway-advertise", "", "gateway address told to other regions (default: the listen address; "+core.NoAdvertise+" keeps peers on -gateways)")
 	fs.StringVar(&f.peers, "peers", "", "other regions, comma-separated: provision the xclaims stream (their claim logs, sourced) and the conflicts stream, and place this region's streams in its cluster")
 	fs.StringVar(&f.standbyFor, "standby-for", "", "regions (among -peers) this region stands by for, comma-separated: provision a mirror of each one's ingest here, so that the events it accepted survive its loss")
+	fs.DurationVar(&f.failoverAfter, "failover-after", 0, "with -standby-for: declare a region this one stands by for lost, and fail it over here, once this region and a majority of the other regions have heard nothing from it for this long (what `core region-failover` does; failover edges standing by here, edge -failover-of, take its partitions over); 0: only by command")
 	fs.StringVar(&cfg.Standby, "standby", "", "the region (among -peers) standing by for this one (its core runs -standby-for <this region>): at start, ask it whether this region was failed over while gone and if so fence this region's claim log until `core region-failback` (waits for its answer)")
 	fs.StringVar(&f.home, "home", "", "strict mode: this region's home partitions (e.g. 0,3,6); provisions the home stream sourcing them from every region")
 	fs.DurationVar(&o.PingInterval, "ping-interval", 0, "ping clients, routes and gateways this often; two missed pings drop the peer (0: NATS's 2m); lower it where links can fail silently")
@@ -204,6 +236,14 @@ func (f *flags) options(log *slog.Logger) (core.Options, streams.Config, error) 
 	}
 	if cfg.Standby != "" && !slices.Contains(cfg.Peers, cfg.Standby) {
 		return o, cfg, fmt.Errorf("bad -standby: %q is not among -peers", cfg.Standby)
+	}
+	switch {
+	case f.failoverAfter < 0:
+		return o, cfg, errors.New("bad -failover-after: negative")
+	case f.failoverAfter > 0 && f.standbyFor == "":
+		return o, cfg, errors.New("-failover-after watches the regions of -standby-for: set it")
+	case f.failoverAfter > 0 && f.home != "":
+		return o, cfg, errors.New("-failover-after is asynchronous mode only (strict mode's failover is not built)")
 	}
 	if f.home != "" {
 		if cfg.Home, err = cli.Ints(f.home); err != nil {

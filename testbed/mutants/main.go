@@ -217,6 +217,20 @@ var mutants = []mutant{
 		new:  "",
 		pkgs: []string{"./gossip"}, tests: []string{"TestUnprovenMemberOwnsNothing"},
 	},
+	{
+		name: "Z", what: "regionwatch: half the regions are a majority (a region cut from its standby alone is declared lost)",
+		file: "regionwatch/regionwatch.go",
+		old:  "\treturn standbyAgrees && 2*agree > observers\n",
+		new:  "\treturn standbyAgrees && 2*agree >= observers\n",
+		pkgs: []string{"./regionwatch"}, tests: []string{"TestLost"},
+	},
+	{
+		name: "Z/carry", what: "failback: the claims a lost region never mirrored are not carried (its edges re-run their events as new)",
+		file: "dedupe/record.go",
+		old:  "\t\tout = append(out, Record{Kind: KindClaim, Epoch: last.Epoch, Writer: CarryWriter, Time: r.Time, IDs: r.IDs})\n",
+		new:  "\t\t_ = r\n",
+		pkgs: []string{"./dedupe"}, tests: []string{"TestCarry"},
+	},
 }
 
 func main() {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -16,6 +17,7 @@ import (
 	"github.com/onceplane/onceplane/internal/poll"
 	"github.com/onceplane/onceplane/jetstream/claimlog"
 	"github.com/onceplane/onceplane/jetstream/streams"
+	"github.com/onceplane/onceplane/regionwatch"
 	"github.com/onceplane/onceplane/testbed/deploy"
 	"github.com/onceplane/onceplane/testbed/verify"
 )
@@ -25,8 +27,8 @@ import (
 type RegionLoss struct {
 	Region, Standby string
 	// Killed: every core node and edge of Region gone at once. Detected:
-	// Standby's mirror of Region silent for 2 s (what the sim's operator
-	// waits for). Declared: Standby's copy of Region's claim log promoted.
+	// Standby and a majority of the other regions have heard nothing from
+	// Region for 2 s (regionwatch, core -failover-after). Declared: Standby's copy of Region's claim log promoted.
 	// Consuming: Standby's failover edges own all of Region's partitions.
 	// Returned: Region's core nodes back, its claim log fenced. FailedBack:
 	// Region's log is its own again, its edges resume.
@@ -43,12 +45,14 @@ type RegionLoss struct {
 	claimed map[string]bool
 }
 
-// silentFor is how long the standby's mirror of a region must hear nothing
-// before the drill's operator declares the region lost.
+// silentFor is how long the standby and a majority of the other regions
+// must hear nothing from a region before it is declared lost (core
+// -failover-after).
 const silentFor = 2 * time.Second
 
 // loseRegion runs the region-loss drill on d: l.Region's core nodes and
-// edges killed at once, detection (its standby's mirror silent), the
+// edges killed at once, detection (its standby and a majority of the other
+// regions silent: regionwatch, as core -failover-after), the
 // declaration (streams.Promote, as `core region-failover`), the standby's
 // failover edges, the region back and fenced after failedOver, and the
 // failback (streams.FailBack superseding what never reached the standby,
@@ -63,7 +67,6 @@ func loseRegion(ctx context.Context, d *deploy.Deployment, l *RegionLoss, failed
 		return err
 	}
 	defer nc.Close()
-	host := d.Names(s)
 	rn := d.Names(r)
 
 	// The region is gone from the moment its links and connections are cut
@@ -78,21 +81,20 @@ func loseRegion(ctx context.Context, d *deploy.Deployment, l *RegionLoss, failed
 	defer func() { <-killed }()
 	mark(fmt.Sprintf("killed every core node and edge of %s at once", r))
 
-	// Detection: what an operator (or a probe) sees from the standby.
-	for !mirrorSilent(ctx, admin, host.StandbyShard(r, 0)) {
-		if err := poll.Sleep(ctx, 100*time.Millisecond); err != nil {
-			return fmt.Errorf("detect: %w", err)
+	// Detection and declaration: what a standby's core does with
+	// -failover-after (regionwatch): the standby and a majority of the
+	// other regions heard nothing from the region for silentFor.
+	var others []string
+	for _, q := range d.Topology().RegionNames() {
+		if q != r && q != s {
+			others = append(others, q)
 		}
 	}
-	l.Detected = since()
-	mark(fmt.Sprintf("detected: %s's mirror of %s silent for %s", s, r, silentFor))
-
-	// A small request: bounded to 5 s, as the meta leader may have been in
-	// the lost region and the first requests' replies lost with it.
-	if err := attempts(ctx, mark, 5*time.Second, func(actx context.Context) error {
-		_, err := streams.Promote(actx, admin, host, r)
-		return err
-	}); err != nil {
+	if _, err := regionwatch.Watch(ctx, admin, regionwatch.Options{Region: r, Standby: s, Others: others, After: silentFor, Every: 100 * time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler), OnLost: func(vs []regionwatch.View) {
+			l.Detected = since()
+			mark(fmt.Sprintf("detected: %s (the standby and a majority silent for %s)", regionwatch.Describe(vs), silentFor))
+		}}); err != nil {
 		return fmt.Errorf("declare: %w", err)
 	}
 	l.Declared = since()
@@ -164,19 +166,6 @@ func loseRegion(ctx context.Context, d *deploy.Deployment, l *RegionLoss, failed
 	l.FailedBack = since()
 	mark(fmt.Sprintf("failed back %s (%d of its claims never reached %s: superseded)", r, l.Superseded, s))
 	return nil
-}
-
-// mirrorSilent reports whether stream's mirror has heard nothing from its
-// origin for silentFor (or cannot say: its info does not answer).
-func mirrorSilent(ctx context.Context, js jetstream.JetStream, stream string) bool {
-	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	st, err := js.Stream(ictx, stream)
-	if err != nil {
-		return false
-	}
-	m := st.CachedInfo().Mirror
-	return m != nil && (m.Active < 0 || m.Active >= silentFor)
 }
 
 // attempts runs step, each attempt bounded to per (a reply lost while a
@@ -253,7 +242,7 @@ func (l *RegionLoss) print(w io.Writer) {
 		return fmt.Sprintf("%.2fs", (b - a).Seconds())
 	}
 	fmt.Fprintf(w, "region loss: %s killed at %s, standby %s\n", l.Region, step(l.Killed), l.Standby)
-	fmt.Fprintf(w, "  detection %s (its mirror silent %s), declaration %s, takeover %s (failover edges owning every partition after the declaration)\n",
+	fmt.Fprintf(w, "  detection %s (the standby and a majority silent %s), declaration %s, takeover %s (failover edges owning every partition after the declaration)\n",
 		after(l.Killed, l.Detected), silentFor, after(l.Detected, l.Declared), after(l.Declared, l.Consuming))
 	fmt.Fprintf(w, "  back and fenced at %s, failed back at %s: %d claims never reached %s (superseded)\n", step(l.Returned), step(l.FailedBack), l.Superseded, l.Standby)
 	fmt.Fprintf(w, "  %s: %d IDs handled more than once, every repeat flagged uncertain (%d runs flagged)\n", l.Region, l.Repeated, l.Flagged)

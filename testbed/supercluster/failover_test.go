@@ -13,6 +13,7 @@ import (
 	"github.com/onceplane/onceplane/edge"
 	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/jetstream/streams"
+	"github.com/onceplane/onceplane/regionwatch"
 	"github.com/onceplane/onceplane/testbed/coretest"
 	"github.com/onceplane/onceplane/topology"
 )
@@ -170,6 +171,104 @@ func TestRegionFailover(t *testing.T) {
 		}
 		if got := [3]int{runs["east"][id], runs["failover"][id], runs["east-2"][id]}; got != want {
 			t.Errorf("%s handled %v times (us-east, failover, us-east again), want %v", id, got, want)
+		}
+	}
+}
+
+// TestAutomaticRegionFailover: eu-west watches us-east (regionwatch) and
+// runs a failover edge standing by. Cut from eu-west alone, us-east is not
+// declared lost (ap-south still hears it) and the failover edge owns
+// nothing; with every core node of us-east gone, eu-west and ap-south agree
+// within the configured time, eu-west promotes its copy of us-east's claim
+// log, and the standing-by edge handles us-east's backlog, each event once.
+func TestAutomaticRegionFailover(t *testing.T) {
+	top := topology.Default()
+	top.Regions[0].Standby = "eu-west"
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	c, err := Start(ctx, top, Options{DataDir: t.TempDir(), Logger: coretest.Quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	east, west := streams.Names{Region: "us-east"}, streams.Names{Region: "eu-west"}
+	_, eastAdmin := mustConnect(t, c, "us-east")
+	_, westAdmin := mustConnect(t, c, "eu-west")
+	for i := range 50 {
+		id := fmt.Sprintf("auto-%d", i)
+		if _, err := eastAdmin.Publish(ctx, east.Ingest(id), []byte(id), jetstream.WithMsgID(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	coretest.Eventually(t, 30*time.Second, "us-east's ingest mirrored in eu-west", func() bool {
+		return msgs(t, westAdmin, west.StandbyShard("us-east", 0)) == 50
+	})
+
+	const after = 2 * time.Second
+	declared := make(chan error, 1)
+	go func() {
+		_, err := regionwatch.Watch(ctx, westAdmin, regionwatch.Options{Region: "us-east", Standby: "eu-west", Others: []string{"ap-south"},
+			After: after, Every: 200 * time.Millisecond, Logger: coretest.Quiet})
+		declared <- err
+	}()
+	nc, js, err := c.ConnectAs("eu-west", auth.FailoverEdge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var mu sync.Mutex
+	runs := map[string]int{}
+	fo, err := edge.New(js, edge.HandlerFunc(func(_ context.Context, e event.Event) error {
+		mu.Lock()
+		runs[e.ID]++
+		mu.Unlock()
+		return nil
+	}), edge.Options{Region: "us-east", Host: "eu-west", Name: "west-standing-by", Peers: []string{"eu-west", "ap-south"},
+		Window: time.Duration(top.Window), Logger: coretest.Quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ectx, ecancel := context.WithCancel(ctx)
+	edgeDone := make(chan error, 1)
+	go func() { edgeDone <- fo.Run(ectx) }()
+	defer func() { ecancel(); <-edgeDone }()
+
+	// Cut from its standby alone: not lost.
+	c.Cut("us-east", "eu-west")
+	select {
+	case err := <-declared:
+		t.Fatalf("us-east declared lost while ap-south still heard it (%v)", err)
+	case <-time.After(3 * after):
+	}
+	if err := fo.Ready(); err == nil {
+		t.Fatal("the failover edge owns us-east's partitions while us-east is not failed over")
+	}
+	c.Heal("us-east", "eu-west")
+
+	lost := time.Now()
+	c.StopRegion("us-east")
+	select {
+	case err := <-declared:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("us-east not declared lost a minute after its core nodes went")
+	}
+	t.Logf("declared %v after us-east's core nodes went (after %v)", time.Since(lost).Round(time.Millisecond), after)
+	if host, err := streams.FailedOverTo(ctx, westAdmin, east, []string{"eu-west"}); err != nil || host != "eu-west" {
+		t.Fatalf("us-east failed over to %q (%v), want eu-west", host, err)
+	}
+	coretest.Eventually(t, time.Minute, "the standing-by edge handles us-east's backlog", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(runs) == 50
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for id, n := range runs {
+		if n != 1 {
+			t.Errorf("%s handled %d times", id, n)
 		}
 	}
 }
