@@ -14,12 +14,12 @@ func TestLost(t *testing.T) {
 		observers int
 		want      bool
 	}{
-		{"standby and the third region agree", []View{silent("s", 11 * time.Second), silent("t", 10 * time.Second)}, 2, true},
+		{"standby and the third region agree", []View{silent("s", 11*time.Second), silent("t", 10*time.Second)}, 2, true},
 		{"cut from its standby only: the third region hears it", []View{silent("s", time.Minute), silent("t", time.Second)}, 2, false},
 		{"the third region does not answer", []View{silent("s", time.Minute), {Observer: "t"}}, 2, false},
 		{"the standby hears it", []View{silent("s", time.Second), silent("t", time.Minute)}, 2, false},
 		{"the standby cannot read its mirror", []View{{Observer: "s"}, silent("t", time.Minute)}, 2, false},
-		{"not long enough", []View{silent("s", 9 * time.Second), silent("t", time.Minute)}, 2, false},
+		{"not long enough", []View{silent("s", 9*time.Second), silent("t", time.Minute)}, 2, false},
 		{"two regions: the standby alone is all", []View{silent("s", after)}, 1, true},
 		{"four observers: three agree", []View{silent("s", after), silent("t", after), silent("u", after), silent("v", 0)}, 4, true},
 		{"four observers: two agree is no majority", []View{silent("s", after), silent("t", after), silent("u", 0), silent("v", 0)}, 4, false},
