@@ -140,9 +140,26 @@ func watchRegion(ctx context.Context, n *core.Node, cfg streams.Config, r string
 		return
 	}
 	others := slices.DeleteFunc(slices.Clone(cfg.Peers), func(p string) bool { return p == r })
-	log.Info("watching a region this one stands by for: declared lost when silent", "region", r, "after", after, "agreeing", others)
-	if _, err := regionwatch.Watch(ctx, js, regionwatch.Options{Region: r, Standby: cfg.Names.Region, Others: others, After: after, Logger: log}); err != nil && ctx.Err() == nil {
-		log.Error("region watch", "region", r, "err", err)
+	for ctx.Err() == nil {
+		log.Info("watching a region this one stands by for: declared lost when silent", "region", r, "after", after, "agreeing", others)
+		if _, err := regionwatch.Watch(ctx, js, regionwatch.Options{Region: r, Standby: cfg.Names.Region, Others: others, After: after, Logger: log}); err != nil {
+			if ctx.Err() == nil {
+				log.Error("region watch", "region", r, "err", err)
+			}
+			return
+		}
+		// Failed over: watch again once it has failed back.
+		for ctx.Err() == nil {
+			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			host, err := streams.FailedOverTo(actx, js, streams.Names{Region: r}, []string{cfg.Names.Region})
+			cancel()
+			if err == nil && host == "" {
+				break
+			}
+			if poll.Sleep(ctx, 5*time.Second) != nil {
+				return
+			}
+		}
 	}
 }
 
