@@ -320,7 +320,10 @@ func TestBadInputToDLQ(t *testing.T) {
 	r := newRegion(t, streams.Config{Partitions: 1, IngestDuplicates: -1})
 	ledger := filepath.Join(t.TempDir(), "ledger.jsonl")
 	f := &flaky{calls: map[string]int{}}
-	c := r.startEdge(t, edge.Options{Name: "edge-bad", BatchSize: 16, Limits: event.Limits{MaxPayload: 1024},
+	// AckWait 5 s: a CI run under load once waited out the whole 30 s
+	// (the default AckWait) for the last events, as if a delivery had to
+	// be redelivered; the counts checked here do not depend on it.
+	c := r.startEdge(t, edge.Options{Name: "edge-bad", BatchSize: 16, Limits: event.Limits{MaxPayload: 1024}, AckWait: 5 * time.Second,
 		Retry: edge.Retry{Attempts: 3, Initial: time.Millisecond, Max: 5 * time.Millisecond}}, ledger, f)
 	ctx := context.Background()
 	subj := r.cfg.Ingest("x")
