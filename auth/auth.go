@@ -268,14 +268,13 @@ func edgePublish(n streams.Names, f Failover, failover bool) []string {
 		allow = append(allow, "$JS.API.STREAM.INFO."+streams.Names{Region: f.Standby}.StandbyClaimShard(n.Region, 0))
 	}
 	names := n.Streams()
-	for _, of := range f.StandbyFor {
-		if !failover {
-			break
-		}
-		// A failover's claims, stored by the promoted stream as of's.
-		allow = append(allow, n.Prefix()+".claims."+of+".*")
-		for s := range MaxStandbyShards {
-			names = append(names, n.StandbyShard(of, s), n.StandbyClaimShard(of, s))
+	if failover {
+		for _, of := range f.StandbyFor {
+			// A failover's claims, stored by the promoted stream as of's.
+			allow = append(allow, n.Prefix()+".claims."+of+".*")
+			for s := range MaxStandbyShards {
+				names = append(names, n.StandbyShard(of, s), n.StandbyClaimShard(of, s))
+			}
 		}
 	}
 	for _, s := range names {

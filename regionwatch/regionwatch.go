@@ -135,7 +135,7 @@ func Views(ctx context.Context, js jetstream.JetStream, o Options) []View {
 		if info, ok := streamInfo(ctx, js, streams.Names{Region: other}.XClaimShard(0)); ok {
 			origin := streams.Names{Region: o.Region}.ClaimStream()
 			for _, src := range info.Sources {
-				if src == nil || !strings.HasPrefix(src.Name, origin) || src.Active < 0 {
+				if src == nil || !shardOf(src.Name, origin) || src.Active < 0 {
 					continue
 				}
 				if !v.Answered || src.Active < v.Silent {
@@ -146,6 +146,29 @@ func Views(ctx context.Context, js jetstream.JetStream, o Options) []View {
 		views = append(views, v)
 	}
 	return views
+}
+
+// shardOf reports whether name is a shard of stream base (base itself, or
+// base-<n>): a prefix alone would also match another region named
+// "<region>-claims…", whose replies would count as the watched region's.
+func shardOf(name, base string) bool {
+	rest, ok := strings.CutPrefix(name, base)
+	if !ok {
+		return false
+	}
+	if rest == "" {
+		return true
+	}
+	n, ok := strings.CutPrefix(rest, "-")
+	if !ok || n == "" {
+		return false
+	}
+	for _, c := range n {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 func streamInfo(ctx context.Context, js jetstream.JetStream, name string) (*jetstream.StreamInfo, bool) {

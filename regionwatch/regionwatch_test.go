@@ -29,3 +29,12 @@ func TestLost(t *testing.T) {
 		}
 	}
 }
+
+func TestShardOf(t *testing.T) {
+	base := "onceplane-us-east-claims"
+	for name, want := range map[string]bool{base: true, base + "-2": true, base + "-12": true, base + "-": false, base + "-claims": false, "onceplane-us-east-claims-x": false, "onceplane-us": false} {
+		if got := shardOf(name, base); got != want {
+			t.Errorf("shardOf(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
