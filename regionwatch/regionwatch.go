@@ -22,6 +22,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/onceplane/onceplane/internal/poll"
 	"github.com/onceplane/onceplane/jetstream/streams"
 )
 
@@ -96,21 +97,18 @@ func Watch(ctx context.Context, js jetstream.JetStream, o Options) ([]string, er
 			if o.OnLost != nil {
 				o.OnLost(views)
 			}
-			for {
-				actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				promoted, err := streams.Promote(actx, js, streams.Names{Region: o.Standby}, o.Region)
-				cancel()
-				if err == nil {
-					o.Logger.Warn("region failed over", "region", o.Region, "standby", o.Standby, "streams", promoted)
-					return promoted, nil
-				}
-				o.Logger.Warn("failover: promote", "region", o.Region, "err", err)
-				select {
-				case <-ctx.Done():
-					return nil, ctx.Err()
-				case <-t.C:
-				}
+			var promoted []string
+			err := poll.Retry(ctx, poll.Attempts{Each: 5 * time.Second, Wait: o.Every,
+				Failed: func(err error) { o.Logger.Warn("failover: promote", "region", o.Region, "err", err) }},
+				func(actx context.Context) (err error) {
+					promoted, err = streams.Promote(actx, js, streams.Names{Region: o.Standby}, o.Region)
+					return err
+				})
+			if err != nil {
+				return nil, err
 			}
+			o.Logger.Warn("region failed over", "region", o.Region, "standby", o.Standby, "streams", promoted)
+			return promoted, nil
 		}
 		select {
 		case <-ctx.Done():

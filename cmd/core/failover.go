@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/onceplane/onceplane/internal/cli"
+	"github.com/onceplane/onceplane/internal/poll"
 	"github.com/onceplane/onceplane/jetstream/claimlog"
 	"github.com/onceplane/onceplane/jetstream/streams"
 )
@@ -141,22 +142,10 @@ func regionFailback(args []string, out io.Writer) error {
 	return nil
 }
 
-// retry runs step, each attempt bounded to per (a JetStream request whose
-// reply is lost, right after a region went away, would otherwise wait for
-// ctx's whole deadline), until it succeeds or ctx ends. Both steps are
-// idempotent.
-func retry(ctx context.Context, per time.Duration, step func(context.Context) error) error {
-	for {
-		actx, cancel := context.WithTimeout(ctx, per)
-		err := step(actx)
-		cancel()
-		if err == nil || ctx.Err() != nil || errors.Is(err, streams.ErrNotFailedOver) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
+// retry runs an idempotent step, each attempt bounded to each (a
+// JetStream request whose reply is lost, right after a region went away,
+// would otherwise wait for ctx's whole deadline), until it succeeds, the
+// failback is refused (ErrNotFailedOver), or ctx ends.
+func retry(ctx context.Context, each time.Duration, step func(context.Context) error) error {
+	return poll.Retry(ctx, poll.Attempts{Each: each, Final: func(err error) bool { return errors.Is(err, streams.ErrNotFailedOver) }}, step)
 }

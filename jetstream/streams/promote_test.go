@@ -33,11 +33,7 @@ func TestPromotedClaimMirrorContinuesTheLog(t *testing.T) {
 		a := streams.Config{Names: streams.Names{Region: "a", Shards: shards}, Partitions: 4, Memory: true, Peers: []string{"b"}}
 		b := streams.Config{Names: streams.Names{Region: "b"}, Partitions: 4, Memory: true, Peers: []string{"a"}, StandbyFor: []string{"a"},
 			PeerShards: map[string]int{"a": shards}}
-		for _, c := range []streams.Config{a.Own(), b.Own(), a, b} {
-			if err := streams.Provision(ctx, js, c); err != nil {
-				t.Fatal(err)
-			}
-		}
+		provisionPair(t, ctx, js, a, b)
 		// Partition 1 (shard 1 of 2) holds three records, partition 2 one.
 		for _, p := range []int{1, 1, 1, 2} {
 			if _, err := js.Publish(ctx, a.Claims(p), []byte("a")); err != nil {
@@ -102,11 +98,7 @@ func TestPromoteAllShardsOrReport(t *testing.T) {
 	a := streams.Config{Names: streams.Names{Region: "a", Shards: 2}, Partitions: 4, Memory: true, Peers: []string{"b"}}
 	b := streams.Config{Names: streams.Names{Region: "b"}, Partitions: 4, Memory: true, Peers: []string{"a"}, StandbyFor: []string{"a"},
 		PeerShards: map[string]int{"a": 2}}
-	for _, c := range []streams.Config{a.Own(), b.Own(), a, b} {
-		if err := streams.Provision(ctx, js, c); err != nil {
-			t.Fatal(err)
-		}
-	}
+	provisionPair(t, ctx, js, a, b)
 	if err := js.DeleteStream(ctx, b.StandbyClaimShard("a", 1)); err != nil {
 		t.Fatal(err)
 	}
@@ -136,11 +128,7 @@ func TestFailBackRefusesADivergedLogAndFinishesACutShortOne(t *testing.T) {
 	defer cancel()
 	a := streams.Config{Names: streams.Names{Region: "a"}, Partitions: 2, Memory: true, Peers: []string{"b"}}
 	b := streams.Config{Names: streams.Names{Region: "b"}, Partitions: 2, Memory: true, Peers: []string{"a"}, StandbyFor: []string{"a"}}
-	for _, c := range []streams.Config{a.Own(), b.Own(), a, b} {
-		if err := streams.Provision(ctx, js, c); err != nil {
-			t.Fatal(err)
-		}
-	}
+	provisionPair(t, ctx, js, a, b)
 	for range 3 {
 		if _, err := js.Publish(ctx, a.Claims(0), []byte("a")); err != nil {
 			t.Fatal(err)
@@ -217,11 +205,7 @@ func TestFailBackSupersedesClaimsNeverMirrored(t *testing.T) {
 	defer cancel()
 	a := streams.Config{Names: streams.Names{Region: "a"}, Partitions: 2, Memory: true, Peers: []string{"b"}}
 	b := streams.Config{Names: streams.Names{Region: "b"}, Partitions: 2, Memory: true, Peers: []string{"a"}, StandbyFor: []string{"a"}}
-	for _, c := range []streams.Config{a.Own(), b.Own(), a, b} {
-		if err := streams.Provision(ctx, js, c); err != nil {
-			t.Fatal(err)
-		}
-	}
+	provisionPair(t, ctx, js, a, b)
 	record := func(writer string, epoch uint64, ids ...string) []byte {
 		r := dedupe.Record{Kind: dedupe.KindClaim, Epoch: epoch, Writer: writer, Time: time.UnixMilli(1_700_000_000_000)}
 		for _, id := range ids {
@@ -347,11 +331,7 @@ func TestFenceMakesAMissingShardFenced(t *testing.T) {
 	defer cancel()
 	a := streams.Config{Names: streams.Names{Region: "a"}, Partitions: 2, Memory: true, Peers: []string{"b"}, Standby: "b"}
 	b := streams.Config{Names: streams.Names{Region: "b"}, Partitions: 2, Memory: true, Peers: []string{"a"}, StandbyFor: []string{"a"}}
-	for _, c := range []streams.Config{a.Own(), b.Own(), a, b} {
-		if err := streams.Provision(ctx, js, c); err != nil {
-			t.Fatal(err)
-		}
-	}
+	provisionPair(t, ctx, js, a, b)
 	if _, err := streams.Promote(ctx, js, b.Names, "a"); err != nil {
 		t.Fatal(err)
 	}
@@ -385,5 +365,16 @@ func TestFenceMakesAMissingShardFenced(t *testing.T) {
 	}
 	if m, err := own.GetMsg(ctx, 1); err != nil || string(m.Data) != "failover" || streams.FencedBy(own.CachedInfo().Config) != "" {
 		t.Fatalf("a's log after the failback: %v (%v), fenced by %q", m, err, streams.FencedBy(own.CachedInfo().Config))
+	}
+}
+
+// provisionPair provisions regions a and b as their core nodes do: each
+// one's own streams first, then those sourcing the other (b's mirrors of a).
+func provisionPair(t *testing.T, ctx context.Context, js jetstream.JetStream, a, b streams.Config) {
+	t.Helper()
+	for _, c := range []streams.Config{a.Own(), b.Own(), a, b} {
+		if err := streams.Provision(ctx, js, c); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -168,24 +168,12 @@ func loseRegion(ctx context.Context, d *deploy.Deployment, l *RegionLoss, failed
 	return nil
 }
 
-// attempts runs step, each attempt bounded to per (a reply lost while a
-// region goes away, or while the meta group elects a leader after it went,
-// would otherwise hold it to ctx's end), until it
-// succeeds or ctx ends; the steps are idempotent. A failed attempt is
-// marked with its error.
-func attempts(ctx context.Context, mark func(string), per time.Duration, step func(context.Context) error) error {
-	for {
-		actx, cancel := context.WithTimeout(ctx, per)
-		err := step(actx)
-		cancel()
-		if err == nil || ctx.Err() != nil {
-			return err
-		}
-		mark("attempt failed, again: " + err.Error())
-		if err := poll.Sleep(ctx, 250*time.Millisecond); err != nil {
-			return err
-		}
-	}
+// attempts runs an idempotent step, each attempt bounded to each (a reply
+// lost while a region goes away, or while the meta group elects a leader
+// after it went, would otherwise hold it to ctx's end), until it succeeds
+// or ctx ends. A failed attempt is marked with its error.
+func attempts(ctx context.Context, mark func(string), each time.Duration, step func(context.Context) error) error {
+	return poll.Retry(ctx, poll.Attempts{Each: each, Wait: 250 * time.Millisecond, Failed: func(err error) { mark("attempt failed, again: " + err.Error()) }}, step)
 }
 
 // spans records the drill's steps as one trace, times from start: a root

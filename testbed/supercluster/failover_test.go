@@ -26,17 +26,9 @@ import (
 // those us-east handled is handled again, and the failover continues
 // us-east's claim log.
 func TestRegionFailover(t *testing.T) {
-	top := topology.Default()
-	top.Regions[0].Standby = "eu-west"
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	// File storage: us-east's streams keep their sequences across the
-	// restart of its core nodes.
-	c, err := Start(ctx, top, Options{DataDir: t.TempDir(), Logger: coretest.Quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c, top := startEastStoodBy(t, ctx)
 	east := streams.Names{Region: "us-east"}
 	west := streams.Names{Region: "eu-west"}
 	_, eastAdmin := mustConnect(t, c, "us-east")
@@ -182,15 +174,9 @@ func TestRegionFailover(t *testing.T) {
 // within the configured time, eu-west promotes its copy of us-east's claim
 // log, and the standing-by edge handles us-east's backlog, each event once.
 func TestAutomaticRegionFailover(t *testing.T) {
-	top := topology.Default()
-	top.Regions[0].Standby = "eu-west"
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	c, err := Start(ctx, top, Options{DataDir: t.TempDir(), Logger: coretest.Quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c, top := startEastStoodBy(t, ctx)
 	east, west := streams.Names{Region: "us-east"}, streams.Names{Region: "eu-west"}
 	_, eastAdmin := mustConnect(t, c, "us-east")
 	_, westAdmin := mustConnect(t, c, "eu-west")
@@ -271,4 +257,19 @@ func TestAutomaticRegionFailover(t *testing.T) {
 			t.Errorf("%s handled %d times", id, n)
 		}
 	}
+}
+
+// startEastStoodBy starts the default topology with eu-west standing by
+// for us-east, on file storage: us-east's streams keep their sequences
+// across the restart of its core nodes.
+func startEastStoodBy(t *testing.T, ctx context.Context) (*Cluster, topology.Topology) {
+	t.Helper()
+	top := topology.Default()
+	top.Regions[0].Standby = "eu-west"
+	c, err := Start(ctx, top, Options{DataDir: t.TempDir(), Logger: coretest.Quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c, top
 }
