@@ -569,7 +569,7 @@ func supersede(ctx context.Context, js jetstream.JetStream, own jetstream.Stream
 	var acks []jetstream.PubAckFuture
 	var out []kept
 	for {
-		m, err := nextMsg(ctx, it)
+		m, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
 			return out, fmt.Errorf("supersede %s after %d: %w", cfg.Name, fork, err)
 		}
@@ -611,26 +611,6 @@ func supersede(ctx context.Context, js jetstream.JetStream, own jetstream.Stream
 type kept struct {
 	subject string
 	data    []byte
-}
-
-// nextMsg is it.Next bounded by ctx.
-func nextMsg(ctx context.Context, it jetstream.MessagesContext) (jetstream.Msg, error) {
-	type next struct {
-		m   jetstream.Msg
-		err error
-	}
-	ch := make(chan next, 1)
-	go func() {
-		m, err := it.Next()
-		ch <- next{m, err}
-	}()
-	select {
-	case r := <-ch:
-		return r.m, r.err
-	case <-ctx.Done():
-		it.Stop() // ends the Next above
-		return nil, ctx.Err()
-	}
 }
 
 // Headers of a superseded claim record: the subject and sequence it had in
