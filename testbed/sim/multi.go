@@ -537,7 +537,10 @@ func (rep *MultiReport) fill(ctx context.Context, d *deploy.Deployment, cfg Mult
 	}
 	flagged := d.Effects.Flagged()
 	claimed := d.Effects.Claimed()
-	if l := rep.RegionLoss; l != nil && claimed[l.Region] != nil {
+	if l := rep.RegionLoss; l != nil && len(l.claimed) > 0 {
+		if claimed[l.Region] == nil {
+			claimed[l.Region] = map[string]bool{}
+		}
 		maps.Copy(claimed[l.Region], l.claimed) // claims whose reply the kill lost
 	}
 	acct := verify.TallyEvidence(ids, verify.Evidence{Effects: counts, Flagged: flagged, Claimed: claimed, Conflicts: reported})
