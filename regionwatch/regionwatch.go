@@ -17,6 +17,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -33,6 +34,34 @@ type View struct {
 	Observer string
 	Answered bool
 	Silent   time.Duration
+	// Never: the observer answered, but its replication has not heard from
+	// the region since it was set up (the observer's core restarted while
+	// the region was gone): silent for an unknown time, at least since
+	// the watcher first saw it so (Unheard).
+	Never bool
+}
+
+// Unheard turns the views that never heard from the region (View.Never)
+// into silences counted from when the watcher first saw each so: first
+// maps an observer to that time and is updated (an observer that hears the
+// region again is forgotten). The silence is a lower bound, so a region
+// whose observers restarted while it was gone is declared lost at most
+// After later than otherwise, never sooner.
+func Unheard(views []View, first map[string]time.Time, now time.Time) []View {
+	out := slices.Clone(views)
+	for i, v := range out {
+		if !v.Answered || !v.Never {
+			delete(first, v.Observer)
+			continue
+		}
+		since, ok := first[v.Observer]
+		if !ok {
+			since = now
+			first[v.Observer] = now
+		}
+		out[i].Silent = now.Sub(since)
+	}
+	return out
 }
 
 // Lost reports whether the watched region is to be declared lost: the
@@ -90,8 +119,9 @@ func Watch(ctx context.Context, js jetstream.JetStream, o Options) ([]string, er
 	observers := 1 + len(o.Others)
 	t := time.NewTicker(o.Every)
 	defer t.Stop()
+	unheard := map[string]time.Time{}
 	for {
-		views := Views(ctx, js, o)
+		views := Unheard(Views(ctx, js, o), unheard, time.Now())
 		if Lost(views, o.Standby, observers, o.After) {
 			o.Logger.Warn("region lost: the standby and a majority of the regions have heard nothing from it; failing it over", "region", o.Region, "standby", o.Standby, "after", o.After, "views", Describe(views))
 			if o.OnLost != nil {
@@ -125,48 +155,39 @@ func Watch(ctx context.Context, js jetstream.JetStream, o Options) ([]string, er
 // did not answer.
 func Views(ctx context.Context, js jetstream.JetStream, o Options) []View {
 	views := []View{{Observer: o.Standby}}
-	if m, ok := streamInfo(ctx, js, streams.Names{Region: o.Standby}.StandbyShard(o.Region, 0)); ok && m.Mirror != nil && m.Mirror.Active >= 0 {
-		views[0].Answered, views[0].Silent = true, m.Mirror.Active
+	if m, ok := streamInfo(ctx, js, streams.Names{Region: o.Standby}.StandbyShard(o.Region, 0)); ok && m.Mirror != nil {
+		views[0].Answered = true
+		if m.Mirror.Active >= 0 {
+			views[0].Silent = m.Mirror.Active
+		} else {
+			views[0].Never = true // JetStream's -1: not heard since set up
+		}
 	}
 	for _, other := range o.Others {
 		v := View{Observer: other}
 		if info, ok := streamInfo(ctx, js, streams.Names{Region: other}.XClaimShard(0)); ok {
 			origin := streams.Names{Region: o.Region}.ClaimStream()
+			heard := false
 			for _, src := range info.Sources {
-				if src == nil || !shardOf(src.Name, origin) || src.Active < 0 {
+				if src == nil || !isShard(src.Name, origin) {
 					continue
 				}
-				if !v.Answered || src.Active < v.Silent {
-					v.Answered, v.Silent = true, src.Active
+				v.Answered = true
+				if src.Active >= 0 && (!heard || src.Active < v.Silent) {
+					heard, v.Silent = true, src.Active
 				}
 			}
+			v.Never = v.Answered && !heard
 		}
 		views = append(views, v)
 	}
 	return views
 }
 
-// shardOf reports whether name is a shard of stream base (base itself, or
-// base-<n>): a prefix alone would also match another region named
-// "<region>-claims…", whose replies would count as the watched region's.
-func shardOf(name, base string) bool {
-	rest, ok := strings.CutPrefix(name, base)
-	if !ok {
-		return false
-	}
-	if rest == "" {
-		return true
-	}
-	n, ok := strings.CutPrefix(rest, "-")
-	if !ok || n == "" {
-		return false
-	}
-	for _, c := range n {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return true
+// isShard reports whether name is a shard of stream base.
+func isShard(name, base string) bool {
+	_, ok := streams.ShardIndex(name, base)
+	return ok
 }
 
 func streamInfo(ctx context.Context, js jetstream.JetStream, name string) (*jetstream.StreamInfo, bool) {
@@ -188,6 +209,9 @@ func Describe(vs []View) string {
 		}
 		if v.Answered {
 			fmt.Fprintf(&b, "%s silent %s", v.Observer, v.Silent.Round(time.Millisecond))
+			if v.Never {
+				b.WriteString(" (never heard since it restarted)")
+			}
 		} else {
 			fmt.Fprintf(&b, "%s no answer", v.Observer)
 		}

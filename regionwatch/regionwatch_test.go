@@ -30,11 +30,46 @@ func TestLost(t *testing.T) {
 	}
 }
 
-func TestShardOf(t *testing.T) {
-	base := "onceplane-us-east-claims"
-	for name, want := range map[string]bool{base: true, base + "-2": true, base + "-12": true, base + "-": false, base + "-claims": false, "onceplane-us-east-claims-x": false, "onceplane-us": false} {
-		if got := shardOf(name, base); got != want {
-			t.Errorf("shardOf(%q) = %v, want %v", name, got, want)
-		}
+// TestUnheard: an observer whose replication never heard from the region
+// since it restarted (the drill's eu-west core, restarted as ap-south went)
+// counts as silent from when the watcher first saw it so. Before, such a
+// view did not answer, so no majority ever formed and the region was never
+// declared lost (compose drill, region-loss step).
+func TestUnheard(t *testing.T) {
+	const after = 10 * time.Second
+	t0 := time.Unix(1_000_000, 0)
+	never := func(o string) View { return View{Observer: o, Answered: true, Never: true} }
+	heard := func(o string, d time.Duration) View { return View{Observer: o, Answered: true, Silent: d} }
+	first := map[string]time.Time{}
+	lost := func(at time.Duration, vs ...View) bool {
+		return Lost(Unheard(vs, first, t0.Add(at)), "s", 2, after)
+	}
+	if lost(0, heard("s", time.Minute), never("t")) {
+		t.Fatal("declared at once on a view that never heard the region: its silence is unknown, counted from now")
+	}
+	if lost(9*time.Second, heard("s", time.Minute), never("t")) {
+		t.Fatal("declared after 9 s of a never-heard view, want 10 s")
+	}
+	if !lost(10*time.Second, heard("s", time.Minute), never("t")) {
+		t.Fatal("not declared after 10 s of a never-heard view and the standby silent a minute")
+	}
+	// t hears the region again: forgotten, and a later restart counts anew.
+	if lost(11*time.Second, heard("s", time.Minute), heard("t", time.Second)) {
+		t.Fatal("declared although t hears the region")
+	}
+	if lost(12*time.Second, heard("s", time.Minute), never("t")) {
+		t.Fatal("a never-heard view counted from its first time, not from now after hearing again")
+	}
+	// A view that does not answer is forgotten too, and never agrees.
+	if lost(30*time.Second, heard("s", time.Minute), View{Observer: "t"}) {
+		t.Fatal("declared on a region that did not answer")
+	}
+	if _, ok := first["t"]; ok {
+		t.Fatal("an observer that did not answer kept its first never-heard time")
+	}
+	// The standby's own mirror never heard the region (its core restarted).
+	first = map[string]time.Time{}
+	if lost(0, never("s"), heard("t", time.Minute)) || !lost(after, never("s"), heard("t", time.Minute)) {
+		t.Fatal("the standby's never-heard mirror is not counted from when it was first seen")
 	}
 }

@@ -333,7 +333,7 @@ func provision(ctx context.Context, n *core.Node, cfg streams.Config, create boo
 		return err
 	}
 	if len(cfg.Peers) > 0 || cfg.Home != nil {
-		if cfg.PeerShards, err = peerShards(ctx, js, cfg); err != nil {
+		if cfg.PeerShards, err = peerShards(ctx, js, cfg, log); err != nil {
 			return err
 		}
 		if err := streams.Provision(ctx, js, cfg); err != nil {
@@ -372,8 +372,12 @@ func checkLayout(ctx context.Context, js jetstream.JetStream, cfg streams.Config
 }
 
 // peerShards waits for every peer region's streams and reads its shard
-// count, refusing a peer of another partition count.
-func peerShards(ctx context.Context, js jetstream.JetStream, cfg streams.Config) (map[string]int, error) {
+// count, refusing a peer of another partition count. A peer that does not
+// answer while this region already sources its claim log (a core restarting
+// while that region is lost) keeps the shard count this region's streams
+// were made with: waiting for it would keep this region down as long as
+// the other one.
+func peerShards(ctx context.Context, js jetstream.JetStream, cfg streams.Config, log *slog.Logger) (map[string]int, error) {
 	shards := map[string]int{}
 	for _, peer := range cfg.Peers {
 		pn := streams.Names{Region: peer}
@@ -393,6 +397,14 @@ func peerShards(ctx context.Context, js jetstream.JetStream, cfg streams.Config)
 					return nil, fmt.Errorf("region %s has %d partitions, this one %d: %w", peer, l.Partitions, want, streams.ErrPartitionsChanged)
 				}
 				shards[peer] = l.Shards
+				break
+			}
+			sctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+			known, kerr := streams.SourcedShards(sctx, js, cfg, peer)
+			cancel()
+			if kerr == nil && known > 0 {
+				log.Warn("a peer region's streams do not answer: keeping the shards this region already sources from it", "peer", peer, "shards", known, "err", err)
+				shards[peer] = known
 				break
 			}
 			select {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -243,4 +244,55 @@ func apiSubject(js jetstream.JetStream, suffix string) string {
 		prefix = jetstream.DefaultAPIPrefix
 	}
 	return prefix + suffix
+}
+
+// SourcedShards returns how many claim shards of region peer this region's
+// xclaims streams source (every one of them: each holds some partitions):
+// the shard count its streams were provisioned with, read from this region
+// alone. Zero means none is sourced yet (a first start, or strict mode,
+// which has no xclaims and whose home sources name only the home
+// partitions' shards). A core restarting while peer is lost provisions
+// with it instead of peer's own layout, which nobody can read until peer
+// is back.
+func SourcedShards(ctx context.Context, js jetstream.JetStream, c Config, peer string) (int, error) {
+	if c.Home != nil {
+		return 0, nil
+	}
+	base := Names{Region: peer}.ClaimStream()
+	n := 0
+	for t := range c.ShardCount() {
+		name := c.XClaimShard(t)
+		s, err := js.Stream(ctx, name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("sourced shards of %s: %s: %w", peer, name, err)
+		}
+		for _, src := range s.CachedInfo().Config.Sources {
+			if i, ok := ShardIndex(src.Name, base); ok {
+				n = max(n, i+1)
+			}
+		}
+	}
+	return n, nil
+}
+
+// ShardIndex returns which shard of stream base name is (base itself is
+// shard 0, base-<n> shard n), and false when name is no shard of base (a
+// name prefix alone is not: another region may be named "<region>-claims…").
+func ShardIndex(name, base string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, base)
+	switch {
+	case !ok:
+		return 0, false
+	case rest == "":
+		return 0, true
+	}
+	digits, ok := strings.CutPrefix(rest, "-")
+	if !ok || digits == "" || strings.TrimLeft(digits, "0123456789") != "" {
+		return 0, false
+	}
+	t, err := strconv.Atoi(digits)
+	return t, err == nil && t > 0
 }

@@ -193,3 +193,58 @@ func shardOfStream(n streams.Names, name string) int {
 	}
 	return -1
 }
+
+func TestShardIndex(t *testing.T) {
+	base := "onceplane-us-east-claims"
+	type want struct {
+		i  int
+		ok bool
+	}
+	for name, w := range map[string]want{base: {0, true}, base + "-2": {2, true}, base + "-12": {12, true}, base + "-0": {}, base + "-": {},
+		base + "-claims": {}, "onceplane-us-east-claims-x": {}, "onceplane-us": {}, base + "-1x": {}} {
+		if i, ok := streams.ShardIndex(name, base); i != w.i || ok != w.ok {
+			t.Errorf("ShardIndex(%q) = %d, %v; want %d, %v", name, i, ok, w.i, w.ok)
+		}
+	}
+}
+
+// TestSourcedShards: a region's own xclaims streams tell how many claim
+// shards of a peer it sources, with the peer's streams gone (a core
+// restarting while that region is lost provisions with it).
+func TestSourcedShards(t *testing.T) {
+	n := coretest.Start(t)
+	_, js := coretest.Connect(t, n.ClientURL())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a := streams.Config{Names: streams.Names{Region: "a", Shards: 2}, Partitions: 8, Peers: []string{"b"}}
+	if got, err := streams.SourcedShards(ctx, js, a, "b"); err != nil || got != 0 {
+		t.Fatalf("before provisioning: %d, %v; want 0", got, err)
+	}
+	a.PeerShards = map[string]int{"b": 3}
+	b := streams.Config{Names: streams.Names{Region: "b", Shards: 3}, Partitions: 8, Peers: []string{"a"}, PeerShards: map[string]int{"a": 2}}
+	provisionPair(t, ctx, js, a, b)
+	for _, s := range b.Names.EveryShard(b.Names.IngestShard) {
+		if err := js.DeleteStream(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range b.Names.EveryShard(b.Names.ClaimShard) {
+		if err := js.DeleteStream(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := streams.ReadLayout(ctx, js, streams.Names{Region: "b"}); err == nil {
+		t.Fatal("b's layout still readable")
+	}
+	if got, err := streams.SourcedShards(ctx, js, a, "b"); err != nil || got != 3 {
+		t.Fatalf("b lost: %d, %v; want the 3 shards a sources", got, err)
+	}
+	if got, err := streams.SourcedShards(ctx, js, b, "a"); err != nil || got != 2 {
+		t.Fatalf("a's shards sourced by b: %d, %v; want 2", got, err)
+	}
+	strict := a
+	strict.Home = []int{0}
+	if got, _ := streams.SourcedShards(ctx, js, strict, "b"); got != 0 {
+		t.Fatalf("strict mode: %d, want 0 (home sources name only the home partitions' shards)", got)
+	}
+}
