@@ -20,8 +20,9 @@ else
 fi
 cp compose/jaeger.yaml "$ctx/bin/jaeger.yaml"
 # Mount points owned by the image user (a fresh volume takes their owner):
-# one edge-secrets directory per region of docker-compose.multiregion.yml.
-mkdir -p "$ctx/dirs/data" "$ctx/dirs/secrets" "$ctx/dirs/out/edge/us-east" "$ctx/dirs/out/edge/eu-west" "$ctx/dirs/out/edge/ap-south" "$ctx/dirs/out/producer"
+# one edge-secrets directory per region of docker-compose.multiregion.yml and
+# one failover-edge-secrets directory per standby region (us-east).
+mkdir -p "$ctx/dirs/data" "$ctx/dirs/secrets" "$ctx/dirs/out/edge/us-east" "$ctx/dirs/out/edge/eu-west" "$ctx/dirs/out/edge/ap-south" "$ctx/dirs/out/failover/us-east" "$ctx/dirs/out/producer"
 cp compose/Dockerfile "$ctx/Dockerfile"
 # The classic builder: BuildKit would look for a frontend image to pull.
 DOCKER_BUILDKIT=0 docker build -q -t "$tag" "$ctx"

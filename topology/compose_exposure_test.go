@@ -66,7 +66,7 @@ func TestComposeFileIsProtected(t *testing.T) {
 			checked["wanproxy"]++
 		}
 	}
-	if checked["core"] != 3 || checked["edge"] != 6 || checked["wanproxy"] != 6 {
-		t.Errorf("checked %v services, want 3 cores, 6 edges and 6 WAN proxies", checked)
+	if checked["core"] != 3 || checked["edge"] != 7 || checked["wanproxy"] != 6 {
+		t.Errorf("checked %v services, want 3 cores, 7 edges (2 per region, 1 failover edge) and 6 WAN proxies", checked)
 	}
 }

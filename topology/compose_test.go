@@ -33,9 +33,37 @@ func TestComposeFileMatchesDefault(t *testing.T) {
 		for i := range r.Edges {
 			want = append(want, fmt.Sprintf("\n  edge-%s-%d:\n", r.Name, i+1))
 		}
+	}
+	// The compose deployment stands by for ap-south in us-east (the
+	// default topology has no standby: the simulation adds one for its
+	// region-loss drill), so that the drill runner can lose a region.
+	standby := map[string]string{"ap-south": "us-east"}
+	for _, r := range top.Regions {
 		if r.Standby != "" {
-			want = append(want, fmt.Sprintf("\n  core-%s:\n", r.Standby), fmt.Sprintf("\"-standby-for=%s\"", r.Name))
+			standby[r.Name] = r.Standby
 		}
+	}
+	for r, s := range standby {
+		in := func(service string, flags ...string) {
+			b := serviceBlock(f, service)
+			if b == "" {
+				t.Errorf("docker-compose.multiregion.yml lacks service %s (%s stands by for %s)", service, s, r)
+			}
+			for _, fl := range flags {
+				if b != "" && !strings.Contains(b, fl) {
+					t.Errorf("service %s lacks %s (%s stands by for %s)", service, fl, s, r)
+				}
+			}
+		}
+		in("core-"+s, fmt.Sprintf("\"-standby-for=%s\"", r), "\"-failover-after=")
+		in("core-"+r, fmt.Sprintf("\"-standby=%s\"", s))
+		reg, _ := top.Region(r)
+		for i := range reg.Edges {
+			in(fmt.Sprintf("edge-%s-%d", r, i+1), fmt.Sprintf("\"-standby=%s\"", s))
+		}
+		in(fmt.Sprintf("edge-%s-failover-%s", s, r), fmt.Sprintf("\"-failover-of=%s\"", r), fmt.Sprintf("\"-region=%s\"", s),
+			fmt.Sprintf("\"-nats-user=failover-%s\"", s))
+		in("drill", fmt.Sprintf("/ledgers/%s/failover-%s:ro", r, s)) // its runs count as r's
 	}
 	for _, l := range top.Links {
 		for _, d := range [][2]string{{l.A, l.B}, {l.B, l.A}} {
@@ -62,4 +90,21 @@ func TestComposeFileMatchesDefault(t *testing.T) {
 			t.Errorf("the development certificate (-hosts=) lacks %s", h)
 		}
 	}
+}
+
+// serviceBlock returns service's definition in the compose file f (its
+// lines up to the next service), or "" if it has none.
+func serviceBlock(f, service string) string {
+	_, rest, ok := strings.Cut(f, "\n  "+service+":\n")
+	if !ok {
+		return ""
+	}
+	end := len(rest)
+	for i := 0; i+3 < len(rest); i++ {
+		if rest[i] == '\n' && rest[i+1] == ' ' && rest[i+2] == ' ' && rest[i+3] != ' ' && rest[i+3] != '#' {
+			end = i
+			break
+		}
+	}
+	return rest[:end]
 }

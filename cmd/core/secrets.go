@@ -35,6 +35,9 @@ import (
 //
 //	edge:      <region>/credentials/edge-<region>.password, <region>/tls/ca.pem,
 //	           <region>/gossip.key, <region>/admin.token
+//	failover:  <region>/credentials/failover-<region>.password, <region>/tls/ca.pem,
+//	           <region>/admin.token (-failover-dir: the failover edges a
+//	           region runs for the regions it stands by for, edge -failover-of)
 //	producer:  credentials/producer.password, credentials/producer-<tenant>.password,
 //	           tls/ca.pem (one directory: give each tenant's service only its own file)
 func secrets(args []string) error {
@@ -42,6 +45,7 @@ func secrets(args []string) error {
 	dir := fl.String("dir", "secrets", "directory to write the secrets into")
 	regionList := fl.String("regions", strings.Join(topology.Default().RegionNames(), ","), "comma-separated regions: an edge user (edge-<region>), a failover edge user (failover-<region>, not copied to -edge-dir: hand it to failover edges only), gossip key and admin token each")
 	edgeDir := fl.String("edge-dir", "", "also copy each region's edge secrets into <edge-dir>/<region>")
+	failoverDir := fl.String("failover-dir", "", "also copy each region's failover edge secrets (failover-<region>: the regions it stands by for) into <failover-dir>/<region>")
 	producerDir := fl.String("producer-dir", "", "also copy the producers' secrets here")
 	tenantList := fl.String("tenants", "", "comma-separated tenants: a producer user each (producer-<tenant>), beside the default tenant's (producer)")
 	hosts := fl.String("hosts", "", "comma-separated host names or IPs the development certificate is valid for (localhost and 127.0.0.1 always)")
@@ -83,17 +87,27 @@ func secrets(args []string) error {
 	}
 	type copy struct{ from, to string }
 	var copies []copy
-	if *edgeDir != "" {
+	// A region's edges and its failover edges each get their user's
+	// password, the CA and the region's admin token; the everyday edges
+	// also its gossip key (failover edges do not gossip).
+	perRegion := func(dir string, user func(string) auth.User, gossip bool) {
+		if dir == "" {
+			return
+		}
 		for _, r := range regions {
-			pw := filepath.Join("credentials", auth.EdgeUser(r).Name()+".password")
-			out := filepath.Join(*edgeDir, r)
+			pw := filepath.Join("credentials", user(r).Name()+".password")
+			out := filepath.Join(dir, r)
 			copies = append(copies,
 				copy{pw, filepath.Join(out, pw)},
 				copy{"tls/ca.pem", filepath.Join(out, "tls/ca.pem")},
-				copy{gossipKeyFile(r), filepath.Join(out, "gossip.key")},
 				copy{adminTokenFile(r), filepath.Join(out, "admin.token")})
+			if gossip {
+				copies = append(copies, copy{gossipKeyFile(r), filepath.Join(out, "gossip.key")})
+			}
 		}
 	}
+	perRegion(*edgeDir, auth.EdgeUser, true)
+	perRegion(*failoverDir, auth.FailoverUser, false)
 	if *producerDir != "" {
 		files := []string{"credentials/producer.password", "tls/ca.pem"}
 		for _, t := range tenants {

@@ -16,8 +16,8 @@ import (
 // and a second run changes nothing.
 func TestSecretsPerRegion(t *testing.T) {
 	dir := t.TempDir()
-	main, edges, prods := filepath.Join(dir, "all"), filepath.Join(dir, "edge"), filepath.Join(dir, "producer")
-	args := []string{"-dir", main, "-regions", "us-east,eu-west", "-tenants", "acme", "-edge-dir", edges, "-producer-dir", prods}
+	main, edges, prods, failovers := filepath.Join(dir, "all"), filepath.Join(dir, "edge"), filepath.Join(dir, "producer"), filepath.Join(dir, "failover")
+	args := []string{"-dir", main, "-regions", "us-east,eu-west", "-tenants", "acme", "-edge-dir", edges, "-producer-dir", prods, "-failover-dir", failovers}
 	if err := secrets(args); err != nil {
 		t.Fatal(err)
 	}
@@ -37,6 +37,12 @@ func TestSecretsPerRegion(t *testing.T) {
 		want := []string{"admin.token", "credentials/edge-" + r + ".password", "gossip.key", "tls/ca.pem"}
 		if got := files(filepath.Join(edges, r)); !slices.Equal(got, want) {
 			t.Errorf("%s's edges get %v, want %v", r, got, want)
+		}
+		// A region's failover edges get their own user, not its everyday
+		// edges' (nor the gossip key: they do not gossip).
+		want = []string{"admin.token", "credentials/failover-" + r + ".password", "tls/ca.pem"}
+		if got := files(filepath.Join(failovers, r)); !slices.Equal(got, want) {
+			t.Errorf("%s's failover edges get %v, want %v", r, got, want)
 		}
 	}
 	if got, want := files(prods), []string{"credentials/producer-acme.password", "credentials/producer.password", "tls/ca.pem"}; !slices.Equal(got, want) {

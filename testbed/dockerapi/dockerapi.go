@@ -1,6 +1,6 @@
 // Package dockerapi is a small client of the Docker Engine API over its unix
 // socket: the calls a drill runner makes against a Compose project (find a
-// service's container, kill, start, pause, unpause, cut it from a network
+// service's container, kill, stop, start, pause, unpause, cut it from a network
 // and join it again). It needs no docker CLI, so it runs in a FROM-scratch
 // image with the socket mounted.
 package dockerapi
@@ -102,6 +102,13 @@ func (c *Client) Kill(ctx context.Context, id, signal string) error {
 // Start starts a stopped container (a running one is left alone).
 func (c *Client) Start(ctx context.Context, id string) error {
 	return c.do(ctx, http.MethodPost, "/containers/"+url.PathEscape(id)+"/start", nil, nil)
+}
+
+// Stop stops the container gracefully: SIGTERM, then SIGKILL after grace
+// (whole seconds), and returns once it has exited. A container stopped this
+// way stays stopped (its restart policy does not apply) until Start.
+func (c *Client) Stop(ctx context.Context, id string, grace time.Duration) error {
+	return c.do(ctx, http.MethodPost, fmt.Sprintf("/containers/%s/stop?t=%d", url.PathEscape(id), int(grace.Seconds())), nil, nil)
 }
 
 // Pause freezes every process of the container (SIGSTOP-like, through the

@@ -87,6 +87,21 @@ func (m Mix) Schedule() ([]Send, map[string]int) {
 	return out, kinds
 }
 
+// Fallbacks is PublishPaced's pr for producers by region and, per region,
+// the regions its publishers fail over to, in order of preference (its
+// standby first): a region's own producer, then theirs.
+func Fallbacks(prods map[string]*producer.Producer, to map[string][]string) func(region string) []*producer.Producer {
+	return func(r string) []*producer.Producer {
+		out := []*producer.Producer{prods[r]}
+		for _, f := range to[r] {
+			if p := prods[f]; p != nil && f != r {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+}
+
 // PublishPaced publishes sends on their schedule, from the moment it is
 // called: one publisher per region (pr returns its producer, and the
 // producers of the regions to fail over to after it), each publishing what

@@ -8,11 +8,16 @@
 //     retries, cross-region re-sends and races), under its own ID prefix;
 //  3. meanwhile kills an edge (SIGKILL), pauses another (cgroup freezer),
 //     disconnects a region's WAN links from its network, and kills a core
-//     node (SIGKILL), each restored after -hold; restarted containers keep
-//     their volumes;
+//     node (SIGKILL), each restored after -hold; then loses a whole region
+//     (its core and edges SIGKILLed at once: its standby's core declares it
+//     lost by itself, the standby's failover edge takes its partitions over,
+//     the region returns fenced and fails back, as `core region-failback
+//     -supersede`); restarted containers keep their volumes, and the
+//     drill's publishers fail over to a region's standby (-failover);
 //  4. waits until every ID has an effect and every race is reported, then
 //     prints lost IDs, duplicate effects per region (from the edges' ledger
-//     files), races and conflicts, and exits 1 unless every count is right.
+//     files; a failover edge's count as the lost region's), races and
+//     conflicts, and exits 1 unless every count is right.
 package main
 
 import (
@@ -32,6 +37,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/onceplane/onceplane/auth"
+	"github.com/onceplane/onceplane/dedupe"
 	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/internal/cli"
 	"github.com/onceplane/onceplane/internal/poll"
@@ -63,8 +69,15 @@ type config struct {
 	pauseEdge   string
 	cutRegion   string
 	killCore    string
-	quiet       []string
-	jaeger      string
+	// The region-loss step: loseRegion's standby is its first region in
+	// failover, failoverEdge the standby's failover edge for it (a service
+	// standing by, edge -failover-of); declare bounds the wait for the
+	// declaration, failedOver is how long the region stays failed over.
+	loseRegion, failoverEdge string
+	failover                 cli.RegionURLs
+	declare, failedOver      time.Duration
+	quiet                    []string
+	jaeger                   string
 }
 
 func main() {
@@ -83,7 +96,7 @@ func main() {
 	flag.IntVar(&c.mix.Events, "events", 12000, "unique IDs in the load")
 	flag.IntVar(&c.mix.Rate, "rate", 600, "first sends per second")
 	flag.StringVar(&prefix, "prefix", "", "ID prefix (default drill-<start time>-)")
-	flag.StringVar(&steps, "steps", "kill-edge,pause-edge,disconnect,kill-core", "drill steps in order, spread over the load")
+	flag.StringVar(&steps, "steps", "region-loss,kill-edge,pause-edge,disconnect,kill-core", "drill steps in order, spread over the load (each starts when the one before it is done)")
 	flag.DurationVar(&c.hold, "hold", 4*time.Second, "how long each failure lasts")
 	flag.DurationVar(&c.ready, "ready-timeout", 4*time.Minute, "how long to wait for a healthy cluster")
 	flag.DurationVar(&c.settle, "settle-timeout", 4*time.Minute, "how long to wait for every effect and conflict after the load")
@@ -91,6 +104,11 @@ func main() {
 	flag.StringVar(&c.pauseEdge, "pause-edge", "edge-eu-west-2", "service of the pause-edge step")
 	flag.StringVar(&c.cutRegion, "disconnect-region", "ap-south", "region whose WAN links (services wan-*) the disconnect step cuts from its network")
 	flag.StringVar(&c.killCore, "kill-core", "core-eu-west", "service of the kill-core step")
+	flag.StringVar(&c.loseRegion, "lose-region", "ap-south", "region the region-loss step kills whole (its core and edges, services core-<region> and edge-<region>-*); its standby is its first region in -failover")
+	flag.StringVar(&c.failoverEdge, "failover-edge", "", "service of the standby's failover edge for -lose-region (default edge-<standby>-failover-<region>)")
+	flag.DurationVar(&c.declare, "declare-timeout", 2*time.Minute, "how long the region-loss step waits for the standby's core to declare the region lost (its -failover-after and more)")
+	flag.DurationVar(&c.failedOver, "failed-over", 10*time.Second, "how long the region-loss step leaves the region failed over before it starts it again")
+	failover := flag.String("failover", "ap-south=us-east", "regions each region's publishers fail over to when it acks nothing, in order (its standby first): 'ap-south=us-east;...'")
 	flag.StringVar(&c.jaeger, "jaeger", "", "Jaeger query URL (http://jaeger:16686): check that a trace follows an event across regions (empty: no check)")
 	quiet := flag.String("quiet", "load", "comma-separated services stopped during the drill and started again after it (other loads would keep the inputs from ever draining)")
 	flag.Parse()
@@ -100,6 +118,13 @@ func main() {
 		os.Exit(2)
 	}
 	c.steps = strings.Split(steps, ",")
+	if c.failover, err = cli.Regions(*failover); err != nil {
+		fmt.Fprintln(os.Stderr, "composedrill: bad -failover:", err)
+		os.Exit(2)
+	}
+	if c.failoverEdge == "" && len(c.failover.URLs[c.loseRegion]) > 0 {
+		c.failoverEdge = fmt.Sprintf("edge-%s-failover-%s", c.failover.URLs[c.loseRegion][0], c.loseRegion)
+	}
 	if *quiet != "" {
 		c.quiet = strings.Split(*quiet, ",")
 	}
@@ -197,11 +222,18 @@ func run(ctx context.Context, c config) (bool, error) {
 	defer stopLoad()
 	loadErr, stepErr := make(chan error, 1), make(chan error, 1)
 	go func() {
-		loadErr <- workload.PublishPaced(lctx, sends, func(r string) []*producer.Producer { return []*producer.Producer{prods[r]} },
+		loadErr <- workload.PublishPaced(lctx, sends, workload.Fallbacks(prods, c.failover.URLs),
 			func(n int) { published.Add(int64(n)) })
 	}()
+	var loss *regionLoss
+	if slices.Contains(c.steps, "region-loss") {
+		loss = &regionLoss{Region: c.loseRegion}
+		if to := c.failover.URLs[c.loseRegion]; len(to) > 0 {
+			loss.Standby = to[0]
+		}
+	}
 	go func() {
-		err := drill(ctx, dk, c, start, loadFor)
+		err := drill(ctx, dk, c, start, loadFor, admin, loss)
 		if err != nil {
 			stopLoad()
 		}
@@ -269,7 +301,16 @@ load:
 			lastLines, stableSince = lines, time.Now()
 		}
 		drained = allDrained(ctx, admin, c.partitions)
-		acct = verify.Tally(ids, effects, conflicts(ctx, admin, mine))
+		reported := conflicts(ctx, admin, mine)
+		acct = verify.Tally(ids, effects, reported)
+		if acct.Spurious > 0 {
+			// A conflict of an ID handled in one region only: a claim whose
+			// run a kill cut short (the region loss's superseded claims
+			// among them), if two regions' claim logs hold it.
+			if claimed := claims(ctx, admin, mine); claimed != nil {
+				acct = verify.TallyEvidence(ids, verify.Evidence{Effects: effects, Claimed: claimed, Conflicts: reported})
+			}
+		}
 		ra = accountRuns(runs, ids, bound)
 		settled = drained && time.Since(stableSince) >= 3*time.Second
 		if (settled && acct.OK() && ra.err == nil) || time.Now().After(deadline) {
@@ -295,7 +336,15 @@ load:
 		fmt.Printf("handler runs        %v\n", ra.err)
 	}
 	fmt.Printf("true races          %d (IDs with effects in two regions)\n", acct.TrueRaces)
-	fmt.Printf("conflicts reported  %d (missed %d, spurious %d)\n", acct.Reported, acct.Missed, acct.Spurious)
+	fmt.Printf("conflicts reported  %d (missed %d, spurious %d", acct.Reported, acct.Missed, acct.Spurious)
+	if acct.CutShort > 0 {
+		fmt.Printf("; %d of IDs claimed in two regions but handled in one: a claim whose run the kill cut short", acct.CutShort)
+	}
+	fmt.Println(")")
+	if len(acct.MissedIDs)+len(acct.SpuriousIDs) > 0 {
+		fmt.Printf("                    e.g. missed %v, spurious %v\n", acct.MissedIDs, acct.SpuriousIDs)
+	}
+	loss.print()
 	fmt.Printf("elapsed             %.0fs\n", time.Since(start).Seconds())
 	if !settled {
 		fmt.Printf("not settled after %v (inputs drained: %v); the counts above may still move\n", c.settle, drained)
@@ -412,12 +461,18 @@ func allDrained(ctx context.Context, admin map[string]jetstream.JetStream, parti
 }
 
 // drill runs the steps, spread evenly over the load.
-func drill(ctx context.Context, dk *dockerapi.Client, c config, start time.Time, loadFor time.Duration) error {
+func drill(ctx context.Context, dk *dockerapi.Client, c config, start time.Time, loadFor time.Duration, admin map[string]jetstream.JetStream, loss *regionLoss) error {
 	t0 := time.Now()
 	for i, step := range c.steps {
 		at := loadFor * time.Duration(i+1) / time.Duration(len(c.steps)+1)
 		if err := poll.Sleep(ctx, at-time.Since(t0)); err != nil {
 			return err
+		}
+		if step == "region-loss" {
+			if err := loseRegion(ctx, dk, c, start, admin, loss); err != nil {
+				return fmt.Errorf("step %s: %w", step, err)
+			}
+			continue
 		}
 		if err := runStep(ctx, dk, c, start, step); err != nil {
 			return fmt.Errorf("step %s: %w", step, err)
@@ -518,7 +573,7 @@ func runStep(ctx context.Context, dk *dockerapi.Client, c config, start time.Tim
 		logf(start, "drill: disconnected %d WAN links from network %s", len(cut), network)
 		return poll.Sleep(ctx, c.hold)
 	}
-	return fmt.Errorf("unknown step (want kill-edge, pause-edge, disconnect, kill-core)")
+	return fmt.Errorf("unknown step (want kill-edge, pause-edge, disconnect, kill-core, region-loss)")
 }
 
 // waitHealthy waits until every running container of the project with a
@@ -615,6 +670,40 @@ func readLedgers(dir, prefix string) (runs map[string]*verify.Runs, lines int) {
 		})
 	}
 	return runs, lines
+}
+
+// claims returns, per region, the ID hashes of mine its claim log holds
+// (nil when a region cannot be read: the caller polls again).
+func claims(ctx context.Context, admin map[string]jetstream.JetStream, mine map[string]bool) map[string]map[string]bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	out := map[string]map[string]bool{}
+	for r, js := range admin {
+		l, err := streams.ReadLayout(ctx, js, streams.Names{Region: r})
+		if err != nil {
+			return nil
+		}
+		n := streams.Names{Region: r, Shards: l.Shards}
+		out[r] = map[string]bool{}
+		for _, name := range n.EveryShard(n.ClaimShard) {
+			msgs, err := verify.ReadStream(ctx, js, name)
+			if err != nil {
+				return nil
+			}
+			for _, m := range msgs {
+				rec, err := dedupe.Decode(m.Data)
+				if err != nil || rec.Kind != dedupe.KindClaim {
+					continue
+				}
+				for _, h := range rec.IDs {
+					if hx := h.Hex(); mine[hx] {
+						out[r][hx] = true
+					}
+				}
+			}
+		}
+	}
+	return out
 }
 
 // conflicts returns the ID hashes of mine in every region's conflicts

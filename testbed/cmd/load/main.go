@@ -40,9 +40,11 @@ func main() {
 		logLevel    string
 		tenant      string
 		traceSample float64
+		failover    string
 	)
 	flag.StringVar(&regions, "regions", "local=nats://127.0.0.1:4222", "regions and their core URLs: 'region=url,url;region2=url'")
 	conn.Register(flag.CommandLine, "producer")
+	flag.StringVar(&failover, "failover", "", "regions each region's publisher fails over to when it acks nothing, in order (its standby first): 'ap-south=us-east;eu-west=us-east,ap-south' (producer.Failover does this per event)")
 	flag.IntVar(&m.Events, "events", 10000, "unique IDs per round")
 	flag.IntVar(&m.Rate, "rate", 500, "first sends per second across the regions")
 	flag.Float64Var(&m.DupRate, "dup", 0.2, "share of IDs re-sent to the same region within 2 s")
@@ -65,6 +67,17 @@ func main() {
 	urls, err := cli.Regions(regions)
 	if err != nil {
 		cli.Fatal(log, "bad -regions", err)
+	}
+	to, err := cli.Regions(failover)
+	if err != nil {
+		cli.Fatal(log, "bad -failover", err)
+	}
+	for r, fs := range to.URLs {
+		for _, x := range append([]string{r}, fs...) {
+			if _, ok := urls.URLs[x]; !ok {
+				cli.Fatal(log, "bad -failover", fmt.Errorf("%s is not among -regions", x))
+			}
+		}
 	}
 	opts, err := conn.Options("onceplane-load")
 	if err != nil {
@@ -119,7 +132,7 @@ func main() {
 		m.Prefix, m.Seed = fmt.Sprintf("%sr%d-", prefix, round), uint64(round)
 		sends, kinds := m.Schedule()
 		log.Info("round", "n", round, "prefix", m.Prefix, "sends", len(sends), "kinds", kinds)
-		err := workload.PublishPaced(ctx, sends, func(r string) []*producer.Producer { return []*producer.Producer{producers[r]} }, func(n int) { acked.Add(int64(n)) })
+		err := workload.PublishPaced(ctx, sends, workload.Fallbacks(producers, to.URLs), func(n int) { acked.Add(int64(n)) })
 		if ctx.Err() != nil {
 			break
 		}
