@@ -164,24 +164,33 @@ func Views(ctx context.Context, js jetstream.JetStream, o Options) []View {
 		}
 	}
 	for _, other := range o.Others {
-		v := View{Observer: other}
-		if info, ok := streamInfo(ctx, js, streams.Names{Region: other}.XClaimShard(0)); ok {
-			origin := streams.Names{Region: o.Region}.ClaimStream()
-			heard := false
-			for _, src := range info.Sources {
-				if src == nil || !isShard(src.Name, origin) {
-					continue
-				}
-				v.Answered = true
-				if src.Active >= 0 && (!heard || src.Active < v.Silent) {
-					heard, v.Silent = true, src.Active
-				}
-			}
-			v.Never = v.Answered && !heard
-		}
-		views = append(views, v)
+		info, ok := streamInfo(ctx, js, streams.Names{Region: other}.XClaimShard(0))
+		views = append(views, sourced(other, info, ok, o.Region))
 	}
 	return views
+}
+
+// sourced is the view an xclaims stream's info (ok: it answered) gives of
+// region: its sources of region's claim shards, the most recent contact of
+// any of them. Observer is named observer.
+func sourced(observer string, info *jetstream.StreamInfo, ok bool, region string) View {
+	v := View{Observer: observer}
+	if !ok {
+		return v
+	}
+	origin := streams.Names{Region: region}.ClaimStream()
+	heard := false
+	for _, src := range info.Sources {
+		if src == nil || !isShard(src.Name, origin) {
+			continue
+		}
+		v.Answered = true
+		if src.Active >= 0 && (!heard || src.Active < v.Silent) {
+			heard, v.Silent = true, src.Active
+		}
+	}
+	v.Never = v.Answered && !heard
+	return v
 }
 
 // isShard reports whether name is a shard of stream base.

@@ -118,8 +118,29 @@ func main() {
 			go watchRegion(ctx, n, cfg, r, f.failoverAfter, log)
 		}
 	}
+	if cfg.Standby != "" && !f.noProvision {
+		go guard(ctx, n, cfg, log)
+	}
 	<-ctx.Done()
 	log.Info("shutting down")
+}
+
+// guard fences this region's claim log as soon as its standby fails it
+// over while it runs (regionwatch.Guard): declared lost while cut off, not
+// dead.
+func guard(ctx context.Context, n *core.Node, cfg streams.Config, log *slog.Logger) {
+	nc, err := n.Connect()
+	if err != nil {
+		log.Error("guard: connect", "err", err)
+		return
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		log.Error("guard", "err", err)
+		return
+	}
+	regionwatch.Guard(ctx, js, cfg, regionwatch.GuardOptions{Logger: log})
 }
 
 // watchRegion declares region r lost and fails it over here once this

@@ -89,6 +89,23 @@ func (l *Log) FencedBy() string {
 	return ""
 }
 
+// fencedNow reads partition p's claim stream's configuration afresh and
+// returns the region it was failed over to ("" when it is not fenced, or
+// cannot be read within 2 s).
+func (l *Log) fencedNow(ctx context.Context, p int) string {
+	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	info, err := l.streams[l.names.ShardOf(p)].Info(ictx)
+	if err != nil {
+		return ""
+	}
+	by := streams.FencedBy(info.Config)
+	if by == "failing back" {
+		return "" // a failback remaking the log: appends resume after it
+	}
+	return by
+}
+
 // streamOf is the name of the stream holding partition p's log.
 func (l *Log) streamOf(p int) string { return l.streams[l.names.ShardOf(p)].CachedInfo().Config.Name }
 
@@ -138,6 +155,13 @@ func (l *Log) Append(ctx context.Context, p int, expected uint64, rec dedupe.Rec
 			// Cannot tell yet (core down or electing): wait and ask again.
 		case last > expected && bytes.Equal(lastData, data):
 			return last, nil // our append landed; its ack was lost
+		case last == expected && errors.Is(err, jetstream.ErrNoStreamResponse):
+			// No stream takes the append: the region failed over while
+			// this edge ran (regionwatch.Guard fenced the log)? Otherwise
+			// a core still starting: wait and try again.
+			if by := l.fencedNow(ctx, p); by != "" {
+				return 0, fmt.Errorf("claim p%d: the log was failed over to %s: %w", p, by, ErrFenced)
+			}
 		case last == 0 && expected > 0 && IsWrongLast(err):
 			// Every record of this partition aged out of the log (idle for
 			// longer than the window): start the subject again from 0. Any

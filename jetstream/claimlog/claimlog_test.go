@@ -3,6 +3,7 @@ package claimlog_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -258,5 +259,31 @@ func TestFailoverContinuesTheLog(t *testing.T) {
 	}
 	if got, err := l.LastSeq(ctx, 3); err != nil || got != takeover {
 		t.Fatalf("last sequence %d (%v), want the takeover's %d", got, err, takeover)
+	}
+}
+
+// TestAppendToAFencedLogIsFenced: a log fenced while its writer runs (its
+// region failed over while cut off: regionwatch.Guard) takes no append,
+// and the writer is told it is fenced instead of retrying for ever.
+func TestAppendToAFencedLogIsFenced(t *testing.T) {
+	cfg := streams.Config{Partitions: 4, Memory: true}
+	l, js := setup(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	now := time.Now()
+	s1, err := l.Append(ctx, 1, 0, dedupe.Record{Kind: dedupe.KindTakeover, Epoch: 1, Writer: "a", Time: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := streams.Fence(ctx, js, cfg.Names, "eu-west"); err != nil {
+		t.Fatal(err)
+	}
+	claim := dedupe.Record{Kind: dedupe.KindClaim, Epoch: 1, Writer: "a", Time: now, IDs: []event.Hash{event.HashID("x")}}
+	_, err = l.Append(ctx, 1, s1, claim)
+	if !errors.Is(err, claimlog.ErrFenced) {
+		t.Fatalf("append to a fenced log: %v, want ErrFenced", err)
+	}
+	if !strings.Contains(err.Error(), "eu-west") {
+		t.Errorf("the error does not name the region the log failed over to: %v", err)
 	}
 }

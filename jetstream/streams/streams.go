@@ -628,16 +628,13 @@ func fenceIfFailedOver(ctx context.Context, js jetstream.JetStream, c Config) er
 	}
 	for attempt := 0; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		host, err := FailedOverTo(actx, js, c.Names, []string{c.Standby})
+		_, err := FenceIfFailedOver(actx, js, c)
 		cancel()
 		if err == nil {
-			if host == "" {
-				return nil
-			}
-			if err := Fence(ctx, js, c.Names, host, c.StreamConfigs()...); err != nil {
-				return fmt.Errorf("provision: %w", err)
-			}
 			return nil
+		}
+		if errors.Is(err, errFence) {
+			return fmt.Errorf("provision: %w", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -645,6 +642,36 @@ func fenceIfFailedOver(ctx context.Context, js jetstream.JetStream, c Config) er
 		case <-time.After(time.Duration(min(attempt+1, 10)) * 200 * time.Millisecond):
 		}
 	}
+}
+
+// errFence marks FenceIfFailedOver's failure to fence (not to ask).
+var errFence = errors.New("fence")
+
+// FenceIfFailedOver asks region c's standby (c.Standby) once whether it
+// has failed c over, its copy of c's claim log taking appends, and if so
+// fences c's claim log (Fence) and returns the standby. A failback under
+// way (the standby's copy no longer takes appends) is left to finish: it
+// remakes c's log and unfences it, so fencing then would undo it.
+func FenceIfFailedOver(ctx context.Context, js jetstream.JetStream, c Config) (string, error) {
+	if c.Standby == "" {
+		return "", nil
+	}
+	host, err := FailedOverTo(ctx, js, c.Names, []string{c.Standby})
+	if err != nil || host == "" {
+		return "", err
+	}
+	hn := Names{Region: host}
+	s, err := js.Stream(ctx, hn.StandbyClaimShard(c.region(), 0))
+	if err != nil {
+		return "", err
+	}
+	if subj := s.CachedInfo().Config.Subjects; len(subj) == 1 && subj[0] == fencedSubject(hn, 0) {
+		return "", nil // failing back
+	}
+	if err := Fence(ctx, js, c.Names, host, c.StreamConfigs()...); err != nil {
+		return "", fmt.Errorf("%w: %w", errFence, err)
+	}
+	return host, nil
 }
 
 // checkHomes is CheckHomes, retried (a peer's home stream may not answer
