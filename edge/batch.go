@@ -47,6 +47,9 @@ func (pt *partition) process(ctx context.Context, batch []inMsg) error {
 	ctx, span := c.tracer.Start(bctx, "onceplane.batch", trace.WithTimestamp(started),
 		trace.WithAttributes(append(c.attrs(p), attribute.Int("onceplane.batch_size", len(batch)))...))
 	defer span.End()
+	if err := c.awaitConnected(ctx, p); err != nil {
+		return err
+	}
 	if err := pt.decide(ctx, v.at); err != nil {
 		span.RecordError(err)
 		return err

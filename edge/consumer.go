@@ -75,6 +75,10 @@ type Consumer struct {
 	steps  map[int]step      // partition -> the blocking step it is in, if any
 	handed []int             // partitions whose handover ended since the planner's last step
 	failed map[int]time.Time // partitions whose run failed since the planner's last step
+	// reopen, while the region is isolated from a majority of the regions
+	// (Options.IsolatedAfter), is closed when it no longer is: batches wait
+	// for it before their claim.
+	reopen chan struct{}
 
 	consumers consumerNames // the input streams' consumer names, listed at most every namesTTL
 }

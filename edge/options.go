@@ -46,6 +46,16 @@ type Options struct {
 	// region's core nodes fence its claim log too, once they know. Zero
 	// means none.
 	Standby string
+	// IsolatedAfter, when set, stops the edge claiming while its region has
+	// heard nothing from a majority of the regions (itself included) for
+	// this long (regionwatch.Isolated, from its xclaims stream's sources):
+	// the side of a cut the others may declare lost. Set it below the
+	// standby's -failover-after, so that the region has stopped by the time
+	// the standby takes its partitions over. Claims resume when it hears a
+	// majority again, unless its standby (Standby) failed it over
+	// meanwhile: then it owns nothing until the failback. Asynchronous mode
+	// with Peers only. Zero means never.
+	IsolatedAfter time.Duration
 	// Strict consumes the region's home stream (every region's events for
 	// the partitions homed here) instead of its ingest: strict mode, G3. Set
 	// Partitions to the home partitions.
@@ -230,6 +240,12 @@ func (o Options) Validate() error {
 			bad("Peers", "%q listed twice", p)
 		}
 		seen[p] = true
+	}
+	if o.IsolatedAfter < 0 {
+		bad("IsolatedAfter", "negative")
+	}
+	if o.IsolatedAfter > 0 && (o.Strict || o.Host != "" || len(o.Peers) == 0) {
+		bad("IsolatedAfter", "an everyday edge of a region with Peers in asynchronous mode only")
 	}
 	if o.Standby != "" && !seen[o.Standby] {
 		bad("Standby", "%q is not among Peers", o.Standby)

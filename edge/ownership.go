@@ -93,6 +93,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 	c.mu.Unlock()
 	defer c.releaseAll()
 	go c.watchStuck(ctx)
+	if c.o.IsolatedAfter > 0 {
+		go c.watchIsolation(ctx)
+	}
 	if c.o.Membership == nil {
 		parts := c.o.Partitions
 		if parts == nil {

@@ -73,3 +73,27 @@ func TestUnheard(t *testing.T) {
 		t.Fatal("the standby's never-heard mirror is not counted from when it was first seen")
 	}
 }
+
+func TestIsolated(t *testing.T) {
+	const after = 5 * time.Second
+	heard := func(o string, d time.Duration) View { return View{Observer: o, Answered: true, Silent: d} }
+	for _, c := range []struct {
+		name    string
+		views   []View
+		regions int
+		want    bool
+	}{
+		{"hears both", []View{heard("a", 0), heard("b", time.Second)}, 3, false},
+		{"hears one of two: a majority with itself", []View{heard("a", 0), heard("b", time.Minute)}, 3, false},
+		{"hears none of two", []View{heard("a", after), heard("b", time.Minute)}, 3, true},
+		{"silent, but not yet long enough", []View{heard("a", after-time.Millisecond), heard("b", time.Minute)}, 3, false},
+		{"its own xclaims does not answer: cannot tell", []View{{Observer: "a"}, {Observer: "b"}}, 3, false},
+		{"five regions: hears one of four", []View{heard("a", 0), heard("b", after), heard("c", after), heard("d", after)}, 5, true},
+		{"five regions: hears two of four", []View{heard("a", 0), heard("b", 0), heard("c", after), heard("d", after)}, 5, false},
+		{"two regions: alone is never a majority", []View{heard("a", after)}, 2, true},
+	} {
+		if got := Isolated(c.views, c.regions, after); got != c.want {
+			t.Errorf("%s: Isolated = %v, want %v", c.name, got, c.want)
+		}
+	}
+}

@@ -59,7 +59,7 @@ func TestComposeFileMatchesDefault(t *testing.T) {
 		in("core-"+r, fmt.Sprintf("\"-standby=%s\"", s))
 		reg, _ := top.Region(r)
 		for i := range reg.Edges {
-			in(fmt.Sprintf("edge-%s-%d", r, i+1), fmt.Sprintf("\"-standby=%s\"", s))
+			in(fmt.Sprintf("edge-%s-%d", r, i+1), fmt.Sprintf("\"-standby=%s\"", s), "\"-isolated-after=")
 		}
 		in(fmt.Sprintf("edge-%s-failover-%s", s, r), fmt.Sprintf("\"-failover-of=%s\"", r), fmt.Sprintf("\"-region=%s\"", s),
 			fmt.Sprintf("\"-nats-user=failover-%s\"", s))

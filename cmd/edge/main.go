@@ -133,6 +133,7 @@ func (f *flags) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.Name, "name", "", "edge name in claim records (default hostname-pid)")
 	fs.StringVar(&f.parts, "partitions", "", "partitions to own, e.g. 0-3,8 (default all; with -gossip: the partitions the region's edges share)")
 	fs.StringVar(&f.peers, "peers", "", "other regions, comma-separated: merge their replicated claims and report conflicts (asynchronous cross-region mode)")
+	fs.DurationVar(&o.IsolatedAfter, "isolated-after", 0, "stop claiming while this region has heard nothing from a majority of the regions (itself included) for this long, and resume when it hears them again unless -standby failed it over meanwhile; set it below the standby's -failover-after (0: never)")
 	fs.StringVar(&o.Standby, "standby", "", "the region (among -peers) standing by for this one: before owning anything, ask it whether this region was failed over (core region-failover), and own nothing until it fails back")
 	fs.StringVar(&f.failoverOf, "failover-of", "", "after `core region-failover <region>`: run that lost region's partitions here, from this region's mirror of its ingest, continuing its claim log (-region is this standby region, whose credentials and core nodes the edge uses; -peers are this region's peers; asynchronous mode, no -gossip yet)")
 	fs.BoolVar(&o.Strict, "strict", false, "strict cross-region mode: consume the region's home stream (set -partitions to the home partitions)")

@@ -273,3 +273,115 @@ func startEastStoodBy(t *testing.T, ctx context.Context) (*Cluster, topology.Top
 	t.Cleanup(c.Close)
 	return c, top
 }
+
+// TestRegionDeclaredLostWhileAliveIsFenced: us-east, cut off from its
+// standby eu-west and from ap-south but running, is declared lost. When the
+// links heal, Guard (as us-east's core nodes run it) fences its claim log,
+// and its edge, which ran all along, stops claiming: events us-east accepts
+// after that are not handled there. Without Guard the edge went on
+// handling them in a log the failover continues in eu-west, so both
+// regions would run them. With IsolatedAfter below the standby's
+// declaration time, the edge stops claiming during the cut already (what
+// us-east accepts then waits for the failback), and stays stopped after
+// the heal, because the standby failed it over meanwhile.
+func TestRegionDeclaredLostWhileAliveIsFenced(t *testing.T) {
+	for _, isolatedAfter := range []time.Duration{0, time.Second} {
+		t.Run(fmt.Sprintf("isolated-after=%v", isolatedAfter), func(t *testing.T) { declaredLostWhileAlive(t, isolatedAfter) })
+	}
+}
+
+func declaredLostWhileAlive(t *testing.T, isolatedAfter time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	c, top := startEastStoodBy(t, ctx)
+	east := streams.Names{Region: "us-east"}
+	_, eastAdmin := mustConnect(t, c, "us-east")
+	_, westAdmin := mustConnect(t, c, "eu-west")
+	nc, js, err := c.ConnectAs("us-east", auth.Edge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var mu sync.Mutex
+	runs := map[string]int{}
+	handled := func(ids []string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, id := range ids {
+			if runs[id] > 0 {
+				n++
+			}
+		}
+		return n
+	}
+	e, err := edge.New(js, edge.HandlerFunc(func(_ context.Context, ev event.Event) error {
+		mu.Lock()
+		runs[ev.ID]++
+		mu.Unlock()
+		return nil
+	}), edge.Options{Region: "us-east", Standby: "eu-west", Name: "east-1", Peers: []string{"eu-west", "ap-south"},
+		Window: time.Duration(top.Window), IsolatedAfter: isolatedAfter, Logger: coretest.Quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ectx, ecancel := context.WithCancel(ctx)
+	edgeDone := make(chan error, 1)
+	go func() { edgeDone <- e.Run(ectx) }()
+	defer func() { ecancel(); <-edgeDone }()
+	publish := func(prefix string, n int) []string {
+		var ids []string
+		for i := range n {
+			id := fmt.Sprintf("%s-%d", prefix, i)
+			if _, err := eastAdmin.Publish(ctx, east.Ingest(id), []byte(id), jetstream.WithMsgID(id)); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	before := publish("before", 20)
+	coretest.Eventually(t, time.Minute, "us-east's edge handles its events", func() bool { return handled(before) == len(before) })
+	fenced := make(chan string, 1)
+	gctx, gcancel := context.WithCancel(ctx)
+	defer gcancel()
+	go regionwatch.Guard(gctx, eastAdmin, c.StreamConfig("us-east"), regionwatch.GuardOptions{Every: 200 * time.Millisecond, Logger: coretest.Quiet,
+		OnFenced: func(host string) { fenced <- host }})
+
+	// Cut off from both, alive: eu-west and ap-south hear nothing, and
+	// eu-west declares it lost.
+	c.Cut("us-east", "eu-west")
+	c.Cut("us-east", "ap-south")
+	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+	_, err = regionwatch.Watch(wctx, westAdmin, regionwatch.Options{Region: "us-east", Standby: "eu-west", Others: []string{"ap-south"},
+		After: 2 * time.Second, Every: 200 * time.Millisecond, Logger: coretest.Quiet})
+	wcancel()
+	if err != nil {
+		t.Fatalf("us-east cut off from every region not declared lost: %v", err)
+	}
+	during := publish("during", 20)
+	if isolatedAfter == 0 {
+		// us-east runs on: it handles what it accepts while cut off.
+		coretest.Eventually(t, time.Minute, "us-east's edge handles what it accepts while cut off", func() bool { return handled(during) == len(during) })
+	} else {
+		// Isolated for longer than IsolatedAfter: it claims nothing.
+		coretest.Never(t, 3*time.Second, "us-east's edge handling events while isolated", func() bool { return handled(during) > 0 })
+	}
+
+	healed := time.Now()
+	c.Heal("us-east", "eu-west")
+	c.Heal("us-east", "ap-south")
+	select {
+	case host := <-fenced:
+		if host != "eu-west" {
+			t.Fatalf("fenced for %q, want eu-west", host)
+		}
+		t.Logf("us-east fenced %v after the heal", time.Since(healed).Round(time.Millisecond))
+	case <-time.After(time.Minute):
+		t.Fatal("us-east's claim log not fenced a minute after the heal")
+	}
+	after := publish("after", 20)
+	coretest.Never(t, 5*time.Second, "us-east's edge handling events after its log was fenced (or, isolated, after the cut)", func() bool {
+		return handled(after) > 0 || isolatedAfter > 0 && handled(during) > 0
+	})
+}
