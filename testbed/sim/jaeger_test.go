@@ -64,24 +64,26 @@ func TestTracesReachJaeger(t *testing.T) {
 		}
 		return true
 	})
+	// Each service exports its spans in batches of its own: wait for the
+	// whole journey, not only its merges (a CI run under -race read the
+	// trace when the merges had arrived and the publish, decide and claim
+	// spans had not).
 	var tr tracestore.Trace
-	coretest.Eventually(t, 30*time.Second, "trace "+journey.TraceID+" with its merges in Jaeger", func() bool {
+	found := map[string]string{} // operation -> service
+	coretest.Eventually(t, 30*time.Second, "trace "+journey.TraceID+" with its publish, decide, claim and merges in Jaeger", func() bool {
 		tr, err = j.Trace(ctx, journey.TraceID)
 		n := 0
+		clear(found)
 		for _, s := range tr.Spans {
-			if s.OperationName == spanMerge {
+			switch s.OperationName {
+			case spanMerge:
 				n++
+			case spanPublish, spanDecide, spanClaim:
+				found[s.OperationName] = tr.Service(s)
 			}
 		}
-		return err == nil && n >= len(journey.Merges)
+		return err == nil && n >= len(journey.Merges) && len(found) == 3
 	})
-	found := map[string]string{} // operation -> service
-	for _, s := range tr.Spans {
-		switch s.OperationName {
-		case spanPublish, spanDecide, spanClaim:
-			found[s.OperationName] = tr.Service(s)
-		}
-	}
 	if found[spanPublish] != "onceplane-producer-"+journey.Origin || found[spanDecide] != "onceplane-edge-"+journey.Decider || found[spanClaim] != "onceplane-edge-"+journey.Decider {
 		t.Fatalf("trace %s in Jaeger: %v, want publish by %s's producer, decide and claim by %s's edges", journey.TraceID, found, journey.Origin, journey.Decider)
 	}
