@@ -54,7 +54,7 @@ type Options struct {
 	// the standby takes its partitions over. Claims resume when it hears a
 	// majority again, unless its standby (Standby) failed it over
 	// meanwhile: then it owns nothing until the failback. Asynchronous mode
-	// with Peers only. Zero means never.
+	// with a Standby only. Zero means never.
 	IsolatedAfter time.Duration
 	// Strict consumes the region's home stream (every region's events for
 	// the partitions homed here) instead of its ingest: strict mode, G3. Set
@@ -244,8 +244,10 @@ func (o Options) Validate() error {
 	if o.IsolatedAfter < 0 {
 		bad("IsolatedAfter", "negative")
 	}
-	if o.IsolatedAfter > 0 && (o.Strict || o.Host != "" || len(o.Peers) == 0) {
-		bad("IsolatedAfter", "an everyday edge of a region with Peers in asynchronous mode only")
+	if o.IsolatedAfter > 0 && (o.Strict || o.Host != "" || o.Standby == "") {
+		// Without a standby nobody takes the region over: in asynchronous
+		// mode a cut-off region goes on deciding its own events.
+		bad("IsolatedAfter", "an everyday edge of a region with a Standby, in asynchronous mode only")
 	}
 	if o.Standby != "" && !seen[o.Standby] {
 		bad("Standby", "%q is not among Peers", o.Standby)
