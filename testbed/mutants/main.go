@@ -231,6 +231,20 @@ var mutants = []mutant{
 		new:  "\t\t_ = r\n",
 		pkgs: []string{"./dedupe"}, tests: []string{"TestCarry"},
 	},
+	{
+		name: "Z/unheard", what: "regionwatch: a view that never heard the region since its restart does not count (no majority forms, the region is never declared)",
+		file: "regionwatch/regionwatch.go",
+		old:  "\t\tif !v.Answered || !v.Never {\n",
+		new:  "\t\tif true {\n",
+		pkgs: []string{"./regionwatch"}, tests: []string{"TestUnheard"},
+	},
+	{
+		name: "Z/isolated", what: "regionwatch: exactly half the regions counts as a majority (in two regions, one cut off from the other goes on claiming while its standby takes it over)",
+		file: "regionwatch/isolation.go",
+		old:  "\treturn answered && 2*(1+heard) <= regions\n",
+		new:  "\treturn answered && 2*(1+heard) < regions\n",
+		pkgs: []string{"./regionwatch"}, tests: []string{"TestIsolated"},
+	},
 }
 
 func main() {
