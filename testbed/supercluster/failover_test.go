@@ -15,6 +15,7 @@ import (
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/regionwatch"
 	"github.com/onceplane/onceplane/testbed/coretest"
+	"github.com/onceplane/onceplane/testbed/verify"
 	"github.com/onceplane/onceplane/topology"
 )
 
@@ -302,25 +303,12 @@ func declaredLostWhileAlive(t *testing.T, isolatedAfter time.Duration) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	var mu sync.Mutex
-	runs := map[string]int{}
+	runs := verify.NewRuns()
 	handled := func(ids []string) int {
-		mu.Lock()
-		defer mu.Unlock()
-		n := 0
-		for _, id := range ids {
-			if runs[id] > 0 {
-				n++
-			}
-		}
-		return n
+		a := runs.Account(ids)
+		return a.IDs - a.Lost
 	}
-	e, err := edge.New(js, edge.HandlerFunc(func(_ context.Context, ev event.Event) error {
-		mu.Lock()
-		runs[ev.ID]++
-		mu.Unlock()
-		return nil
-	}), edge.Options{Region: "us-east", Standby: "eu-west", Name: "east-1", Peers: []string{"eu-west", "ap-south"},
+	e, err := edge.New(js, runs, edge.Options{Region: "us-east", Standby: "eu-west", Name: "east-1", Peers: []string{"eu-west", "ap-south"},
 		Window: time.Duration(top.Window), IsolatedAfter: isolatedAfter, Logger: coretest.Quiet})
 	if err != nil {
 		t.Fatal(err)
