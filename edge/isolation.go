@@ -31,17 +31,16 @@ func (c *Consumer) watchIsolation(ctx context.Context) {
 			c.lg.Warn("region cut off from a majority of the regions: claims stop until it hears them again", "region", c.o.Region,
 				"after", c.o.IsolatedAfter, "views", regionwatch.Describe(views))
 		case !now && isolated:
-			if c.o.Standby != "" {
-				actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				host, err := streams.FailedOverTo(actx, c.js, c.names, []string{c.o.Standby})
-				cancel()
-				if err != nil {
-					continue // ask again before resuming
-				}
-				if host != "" {
-					c.lg.Warn("the region was failed over while cut off: claims stay stopped until `core region-failback`", "region", c.o.Region, "standby", host)
-					return // isolated for good: its core nodes fence the log
-				}
+			// IsolatedAfter requires a Standby (Options.Validate).
+			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			host, err := streams.FailedOverTo(actx, c.js, c.names, []string{c.o.Standby})
+			cancel()
+			if err != nil {
+				continue // ask again before resuming
+			}
+			if host != "" {
+				c.lg.Warn("the region was failed over while cut off: claims stay stopped until `core region-failback`", "region", c.o.Region, "standby", host)
+				return // isolated for good: its core nodes fence the log
 			}
 			isolated = false
 			c.setIsolated(false)
