@@ -28,6 +28,7 @@ import (
 	"github.com/onceplane/onceplane/telemetry"
 	"github.com/onceplane/onceplane/testbed/supercluster"
 	"github.com/onceplane/onceplane/testbed/verify"
+	"github.com/onceplane/onceplane/testbed/workload"
 	"github.com/onceplane/onceplane/topology"
 )
 
@@ -639,11 +640,11 @@ func (d *Deployment) selectEdges(region string, which func(*runningEdge) bool) [
 // preference: region's own, then its standby's (if it has one), as a
 // producer.Failover would use them.
 func (d *Deployment) Publishers(region string) []*producer.Producer {
-	out := []*producer.Producer{d.prods[region]}
+	to := map[string][]string{}
 	if r, ok := d.top.Region(region); ok && r.Standby != "" {
-		out = append(out, d.prods[r.Standby])
+		to[region] = []string{r.Standby}
 	}
-	return out
+	return workload.Fallbacks(d.prods, to)(region)
 }
 
 // stop stops a running edge, then removes it from region's edges and adds
