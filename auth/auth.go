@@ -273,7 +273,7 @@ func edgePublish(n streams.Names, f Failover, failover bool) []string {
 			// A failover's claims, stored by the promoted stream as of's.
 			allow = append(allow, n.Prefix()+".claims."+of+".*")
 			for s := range MaxStandbyShards {
-				names = append(names, n.StandbyShard(of, s), n.StandbyClaimShard(of, s))
+				names = append(names, n.StandbyShard(of, s), n.StandbyClaimShard(of, s), n.StandbyHomeShard(of, s))
 			}
 		}
 	}

@@ -453,6 +453,17 @@ func (s *State) MarkDone(seq, through uint64) {
 	}
 }
 
+// Rebase lowers the position to at most through: the input stream's
+// sequences after through were continued elsewhere and name other events
+// (a strict-mode failover's copy of a lost region's home stream, which
+// holds the region's messages only up to where its mirror stopped). The
+// next takeover record carries it. Positions below it are unchanged.
+func (s *State) Rebase(through uint64) {
+	if s.through > through {
+		s.through = through
+	}
+}
+
 // Through is the ingest sequence through which the partition is done: a new
 // owner resumes consuming after it.
 func (s *State) Through() uint64 { return s.through }
@@ -528,7 +539,10 @@ func (s *State) Apply(seq uint64, r Record, stored time.Time) {
 			s.uncertain[h] = struct{}{}
 		}
 		s.doneLocal, s.doneLog = 0, 0
-		s.markThrough(r.Through)
+		// A takeover sets the position: an owner's takeover record
+		// carries the replayed one (the largest so far), or a rebased one
+		// (Rebase) that later records count from.
+		s.through, s.throughLog = r.Through, r.Through
 		return
 	}
 	s.markLogged(r.DoneThrough)

@@ -58,13 +58,17 @@ type Consumer struct {
 	names streams.Names
 	// here names the region whose streams this edge writes its conflicts
 	// and dead letters to: names, or Options.Host's after a failover.
-	here   streams.Names
-	log    *claimlog.Log
-	nparts int
-	maxMsg int // the streams' largest message
-	tracer trace.Tracer
-	lg     *slog.Logger
-	c      *counters
+	here streams.Names
+	log  *claimlog.Log
+	// promoted is, for a strict failover edge, where Host's copies of the
+	// region's claim log and home stream stopped mirroring
+	// (streams.PromotedLast); nil otherwise.
+	promoted *promotedCopies
+	nparts   int
+	maxMsg   int // the streams' largest message
+	tracer   trace.Tracer
+	lg       *slog.Logger
+	c        *counters
 
 	decisionSec prometheus.Observer
 
@@ -245,6 +249,8 @@ func isPartitionConsumer(p int, name string) (uint64, bool) {
 // for the partitions homed here).
 func (c *Consumer) inputStream(p int) string {
 	switch {
+	case c.o.Strict && c.o.Host != "":
+		return c.here.StandbyHomeShard(c.o.Region, c.names.ShardOf(p))
 	case c.o.Strict:
 		return c.names.HomeStreamOf(p)
 	case c.o.Host != "":

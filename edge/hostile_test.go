@@ -259,7 +259,7 @@ func TestInvalidOptionsRefused(t *testing.T) {
 		{edge.Options{StuckAfter: -time.Second}, "StuckAfter"},
 		{edge.Options{ExpectedIDs: -5}, "ExpectedIDs"},
 		{edge.Options{Region: "a", Peers: []string{"b"}, Host: "c"}, "Host"},
-		{edge.Options{Region: "a", Peers: []string{"b"}, Host: "b", Strict: true}, "Host"},
+		{edge.Options{Region: "a", Peers: []string{"b"}, Host: "b", Strict: true, IsolatedAfter: time.Second, Standby: "b"}, "IsolatedAfter"},
 	} {
 		c0, err := edge.New(nil, h, c.o)
 		if err == nil || c0 != nil {

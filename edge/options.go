@@ -36,8 +36,9 @@ type Options struct {
 	// Host mirrors it (same sequences), continues Region's claim log on
 	// Host's promoted standby claim streams, merges the other regions'
 	// claims (Host's own among them) and records conflicts and dead letters
-	// in Host's streams. Asynchronous mode only; Host must be among Peers.
-	// Zero means Region.
+	// in Host's streams. With Strict it consumes Host's promoted copy of
+	// Region's home stream instead (Partitions: Region's home partitions),
+	// and merges nothing. Host must be among Peers. Zero means Region.
 	Host string
 	// Standby is the region standing by for this one (its core nodes run
 	// -standby-for this region). Before it owns anything, the edge asks it
@@ -252,13 +253,8 @@ func (o Options) Validate() error {
 	if o.Standby != "" && !seen[o.Standby] {
 		bad("Standby", "%q is not among Peers", o.Standby)
 	}
-	if o.Host != "" {
-		switch {
-		case !seen[o.Host]:
-			bad("Host", "%q is not among Peers", o.Host)
-		case o.Strict:
-			bad("Host", "a failover edge runs in asynchronous mode only")
-		}
+	if o.Host != "" && !seen[o.Host] {
+		bad("Host", "%q is not among Peers", o.Host)
 	}
 	parts := map[int]bool{}
 	for _, p := range o.Partitions {

@@ -181,6 +181,13 @@ func (c *Consumer) openOnce(ctx context.Context) (streams.Settings, *claimlog.Lo
 	}
 	c.names.Shards = set.Shards
 	var l *claimlog.Log
+	if c.o.Host != "" && c.o.Strict {
+		claims, homes, err := streams.PromotedLast(ctx, c.js, c.here, c.o.Region, set.Shards)
+		if err != nil {
+			return set, nil, err
+		}
+		c.promoted = &promotedCopies{claims: claims, homes: homes}
+	}
 	if c.o.Host != "" {
 		l, err = claimlog.OpenFailover(ctx, c.js, c.here, c.names)
 	} else {

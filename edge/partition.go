@@ -131,6 +131,7 @@ func (pt *partition) fence(phase func(string, func(context.Context) error) error
 		}); err != nil {
 			return 0, fmt.Errorf("p%d rebuild: %w", p, err)
 		}
+		c.promoted.rebase(st, c.names.ShardOf(p))
 		// Fence: the takeover record, conditional on the replayed tail.
 		rec := st.Takeover(c.o.Name)
 		var seq uint64
@@ -147,6 +148,26 @@ func (pt *partition) fence(phase func(string, func(context.Context) error) error
 		st.Apply(seq, rec, time.Time{})
 		c.c.takeovers.add(1)
 		return seq, nil
+	}
+}
+
+// promotedCopies are where a strict failover's copies of the lost region's
+// claim log and home stream stopped mirroring, per shard.
+type promotedCopies struct{ claims, homes []uint64 }
+
+// rebase moves a partition of shard t whose last record is the lost
+// region's (at or below where the claim copy stopped) back to where the
+// home copy stopped, when the record's position is beyond it: the region's
+// home stream had messages there that never reached the copy, and the copy
+// holds other messages at those sequences now (sourced by the promotion).
+// Its events come again from their origins: repeats where the region's
+// claim reached the copy, flagged runs otherwise. A nil p does nothing.
+func (p *promotedCopies) rebase(st *dedupe.State, t int) {
+	if p == nil || t >= len(p.claims) || t >= len(p.homes) {
+		return
+	}
+	if st.LastSeq() <= p.claims[t] {
+		st.Rebase(p.homes[t])
 	}
 }
 

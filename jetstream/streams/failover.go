@@ -39,6 +39,11 @@ const (
 // is in the first one's metadata), and none when one is missing; it is
 // idempotent, so running it again finishes a promotion cut short. It
 // returns the streams promoted.
+//
+// Each copy is promoted in two updates, its mirror removed and then its
+// input set, so that the sequence where the mirror stopped is recorded
+// (PromotedLast). In strict mode it first promotes the standby's copies of
+// of's home streams (see promoteHomes).
 func Promote(ctx context.Context, js jetstream.JetStream, n Names, of string) ([]string, error) {
 	first, err := js.Stream(ctx, n.StandbyClaimShard(of, 0))
 	if err != nil {
@@ -59,17 +64,36 @@ func Promote(ctx context.Context, js jetstream.JetStream, n Names, of string) ([
 			return nil, fmt.Errorf("promote %s: stream %s is not shard %d of %d of %s's standby claims", of, name, t, shards, of)
 		}
 	}
-	var done []string
-	for _, cfg := range cfgs {
+	// Strict mode: the home streams first, so that a failover edge, which
+	// waits for the claim log's promotion, finds them sourcing.
+	done, err := promoteHomes(ctx, js, n, of)
+	if err != nil {
+		return done, err
+	}
+	for t, cfg := range cfgs {
 		name := cfg.Name
 		if cfg.Mirror != nil {
+			// First the mirror alone, so that where it stopped is known.
+			if cfgs[t], err = stopMirror(ctx, js, cfg, fencedSubject(n, t)); err != nil {
+				return done, fmt.Errorf("promote %s: %w", of, err)
+			}
+			cfg = cfgs[t]
+		}
+		if cfg.Metadata[metaPromoted] == "" {
+			last, err := lastSeq(ctx, js, name)
+			if err != nil {
+				return done, fmt.Errorf("promote %s: %w", of, err)
+			}
 			promoted := cfg
 			// A mirror answers direct gets for its origin (nats-server sets
 			// MirrorDirect from the origin's AllowDirect); a log of its own
 			// must stop, or reads of the region's log get this one's records.
 			promoted.Mirror, promoted.MirrorDirect = nil, false
 			promoted.Metadata = maps.Clone(cfg.Metadata)
+			delete(promoted.Metadata, metaPromoting)
 			promoted.Metadata[metaPromoted] = time.Now().UTC().Format(time.RFC3339Nano)
+			promoted.Metadata[metaPromotedLast] = strconv.FormatUint(last, 10)
+			promoted.Subjects = nil
 			if ps := cfg.Metadata[metaStandbyPartitions]; ps != "" {
 				for f := range strings.SplitSeq(ps, ",") {
 					p, err := strconv.Atoi(f)
@@ -355,6 +379,13 @@ func carryOver(ctx context.Context, js jetstream.JetStream, src jetstream.Stream
 
 func failBack(ctx context.Context, js jetstream.JetStream, host string, of Names, o FailBackOptions, superseded *int) error {
 	hn := Names{Region: host}
+	// Strict mode: the home streams first, while the claim log is still
+	// fenced: its edges resume after the failover's records, whose
+	// positions name the copy's sequences.
+	homes, err := failBackHomes(ctx, js, host, of)
+	if err != nil {
+		return err
+	}
 	type promotedCopy struct {
 		cfg   jetstream.StreamConfig
 		shard int
@@ -372,6 +403,9 @@ func failBack(ctx context.Context, js jetstream.JetStream, host string, of Names
 		scfg := src.CachedInfo().Config
 		if scfg.Mirror != nil {
 			continue // not failed over, or failed back
+		}
+		if scfg.Metadata[metaPromoted] == "" {
+			return fmt.Errorf("fail back %s: %s is being promoted (run region-failover again to finish it)", of.region(), standby)
 		}
 		copies = append(copies, promotedCopy{scfg, t})
 		// No more appends there: what it holds now is the whole log.
@@ -484,6 +518,9 @@ func failBack(ctx context.Context, js jetstream.JetStream, host string, of Names
 		if err := remirror(ctx, js, c.cfg, of.ClaimShard(c.shard)); err != nil {
 			return fmt.Errorf("fail back %s: %w", of.region(), err)
 		}
+	}
+	if err := remirrorHomes(ctx, js, homes, of); err != nil {
+		return fmt.Errorf("fail back %s: %w", of.region(), err)
 	}
 	return nil
 }
@@ -661,6 +698,7 @@ func remirror(ctx context.Context, js jetstream.JetStream, promoted jetstream.St
 	again.Subjects, again.SubjectTransform, again.MirrorDirect = nil, nil, false
 	again.Metadata = maps.Clone(promoted.Metadata)
 	delete(again.Metadata, metaPromoted)
+	delete(again.Metadata, metaPromotedLast)
 	again.Mirror = &jetstream.StreamSource{Name: origin, OptStartSeq: 1}
 	if _, err := js.CreateStream(ctx, again); err != nil {
 		return fmt.Errorf("mirror %s again: %w", promoted.Name, err)

@@ -183,6 +183,14 @@ func (n Names) StandbyClaimShard(of string, s int) string {
 	return shardName("onceplane-"+n.region()+"-claimstandby-"+of, s)
 }
 
+// StandbyHomeShard is the stream of this region that mirrors shard s of
+// region of's home stream (strict mode), with its sequences, and once
+// promoted (Promote) continues it here, sourcing of's home partitions from
+// every region while of is failed over.
+func (n Names) StandbyHomeShard(of string, s int) string {
+	return shardName("onceplane-"+n.region()+"-homestandby-"+of, s)
+}
+
 // SupersededStream is the stream that keeps the records a failback took
 // out of this region's claim log: claims the region made before it was
 // lost that never reached its standby, so the failover's log continued
@@ -463,6 +471,16 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 			cm.DenyDelete, cm.DenyPurge = true, true
 			cm.Mirror = &jetstream.StreamSource{Name: rn.ClaimShard(t), OptStartSeq: 1}
 			cfgs = append(cfgs, cm)
+			if c.Home != nil {
+				// Strict mode: its home stream too, and what a promotion
+				// needs to source it here when r is gone (standbyLayout).
+				hm := base(c.StandbyHomeShard(r, t))
+				hm.Metadata = maps.Clone(cm.Metadata)
+				hm.Metadata[metaStandbyLayout] = c.standbyLayout()
+				hm.Subjects, hm.Duplicates, hm.MaxAge = nil, 0, ins[0].MaxAge
+				hm.Mirror = &jetstream.StreamSource{Name: rn.HomeShard(t), OptStartSeq: 1}
+				cfgs = append(cfgs, hm)
+			}
 		}
 	}
 	if c.Home != nil {
@@ -730,8 +748,8 @@ func provisionAttempt(ctx context.Context, js jetstream.JetStream, want jetstrea
 		return err
 	}
 	have := s.CachedInfo().Config
-	if want.Mirror != nil && have.Mirror == nil && have.Metadata[metaPromoted] != "" {
-		return nil // a standby claim log promoted by a failover: it is a log now
+	if want.Mirror != nil && have.Mirror == nil && (have.Metadata[metaPromoted] != "" || have.Metadata[metaPromoting] != "") {
+		return nil // a standby copy promoted by a failover (or being promoted): it is a log now
 	}
 	if have.Metadata[metaFenced] != "" {
 		return nil // a claim log failed over to another region: FailBack ends it
