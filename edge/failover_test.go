@@ -83,7 +83,7 @@ func (r *region) finishLoad(t *testing.T, pubDone <-chan error, parts int, ids [
 		t.Fatal(err)
 	}
 	coretest.Eventually(t, time.Minute, "drained", func() bool {
-		ok, _ := verify.Drained(context.Background(), r.js, r.cfg.Names, parts, false)
+		ok, _ := verify.Drained(context.Background(), r.js, r.cfg.Names, parts, nil)
 		return ok
 	})
 	r.checkOnce(t, ids)

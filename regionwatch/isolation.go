@@ -18,7 +18,7 @@ func Heard(ctx context.Context, js jetstream.JetStream, here streams.Names, peer
 	views := make([]View, len(peers))
 	info, ok := streamInfo(ctx, js, here.XClaimShard(0))
 	for i, peer := range peers {
-		views[i] = sourced(peer, info, ok, peer)
+		views[i] = sourced(peer, info, ok, streams.Names{Region: peer}.ClaimStream())
 	}
 	return views
 }

@@ -91,6 +91,9 @@ type Options struct {
 	// Others are the regions other than Region and Standby: their views
 	// count toward the majority.
 	Others []string
+	// Strict is strict mode: the other regions' views come from their home
+	// streams, which source Region's ingest (there are no xclaims).
+	Strict bool
 	// After is how long the majority must have heard nothing from Region.
 	After time.Duration
 	// Every is how often the views are read. Zero means 1 s.
@@ -150,8 +153,9 @@ func Watch(ctx context.Context, js jetstream.JetStream, o Options) ([]string, er
 
 // Views reads each region's view of o.Region: the standby's from its
 // mirror of the region's ingest, each other region's from its xclaims
-// stream's sources of the region's claim log (the most recent contact of
-// any of them). A request bounded to a second that fails is a region that
+// stream's sources of the region's claim log (in strict mode its home
+// stream's sources of the region's ingest; the most recent contact of any
+// of them). A request bounded to a second that fails is a region that
 // did not answer.
 func Views(ctx context.Context, js jetstream.JetStream, o Options) []View {
 	views := []View{{Observer: o.Standby}}
@@ -164,21 +168,28 @@ func Views(ctx context.Context, js jetstream.JetStream, o Options) []View {
 		}
 	}
 	for _, other := range o.Others {
-		info, ok := streamInfo(ctx, js, streams.Names{Region: other}.XClaimShard(0))
-		views = append(views, sourced(other, info, ok, o.Region))
+		on, origin := streams.Names{Region: other}, streams.Names{Region: o.Region}
+		if o.Strict {
+			info, ok := streamInfo(ctx, js, on.HomeShard(0))
+			views = append(views, sourced(other, info, ok, origin.IngestStream()))
+			continue
+		}
+		info, ok := streamInfo(ctx, js, on.XClaimShard(0))
+		views = append(views, sourced(other, info, ok, origin.ClaimStream()))
 	}
 	return views
 }
 
-// sourced is the view an xclaims stream's info (ok: it answered) gives of
-// region: its sources of region's claim shards, the most recent contact of
-// any of them. Observer is named observer.
-func sourced(observer string, info *jetstream.StreamInfo, ok bool, region string) View {
+// sourced is the view a sourcing stream's info (ok: it answered) gives of
+// the region of stream origin: its sources of origin's shards (an xclaims
+// stream's of the region's claim log; in strict mode a home stream's of
+// its ingest), the most recent contact of any of them. Observer is named
+// observer.
+func sourced(observer string, info *jetstream.StreamInfo, ok bool, origin string) View {
 	v := View{Observer: observer}
 	if !ok {
 		return v
 	}
-	origin := streams.Names{Region: region}.ClaimStream()
 	heard := false
 	for _, src := range info.Sources {
 		if src == nil || !isShard(src.Name, origin) {

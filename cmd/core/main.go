@@ -163,7 +163,7 @@ func watchRegion(ctx context.Context, n *core.Node, cfg streams.Config, r string
 	others := slices.DeleteFunc(slices.Clone(cfg.Peers), func(p string) bool { return p == r })
 	for ctx.Err() == nil {
 		log.Info("watching a region this one stands by for: declared lost when silent", "region", r, "after", after, "agreeing", others)
-		if _, err := regionwatch.Watch(ctx, js, regionwatch.Options{Region: r, Standby: cfg.Names.Region, Others: others, After: after, Logger: log}); err != nil {
+		if _, err := regionwatch.Watch(ctx, js, regionwatch.Options{Region: r, Standby: cfg.Names.Region, Others: others, Strict: cfg.Home != nil, After: after, Logger: log}); err != nil {
 			if ctx.Err() == nil {
 				log.Error("region watch", "region", r, "err", err)
 			}
@@ -280,8 +280,6 @@ func (f *flags) options(log *slog.Logger) (core.Options, streams.Config, error) 
 		return o, cfg, errors.New("bad -failover-after: negative")
 	case f.failoverAfter > 0 && f.standbyFor == "":
 		return o, cfg, errors.New("-failover-after watches the regions of -standby-for: set it")
-	case f.failoverAfter > 0 && f.home != "":
-		return o, cfg, errors.New("-failover-after is asynchronous mode only (strict mode's failover is not built)")
 	}
 	if f.home != "" {
 		if cfg.Home, err = cli.Ints(f.home); err != nil {

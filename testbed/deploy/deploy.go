@@ -288,8 +288,13 @@ func (d *Deployment) StartFailover(host, of string) error {
 	for _, e := range r.Edges {
 		names = append(names, e.Name+"-for-"+of)
 	}
+	strict := d.top.Mode == topology.Strict
+	var home []int
+	if strict {
+		home = d.top.HomePartitions(of)
+	}
 	for _, name := range names {
-		o := edge.Options{Region: of, Host: host, Name: name, Partitions: failover.OwnedSome(names, d.top.Partitions, nil, name), Peers: d.others(of)}
+		o := edge.Options{Region: of, Host: host, Name: name, Partitions: failover.OwnedSome(names, d.top.Partitions, home, name), Peers: d.others(of), Strict: strict}
 		if err := d.run(of, host, o); err != nil {
 			return err
 		}
@@ -514,11 +519,11 @@ func (d *Deployment) Drained(ctx context.Context) (bool, error) {
 			return false, err
 		}
 		n := d.Names(r)
-		parts := d.top.Partitions
+		var homes []int // the ingest stream's partitions, all of them
 		if d.top.Mode == topology.Strict {
-			parts = len(d.top.HomePartitions(r))
+			homes = append([]int{}, d.top.HomePartitions(r)...)
 		}
-		ok, err := verify.Drained(ctx, js, n, parts, d.top.Mode == topology.Strict)
+		ok, err := verify.Drained(ctx, js, n, d.top.Partitions, homes)
 		if err == nil && ok && d.top.Mode == topology.Strict {
 			for _, h := range n.EveryShard(n.HomeShard) {
 				if ok, err = sourcesCaughtUp(ctx, js, h); err != nil || !ok {

@@ -376,7 +376,7 @@ func (h *harness) finish(ctx context.Context, r *Report) error {
 		// Bound each request: one sent just before a core node died gets no
 		// answer, and the drill's context allows minutes.
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		ok, err := verify.Drained(dctx, h.js, h.names, h.parts, false)
+		ok, err := verify.Drained(dctx, h.js, h.names, h.parts, nil)
 		cancel()
 		if err == nil && ok {
 			break

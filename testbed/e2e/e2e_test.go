@@ -143,7 +143,7 @@ func (r *run) finish() {
 		r.t.Fatal(err)
 	}
 	coretest.Eventually(r.t, 3*time.Minute, "every partition drained", func() bool {
-		ok, _ := verify.Drained(context.Background(), r.js, r.cfg.Names, r.cfg.Defaults().Partitions, false)
+		ok, _ := verify.Drained(context.Background(), r.js, r.cfg.Names, r.cfg.Defaults().Partitions, nil)
 		return ok && r.outputCount() >= uint64(r.unique)
 	})
 }

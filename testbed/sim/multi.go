@@ -209,8 +209,8 @@ func RunMulti(ctx context.Context, cfg MultiConfig, progress io.Writer) (*MultiR
 	regions := top.RegionNames()
 	var loss *RegionLoss
 	if cfg.Drill == "region-loss" {
-		if top.Mode != topology.Async || len(regions) < 2 {
-			return nil, fmt.Errorf("the region-loss drill needs two regions or more in asynchronous mode (strict-mode failover is not built yet)")
+		if len(regions) < 2 {
+			return nil, fmt.Errorf("the region-loss drill needs two regions or more")
 		}
 		top.Regions = slices.Clone(top.Regions)
 		lost := &top.Regions[len(top.Regions)-1]

@@ -20,6 +20,7 @@ import (
 	"github.com/onceplane/onceplane/regionwatch"
 	"github.com/onceplane/onceplane/testbed/deploy"
 	"github.com/onceplane/onceplane/testbed/verify"
+	"github.com/onceplane/onceplane/topology"
 )
 
 // RegionLoss is what the region-loss drill measured. Times are since the
@@ -90,7 +91,7 @@ func loseRegion(ctx context.Context, d *deploy.Deployment, l *RegionLoss, failed
 			others = append(others, q)
 		}
 	}
-	if _, err := regionwatch.Watch(ctx, admin, regionwatch.Options{Region: r, Standby: s, Others: others, After: silentFor, Every: 100 * time.Millisecond,
+	if _, err := regionwatch.Watch(ctx, admin, regionwatch.Options{Region: r, Standby: s, Others: others, Strict: d.Topology().Mode == topology.Strict, After: silentFor, Every: 100 * time.Millisecond,
 		Logger: slog.New(slog.DiscardHandler), OnLost: func(vs []regionwatch.View) {
 			l.Detected = since()
 			mark(fmt.Sprintf("detected: %s (the standby and a majority silent for %s)", regionwatch.Describe(vs), silentFor))

@@ -5,6 +5,7 @@ package verify
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -113,21 +114,26 @@ func StreamsMsgs(ctx context.Context, js jetstream.JetStream, names []string) (u
 }
 
 // Drained reports whether, for every partition, the newest ownership's input
-// consumer (on the ingest stream, or the home stream in strict mode) has
-// nothing pending and nothing awaiting acknowledgement, and every partition
-// has such a consumer.
-func Drained(ctx context.Context, js jetstream.JetStream, n streams.Names, partitions int, strict bool) (bool, error) {
-	left, err := Undrained(ctx, js, n, partitions, strict)
+// consumer (on the ingest stream, or in strict mode, homes non-nil, the
+// home stream's for each home partition) has nothing pending and nothing
+// awaiting acknowledgement, and every partition has such a consumer.
+func Drained(ctx context.Context, js jetstream.JetStream, n streams.Names, partitions int, homes []int) (bool, error) {
+	left, err := Undrained(ctx, js, n, partitions, homes)
 	return err == nil && len(left) == 0, err
 }
 
 // Undrained returns, in order, the partitions whose newest-epoch input
 // consumer has events pending or awaiting acknowledgement, or that have no
-// such consumer: what keeps Drained false.
-func Undrained(ctx context.Context, js jetstream.JetStream, n streams.Names, partitions int, strict bool) ([]int, error) {
+// such consumer: what keeps Drained false. Partitions are [0, partitions),
+// or in strict mode (homes non-nil) homes.
+func Undrained(ctx context.Context, js jetstream.JetStream, n streams.Names, partitions int, homes []int) ([]int, error) {
 	names := n.EveryShard(n.IngestShard)
-	if strict {
-		names = n.EveryShard(n.HomeShard)
+	parts := make([]int, partitions)
+	for p := range parts {
+		parts[p] = p
+	}
+	if homes != nil {
+		names, parts = n.EveryShard(n.HomeShard), slices.Sorted(slices.Values(homes))
 	}
 	newest := map[int]*jetstream.ConsumerInfo{}
 	for _, stream := range names {
@@ -153,7 +159,7 @@ func Undrained(ctx context.Context, js jetstream.JetStream, n streams.Names, par
 		}
 	}
 	var left []int
-	for p := 0; p < partitions; p++ {
+	for _, p := range parts {
 		ci, ok := newest[p]
 		if !ok || ci.NumPending > 0 || ci.NumAckPending > 0 {
 			left = append(left, p)

@@ -451,7 +451,7 @@ func accountRuns(runs map[string]*verify.Runs, ids []string, bound int) runsAcco
 func allDrained(ctx context.Context, admin map[string]jetstream.JetStream, partitions int) bool {
 	for r, js := range admin {
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		ok, err := verify.Drained(dctx, js, streams.Names{Region: r}, partitions, false)
+		ok, err := verify.Drained(dctx, js, streams.Names{Region: r}, partitions, nil)
 		cancel()
 		if err != nil || !ok {
 			return false

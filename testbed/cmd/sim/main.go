@@ -37,7 +37,7 @@ func main() {
 	flag.StringVar(&mode, "mode", "", "cross-region mode: async or strict (default: the topology's)")
 	flag.IntVar(&mc.Events, "events", 60_000, "unique event IDs (single: events published, duplicates included)")
 	flag.IntVar(&mc.Rate, "rate", 10_000, "publish rate across the simulation, events/s")
-	flag.StringVar(&mc.Drill, "drill", "cut", "drill mid-load: cut (first two regions' link), core (last region's core nodes), region-loss (last region's cores and edges killed, failover to its standby, failback; async mode), none")
+	flag.StringVar(&mc.Drill, "drill", "cut", "drill mid-load: cut (first two regions' link), core (last region's core nodes), region-loss (last region's cores and edges killed, failover to its standby, failback; both modes), none")
 	flag.DurationVar(&mc.DrillFor, "drill-for", 3*time.Second, "drill duration (region-loss: how long the region stays failed over)")
 	flag.BoolVar(&mc.NoReplication, "no-replication", false, "edges do not merge other regions' claims (baseline for the in-region cost)")
 	flag.Float64Var(&sc.DupRate, "dup-rate", 0.3, "single: share of events that re-send an earlier ID")

@@ -26,7 +26,7 @@ func (r *region) settle(ctx context.Context, within time.Duration) Settle {
 	s := Settle{Within: within}
 	for {
 		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		left, err := verify.Undrained(qctx, r.js, r.names, r.cfg.Partitions, false)
+		left, err := verify.Undrained(qctx, r.js, r.names, r.cfg.Partitions, nil)
 		cancel()
 		if err != nil {
 			left = nil
