@@ -135,7 +135,7 @@ func (f *flags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.peers, "peers", "", "other regions, comma-separated: merge their replicated claims and report conflicts (asynchronous cross-region mode)")
 	fs.DurationVar(&o.IsolatedAfter, "isolated-after", 0, "stop claiming while this region has heard nothing from a majority of the regions (itself included) for this long, and resume when it hears them again unless -standby failed it over meanwhile; set it below the standby's -failover-after (0: never)")
 	fs.StringVar(&o.Standby, "standby", "", "the region (among -peers) standing by for this one: before owning anything, ask it whether this region was failed over (core region-failover), and own nothing until it fails back")
-	fs.StringVar(&f.failoverOf, "failover-of", "", "after `core region-failover <region>`: run that lost region's partitions here, from this region's mirror of its ingest, continuing its claim log (-region is this standby region, whose credentials and core nodes the edge uses; -peers are this region's peers; asynchronous mode, no -gossip yet)")
+	fs.StringVar(&f.failoverOf, "failover-of", "", "after `core region-failover <region>`: run that lost region's partitions here, from this region's mirror of its ingest, continuing its claim log (-region is this standby region, whose credentials and core nodes the edge uses; -peers are this region's peers; no -gossip yet; with -strict, from this region's promoted copy of its home stream, -partitions its home partitions)")
 	fs.BoolVar(&o.Strict, "strict", false, "strict cross-region mode: consume the region's home stream (set -partitions to the home partitions)")
 	fs.IntVar(&o.BatchSize, "batch", def.BatchSize, "events per batch (one claim append each)")
 	fs.DurationVar(&o.AckWait, "ack-wait", def.AckWait, "ingest redelivery timeout")
@@ -186,8 +186,8 @@ func (f *flags) options(log *slog.Logger) (edge.Options, error) {
 			return o, fmt.Errorf("-failover-of %s: not among -peers %q", f.failoverOf, f.peers)
 		case f.gossipBind != "":
 			return o, errors.New("-failover-of runs without -gossip (own -partitions statically)")
-		case o.Strict:
-			return o, errors.New("-failover-of is asynchronous mode only")
+		case o.Strict && f.parts == "":
+			return o, errors.New("-failover-of with -strict: set -partitions to the lost region's home partitions")
 		case f.conn.User != "" && f.conn.User != auth.FailoverUser(o.Region).Name():
 			// The region's everyday edge user has no failover rights.
 			return o, fmt.Errorf("-failover-of runs as the failover edges' user: -nats-user %s, not %s", auth.FailoverUser(o.Region).Name(), f.conn.User)
