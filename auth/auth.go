@@ -149,7 +149,7 @@ func EdgeUser(region string) User {
 // failed over (edge.Options.Host). Its permissions are an edge's of region
 // (not its claims: it appends none of region's own) and the standby
 // streams and failover claim subjects of the regions region stands by for
-// (Failover.StandbyFor), which region's everyday edge user lacks.
+// (Regions.StandbyFor), which region's everyday edge user lacks.
 func FailoverUser(region string) User {
 	if region == "" {
 		region = "local"
@@ -220,8 +220,8 @@ func (c Credentials) Password(u User) string { return c[u.Name()] }
 // shard's: shards is the region's shard count (zero means 1).
 //
 // f says which regions the user's region stands by for, and which stands
-// by for it (Failover).
-func Permissions(u User, shards int, f Failover) *server.Permissions {
+// by for it, and the other regions (Regions).
+func Permissions(u User, shards int, f Regions) *server.Permissions {
 	switch u.Role {
 	case Producer:
 		// Its tenant's ingest subjects only. The legacy subjects of
@@ -257,7 +257,7 @@ func Permissions(u User, shards int, f Failover) *server.Permissions {
 // failover makes them a failover edge's instead (FailoverUser): no claims
 // of the region's own, but the failover's claims of each region it stands
 // by for and its standby streams.
-func edgePublish(n streams.Names, f Failover, failover bool) []string {
+func edgePublish(n streams.Names, f Regions, failover bool) []string {
 	allow := []string{n.Prefix() + ".dlq.*", n.Prefix() + ".out.*", n.Prefix() + ".conflicts.>"}
 	if !failover {
 		allow = append(allow, n.Prefix()+".claims.*")
@@ -268,6 +268,17 @@ func edgePublish(n streams.Names, f Failover, failover bool) []string {
 		allow = append(allow, "$JS.API.STREAM.INFO."+streams.Names{Region: f.Standby}.StandbyClaimShard(n.Region, 0))
 	}
 	names := n.Streams()
+	if !failover {
+		// The tail: the other regions' claim logs, read only, by batch
+		// direct gets (what this region's xclaims stream holds of them,
+		// sooner after a WAN heal).
+		for _, peer := range f.Peers {
+			pn := streams.Names{Region: peer, Shards: MaxStandbyShards}
+			for s := range MaxStandbyShards {
+				allow = append(allow, "$JS.API.DIRECT.GET."+pn.ClaimShard(s))
+			}
+		}
+	}
 	if failover {
 		for _, of := range f.StandbyFor {
 			// A failover's claims, stored by the promoted stream as of's.
@@ -291,8 +302,13 @@ func edgePublish(n streams.Names, f Failover, failover bool) []string {
 	return allow
 }
 
-// Failover is what a region's edges may do around region failover.
-type Failover struct {
+// Regions is what a region's edges may do with other regions: read their
+// claim logs, and run their partitions around a region failover.
+type Regions struct {
+	// Peers are the other regions: the edges may read their claim logs
+	// (batch direct gets, the tail of edge.Options.NoTail) on the first
+	// MaxStandbyShards shards of each.
+	Peers []string
 	// StandbyFor are the regions this one stands by for: its edges may run
 	// their partitions after a failover (edge.Options.Host), on the
 	// standby streams of the first MaxStandbyShards shards of each.
@@ -342,7 +358,7 @@ func ClientOptions(u User, pw string) []nats.Option {
 //
 // region names the node's region and its shard count (the edge's
 // permissions name every shard's streams), f its failover relations.
-func Users(c Credentials, region streams.Names, f Failover) ([]*server.User, error) {
+func Users(c Credentials, region streams.Names, f Regions) ([]*server.User, error) {
 	own, failover := EdgeUser(region.Region), FailoverUser(region.Region)
 	var us []*server.User
 	for _, name := range slices.Sorted(maps.Keys(c)) {

@@ -154,11 +154,11 @@ func TestRefusals(t *testing.T) {
 // with -credentials, and returns it with the credentials.
 func secureNode(t *testing.T, region string) (*core.Node, Credentials) {
 	t.Helper()
-	return secureNodeWith(t, region, Failover{})
+	return secureNodeWith(t, region, Regions{})
 }
 
 // secureNodeWith is secureNode with region's failover relations f.
-func secureNodeWith(t *testing.T, region string, f Failover) (*core.Node, Credentials) {
+func secureNodeWith(t *testing.T, region string, f Regions) (*core.Node, Credentials) {
 	t.Helper()
 	creds, err := Generate(t.TempDir(), append(EdgeUsers("local", "us-east", "eu-west"), ProducerUser("acme"), ProducerUser("beta"))...)
 	if err != nil {
@@ -628,7 +628,7 @@ func TestTenantsCannotSuppressEachOther(t *testing.T) {
 func TestFailoverRightsOnlyForFailoverEdges(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	n, creds := secureNodeWith(t, "us-east", Failover{StandbyFor: []string{"eu-west"}})
+	n, creds := secureNodeWith(t, "us-east", Regions{StandbyFor: []string{"eu-west"}})
 	east, west := streams.Names{Region: "us-east"}, streams.Names{Region: "eu-west"}
 	admin := connect(t, n, Admin.User(), creds, nil)
 	cfgs := []streams.Config{
@@ -692,4 +692,48 @@ func TestFailoverRightsOnlyForFailoverEdges(t *testing.T) {
 	if st, err := admin.Stream(ctx, east.ClaimStream()); err != nil || st.CachedInfo().State.Msgs != 0 {
 		t.Fatalf("us-east's own claim log after the probes: %v (%v), want empty", st.CachedInfo().State.Msgs, err)
 	}
+}
+
+// TestEdgeReadsPeersClaimLogsOnly: an edge may read its peers' claim logs
+// by batch direct gets (the tail, which learns claims made there during a
+// WAN cut before the xclaims stream does), and nothing else of theirs: not
+// their stream infos, their ingest, or an append.
+func TestEdgeReadsPeersClaimLogsOnly(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	n, creds := secureNodeWith(t, "us-east", Regions{Peers: []string{"eu-west"}})
+	west := streams.Names{Region: "eu-west"}
+	admin := connect(t, n, Admin.User(), creds, nil)
+	if err := streams.Provision(ctx, admin, streams.Config{Names: west, Partitions: 2, Memory: true}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := dedupe.Record{Kind: dedupe.KindClaim, Writer: "w", Time: time.Now(), IDs: []event.Hash{event.HashID("order-0")}}.Append(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Publish(ctx, west.Claims(0), rec); err != nil {
+		t.Fatal(err)
+	}
+	var v refusals
+	edge := connect(t, n, EdgeUser("us-east"), creds, v.handler)
+	batch := func(stream, subject string) []byte {
+		return []byte(`{"seq":1,"batch":16,"next_by_subj":"` + subject + `"}`)
+	}
+	m, err := edge.Conn().RequestWithContext(ctx, "$JS.API.DIRECT.GET."+west.ClaimStream(), batch(west.ClaimStream(), west.Claims(0)))
+	if err != nil || m.Header.Get("Nats-Sequence") != "1" {
+		t.Fatalf("edge reads eu-west's claim log: %v (%v)", m, err)
+	}
+	api := func(op, rest string) string { return "$JS.API." + op + "." + rest }
+	v.refused(t, "read eu-west's ingest", api("DIRECT.GET", west.IngestStream()), func(ctx context.Context) error {
+		_, err := edge.Conn().RequestWithContext(ctx, api("DIRECT.GET", west.IngestStream()), batch(west.IngestStream(), ">"))
+		return err
+	})
+	v.refused(t, "read eu-west's claim stream info", api("STREAM.INFO", west.ClaimStream()), func(ctx context.Context) error {
+		_, err := edge.Stream(ctx, west.ClaimStream())
+		return err
+	})
+	v.refused(t, "append to eu-west's claim log", west.Claims(0), func(ctx context.Context) error {
+		_, err := edge.Publish(ctx, west.Claims(0), rec)
+		return err
+	})
 }

@@ -64,6 +64,7 @@ type Consumer struct {
 	// region's claim log and home stream stopped mirroring
 	// (streams.PromotedLast); nil otherwise.
 	promoted *promotedCopies
+	peers    peerWatch // replication from each peer, for the tail
 	nparts   int
 	maxMsg   int // the streams' largest message
 	tracer   trace.Tracer
@@ -148,6 +149,7 @@ func New(js jetstream.JetStream, h Handler, o Options) (*Consumer, error) {
 		fenced:      map[int]time.Time{},
 		failed:      map[int]time.Time{},
 		steps:       map[int]step{},
+		peers:       peerWatch{suspect: map[string]time.Time{}},
 	}, nil
 }
 

@@ -57,6 +57,14 @@ type Options struct {
 	// meanwhile: then it owns nothing until the failback. Asynchronous mode
 	// with a Standby only. Zero means never.
 	IsolatedAfter time.Duration
+	// NoTail turns the tail off: while another region's replication into
+	// this one is silent, and for 10 s after, owned partitions read that
+	// region's claims from its claim log directly (batch direct gets across
+	// the gateway), so claims made over there during a WAN cut are known
+	// here within a second of the heal rather than when JetStream's sources
+	// recover (tail.go). Asynchronous mode, everyday edges. Zero (false)
+	// means on.
+	NoTail bool
 	// Strict consumes the region's home stream (every region's events for
 	// the partitions homed here) instead of its ingest: strict mode, G3. Set
 	// Partitions to the home partitions.

@@ -96,6 +96,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 	if c.o.IsolatedAfter > 0 {
 		go c.watchIsolation(ctx)
 	}
+	if c.tailOn() {
+		go c.watchPeers(ctx)
+	}
 	if c.o.Membership == nil {
 		parts := c.o.Partitions
 		if parts == nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -31,8 +32,11 @@ type partition struct {
 	name string // this ownership's ingest consumer (streams.ConsumerName of the takeover record)
 	cons jetstream.Consumer
 
-	remote    <-chan remoteRec // other regions' claims (nil in one region or strict mode)
-	liveSince time.Time        // remote records stored after this are live (their lag is measured)
+	remote    <-chan remoteRec         // other regions' claims (nil in one region or strict mode)
+	cursors   map[string]*remoteCursor // by region: what of its claims was merged (the partition's goroutine's)
+	tailMu    sync.Mutex
+	tailNext  map[string]uint64 // by region: where the tail reads from (cursors' next)
+	liveSince time.Time         // remote records stored after this are live (their lag is measured)
 
 	w *work // one batch's scratch, reused across batches
 }
@@ -177,7 +181,9 @@ func (p *promotedCopies) rebase(st *dedupe.State, t int) {
 // up).
 func (pt *partition) catchUp(ctx context.Context) func(context.Context) error {
 	return func(pctx context.Context) error {
-		ch, caughtUp, err := pt.c.followRemote(ctx, pt.p)
+		ch := make(chan remoteRec, 256)
+		pt.cursors, pt.tailNext = map[string]*remoteCursor{}, map[string]uint64{}
+		caughtUp, err := pt.c.followRemote(ctx, pt.p, ch)
 		if err != nil {
 			return err
 		}
@@ -193,6 +199,13 @@ func (pt *partition) catchUp(ctx context.Context) func(context.Context) error {
 				// merge what is still buffered before deciding anything,
 				// or an ID replicated before the takeover could be
 				// handled again here.
+				if pt.c.tailOn() {
+					// Only now: the tail reads what lies beyond the
+					// xclaims stream's records, merged at this region's
+					// current time, as the xclaims stream would store
+					// them now; older records keep their stored times.
+					go pt.tail(ctx, ch)
+				}
 				return pt.mergeBuffered(pctx, -1)
 			case <-pctx.Done():
 				return pctx.Err()

@@ -26,9 +26,11 @@ import (
 // xclaims stream (the other regions' claim logs, sourced over the gateways).
 type remoteRec struct {
 	region string
-	seq    uint64 // position in the xclaims stream
+	seq    uint64 // position in the xclaims stream (the tail: in the region's claim log)
+	origin uint64 // position in the region's claim log
+	tail   bool   // read by the tail (tail.go), not from the xclaims stream
 	rec    dedupe.Record
-	stored time.Time // when the xclaims stream stored it
+	stored time.Time // when the xclaims stream stored it (the tail: this region's server time when read)
 	sc     trace.SpanContext
 }
 
@@ -38,22 +40,21 @@ type remoteRec struct {
 // decode are logged and skipped: a bad record from elsewhere must not stop
 // this region (the other region still sees its own claims and reports any
 // conflict). Each region's records come from one stream, in its order.
-func (c *Consumer) followRemote(ctx context.Context, p int) (<-chan remoteRec, <-chan struct{}, error) {
-	out := make(chan remoteRec, 256)
+func (c *Consumer) followRemote(ctx context.Context, p int, out chan<- remoteRec) (<-chan struct{}, error) {
 	caughtUp := make(chan struct{})
 	srcs := c.remoteSources(p)
 	var behind sync.WaitGroup
 	behind.Add(len(srcs))
 	for _, src := range srcs {
 		if err := c.followOne(ctx, p, src, out, behind.Done); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
 	go func() {
 		behind.Wait()
 		close(caughtUp)
 	}()
-	return out, caughtUp, nil
+	return caughtUp, nil
 }
 
 // remoteSource is a stream holding other regions' claims of a partition,
@@ -126,7 +127,7 @@ func (c *Consumer) followOne(ctx context.Context, p int, src remoteSource, out c
 			} else if err != nil {
 				c.lg.Error("undecodable remote claim record skipped", "partition", p, "subject", m.Subject(), "seq", md.Sequence.Stream, "err", err)
 			} else {
-				r := remoteRec{region: streams.RegionOf(m.Subject()), seq: md.Sequence.Stream, rec: rec, stored: md.Timestamp}
+				r := remoteRec{region: streams.RegionOf(m.Subject()), seq: md.Sequence.Stream, origin: originSeq(m.Headers(), md.Sequence.Stream), rec: rec, stored: md.Timestamp}
 				if h := m.Headers(); hasTraceParent(h) {
 					r.sc = trace.SpanContextFromContext(telemetry.Propagator().Extract(context.Background(), telemetry.HeaderCarrier(h)))
 				}
@@ -144,10 +145,40 @@ func (c *Consumer) followOne(ctx context.Context, p int, src remoteSource, out c
 	return nil
 }
 
+// originSeq is a sourced record's sequence in its origin stream (its
+// Nats-Stream-Source header), or seq for a record read where it was
+// appended.
+func originSeq(h nats.Header, seq uint64) uint64 {
+	if _, n := streams.SourceHeader(h.Get(streams.StreamSourceHeader)); n > 0 {
+		return n
+	}
+	return seq
+}
+
 // mergeRemote folds one remote claim record into p's state, measures the
-// replication lag of live records, and records any conflict it reveals.
+// replication lag of live records, and records any conflict it reveals. A
+// record both the xclaims stream and the tail bring is merged once.
 func (pt *partition) mergeRemote(ctx context.Context, r remoteRec) error {
 	c, p, st := pt.c, pt.p, pt.st
+	cur := pt.cursors[r.region]
+	if cur == nil {
+		cur = &remoteCursor{}
+		pt.cursors[r.region] = cur
+	}
+	merge := cur.fromXClaims
+	if r.tail {
+		merge = cur.fromTail
+	}
+	ok := merge(r.origin)
+	pt.tailMu.Lock()
+	pt.tailNext[r.region] = cur.next()
+	pt.tailMu.Unlock()
+	if !ok {
+		return nil
+	}
+	if r.tail {
+		c.c.tailMerged.addBy(r.region, 1)
+	}
 	st.MergeRemote(r.region, r.seq, r.rec, r.stored)
 	c.c.remoteMerged.addBy(r.region, 1)
 	live := r.stored.After(pt.liveSince)

@@ -23,6 +23,9 @@ type Stats struct {
 	// RemoteMerged counts other regions' claim records merged; Conflicts the
 	// IDs this edge recorded as claimed here and in another region.
 	RemoteMerged, Conflicts int64
+	// TailMerged counts those of the merged records the tail read from the
+	// other regions' claim logs before the xclaims stream brought them.
+	TailMerged int64
 }
 
 // fields lists every total of s, in the order of counters.tallies: the one
@@ -33,7 +36,7 @@ func (s *Stats) fields() []*int64 {
 		f = append(f, &s.ByPath[i])
 	}
 	return append(f, &s.Uncertain, &s.UncertainReruns, &s.ClaimAppends, &s.Takeovers,
-		&s.HandlerRetries, &s.Fenced, &s.Owned, &s.RemoteMerged, &s.Conflicts)
+		&s.HandlerRetries, &s.Fenced, &s.Owned, &s.RemoteMerged, &s.Conflicts, &s.TailMerged)
 }
 
 // Add adds x's totals to s (summing several edges).
@@ -53,6 +56,7 @@ type counters struct {
 	appends, takeovers        tally
 	retries, fenced, owned    tally
 	remoteMerged, conflicts   tally
+	tailMerged                tally
 }
 
 // tallies lists every total, in the order of Stats.fields.
@@ -62,7 +66,7 @@ func (c *counters) tallies() []*tally {
 		t = append(t, &c.byPath[i])
 	}
 	return append(t, &c.uncertain, &c.reruns, &c.appends, &c.takeovers,
-		&c.retries, &c.fenced, &c.owned, &c.remoteMerged, &c.conflicts)
+		&c.retries, &c.fenced, &c.owned, &c.remoteMerged, &c.conflicts, &c.tailMerged)
 }
 
 // newCounters connects each total to its series in m, for region.
@@ -88,6 +92,7 @@ func newCounters(m *telemetry.Metrics, region string) *counters {
 	c.owned.one = m.OwnedPartitions.WithLabelValues(region)
 	c.remoteMerged.by = by(m.RemoteMerged)
 	c.conflicts.by = by(m.Conflicts)
+	c.tailMerged.by = by(m.TailMerged)
 	return c
 }
 

@@ -37,6 +37,7 @@ type Metrics struct {
 	ReplicationLag   *prometheus.HistogramVec // from, to: a claim's append in one region to its merge by the owner in another
 	Conflicts        *prometheus.CounterVec   // region, peer: races of an ID claimed in both regions (recorded once per race)
 	RemoteMerged     *prometheus.CounterVec   // region, peer: remote claim records merged by owners
+	TailMerged       *prometheus.CounterVec   // region, peer: of those, read from the peer's claim log by the tail
 	DedupeLatency    *prometheus.HistogramVec // from, to: publish in region from to the decision in region to
 	ForeignRecords   *prometheus.CounterVec   // region, stream (claims, xclaims, conflicts): messages no edge wrote, skipped
 }
@@ -96,6 +97,7 @@ func NewMetrics() *Metrics {
 		ReplicationLag:   wv("replication_lag_seconds", "From a claimed batch's ingest in region from to its claim record being stored in region to (servers' clocks; skew between the regions adds to it).", "from", "to"),
 		Conflicts:        cv("conflicts_total", "IDs claimed both in this region and in peer inside the replication lag (asynchronous mode), recorded once per race (an ID that races again a window later counts again).", "region", "peer"),
 		RemoteMerged:     cv("remote_claims_merged_total", "Claim records of other regions merged into owners' pre-check state.", "region", "peer"),
+		TailMerged:       cv("remote_claims_tailed_total", "Of the merged claim records, those read from the other region's claim log directly (the tail, while replication recovers from a WAN fault) before the xclaims stream brought them.", "region", "peer"),
 		DedupeLatency:    wv("dedupe_latency_seconds", "From an event's publish in region from to its decision in region to (strict mode crosses the WAN).", "from", "to"),
 		ForeignRecords:   cv("foreign_records_total", "Messages on claim or conflict subjects that no edge wrote (not a record: e.g. a JetStream acknowledgement sent there through a publisher's reply subject), skipped. Any is an alarm: something other than an edge can write there.", "region", "stream"),
 	}

@@ -292,7 +292,7 @@ func (f *flags) options(log *slog.Logger) (core.Options, streams.Config, error) 
 		return o, cfg, fmt.Errorf("bad -ingest-dedupe: %w", err)
 	}
 	if f.credDir != "" {
-		if err := withCredentials(&o, cfg.Shards, auth.Failover{StandbyFor: cfg.StandbyFor, Standby: cfg.Standby}, f.credDir, f.genCreds, log); err != nil {
+		if err := withCredentials(&o, cfg.Shards, auth.Regions{Peers: cfg.Peers, StandbyFor: cfg.StandbyFor, Standby: cfg.Standby}, f.credDir, f.genCreds, log); err != nil {
 			return o, cfg, err
 		}
 	}
@@ -301,7 +301,7 @@ func (f *flags) options(log *slog.Logger) (core.Options, streams.Config, error) 
 
 // withCredentials turns authentication on in o from the password files in
 // dir (creating missing ones first when generate is set).
-func withCredentials(o *core.Options, shards int, failover auth.Failover, dir string, generate bool, log *slog.Logger) error {
+func withCredentials(o *core.Options, shards int, regions auth.Regions, dir string, generate bool, log *slog.Logger) error {
 	load := auth.Load
 	if generate {
 		load = func(dir string) (auth.Credentials, error) { return auth.Generate(dir, auth.EdgeUsers(o.Region)...) }
@@ -313,7 +313,7 @@ func withCredentials(o *core.Options, shards int, failover auth.Failover, dir st
 	if creds.Password(auth.EdgeUser(o.Region)) == "" {
 		log.Warn("no edge user for this region: its edges cannot connect", "want", filepath.Join(dir, auth.EdgeUser(o.Region).Name()+".password"))
 	}
-	users, err := auth.Users(creds, streams.Names{Region: o.Region, Shards: shards}, failover)
+	users, err := auth.Users(creds, streams.Names{Region: o.Region, Shards: shards}, regions)
 	if err != nil {
 		return fmt.Errorf("credentials: %w", err)
 	}

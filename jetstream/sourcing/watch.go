@@ -16,6 +16,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/onceplane/onceplane/jetstream/streams"
 )
 
 // WatchOptions configure Watch. Zero values are the documented defaults.
@@ -229,22 +231,8 @@ func (w *watcher) sourced(ctx context.Context, stream string, src *jetstream.Str
 		// source stands is not known (only silence is judged).
 		return 0, false
 	}
-	origin, seq := SourceHeader(m.Header.Get(StreamSourceHeader))
+	origin, seq := streams.SourceHeader(m.Header.Get(streams.StreamSourceHeader))
 	return seq, origin == src.Name && seq > 0
-}
-
-// SourceHeader reads a sourced message's Nats-Stream-Source header: the
-// origin stream and the message's sequence there (zero when malformed).
-func SourceHeader(h string) (string, uint64) {
-	f := strings.Fields(h)
-	if len(f) < 2 {
-		return "", 0
-	}
-	seq, err := strconv.ParseUint(f[1], 10, 64)
-	if err != nil {
-		return "", 0
-	}
-	return f[0], seq
 }
 
 // sourceInfo finds src's entry among a stream's source infos.
@@ -433,7 +421,3 @@ func update(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamCon
 	_, err := js.UpdateStream(uctx, cfg)
 	return err
 }
-
-// StreamSourceHeader is the header JetStream puts on a sourced message:
-// "<origin stream> <sequence there> …".
-const StreamSourceHeader = "Nats-Stream-Source"

@@ -275,8 +275,8 @@ func lastOrigin(ctx context.Context, s jetstream.Stream, rc Config, t int, stand
 			if err != nil {
 				return 0, fmt.Errorf("last of %s in %s: %w", subj, s.CachedInfo().Config.Name, err)
 			}
-			stream, seq, ok := sourceHeader(m.Header.Get("Nats-Stream-Source"))
-			if ok && (stream == rc.IngestShard(t) || stream == standby) && seq > pos {
+			stream, seq := SourceHeader(m.Header.Get(StreamSourceHeader))
+			if (stream == rc.IngestShard(t) || stream == standby) && seq > pos {
 				pos = seq
 			}
 		}
@@ -284,16 +284,22 @@ func lastOrigin(ctx context.Context, s jetstream.Stream, rc Config, t int, stand
 	return pos, nil
 }
 
-// sourceHeader parses a Nats-Stream-Source header ("<stream> <seq> <filter>
-// <transform> ..."; fields split on spaces only: filters are joined by form
-// feeds).
-func sourceHeader(h string) (stream string, seq uint64, ok bool) {
-	f := strings.Split(h, " ")
+// StreamSourceHeader is the header JetStream puts on a sourced message:
+// "<origin stream> <sequence there> <filters> <destinations> …".
+const StreamSourceHeader = "Nats-Stream-Source"
+
+// SourceHeader reads a sourced message's Nats-Stream-Source header: the
+// origin stream and the message's sequence there (zero when malformed).
+func SourceHeader(h string) (string, uint64) {
+	f := strings.Fields(h)
 	if len(f) < 2 {
-		return "", 0, false
+		return "", 0
 	}
 	seq, err := strconv.ParseUint(f[1], 10, 64)
-	return f[0], seq, err == nil
+	if err != nil {
+		return "", 0
+	}
+	return f[0], seq
 }
 
 // failBackHomes gives region of back its home streams (strict mode; nothing

@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/onceplane/onceplane/internal/poll"
-	"github.com/onceplane/onceplane/jetstream/sourcing"
 	"github.com/onceplane/onceplane/jetstream/streams"
 )
 
@@ -147,7 +146,7 @@ func caughtUp(ctx context.Context, js jetstream.JetStream, to, from streams.Name
 		if err != nil {
 			return false
 		}
-		origin, seq := sourcing.SourceHeader(m.Header.Get(sourcing.StreamSourceHeader))
+		origin, seq := streams.SourceHeader(m.Header.Get(streams.StreamSourceHeader))
 		have[origin] = max(have[origin], seq)
 	}
 	for stream, seq := range want {

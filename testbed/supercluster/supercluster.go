@@ -182,7 +182,7 @@ func Start(ctx context.Context, top topology.Topology, o Options) (*Cluster, err
 			Mappings: sc.IngestMapping(),
 		}
 		if c.creds != nil {
-			users, err := auth.Users(c.creds, sc.Names, auth.Failover{StandbyFor: sc.StandbyFor, Standby: sc.Standby})
+			users, err := auth.Users(c.creds, sc.Names, auth.Regions{Peers: sc.Peers, StandbyFor: sc.StandbyFor, Standby: sc.Standby})
 			if err != nil {
 				return nil, fmt.Errorf("supercluster: %w", err)
 			}

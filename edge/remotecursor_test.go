@@ -1,0 +1,104 @@
+package edge
+
+import (
+	"math/rand/v2"
+	"testing"
+)
+
+// checkCursor delivers the origin sequences recs along two paths in the
+// order steps picks (true: the xclaims stream's next record; false: the
+// tail reads from next() what it would find, up to three records), and
+// checks that every record is merged exactly once, in origin order.
+func checkCursor(t *testing.T, recs []uint64, steps []bool) {
+	t.Helper()
+	var c remoteCursor
+	merged := map[uint64]int{}
+	var last uint64
+	xi := 0
+	merge := func(seq uint64) {
+		merged[seq]++
+		if seq <= last {
+			t.Fatalf("merged %d after %d (steps %v)", seq, last, steps)
+		}
+		last = seq
+	}
+	for _, x := range steps {
+		if x {
+			if xi == len(recs) {
+				continue
+			}
+			if c.fromXClaims(recs[xi]) {
+				merge(recs[xi])
+			}
+			xi++
+			continue
+		}
+		from, n := c.next(), 0
+		for _, seq := range recs {
+			if seq >= from && n < 3 {
+				n++
+				if c.fromTail(seq) {
+					merge(seq)
+				}
+			}
+		}
+	}
+	for ; xi < len(recs); xi++ { // xclaims catches up in the end
+		if c.fromXClaims(recs[xi]) {
+			merge(recs[xi])
+		}
+	}
+	for _, seq := range recs {
+		if merged[seq] != 1 {
+			t.Fatalf("record %d merged %d times (steps %v)", seq, merged[seq], steps)
+		}
+	}
+}
+
+func TestRemoteCursorMergesEachRecordOnce(t *testing.T) {
+	recs := []uint64{3, 4, 9, 10, 11, 20, 21, 40}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 2000 {
+		steps := make([]bool, r.IntN(20))
+		for i := range steps {
+			steps[i] = r.IntN(2) == 0
+		}
+		checkCursor(t, recs, steps)
+	}
+}
+
+// TestRemoteCursorRestartedLog: the region's log sourced again from its
+// start (a failback remakes it) is merged as it comes, and the tail's
+// range is forgotten, so a log made anew with low sequences is not
+// skipped.
+func TestRemoteCursorRestartedLog(t *testing.T) {
+	var c remoteCursor
+	for _, s := range []uint64{5, 6} {
+		if !c.fromXClaims(s) {
+			t.Fatalf("%d skipped", s)
+		}
+	}
+	if !c.fromTail(7) || !c.fromTail(8) {
+		t.Fatal("tail beyond xclaims skipped")
+	}
+	if c.fromXClaims(7) {
+		t.Fatal("a record the tail merged merged again")
+	}
+	if !c.fromXClaims(1) || !c.fromXClaims(2) || !c.fromXClaims(8) {
+		t.Fatal("a log sourced again from its start skipped")
+	}
+	if c.next() != 9 {
+		t.Fatalf("tail reads from %d, want 9", c.next())
+	}
+}
+
+func FuzzRemoteCursor(f *testing.F) {
+	f.Add(uint64(0b1011), uint8(12))
+	f.Fuzz(func(t *testing.T, pattern uint64, n uint8) {
+		steps := make([]bool, n%64)
+		for i := range steps {
+			steps[i] = pattern&(1<<i) != 0
+		}
+		checkCursor(t, []uint64{1, 2, 5, 6, 7, 12, 13, 30, 31, 32}, steps)
+	})
+}
