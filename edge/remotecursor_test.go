@@ -68,9 +68,10 @@ func TestRemoteCursorMergesEachRecordOnce(t *testing.T) {
 }
 
 // TestRemoteCursorRestartedLog: the region's log sourced again from its
-// start (a failback remakes it) is merged as it comes, and the tail's
-// range is forgotten, so a log made anew with low sequences is not
-// skipped.
+// start (a failback remakes it with the same sequences) is merged as it
+// comes (as before the tail), and the tail reads only beyond the highest
+// sequence ever seen; a log made anew with low sequences is merged whole
+// by the xclaims stream.
 func TestRemoteCursorRestartedLog(t *testing.T) {
 	var c remoteCursor
 	for _, s := range []uint64{5, 6} {
@@ -84,11 +85,16 @@ func TestRemoteCursorRestartedLog(t *testing.T) {
 	if c.fromXClaims(7) {
 		t.Fatal("a record the tail merged merged again")
 	}
-	if !c.fromXClaims(1) || !c.fromXClaims(2) || !c.fromXClaims(8) {
-		t.Fatal("a log sourced again from its start skipped")
+	// Sourced again from its start: xclaims merges it again; the tail
+	// reads after 8, never from 1.
+	if !c.fromXClaims(1) || c.next() != 9 {
+		t.Fatalf("after a restart from 1: merged? next %d, want 9", c.next())
 	}
-	if c.next() != 9 {
-		t.Fatalf("tail reads from %d, want 9", c.next())
+	if c.fromTail(3) {
+		t.Fatal("the tail merged an old record of a log sourced again")
+	}
+	if !c.fromTail(9) || !c.fromXClaims(2) || !c.fromXClaims(8) || c.fromXClaims(9) || !c.fromXClaims(10) {
+		t.Fatal("after the restart: xclaims must merge 2..8 again, skip 9 (tailed) and merge 10")
 	}
 }
 

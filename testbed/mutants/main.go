@@ -245,6 +245,20 @@ var mutants = []mutant{
 		new:  "\treturn answered && 2*(1+heard) < regions\n",
 		pkgs: []string{"./regionwatch"}, tests: []string{"TestIsolated"},
 	},
+	{
+		name: "Z/tail", what: "edge: the xclaims copy of a claim the tail merged is merged again (a record merged twice)",
+		file: "edge/remotecursor.go",
+		old:  "\tif c.lo != 0 && seq >= c.lo && seq <= c.hi {\n\t\treturn false\n\t}\n",
+		new:  "",
+		pkgs: []string{"./edge"}, tests: []string{"TestRemoteCursorMergesEachRecordOnce", "TestRemoteCursorRestartedLog"},
+	},
+	{
+		name: "Z/tail-old", what: "edge: the tail reads a log sourced again from its start from its start (old records merged at today's time)",
+		file: "edge/remotecursor.go",
+		old:  "\tif seq <= max(c.x, c.top) {\n",
+		new:  "\tif seq <= max(c.x, c.hi) {\n",
+		pkgs: []string{"./edge"}, tests: []string{"TestRemoteCursorRestartedLog"},
+	},
 }
 
 func main() {
