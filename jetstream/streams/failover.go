@@ -379,6 +379,25 @@ func carryOver(ctx context.Context, js jetstream.JetStream, src jetstream.Stream
 
 func failBack(ctx context.Context, js jetstream.JetStream, host string, of Names, o FailBackOptions, superseded *int) error {
 	hn := Names{Region: host}
+	// A log that parted from the failover's is refused before anything
+	// changes (with Supersede it is kept aside below instead).
+	if !o.Supersede {
+		for t := range of.ShardCount() {
+			src, err := js.Stream(ctx, hn.StandbyClaimShard(of.region(), t))
+			if errors.Is(err, jetstream.ErrStreamNotFound) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("fail back %s: %s: %w", of.region(), hn.StandbyClaimShard(of.region(), t), err)
+			}
+			if cfg := src.CachedInfo().Config; cfg.Mirror != nil || (len(cfg.Subjects) == 1 && cfg.Subjects[0] == fencedSubject(hn, t)) {
+				continue // not failed over, or its appends already stopped by a failback cut short
+			}
+			if err := carryOver(ctx, js, src, of, t, host, o); err != nil {
+				return err
+			}
+		}
+	}
 	// Strict mode: the home streams first, while the claim log is still
 	// fenced: its edges resume after the failover's records, whose
 	// positions name the copy's sequences.
