@@ -74,7 +74,7 @@ func Promote(ctx context.Context, js jetstream.JetStream, n Names, of string) ([
 		name := cfg.Name
 		if cfg.Mirror != nil {
 			// First the mirror alone, so that where it stopped is known.
-			if cfgs[t], err = stopMirror(ctx, js, cfg, fencedSubject(n, t)); err != nil {
+			if cfgs[t], err = stopMirror(ctx, js, cfg, stoppedSubject(n, "claims", of, t)); err != nil {
 				return done, fmt.Errorf("promote %s: %w", of, err)
 			}
 			cfg = cfgs[t]
@@ -379,23 +379,28 @@ func carryOver(ctx context.Context, js jetstream.JetStream, src jetstream.Stream
 
 func failBack(ctx context.Context, js jetstream.JetStream, host string, of Names, o FailBackOptions, superseded *int) error {
 	hn := Names{Region: host}
-	// A log that parted from the failover's is refused before anything
-	// changes (with Supersede it is kept aside below instead).
-	if !o.Supersede {
-		for t := range of.ShardCount() {
-			src, err := js.Stream(ctx, hn.StandbyClaimShard(of.region(), t))
-			if errors.Is(err, jetstream.ErrStreamNotFound) {
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("fail back %s: %s: %w", of.region(), hn.StandbyClaimShard(of.region(), t), err)
-			}
-			if cfg := src.CachedInfo().Config; cfg.Mirror != nil || (len(cfg.Subjects) == 1 && cfg.Subjects[0] == fencedSubject(hn, t)) {
-				continue // not failed over, or its appends already stopped by a failback cut short
-			}
-			if err := carryOver(ctx, js, src, of, t, host, o); err != nil {
-				return err
-			}
+	// A promotion cut short, or a log that parted from the failover's, is
+	// refused before anything changes (with Supersede the parted records
+	// are kept aside below instead).
+	for t := range of.ShardCount() {
+		src, err := js.Stream(ctx, hn.StandbyClaimShard(of.region(), t))
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("fail back %s: %s: %w", of.region(), hn.StandbyClaimShard(of.region(), t), err)
+		}
+		cfg := src.CachedInfo().Config
+		switch {
+		case cfg.Mirror != nil:
+			continue // not failed over, or failed back
+		case cfg.Metadata[metaPromoted] == "":
+			return fmt.Errorf("fail back %s: %s is being promoted (run region-failover again to finish it)", of.region(), cfg.Name)
+		case o.Supersede || claimCopyStopped(cfg, hn, of.region(), t):
+			continue // kept aside below, or its appends already stopped by a failback cut short
+		}
+		if err := carryOver(ctx, js, src, of, t, host, o); err != nil {
+			return err
 		}
 	}
 	// Strict mode: the home streams first, while the claim log is still
@@ -423,19 +428,16 @@ func failBack(ctx context.Context, js jetstream.JetStream, host string, of Names
 		if scfg.Mirror != nil {
 			continue // not failed over, or failed back
 		}
-		if scfg.Metadata[metaPromoted] == "" {
-			return fmt.Errorf("fail back %s: %s is being promoted (run region-failover again to finish it)", of.region(), standby)
-		}
 		copies = append(copies, promotedCopy{scfg, t})
 		// No more appends there: what it holds now is the whole log.
-		if len(scfg.Subjects) != 1 || scfg.Subjects[0] != fencedSubject(hn, t) {
+		if !claimCopyStopped(scfg, hn, of.region(), t) {
 			// While it still takes appends: what the region claimed that
 			// never reached it is carried over, or the failback refused.
 			if err := carryOver(ctx, js, src, of, t, host, o); err != nil {
 				return err
 			}
 			stopped := scfg
-			stopped.Subjects, stopped.SubjectTransform = []string{fencedSubject(hn, t)}, nil
+			stopped.Subjects, stopped.SubjectTransform = []string{stoppedSubject(hn, "claims", of.region(), t)}, nil
 			if _, err := js.UpdateStream(ctx, stopped); err != nil {
 				return fmt.Errorf("fail back %s: stop appends to %s: %w", of.region(), standby, err)
 			}

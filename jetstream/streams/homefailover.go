@@ -66,10 +66,20 @@ func parseLayout(v string) (map[string]int, error) {
 	return out, nil
 }
 
-// stoppedSubject is the only subject of a standby copy that takes nothing
-// (a stream needs a subject, a mirror or a source).
-func stoppedSubject(n Names, of string, t int) string {
-	return n.prefix() + ".stopped." + of + "." + strconv.Itoa(t)
+// stoppedSubject is the only subject of host n's copy of region of's
+// shard t (kind "claims" or "home") while it takes nothing: being
+// promoted, or failing back (a stream needs a subject, a mirror or a
+// source). One per region, kind and shard: a host standing by for two
+// regions, or fenced itself, has no two streams on one subject.
+func stoppedSubject(n Names, kind, of string, t int) string {
+	return n.prefix() + ".stopped." + kind + "." + of + "." + strconv.Itoa(t)
+}
+
+// claimCopyStopped reports whether host n's copy of region of's claim
+// shard t (cfg) takes nothing: its appends stopped by a failback (or by a
+// failback of before per-region stopped subjects, on fencedSubject).
+func claimCopyStopped(cfg jetstream.StreamConfig, n Names, of string, t int) bool {
+	return len(cfg.Subjects) == 1 && (cfg.Subjects[0] == stoppedSubject(n, "claims", of, t) || cfg.Subjects[0] == fencedSubject(n, t))
 }
 
 // PromotedLast returns, for each shard t of region of's log, the last
@@ -178,7 +188,7 @@ func promoteHomes(ctx context.Context, js jetstream.JetStream, host Names, of st
 		}
 		cfg := s.CachedInfo().Config
 		if cfg.Mirror != nil {
-			if cfg, err = stopMirror(ctx, js, cfg, stoppedSubject(host, of, t)); err != nil {
+			if cfg, err = stopMirror(ctx, js, cfg, stoppedSubject(host, "home", of, t)); err != nil {
 				return done, fmt.Errorf("promote %s: %w", of, err)
 			}
 		}
@@ -336,7 +346,7 @@ func failBackHomes(ctx context.Context, js jetstream.JetStream, host string, of 
 		if len(ccfg.Sources) > 0 {
 			// No more events for the failover's edges (stopped by now).
 			stopped := ccfg
-			stopped.Sources, stopped.Subjects = nil, []string{stoppedSubject(hn, of.region(), t)}
+			stopped.Sources, stopped.Subjects = nil, []string{stoppedSubject(hn, "home", of.region(), t)}
 			if _, err := js.UpdateStream(ctx, stopped); err != nil {
 				return nil, fmt.Errorf("fail back %s's home: stop sourcing into %s: %w", of.region(), cname, err)
 			}

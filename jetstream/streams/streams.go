@@ -683,7 +683,7 @@ func FenceIfFailedOver(ctx context.Context, js jetstream.JetStream, c Config) (s
 	if err != nil {
 		return "", err
 	}
-	if subj := s.CachedInfo().Config.Subjects; len(subj) == 1 && subj[0] == fencedSubject(hn, 0) {
+	if claimCopyStopped(s.CachedInfo().Config, hn, c.region(), 0) {
 		return "", nil // failing back
 	}
 	if err := Fence(ctx, js, c.Names, host, c.StreamConfigs()...); err != nil {
