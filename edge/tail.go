@@ -30,6 +30,7 @@ const (
 	tailSilent = time.Second      // a peer's sources silent this long: replication is suspect
 	tailLinger = 10 * time.Second // tail this long after the last suspect look
 	tailBatch  = 256
+	tailBytes  = 1 << 20 // per read: a peer's largest records must not swamp an edge
 )
 
 // tailOn reports whether this edge's partitions tail their peers' claim
@@ -42,17 +43,31 @@ func (c *Consumer) tailOn() bool {
 // (the xclaims stream's sources), every tailEvery, shared by the
 // partitions' tails.
 type peerWatch struct {
-	mu       sync.Mutex
-	suspect  map[string]time.Time // peer -> when its sources were last seen silent
-	server   time.Time            // this region's server time at the last look
-	local    time.Time            // this edge's clock at the last look
-	shards   map[string]int       // peer -> claim shard count, as the xclaims stream sources them
-	shardsOK bool
+	mu      sync.Mutex
+	suspect map[string]time.Time // peer -> when its sources were last seen silent
+	server  time.Time            // this region's server time at the last look
+	local   time.Time            // this edge's clock at the last look
+	shards  map[string]int       // peer -> claim shard count, as the xclaims streams source them
 }
 
-// watchPeers keeps c.peers current until ctx ends.
+// watchPeers keeps c.peers current until ctx ends. The peers' shard
+// counts are read once, from the xclaims streams' sources.
 func (c *Consumer) watchPeers(ctx context.Context) {
 	for poll.Sleep(ctx, tailEvery) == nil {
+		if c.peers.shards == nil { // this goroutine alone writes it
+			shards := map[string]int{}
+			for _, q := range c.o.Peers {
+				n, err := streams.SourcedShards(ctx, c.js, streams.Config{Names: c.names, Peers: c.o.Peers}, q)
+				if err != nil {
+					shards = nil
+					break
+				}
+				shards[q] = n
+			}
+			c.peers.mu.Lock()
+			c.peers.shards = shards
+			c.peers.mu.Unlock()
+		}
 		ictx, cancel := context.WithTimeout(ctx, time.Second)
 		s, err := c.js.Stream(ictx, c.names.XClaimShard(0))
 		cancel()
@@ -95,28 +110,12 @@ func (w *peerWatch) tailing(peer string) (bool, time.Time) {
 	return true, w.server.Add(time.Since(w.local))
 }
 
-// peerShards returns peer's claim shard count (0: not sourced here), read
-// once from the xclaims streams' sources.
-func (c *Consumer) peerShards(ctx context.Context, peer string) int {
-	c.peers.mu.Lock()
-	ok := c.peers.shardsOK
-	c.peers.mu.Unlock()
-	if !ok {
-		shards := map[string]int{}
-		for _, q := range c.o.Peers {
-			n, err := streams.SourcedShards(ctx, c.js, streams.Config{Names: c.names, Peers: c.o.Peers}, q)
-			if err != nil {
-				return 0
-			}
-			shards[q] = n
-		}
-		c.peers.mu.Lock()
-		c.peers.shards, c.peers.shardsOK = shards, true
-		c.peers.mu.Unlock()
-	}
-	c.peers.mu.Lock()
-	defer c.peers.mu.Unlock()
-	return c.peers.shards[peer]
+// peerShards returns peer's claim shard count as the xclaims streams
+// source it (0: not known yet).
+func (w *peerWatch) peerShards(peer string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.shards[peer]
 }
 
 // tail reads, while tailing says so, each peer's claims of the partition
@@ -124,13 +123,14 @@ func (c *Consumer) peerShards(ctx context.Context, peer string) int {
 // out, until ctx ends.
 func (pt *partition) tail(ctx context.Context, out chan<- remoteRec) {
 	c, p := pt.c, pt.p
+	past := map[string]uint64{} // by peer: the last sequence read, records or not
 	for poll.Sleep(ctx, tailEvery) == nil {
 		for _, peer := range c.o.Peers {
 			on, _ := c.peers.tailing(peer)
 			if !on {
 				continue
 			}
-			shards := c.peerShards(ctx, peer)
+			shards := c.peers.peerShards(peer)
 			if shards == 0 {
 				continue
 			}
@@ -138,11 +138,15 @@ func (pt *partition) tail(ctx context.Context, out chan<- remoteRec) {
 			if from == 0 {
 				continue
 			}
+			// Past what a read found already, foreign bytes included: a
+			// run of them must not hold every read at its start.
+			from = max(from, past[peer]+1)
 			pn := streams.Names{Region: peer, Shards: shards}
-			recs, err := c.readClaims(ctx, pn.ClaimStreamOf(p), pn.Claims(p), from)
+			recs, last, err := c.readClaims(ctx, pn.ClaimStreamOf(p), pn.Claims(p), from)
+			past[peer] = max(past[peer], last)
 			if err != nil {
+				// What came before the error is in order from from: merged.
 				c.lg.Debug("tail: reading a peer's claims", "partition", p, "peer", peer, "err", err)
-				continue
 			}
 			_, stored := c.peers.tailing(peer)
 			for _, r := range recs {
@@ -170,39 +174,43 @@ func (pt *partition) tailFrom(peer string) uint64 {
 // readClaims reads up to tailBatch records of stream on subject from
 // sequence from, in order, with one batch direct get (answered by the
 // stream's servers, or a mirror of it, across the gateway), bounded to a
-// second. Records that do not decode are skipped.
-func (c *Consumer) readClaims(ctx context.Context, stream, subject string, from uint64) ([]remoteRec, error) {
+// second and to tailBytes (at least one message comes whatever its size).
+// Records that do not decode are skipped. It returns the records and the
+// last sequence read (records or not).
+func (c *Consumer) readClaims(ctx context.Context, stream, subject string, from uint64) ([]remoteRec, uint64, error) {
 	nc := c.js.Conn()
 	inbox := nc.NewRespInbox()
 	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer sub.Unsubscribe()
-	req, _ := json.Marshal(map[string]any{"seq": from, "next_by_subj": subject, "batch": tailBatch})
+	req, _ := json.Marshal(map[string]any{"seq": from, "next_by_subj": subject, "batch": tailBatch, "max_bytes": tailBytes})
 	if err := nc.PublishRequest("$JS.API.DIRECT.GET."+stream, inbox, req); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	deadline := time.Now().Add(time.Second)
 	var out []remoteRec
+	var last uint64
 	for {
 		rctx, cancel := context.WithDeadline(ctx, deadline)
 		m, err := sub.NextMsgWithContext(rctx)
 		cancel()
 		if err != nil {
-			return out, err
+			return out, last, err
 		}
 		if status := m.Header.Get("Status"); len(m.Data) == 0 && status != "" {
 			switch status {
 			case "204", "404": // end of batch; nothing at or after from
-				return out, nil
+				return out, last, nil
 			}
-			return out, fmt.Errorf("direct get %s: status %s %s", stream, status, m.Header.Get("Description"))
+			return out, last, fmt.Errorf("direct get %s: status %s %s", stream, status, m.Header.Get("Description"))
 		}
 		seq, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
 		if err != nil {
-			return out, errors.New("direct get reply without a sequence")
+			return out, last, errors.New("direct get reply without a sequence")
 		}
+		last = seq
 		rec, err := dedupe.Decode(m.Data)
 		if err != nil {
 			continue // foreign bytes or a bad record: the xclaims path counts it
