@@ -624,6 +624,13 @@ func Provision(ctx context.Context, js jetstream.JetStream, c Config) error {
 		return err
 	}
 	for _, want := range c.StreamConfigs() {
+		if want.Metadata[metaStandbyLayout] != "" && !exists(ctx, js, want.Name) {
+			// A new mirror of a peer's home stream, which that peer makes
+			// in its own second pass, maybe at this moment: a mirror made
+			// before its origin backs off for tens of seconds. (An existing
+			// one is left as it is: the peer may be lost.)
+			awaitStream(ctx, js, want.Mirror.Name, 30*time.Second)
+		}
 		if err := provisionOne(ctx, js, want); err != nil {
 			return err
 		}
@@ -634,6 +641,31 @@ func Provision(ctx context.Context, js jetstream.JetStream, c Config) error {
 		return checkHomes(ctx, js, c)
 	}
 	return nil
+}
+
+// exists reports whether stream name answers as existing within a second.
+func exists(ctx context.Context, js jetstream.JetStream, name string) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_, err := js.Stream(ctx, name)
+	return err == nil
+}
+
+// awaitStream waits up to limit (within ctx) for stream name to exist,
+// looking every 200 ms; it returns either way.
+func awaitStream(ctx context.Context, js jetstream.JetStream, name string, limit time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	for {
+		if exists(ctx, js, name) || ctx.Err() != nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // fenceIfFailedOver fences the region's claim log (Fence) when its standby
