@@ -409,6 +409,14 @@ func RunMulti(ctx context.Context, cfg MultiConfig, progress io.Writer) (*MultiR
 					mark("edge restart failed: " + err.Error())
 				} else {
 					mark("restarted edge " + name)
+					// The load may be handled already: wait for the takeover
+					// itself, or the settle below can end before it and the
+					// report has no takeover to show.
+					if n, err := awaitTakeover(ctx, d, r, name, 30*time.Second); err != nil {
+						mark(fmt.Sprintf("edge %s took nothing over: %v", name, err))
+					} else {
+						mark(fmt.Sprintf("edge %s took over %d partitions", name, n))
+					}
 				}
 			}
 		}
@@ -778,4 +786,24 @@ func (rep *MultiReport) WriteFiles(dir string) ([]string, error) {
 		return nil, err
 	}
 	return paths, nil
+}
+
+// awaitTakeover polls until region's edge name owns a partition and every
+// edge of the region is ready, and returns how many partitions it owns.
+func awaitTakeover(ctx context.Context, d *deploy.Deployment, region, name string, within time.Duration) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	for {
+		for _, c := range d.Edges(region) {
+			if c.Name() != name {
+				continue
+			}
+			if n := len(c.Owned()); n > 0 && d.Ready() == nil {
+				return n, nil
+			}
+		}
+		if err := poll.Sleep(ctx, 50*time.Millisecond); err != nil {
+			return 0, fmt.Errorf("not after %s: %w", within, err)
+		}
+	}
 }
