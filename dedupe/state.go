@@ -150,6 +150,8 @@ type State struct {
 	doneLog    uint64 // highest DoneThrough written to the log
 	through    uint64 // highest ingest seq decided, handled and acked
 	throughLog uint64 // highest Through written to the log
+	movedTo    string // the region the last takeover (a MoveAway) moved the partition to
+	movedFrom  string // the region the last takeover (a MoveIn) moved the partition from
 }
 
 // New returns an empty State.
@@ -539,6 +541,8 @@ func (s *State) Apply(seq uint64, r Record, stored time.Time) {
 			s.uncertain[h] = struct{}{}
 		}
 		s.doneLocal, s.doneLog = 0, 0
+		s.movedTo, _ = IsMoveAway(r)
+		s.movedFrom, _ = IsMoveIn(r)
 		// A takeover sets the position: an owner's takeover record
 		// carries the replayed one (the largest so far), or a rebased one
 		// (Rebase) that later records count from.

@@ -50,6 +50,11 @@ func (e *FencedError) Unwrap() error { return e.Cause }
 // Is makes every FencedError match ErrFenced, whatever its cause.
 func (e *FencedError) Is(target error) bool { return target == ErrFenced }
 
+// ErrMoved is returned for a partition whose home was moved to another
+// region (rehome.Move): its claim log's last takeover is the move's, and
+// no edge of this region takes it back.
+var ErrMoved = errors.New("partition's home moved to another region")
+
 // Consumer runs the edge data path for its partitions.
 type Consumer struct {
 	js    jetstream.JetStream
@@ -80,6 +85,7 @@ type Consumer struct {
 	steps  map[int]step      // partition -> the blocking step it is in, if any
 	handed []int             // partitions whose handover ended since the planner's last step
 	failed map[int]time.Time // partitions whose run failed since the planner's last step
+	homes  []int             // the region's recorded homes, when the edge follows them (homes.go)
 	// reopen, while the region is isolated from a majority of the regions
 	// (Options.IsolatedAfter), is closed when it no longer is: batches wait
 	// for it before their claim.

@@ -66,10 +66,13 @@ type Options struct {
 	// means on.
 	NoTail bool
 	// Strict consumes the region's home stream (every region's events for
-	// the partitions homed here) instead of its ingest: strict mode, G3. Set
-	// Partitions to the home partitions.
+	// the partitions homed here) instead of its ingest: strict mode, G3.
+	// With Partitions nil, the edge owns the home partitions the region's
+	// home stream records (streams.ReadHomes), following a home moved by
+	// command (rehome.Move); a partition moved away is never taken back.
 	Strict bool
-	// Partitions lists the partitions this edge owns. Nil means all of them.
+	// Partitions lists the partitions this edge owns. Nil means all of them
+	// (strict mode: the region's recorded homes).
 	// With Membership, it lists the partitions the region's edges share
 	// (strict mode: the region's home partitions).
 	Partitions []int

@@ -99,14 +99,21 @@ func (c *Consumer) Run(ctx context.Context) error {
 	if c.tailOn() {
 		go c.watchPeers(ctx)
 	}
-	if c.o.Membership == nil {
-		parts := c.o.Partitions
-		if parts == nil {
-			for p := 0; p < n; p++ {
-				parts = append(parts, p)
+	if c.followsHomes() {
+		for b := poll.Backoff(100*time.Millisecond, 5*time.Second); ; {
+			err := c.readHomes(ctx)
+			if err == nil {
+				break
+			}
+			c.lg.Warn("reading the region's home partitions", "err", err)
+			if poll.Sleep(ctx, b.NextBackOff()) != nil {
+				return nil
 			}
 		}
-		return c.hold(ctx, n, parts)
+		go c.watchHomes(ctx)
+	}
+	if c.o.Membership == nil {
+		return c.hold(ctx, n)
 	}
 	return c.follow(ctx, n)
 }
@@ -266,14 +273,19 @@ func (c *Consumer) watchStuck(ctx context.Context) {
 // this edge, a restarted core that lost the consumer): statically it is
 // this edge's, and a second edge configured for it is a mistake that must
 // not stop it for good.
-func (c *Consumer) hold(ctx context.Context, n int, parts []int) error {
+func (c *Consumer) hold(ctx context.Context, n int) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	pl := &failover.Planner{Self: c.o.Name, N: n, Parts: parts, RefenceDelay: c.o.RefenceDelay}
+	pl := &failover.Planner{Self: c.o.Name, N: n, RefenceDelay: c.o.RefenceDelay}
 	self := []string{c.o.Name}
 	var handed []int
 	for {
+		pl.Parts = c.parts()
 		s := pl.Step(failover.Observed{Now: time.Now(), Members: self, Have: c.owned(), Fenced: c.takeFenced(), Handed: handed, Failed: c.takeFailed()})
+		c.forget(s.Want)
+		for _, p := range s.Release { // a home moved away
+			go c.releaseOne(p)
+		}
 		for _, p := range append(s.Take, s.Handoff...) { // nobody to hand over from
 			c.acquire(p)
 		}
@@ -300,9 +312,10 @@ func (c *Consumer) follow(ctx context.Context, n int) error {
 	defer tick.Stop()
 	// A handover (below) ends by HandoffDelay + ShutdownGrace: until then
 	// the planner leaves its partition to it.
-	pl := &failover.Planner{Self: c.o.Name, N: n, Parts: c.o.Partitions, RefenceDelay: c.o.RefenceDelay,
+	pl := &failover.Planner{Self: c.o.Name, N: n, RefenceDelay: c.o.RefenceDelay,
 		HandoffWait: c.o.HandoffDelay + c.o.ShutdownGrace + time.Second}
 	for {
+		pl.Parts = c.parts()
 		s := pl.Step(failover.Observed{Now: time.Now(), Members: c.o.Membership.Names(), Have: c.owned(), Fenced: c.takeFenced(), Handed: c.takeHanded(), Failed: c.takeFailed()})
 		c.forget(s.Want)
 		// Releases finish their batch in hand: run them aside so that taking
@@ -356,7 +369,7 @@ func (c *Consumer) handover(ctx context.Context, n, p int) {
 			return
 		}
 	}
-	if slices.Contains(failover.OwnedSome(sortedNames(c.o.Membership), n, c.o.Partitions, c.o.Name), p) {
+	if slices.Contains(failover.OwnedSome(sortedNames(c.o.Membership), n, c.parts(), c.o.Name), p) {
 		c.acquire(p)
 	}
 	c.mu.Lock()

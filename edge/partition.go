@@ -136,6 +136,9 @@ func (pt *partition) fence(phase func(string, func(context.Context) error) error
 			return 0, fmt.Errorf("p%d rebuild: %w", p, err)
 		}
 		c.promoted.rebase(st, c.names.ShardOf(p))
+		if to := st.MovedTo(); to != "" {
+			return 0, fmt.Errorf("p%d: %w: to %s", p, ErrMoved, to)
+		}
 		// Fence: the takeover record, conditional on the replayed tail.
 		rec := st.Takeover(c.o.Name)
 		var seq uint64

@@ -2,13 +2,12 @@ package edge
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/onceplane/onceplane/dedupe"
 	"github.com/onceplane/onceplane/internal/poll"
 	"github.com/onceplane/onceplane/jetstream/streams"
@@ -178,43 +177,19 @@ func (pt *partition) tailFrom(peer string) uint64 {
 // Records that do not decode are skipped. It returns the records and the
 // last sequence read (records or not).
 func (c *Consumer) readClaims(ctx context.Context, stream, subject string, from uint64) ([]remoteRec, uint64, error) {
-	nc := c.js.Conn()
-	inbox := nc.NewRespInbox()
-	sub, err := nc.SubscribeSync(inbox)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer sub.Unsubscribe()
-	req, _ := json.Marshal(map[string]any{"seq": from, "next_by_subj": subject, "batch": tailBatch, "max_bytes": tailBytes})
-	if err := nc.PublishRequest("$JS.API.DIRECT.GET."+stream, inbox, req); err != nil {
-		return nil, 0, err
-	}
-	deadline := time.Now().Add(time.Second)
 	var out []remoteRec
 	var last uint64
-	for {
-		rctx, cancel := context.WithDeadline(ctx, deadline)
-		m, err := sub.NextMsgWithContext(rctx)
-		cancel()
-		if err != nil {
-			return out, last, err
-		}
-		if status := m.Header.Get("Status"); len(m.Data) == 0 && status != "" {
-			switch status {
-			case "204", "404": // end of batch; nothing at or after from
-				return out, last, nil
-			}
-			return out, last, fmt.Errorf("direct get %s: status %s %s", stream, status, m.Header.Get("Description"))
-		}
+	req := map[string]any{"seq": from, "next_by_subj": subject, "batch": tailBatch, "max_bytes": tailBytes}
+	err := streams.DirectBatch(ctx, c.js.Conn(), stream, req, time.Second, func(m *nats.Msg) error {
 		seq, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
 		if err != nil {
-			return out, last, errors.New("direct get reply without a sequence")
+			return errors.New("direct get reply without a sequence")
 		}
 		last = seq
-		rec, err := dedupe.Decode(m.Data)
-		if err != nil {
-			continue // foreign bytes or a bad record: the xclaims path counts it
+		if rec, err := dedupe.Decode(m.Data); err == nil { // else foreign bytes or a bad record: the xclaims path counts it
+			out = append(out, remoteRec{seq: seq, origin: seq, rec: rec})
 		}
-		out = append(out, remoteRec{seq: seq, origin: seq, rec: rec})
-	}
+		return nil
+	})
+	return out, last, err
 }

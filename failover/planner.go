@@ -14,7 +14,9 @@ type Planner struct {
 	// Self is this edge's member name.
 	Self string
 	// N is the partition count; Parts, when non-nil, the partitions shared
-	// (AssignSome), else all of 0..N-1.
+	// (AssignSome), else all of 0..N-1. Parts may change between steps (a
+	// strict-mode home move): a partition that joins has no previous owner
+	// here and is taken at once, one that leaves is released.
 	N     int
 	Parts []int
 	// RefenceDelay is how long a partition this edge was fenced from waits
@@ -30,6 +32,7 @@ type Planner struct {
 	HandoffWait time.Duration
 
 	prev     []string          // the previous view; nil before the first step
+	prevPart []int             // Parts at the previous step
 	fences   map[int]streak    // partitions fenced under this view: when last, how often
 	failures map[int]streak    // partitions whose run failed: when last, how often in a row
 	handing  map[int]time.Time // handed off, not yet had: since when
@@ -109,7 +112,7 @@ func (pl *Planner) Step(o Observed) Steps {
 	want := OwnedSome(members, pl.N, pl.Parts, pl.Self)
 	var prevOwner []string
 	if pl.stepped {
-		prevOwner = AssignSome(pl.prev, pl.N, pl.Parts)
+		prevOwner = AssignSome(pl.prev, pl.N, pl.prevPart)
 	}
 	plan := Diff(o.Have, want)
 	s := Steps{Want: want, Release: plan.Release}
@@ -152,7 +155,7 @@ func (pl *Planner) Step(o Observed) Steps {
 		}
 		s.Take = append(s.Take, p)
 	}
-	pl.prev, pl.stepped = members, true
+	pl.prev, pl.prevPart, pl.stepped = members, slices.Clone(pl.Parts), true
 	return s
 }
 

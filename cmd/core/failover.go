@@ -60,21 +60,31 @@ func parseRegionCommand(name, what string, timeout time.Duration, args []string,
 	if region == *standby {
 		return nil, fmt.Errorf("%s cannot stand by for itself", region)
 	}
-	opts, err := conn.Options("onceplane-" + name)
+	js, ctx, done, err := adminConnect(name, *url, conn, *limit)
 	if err != nil {
 		return nil, err
 	}
-	nc, err := nats.Connect(*url, append(opts, nats.MaxReconnects(0))...)
+	return &regionCommand{standby: *standby, region: region, js: js, ctx: ctx, done: done}, nil
+}
+
+// adminConnect connects command name to a core node at url as conn says,
+// with a context bounded to limit; done closes both.
+func adminConnect(name, url string, conn cli.NATSFlags, limit time.Duration) (jetstream.JetStream, context.Context, func(), error) {
+	opts, err := conn.Options("onceplane-" + name)
 	if err != nil {
-		return nil, fmt.Errorf("connect %s: %w", *url, err)
+		return nil, nil, nil, err
+	}
+	nc, err := nats.Connect(url, append(opts, nats.MaxReconnects(0))...)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("connect %s: %w", url, err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
-		return nil, err
+		return nil, nil, nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *limit)
-	return &regionCommand{standby: *standby, region: region, js: js, ctx: ctx, done: func() { cancel(); nc.Close() }}, nil
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	return js, ctx, func() { cancel(); nc.Close() }, nil
 }
 
 // regionFailover runs `core region-failover`: it declares region R lost and

@@ -6,6 +6,7 @@
 //	core secrets -dir ./secrets -hosts core-a,core-b   write credentials, dev TLS, gossip key, admin token; exit
 //	core region-failover -region eu-west us-east       us-east is lost: eu-west continues its claim log (then run edge -failover-of us-east there)
 //	core region-failback -region eu-west us-east       us-east is back: its claim log is remade from eu-west's, its edges resume
+//	core home-move -regions us-east,eu-west,ap-south -to eu-west 3   strict mode: partition 3's home moves to eu-west
 //	core -name e0 -region us-east -gateway-port 7222 -gateways 'eu-west=10.0.1.5:7222;ap-south=10.0.2.5:7222' -peers eu-west,ap-south
 package main
 
@@ -41,8 +42,8 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "health" {
 		os.Exit(cli.Health(os.Args[2:], "http://127.0.0.1:8222/healthz?js-enabled-only=true"))
 	}
-	if len(os.Args) > 1 && (os.Args[1] == "region-failover" || os.Args[1] == "region-failback") {
-		run := map[string]func([]string, io.Writer) error{"region-failover": regionFailover, "region-failback": regionFailback}[os.Args[1]]
+	if len(os.Args) > 1 && (os.Args[1] == "region-failover" || os.Args[1] == "region-failback" || os.Args[1] == "home-move") {
+		run := map[string]func([]string, io.Writer) error{"region-failover": regionFailover, "region-failback": regionFailback, "home-move": homeMove}[os.Args[1]]
 		if err := run(os.Args[2:], os.Stdout); err != nil {
 			fmt.Fprintf(os.Stderr, "core %s: %v\n", os.Args[1], err)
 			os.Exit(1)

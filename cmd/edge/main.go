@@ -137,7 +137,7 @@ func (f *flags) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.Standby, "standby", "", "the region (among -peers) standing by for this one: before owning anything, ask it whether this region was failed over (core region-failover), and own nothing until it fails back")
 	fs.StringVar(&f.failoverOf, "failover-of", "", "after `core region-failover <region>`: run that lost region's partitions here, from this region's mirror of its ingest, continuing its claim log (-region is this standby region, whose credentials and core nodes the edge uses; -peers are this region's peers; no -gossip yet; with -strict, from this region's promoted copy of its home stream, -partitions its home partitions)")
 	fs.BoolVar(&o.NoTail, "no-tail", false, "do not read other regions' claim logs directly while replication from them recovers from a WAN fault (the tail: without it, claims made over there during a cut are known here only when JetStream's sources recover, about 2 s after the heal)")
-	fs.BoolVar(&o.Strict, "strict", false, "strict cross-region mode: consume the region's home stream (set -partitions to the home partitions)")
+	fs.BoolVar(&o.Strict, "strict", false, "strict cross-region mode: consume the region's home stream; without -partitions the edge owns the home partitions its home stream records, following moves (core home-move)")
 	fs.IntVar(&o.BatchSize, "batch", def.BatchSize, "events per batch (one claim append each)")
 	fs.DurationVar(&o.AckWait, "ack-wait", def.AckWait, "ingest redelivery timeout")
 	fs.DurationVar(&o.Window, "window", def.Window, "dedupe window (must match the core's)")

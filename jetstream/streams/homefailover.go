@@ -242,11 +242,17 @@ func homeConfigOf(ctx context.Context, js jetstream.JetStream, of string, layout
 		if err != nil {
 			return Config{}, fmt.Errorf("region %s's homes: %s: %w", r, name, err)
 		}
-		ps, ok := homesOf(s.CachedInfo().Config)
+		rec, ok := homeRecord(s.CachedInfo().Config)
 		if !ok {
 			return Config{}, fmt.Errorf("region %s's homes: %s records none", r, name)
 		}
-		homes[r] = ps
+		if rec.Version > 0 {
+			// The lost region's home stream may carry a moved partition
+			// by a source of its own, which the copy's sources (made from
+			// the homes) would not resume where it stopped.
+			return Config{}, fmt.Errorf("region %s's homes: %w (version %d)", r, ErrHomesMoved, rec.Version)
+		}
+		homes[r] = rec.Homes
 	}
 	if err := ValidateHomes(partitions, homes, false); err != nil {
 		return Config{}, err

@@ -126,6 +126,19 @@ func ValidateHomes(partitions int, homes map[string][]int, complete bool) error 
 func CheckHomes(ctx context.Context, js jetstream.JetStream, c Config) error {
 	c = c.withDefaults()
 	homes := map[string][]int{c.Region: c.Home}
+	moving := map[string][]int{} // a move under way counts at its new home
+	record := func(region string, r HomeRecord) {
+		homes[region] = r.Homes
+		if r.Moving >= 0 {
+			moving[r.MovingTo] = append(moving[r.MovingTo], r.Moving)
+		}
+	}
+	if s, err := js.Stream(ctx, c.HomeShard(0)); err == nil {
+		if r, ok := homeRecord(s.CachedInfo().Config); ok && r.Version > 0 {
+			record(c.Region, r) // moved by command: the record is the assignment
+		}
+	}
+	known := 1
 	for _, peer := range c.Peers {
 		name := c.peer(peer).HomeShard(0)
 		s, err := js.Stream(ctx, name)
@@ -135,11 +148,15 @@ func CheckHomes(ctx context.Context, js jetstream.JetStream, c Config) error {
 		if err != nil {
 			return fmt.Errorf("homes: region %s's home stream %s: %w", peer, name, err)
 		}
-		if ps, ok := homesOf(s.CachedInfo().Config); ok {
-			homes[peer] = ps
+		if r, ok := homeRecord(s.CachedInfo().Config); ok {
+			record(peer, r)
+			known++
 		}
 	}
-	if err := ValidateHomes(c.Partitions, homes, len(homes) == len(c.Peers)+1); err != nil {
+	for r, ps := range moving {
+		homes[r] = append(slices.Clone(homes[r]), ps...)
+	}
+	if err := ValidateHomes(c.Partitions, homes, known == len(c.Peers)+1); err != nil {
 		return fmt.Errorf("region %s: %w", c.Region, err)
 	}
 	return nil

@@ -259,6 +259,20 @@ var mutants = []mutant{
 		new:  "\tif seq <= max(c.x, c.hi) {\n",
 		pkgs: []string{"./edge"}, tests: []string{"TestRemoteCursorRestartedLog"},
 	},
+	{
+		name: "Z/move-away", what: "dedupe: a home moved away is not recorded as such (the old home's edges take it back and decide it too)",
+		file: "dedupe/state.go",
+		old:  "\t\ts.movedTo, _ = IsMoveAway(r)\n",
+		new:  "\n",
+		pkgs: []string{"./dedupe"}, tests: []string{"TestMoveHandsClaimsOver"},
+	},
+	{
+		name: "Z/move-claims", what: "dedupe: a home move carries claims at their earliest time (an ID is forgotten sooner in its new home)",
+		file: "dedupe/move.go",
+		old:  "\t\t\tif r.Time.After(cur.Time) {\n",
+		new:  "\t\t\tif r.Time.Before(cur.Time) {\n",
+		pkgs: []string{"./dedupe"}, tests: []string{"TestMoveHandsClaimsOver"},
+	},
 }
 
 func main() {

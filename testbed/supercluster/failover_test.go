@@ -59,29 +59,8 @@ func TestRegionFailover(t *testing.T) {
 		return len(runs[name])
 	}
 	run := func(region string, o edge.Options, h edge.Handler) func() {
-		role := auth.Edge
-		if o.Host != "" {
-			role = auth.FailoverEdge // the everyday edge user has no failover rights
-		}
-		nc, js, err := c.ConnectAs(region, role)
-		if err != nil {
-			t.Fatal(err)
-		}
 		o.Logger, o.Window = coretest.Quiet, time.Duration(top.Window)
-		e, err := edge.New(js, h, o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rctx, rcancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- e.Run(rctx) }()
-		return func() {
-			rcancel()
-			if err := <-done; err != nil && ctx.Err() == nil {
-				t.Logf("%s: %v", o.Name, err)
-			}
-			nc.Close()
-		}
+		return runEdge(t, ctx, c, region, h, o)
 	}
 	publish(0, 100)
 	stop := run("us-east", edge.Options{Region: "us-east", Name: "east-edge", Peers: []string{"eu-west", "ap-south"}}, handler("east"))

@@ -9,7 +9,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/onceplane/onceplane/auth"
 	"github.com/onceplane/onceplane/edge"
 	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/jetstream/streams"
@@ -70,31 +69,10 @@ func TestStrictRegionFailover(t *testing.T) {
 	runs := map[string]*verify.Runs{"east": verify.NewRuns(), "failover": verify.NewRuns(), "east-2": verify.NewRuns()}
 	count := func(name, id string) int { return runs[name].Account([]string{id}).Runs }
 	run := func(region string, o edge.Options, name string) func() {
-		role := auth.Edge
-		if o.Host != "" {
-			role = auth.FailoverEdge
-		}
-		nc, js, err := c.ConnectAs(region, role)
-		if err != nil {
-			t.Fatal(err)
-		}
 		o.Name, o.Strict, o.Partitions = name, true, homes
 		o.Peers = []string{"eu-west", "ap-south"}
 		o.Logger, o.Window = coretest.Quiet, time.Duration(top.Window)
-		e, err := edge.New(js, runs[name], o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rctx, rcancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- e.Run(rctx) }()
-		return func() {
-			rcancel()
-			if err := <-done; err != nil && ctx.Err() == nil {
-				t.Logf("%s: %v", name, err)
-			}
-			nc.Close()
-		}
+		return runEdge(t, ctx, c, region, runs[name], o)
 	}
 	handled := func(name string, ids []string) func() bool {
 		return func() bool {

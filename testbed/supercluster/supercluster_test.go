@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/onceplane/onceplane/auth"
+	"github.com/onceplane/onceplane/edge"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/testbed/coretest"
 	"github.com/onceplane/onceplane/testbed/verify"
@@ -97,4 +98,34 @@ func mustConnect(t *testing.T, c *Cluster, region string) (*nats.Conn, jetstream
 	}
 	t.Cleanup(nc.Close)
 	return nc, js
+}
+
+// runEdge runs an edge of region with handler h and options o until the
+// returned stop is called (or ctx ends): as the region's everyday edge
+// user, or with o.Host set as its failover edges' user (the everyday edge
+// user has no failover rights).
+func runEdge(t *testing.T, ctx context.Context, c *Cluster, region string, h edge.Handler, o edge.Options) (stop func()) {
+	t.Helper()
+	role := auth.Edge
+	if o.Host != "" {
+		role = auth.FailoverEdge
+	}
+	nc, js, err := c.ConnectAs(region, role)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := edge.New(js, h, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- e.Run(rctx) }()
+	return func() {
+		rcancel()
+		if err := <-done; err != nil && ctx.Err() == nil {
+			t.Logf("%s: %v", o.Name, err)
+		}
+		nc.Close()
+	}
 }
