@@ -201,3 +201,51 @@ func TestPlannerFailureBackoff(t *testing.T) {
 		t.Fatalf("a failure 17 s later: %+v, want p%d retried after a second", s, all[0])
 	}
 }
+
+// A home moved by command changes Parts between steps: a partition that
+// leaves is released, one that joins is taken at once (nobody in the
+// region had it), and a partition that changes owner only because the
+// share was recomputed is handed over from its live owner, never taken.
+func TestPlannerPartsChange(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	const n = 64
+	ab := []string{"a", "b"}
+	before := []int{0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30}
+	reshuffled := 0
+	for _, gone := range before {
+		for _, joined := range []int{40, 41, 42, 43, 44} {
+			pl := &Planner{Self: "a", N: n, Parts: before}
+			pl.Step(Observed{Now: t0, Members: ab})
+			have := OwnedSome(ab, n, before, "a")
+			after := append(slices.DeleteFunc(slices.Clone(before), func(p int) bool { return p == gone }), joined)
+			pl.Parts = after
+			s := pl.Step(Observed{Now: t0.Add(time.Second), Members: ab, Have: have})
+			if want := OwnedSome(ab, n, after, "a"); !slices.Equal(s.Want, want) {
+				t.Fatalf("want %v, planned %v", want, s.Want)
+			}
+			prev := AssignSome(ab, n, before)
+			for _, p := range Diff(have, s.Want).Acquire {
+				switch {
+				case p == joined:
+					if !slices.Contains(s.Take, p) {
+						t.Errorf("-p%d +p%d: p%d joined the homes: %+v, want it taken at once", gone, joined, p, s)
+					}
+				case prev[p] == "b":
+					reshuffled++
+					if !slices.Contains(s.Handoff, p) {
+						t.Errorf("-p%d +p%d: p%d moved from live b by the new share: %+v, want a handover", gone, joined, p, s)
+					}
+				}
+			}
+			if slices.Contains(have, gone) && !slices.Contains(s.Release, gone) {
+				t.Errorf("-p%d +p%d: p%d left the homes: %+v, want it released", gone, joined, gone, s)
+			}
+			if slices.Contains(s.Want, gone) {
+				t.Errorf("-p%d +p%d: p%d left the homes but is still wanted: %+v", gone, joined, gone, s)
+			}
+		}
+	}
+	if reshuffled == 0 {
+		t.Fatal("no move reshuffled the share: the handover case went untested")
+	}
+}

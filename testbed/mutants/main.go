@@ -260,6 +260,13 @@ var mutants = []mutant{
 		pkgs: []string{"./edge"}, tests: []string{"TestRemoteCursorRestartedLog"},
 	},
 	{
+		name: "Z/move-parts", what: "failover: the previous owners are computed from the new homes (a partition reshuffled by a home move is taken from its live owner mid-batch)",
+		file: "failover/planner.go",
+		old:  "\t\tprevOwner = AssignSome(pl.prev, pl.N, pl.prevPart)\n",
+		new:  "\t\tprevOwner = AssignSome(pl.prev, pl.N, pl.Parts)\n",
+		pkgs: []string{"./failover"}, tests: []string{"TestPlannerPartsChange"},
+	},
+	{
 		name: "Z/move-away", what: "dedupe: a home moved away is not recorded as such (the old home's edges take it back and decide it too)",
 		file: "dedupe/state.go",
 		old:  "\t\ts.movedTo, _ = IsMoveAway(r)\n",
