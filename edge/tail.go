@@ -24,8 +24,16 @@ import (
 // order with those the xclaims stream brings, each once (remoteCursor); the
 // xclaims stream stays the path of record (a rebuild replays it).
 
+// Between suspect windows each partition still reads beyond what it merged
+// once per tailIdle: a source can stall without falling silent (heartbeats
+// arrive, no messages: nats-server #8630) or vanish from the stream's
+// sources, and neither is a silence. Such a read finds nothing in steady
+// state (the xclaims stream is ahead of it), and a stalled peer's claims
+// within about tailIdle.
+
 const (
 	tailEvery  = 250 * time.Millisecond
+	tailIdle   = time.Second // between reads of a peer that is not suspect
 	tailSilent = time.Second      // a peer's sources silent this long: replication is suspect
 	tailLinger = 10 * time.Second // tail this long after the last suspect look
 	tailBatch  = 256
@@ -96,17 +104,24 @@ func (c *Consumer) watchPeers(ctx context.Context) {
 	}
 }
 
-// tailing reports whether partitions read peer's claims themselves now, and
-// this region's server time (the xclaims stream's clock: the time a tailed
-// record is merged at, as if the xclaims stream had stored it now).
-func (w *peerWatch) tailing(peer string) (bool, time.Time) {
+// tailing reports whether peer is suspect: its sources were seen silent
+// within tailLinger, so partitions read its claims every tailEvery.
+func (w *peerWatch) tailing(peer string) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	at, ok := w.suspect[peer]
-	if !ok || time.Since(at) > tailLinger || w.server.IsZero() {
-		return false, time.Time{}
+	return ok && time.Since(at) <= tailLinger
+}
+
+// serverNow is this region's server time now (the xclaims stream's clock),
+// as of the last look; zero before the first.
+func (w *peerWatch) serverNow() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.server.IsZero() {
+		return time.Time{}
 	}
-	return true, w.server.Add(time.Since(w.local))
+	return w.server.Add(time.Since(w.local))
 }
 
 // peerShards returns peer's claim shard count as the xclaims streams
@@ -122,11 +137,11 @@ func (w *peerWatch) peerShards(peer string) int {
 // out, until ctx ends.
 func (pt *partition) tail(ctx context.Context, out chan<- remoteRec) {
 	c, p := pt.c, pt.p
-	past := map[string]uint64{} // by peer: the last sequence read, records or not
+	past := map[string]uint64{}    // by peer: the last sequence read, records or not
+	read := map[string]time.Time{} // by peer: the last read
 	for poll.Sleep(ctx, tailEvery) == nil {
 		for _, peer := range c.o.Peers {
-			on, _ := c.peers.tailing(peer)
-			if !on {
+			if !c.peers.tailing(peer) && time.Since(read[peer]) < tailIdle {
 				continue
 			}
 			shards := c.peers.peerShards(peer)
@@ -140,6 +155,11 @@ func (pt *partition) tail(ctx context.Context, out chan<- remoteRec) {
 			// Past what a read found already, foreign bytes included: a
 			// run of them must not hold every read at its start.
 			from = max(from, past[peer]+1)
+			stored := c.peers.serverNow()
+			if stored.IsZero() {
+				continue
+			}
+			read[peer] = time.Now()
 			pn := streams.Names{Region: peer, Shards: shards}
 			recs, last, err := c.readClaims(ctx, pn.ClaimStreamOf(p), pn.Claims(p), from)
 			past[peer] = max(past[peer], last)
@@ -147,7 +167,6 @@ func (pt *partition) tail(ctx context.Context, out chan<- remoteRec) {
 				// What came before the error is in order from from: merged.
 				c.lg.Debug("tail: reading a peer's claims", "partition", p, "peer", peer, "err", err)
 			}
-			_, stored := c.peers.tailing(peer)
 			for _, r := range recs {
 				r.region, r.stored, r.tail = peer, stored, true
 				select {

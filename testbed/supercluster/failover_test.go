@@ -60,7 +60,8 @@ func TestRegionFailover(t *testing.T) {
 	}
 	run := func(region string, o edge.Options, h edge.Handler) func() {
 		o.Logger, o.Window = coretest.Quiet, time.Duration(top.Window)
-		return runEdge(t, ctx, c, region, h, o)
+		_, stop := runEdge(t, ctx, c, region, h, o)
+		return stop
 	}
 	publish(0, 100)
 	stop := run("us-east", edge.Options{Region: "us-east", Name: "east-edge", Peers: []string{"eu-west", "ap-south"}}, handler("east"))

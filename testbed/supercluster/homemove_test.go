@@ -52,11 +52,12 @@ func TestHomeMovedByCommand(t *testing.T) {
 	var stops []func()
 	start := func(region, name string, parts []int) {
 		runs[name] = verify.NewRuns()
-		stops = append(stops, runEdge(t, ctx, c, region, runs[name], edge.Options{
+		_, stop := runEdge(t, ctx, c, region, runs[name], edge.Options{
 			Name: name, Region: region, Strict: true, Partitions: parts,
 			Peers:  slices.DeleteFunc(slices.Clone(regions), func(r string) bool { return r == region }),
 			Logger: coretest.Quiet, Window: time.Duration(top.Window),
-		}))
+		})
+		stops = append(stops, stop)
 	}
 	for _, r := range regions {
 		start(r, r+"-edge", nil)

@@ -72,7 +72,8 @@ func TestStrictRegionFailover(t *testing.T) {
 		o.Name, o.Strict, o.Partitions = name, true, homes
 		o.Peers = []string{"eu-west", "ap-south"}
 		o.Logger, o.Window = coretest.Quiet, time.Duration(top.Window)
-		return runEdge(t, ctx, c, region, runs[name], o)
+		_, stop := runEdge(t, ctx, c, region, runs[name], o)
+		return stop
 	}
 	handled := func(name string, ids []string) func() bool {
 		return func() bool {

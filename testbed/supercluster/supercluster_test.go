@@ -104,7 +104,7 @@ func mustConnect(t *testing.T, c *Cluster, region string) (*nats.Conn, jetstream
 // returned stop is called (or ctx ends): as the region's everyday edge
 // user, or with o.Host set as its failover edges' user (the everyday edge
 // user has no failover rights).
-func runEdge(t *testing.T, ctx context.Context, c *Cluster, region string, h edge.Handler, o edge.Options) (stop func()) {
+func runEdge(t *testing.T, ctx context.Context, c *Cluster, region string, h edge.Handler, o edge.Options) (e *edge.Consumer, stop func()) {
 	t.Helper()
 	role := auth.Edge
 	if o.Host != "" {
@@ -114,14 +114,14 @@ func runEdge(t *testing.T, ctx context.Context, c *Cluster, region string, h edg
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := edge.New(js, h, o)
+	e, err = edge.New(js, h, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rctx, rcancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- e.Run(rctx) }()
-	return func() {
+	return e, func() {
 		rcancel()
 		if err := <-done; err != nil && ctx.Err() == nil {
 			t.Logf("%s: %v", o.Name, err)
