@@ -33,7 +33,7 @@ import (
 
 const (
 	tailEvery  = 250 * time.Millisecond
-	tailIdle   = time.Second // between reads of a peer that is not suspect
+	tailIdle   = time.Second      // between reads of a peer that is not suspect
 	tailSilent = time.Second      // a peer's sources silent this long: replication is suspect
 	tailLinger = 10 * time.Second // tail this long after the last suspect look
 	tailBatch  = 256

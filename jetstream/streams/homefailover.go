@@ -175,7 +175,7 @@ func promoteHomes(ctx context.Context, js jetstream.JetStream, host Names, of st
 	if err != nil || partitions <= 0 {
 		return nil, fmt.Errorf("promote %s's standby home: no partition count", of)
 	}
-	rc, err := homeConfigOf(ctx, js, of, layout, partitions)
+	rc, version, err := homeConfigOf(ctx, js, of, layout, partitions)
 	if err != nil {
 		return nil, fmt.Errorf("promote %s's standby home: %w", of, err)
 	}
@@ -197,16 +197,16 @@ func promoteHomes(ctx context.Context, js jetstream.JetStream, host Names, of st
 			if err != nil {
 				return done, fmt.Errorf("promote %s: %w", of, err)
 			}
-			srcs := rc.homeSources(t)
-			for _, src := range srcs {
-				if src.Name != rc.IngestShard(t) {
-					continue // another region's: resumes after its last header here
+			// Each region's events after the last of them the copy holds;
+			// the lost region's own from the standby's mirror of its ingest.
+			srcs, err := resumeSources(ctx, js.Conn(), name, rc, t, func(r string, shard int) string {
+				if r == of {
+					return host.StandbyShard(of, shard)
 				}
-				pos, err := lastOrigin(ctx, s, rc, t, host.StandbyShard(of, t))
-				if err != nil {
-					return done, fmt.Errorf("promote %s: %w", of, err)
-				}
-				src.Name, src.OptStartSeq = host.StandbyShard(of, t), pos+1
+				return rc.peer(r).IngestShard(shard)
+			})
+			if err != nil {
+				return done, fmt.Errorf("promote %s: %w", of, err)
 			}
 			cfg.Subjects, cfg.Sources = nil, srcs
 			cfg.Metadata = maps.Clone(cfg.Metadata)
@@ -214,6 +214,9 @@ func promoteHomes(ctx context.Context, js jetstream.JetStream, host Names, of st
 			cfg.Metadata[metaPromoted] = time.Now().UTC().Format(time.RFC3339Nano)
 			cfg.Metadata[metaPromotedLast] = strconv.FormatUint(last, 10)
 			cfg.Metadata[metaHome] = partitionList(rc.Home)
+			if version > 0 {
+				cfg.Metadata[metaHomeVersion] = strconv.Itoa(version)
+			}
 			if _, err := js.UpdateStream(ctx, cfg); err != nil {
 				return done, fmt.Errorf("promote %s's standby home %s: %w", of, name, err)
 			}
@@ -226,10 +229,11 @@ func promoteHomes(ctx context.Context, js jetstream.JetStream, host Names, of st
 // homeConfigOf is region of's strict Config (its home partitions, its home
 // stream's sources) as the other regions' home streams give it: the
 // partitions none of them homes.
-func homeConfigOf(ctx context.Context, js jetstream.JetStream, of string, layout map[string]int, partitions int) (Config, error) {
+func homeConfigOf(ctx context.Context, js jetstream.JetStream, of string, layout map[string]int, partitions int) (Config, int, error) {
 	if _, ok := layout[of]; !ok {
-		return Config{}, fmt.Errorf("%s is not in the standby layout", of)
+		return Config{}, 0, fmt.Errorf("%s is not in the standby layout", of)
 	}
+	version := 0
 	homes := map[string][]int{}
 	var peers []string
 	for _, r := range slices.Sorted(maps.Keys(layout)) {
@@ -240,22 +244,19 @@ func homeConfigOf(ctx context.Context, js jetstream.JetStream, of string, layout
 		name := Names{Region: r}.HomeShard(0)
 		s, err := js.Stream(ctx, name)
 		if err != nil {
-			return Config{}, fmt.Errorf("region %s's homes: %s: %w", r, name, err)
+			return Config{}, 0, fmt.Errorf("region %s's homes: %s: %w", r, name, err)
 		}
 		rec, ok := homeRecord(s.CachedInfo().Config)
 		if !ok {
-			return Config{}, fmt.Errorf("region %s's homes: %s records none", r, name)
+			return Config{}, 0, fmt.Errorf("region %s's homes: %s records none", r, name)
 		}
-		if rec.Version > 0 {
-			// The lost region's home stream may carry a moved partition
-			// by a source of its own, which the copy's sources (made from
-			// the homes) would not resume where it stopped.
-			return Config{}, fmt.Errorf("region %s's homes: %w (version %d)", r, ErrHomesMoved, rec.Version)
+		if rec.Moving >= 0 {
+			return Config{}, 0, fmt.Errorf("region %s's homes: %w (p%d to %s)", r, ErrMoveUnderWay, rec.Moving, rec.MovingTo)
 		}
-		homes[r] = rec.Homes
+		homes[r], version = rec.Homes, max(version, rec.Version)
 	}
 	if err := ValidateHomes(partitions, homes, false); err != nil {
-		return Config{}, err
+		return Config{}, 0, err
 	}
 	taken := map[int]bool{}
 	for _, ps := range homes {
@@ -269,35 +270,7 @@ func homeConfigOf(ctx context.Context, js jetstream.JetStream, of string, layout
 			mine = append(mine, p)
 		}
 	}
-	return Config{Names: Names{Region: of, Shards: layout[of]}, Partitions: partitions, Home: mine, Peers: peers, PeerShards: layout}.withDefaults(), nil
-}
-
-// lastOrigin returns the last sequence of region rc's ingest shard t that
-// the home copy s holds: the largest origin sequence in the
-// Nats-Stream-Source headers of the last message of each of rc's home
-// partitions in shard t (sourced from rc's ingest, or from standby, its
-// mirror with the same sequences). 0 when it holds none.
-func lastOrigin(ctx context.Context, s jetstream.Stream, rc Config, t int, standby string) (uint64, error) {
-	var pos uint64
-	for _, p := range rc.Home {
-		if rc.ShardOf(p) != t {
-			continue
-		}
-		for _, subj := range []string{rc.Partition(p), rc.Partition(p) + ".*"} {
-			m, err := s.GetLastMsgForSubject(ctx, subj)
-			if errors.Is(err, jetstream.ErrMsgNotFound) {
-				continue
-			}
-			if err != nil {
-				return 0, fmt.Errorf("last of %s in %s: %w", subj, s.CachedInfo().Config.Name, err)
-			}
-			stream, seq := SourceHeader(m.Header.Get(StreamSourceHeader))
-			if (stream == rc.IngestShard(t) || stream == standby) && seq > pos {
-				pos = seq
-			}
-		}
-	}
-	return pos, nil
+	return Config{Names: Names{Region: of, Shards: layout[of]}, Partitions: partitions, Home: mine, Peers: peers, PeerShards: layout}.withDefaults(), version, nil
 }
 
 // StreamSourceHeader is the header JetStream puts on a sourced message:
@@ -365,7 +338,7 @@ func failBackHomes(ctx context.Context, js jetstream.JetStream, host string, of 
 		if err == nil && own.CachedInfo().Config.Mirror == nil {
 			like = &own.CachedInfo().Config
 		}
-		want, werr := homeAgain(ctx, js, ccfg, of, t, like)
+		want, rc, werr := homeAgain(ctx, js, ccfg, of, t, like)
 		if werr != nil {
 			return nil, fmt.Errorf("fail back %s's home: %w", of.region(), werr)
 		}
@@ -407,6 +380,14 @@ func failBackHomes(ctx context.Context, js jetstream.JetStream, host string, of 
 			case <-time.After(50 * time.Millisecond):
 			}
 		}
+		// Each region's events after the last of them the stream holds
+		// now (the copy's): its own ingest's included, read again from
+		// its own ingest stream.
+		if want.Sources, err = resumeSources(ctx, js.Conn(), name, rc, t, func(r string, shard int) string {
+			return rc.peer(r).IngestShard(shard)
+		}); err != nil {
+			return nil, fmt.Errorf("fail back %s's home: %w", of.region(), err)
+		}
 		if _, err := js.UpdateStream(ctx, want); err != nil {
 			return nil, fmt.Errorf("fail back %s's home: %s sourcing again: %w", of.region(), name, err)
 		}
@@ -418,15 +399,15 @@ func failBackHomes(ctx context.Context, js jetstream.JetStream, host string, of 
 // over (its sources and metadata as provisioning makes them, with
 // metaFailedBackFrom naming the promotion of host's copy ccfg), on the
 // configuration of the stream it replaces (like) or else of the copy.
-func homeAgain(ctx context.Context, js jetstream.JetStream, ccfg jetstream.StreamConfig, of Names, t int, like *jetstream.StreamConfig) (jetstream.StreamConfig, error) {
+func homeAgain(ctx context.Context, js jetstream.JetStream, ccfg jetstream.StreamConfig, of Names, t int, like *jetstream.StreamConfig) (jetstream.StreamConfig, Config, error) {
 	layout, err := parseLayout(ccfg.Metadata[metaStandbyLayout])
 	if err != nil {
-		return jetstream.StreamConfig{}, err
+		return jetstream.StreamConfig{}, Config{}, err
 	}
 	partitions, _ := strconv.Atoi(ccfg.Metadata[metaPartitions])
-	rc, err := homeConfigOf(ctx, js, of.region(), layout, partitions)
+	rc, version, err := homeConfigOf(ctx, js, of.region(), layout, partitions)
 	if err != nil {
-		return jetstream.StreamConfig{}, err
+		return jetstream.StreamConfig{}, Config{}, err
 	}
 	want := ccfg
 	if like != nil {
@@ -442,7 +423,10 @@ func homeAgain(ctx context.Context, js jetstream.JetStream, ccfg jetstream.Strea
 	if rc.ShardCount() > 1 {
 		want.Metadata[metaShards] = strconv.Itoa(rc.ShardCount())
 	}
-	return want, nil
+	if version > 0 {
+		want.Metadata[metaHomeVersion] = strconv.Itoa(version)
+	}
+	return want, rc, nil
 }
 
 // remirrorHomes makes host's promoted home copies mirrors of region of's

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -39,9 +38,9 @@ const (
 // streams.
 var ErrNotStrict = errors.New("no home streams (not strict mode)")
 
-// ErrHomesMoved is returned by a strict-mode promotion (Promote) once
-// homes were moved by command: not supported yet.
-var ErrHomesMoved = errors.New("homes were moved by command; a strict-mode region failover after a home move is not supported")
+// ErrMoveUnderWay is returned by a strict-mode promotion or failback while
+// a home move is under way (finish it first: run it again).
+var ErrMoveUnderWay = errors.New("a home move is under way")
 
 // HomeRecord is a region's home assignment as its home streams record it.
 type HomeRecord struct {
@@ -213,34 +212,29 @@ func AdoptHome(ctx context.Context, js jetstream.JetStream, c Config, p int, sta
 // MoveStarts returns, for each origin ingest shard, the sequence there of
 // the last event of partition p that region from's home stream holds at or
 // below through (the position its owner decided through): a new home's
-// source from that shard starts after it. One batch direct get of the last
-// message per origin subject up to through; nothing when through is 0.
+// source from that shard starts after it. Nothing when through is 0.
 func MoveStarts(ctx context.Context, nc *nats.Conn, from Names, p int, through uint64) (map[string]uint64, error) {
 	starts := map[string]uint64{}
 	if through == 0 {
 		return starts, nil
 	}
-	part := "onceplane.*.part." + strconv.Itoa(p)
-	req := map[string]any{"multi_last": []string{part, part + ".*"}, "up_to_seq": through, "batch": 1024}
-	err := DirectBatch(ctx, nc, from.HomeStreamOf(p), req, 10*time.Second, func(m *nats.Msg) error {
-		stream, seq := SourceHeader(m.Header.Get(StreamSourceHeader))
-		if stream == "" {
-			return fmt.Errorf("%s holds %s without a source header", from.HomeStreamOf(p), m.Subject)
-		}
-		starts[stream] = max(starts[stream], seq)
-		return nil
-	})
+	lasts, err := lastsOf(ctx, nc, from.HomeStreamOf(p), []int{p}, through)
 	if err != nil {
 		return nil, fmt.Errorf("move p%d: where %s stopped: %w", p, from.region(), err)
+	}
+	for _, l := range lasts {
+		starts[l.stream] = max(starts[l.stream], l.seq)
 	}
 	return starts, nil
 }
 
 // keepMovedHomes returns want with have's home record and sources: a home
-// stream whose homes were moved keeps them through provisioning.
+// stream whose homes were moved, or that a failback made again (sources
+// that resume partition by partition: resumeSources), keeps them through
+// provisioning.
 func keepMovedHomes(have, want jetstream.StreamConfig) jetstream.StreamConfig {
 	want.Metadata = maps.Clone(want.Metadata)
-	for _, k := range []string{metaHome, metaHomeVersion, metaHomeMoving} {
+	for _, k := range []string{metaHome, metaHomeVersion, metaHomeMoving, metaFailedBackFrom} {
 		if v, ok := have.Metadata[k]; ok {
 			want.Metadata[k] = v
 		} else {

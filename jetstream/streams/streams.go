@@ -792,13 +792,14 @@ func provisionAttempt(ctx context.Context, js jetstream.JetStream, want jetstrea
 	if h, w := shardsOf(have.Metadata), shardsOf(want.Metadata); have.Metadata[metaPartitions] != "" && h != w {
 		return fmt.Errorf("stream %s: %w (have %d, want %d)", want.Name, ErrShardsChanged, h, w)
 	}
-	if _, home := want.Metadata[metaHome]; home && have.Metadata[metaHomeVersion] != "" {
-		// Homes moved by command: the stream's record and sources are the
-		// assignment now, whatever this core was configured with.
-		want = keepMovedHomes(have, want)
-	} else if home {
-		if h, w, changed := homesChanged(have, want); changed {
+	if _, home := want.Metadata[metaHome]; home {
+		// Homes moved by command: the stream's record is the assignment,
+		// whatever this core was configured with.
+		if h, w, changed := homesChanged(have, want); changed && have.Metadata[metaHomeVersion] == "" {
 			return fmt.Errorf("stream %s: %w (have %q, want %q)", want.Name, ErrHomesChanged, h, w)
+		}
+		if have.Metadata[metaHomeVersion] != "" || have.Metadata[metaFailedBackFrom] != "" {
+			want = keepMovedHomes(have, want) // and its sources too
 		}
 	}
 	if have.Storage != want.Storage {
