@@ -199,7 +199,7 @@ func (c *Consumer) readClaims(ctx context.Context, stream, subject string, from 
 	var out []remoteRec
 	var last uint64
 	req := map[string]any{"seq": from, "next_by_subj": subject, "batch": tailBatch, "max_bytes": tailBytes}
-	err := streams.DirectBatch(ctx, c.js.Conn(), stream, req, time.Second, func(m *nats.Msg) error {
+	_, err := streams.DirectBatch(ctx, c.js.Conn(), stream, req, time.Second, func(m *nats.Msg) error {
 		seq, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
 		if err != nil {
 			return errors.New("direct get reply without a sequence")

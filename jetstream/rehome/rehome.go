@@ -58,9 +58,9 @@ type Result struct {
 	// Through is the old home's position (its home stream sequence) the
 	// move fenced at.
 	Through uint64
-	// Starts are the new sources' origin positions (origin ingest shard →
-	// last sequence decided by the old home); nil when the new home's
-	// sources carried the partition already.
+	// Starts are the new sources' origin positions (region → last
+	// sequence of its ingest decided by the old home); nil when the new
+	// home's sources carried the partition already.
 	Starts map[string]uint64
 	// Carried is how many claimed IDs went into the new home's log, in
 	// CarriedRecords records; Uncertain how many of them the old home had
@@ -160,7 +160,7 @@ func Move(ctx context.Context, js jetstream.JetStream, regions []string, p int, 
 		return res, fmt.Errorf("move p%d: %w", p, err)
 	}
 	if !carried {
-		if res.Starts, err = streams.MoveStarts(ctx, js.Conn(), from, p, away.Through); err != nil {
+		if res.Starts, err = streams.MoveStarts(ctx, js.Conn(), from, p, away.Through, regions); err != nil {
 			return res, err
 		}
 	}

@@ -88,13 +88,14 @@ func ReadHomes(ctx context.Context, js jetstream.JetStream, n Names) (HomeRecord
 }
 
 // transformPartition returns the partition a home source's transform
-// carries (-1 when it names none).
+// carries (-1 when it names none): the token after ".part.".
 func transformPartition(t jetstream.SubjectTransformConfig) int {
-	i := strings.LastIndex(strings.TrimSuffix(t.Source, ".*"), ".part.")
+	i := strings.LastIndex(t.Source, ".part.")
 	if i < 0 {
 		return -1
 	}
-	p, err := strconv.Atoi(strings.TrimSuffix(t.Source, ".*")[i+len(".part."):])
+	tok, _, _ := strings.Cut(t.Source[i+len(".part."):], ".")
+	p, err := strconv.Atoi(tok)
 	if err != nil {
 		return -1
 	}
@@ -115,9 +116,16 @@ func carriesOnly(src *jetstream.StreamSource, p int) bool {
 }
 
 // updateHomes applies change to every home shard of region n's config and
-// updates those it changed.
-func updateHomes(ctx context.Context, js jetstream.JetStream, n Names, change func(s int, cfg *jetstream.StreamConfig)) error {
-	for s := range n.ShardCount() {
+// updates those it changed: shard first first, shard 0 (whose record
+// edges and moves read) last.
+func updateHomes(ctx context.Context, js jetstream.JetStream, n Names, first int, change func(s int, cfg *jetstream.StreamConfig)) error {
+	order := []int{first}
+	for s := n.ShardCount() - 1; s >= 0; s-- {
+		if s != first {
+			order = append(order, s)
+		}
+	}
+	for _, s := range order {
 		st, err := js.Stream(ctx, n.HomeShard(s))
 		if err != nil {
 			return fmt.Errorf("home stream %s: %w", n.HomeShard(s), err)
@@ -141,7 +149,7 @@ func updateHomes(ctx context.Context, js jetstream.JetStream, n Names, change fu
 // edges let it go), the move to region to is recorded under way, and a
 // source of from's home stream that carried only p is removed. Idempotent.
 func ReleaseHome(ctx context.Context, js jetstream.JetStream, from Names, p int, to string, version int) error {
-	return updateHomes(ctx, js, from, func(s int, cfg *jetstream.StreamConfig) {
+	return updateHomes(ctx, js, from, from.ShardOf(p), func(s int, cfg *jetstream.StreamConfig) {
 		ps, _ := homesOf(*cfg)
 		ps = slices.DeleteFunc(ps, func(q int) bool { return q == p })
 		cfg.Metadata[metaHome] = partitionList(ps)
@@ -155,7 +163,7 @@ func ReleaseHome(ctx context.Context, js jetstream.JetStream, from Names, p int,
 
 // EndMove clears region from's record of a move under way. Idempotent.
 func EndMove(ctx context.Context, js jetstream.JetStream, from Names) error {
-	return updateHomes(ctx, js, from, func(_ int, cfg *jetstream.StreamConfig) {
+	return updateHomes(ctx, js, from, from.ShardCount()-1, func(_ int, cfg *jetstream.StreamConfig) {
 		delete(cfg.Metadata, metaHomeMoving)
 	})
 }
@@ -181,14 +189,21 @@ func SourcesCarry(ctx context.Context, js jetstream.JetStream, n Names, p int) (
 // every region of the deployment: Peers, PeerShards) homes p from now on.
 // Unless its home stream's sources carry p already, it gets one source
 // per origin region for p, from that region's ingest shard holding p,
-// starting after starts[that shard] (MoveStarts; absent: from its first
-// message). Idempotent.
+// starting after starts[region] (MoveStarts; absent: from its first
+// message). Each such source carries, besides p's subjects, one that no
+// event has (…part.<p>.moved.v<version>): a source made again with the
+// same transforms as one an earlier move removed would resume after the
+// last message that one delivered, whatever its start sequence says
+// (nats-server matches a source to its messages' Nats-Stream-Source
+// headers). p's shard is updated first and shard 0 (which edges read the
+// homes from) last, so that a region whose record shows p also sources it.
+// Idempotent.
 func AdoptHome(ctx context.Context, js jetstream.JetStream, c Config, p int, starts map[string]uint64, version int) error {
 	carried, err := SourcesCarry(ctx, js, c.Names, p)
 	if err != nil {
 		return err
 	}
-	return updateHomes(ctx, js, c.Names, func(s int, cfg *jetstream.StreamConfig) {
+	return updateHomes(ctx, js, c.Names, c.ShardOf(p), func(s int, cfg *jetstream.StreamConfig) {
 		ps, _ := homesOf(*cfg)
 		cfg.Metadata[metaHome] = partitionList(append(ps, p))
 		cfg.Metadata[metaHomeVersion] = strconv.Itoa(version)
@@ -197,33 +212,37 @@ func AdoptHome(ctx context.Context, js jetstream.JetStream, c Config, p int, sta
 		}
 		for _, r := range append([]string{c.Region}, c.Peers...) {
 			rn := c.peer(r)
-			shard := rn.IngestShard(rn.ShardOf(p))
+			never := rn.Partition(p) + ".moved.v" + strconv.Itoa(version)
 			cfg.Sources = append(cfg.Sources, &jetstream.StreamSource{
-				Name: shard, OptStartSeq: starts[shard] + 1,
+				Name: rn.IngestShard(rn.ShardOf(p)), OptStartSeq: starts[r] + 1,
 				SubjectTransforms: []jetstream.SubjectTransformConfig{
 					{Source: rn.Partition(p), Destination: rn.Partition(p)},
 					{Source: rn.Partition(p) + ".*", Destination: rn.Partition(p) + ".{{wildcard(1)}}"},
+					{Source: never, Destination: never},
 				},
 			})
 		}
 	})
 }
 
-// MoveStarts returns, for each origin ingest shard, the sequence there of
+// MoveStarts returns, for each of regions, the sequence in its ingest of
 // the last event of partition p that region from's home stream holds at or
 // below through (the position its owner decided through): a new home's
-// source from that shard starts after it. Nothing when through is 0.
-func MoveStarts(ctx context.Context, nc *nats.Conn, from Names, p int, through uint64) (map[string]uint64, error) {
+// source of that region's ingest starts after it. Keyed by the event's
+// region (its subject), not by the stream its header names: after a strict
+// failback a lost region's events name its standby's mirror of its ingest,
+// with the same sequences. Nothing when through is 0.
+func MoveStarts(ctx context.Context, nc *nats.Conn, from Names, p int, through uint64, regions []string) (map[string]uint64, error) {
 	starts := map[string]uint64{}
 	if through == 0 {
 		return starts, nil
 	}
-	lasts, err := lastsOf(ctx, nc, from.HomeStreamOf(p), []int{p}, through)
+	lasts, err := lastsOf(ctx, nc, from.HomeStreamOf(p), []int{p}, regions, through)
 	if err != nil {
 		return nil, fmt.Errorf("move p%d: where %s stopped: %w", p, from.region(), err)
 	}
-	for _, l := range lasts {
-		starts[l.stream] = max(starts[l.stream], l.seq)
+	for k, l := range lasts {
+		starts[k.region] = max(starts[k.region], l.seq)
 	}
 	return starts, nil
 }

@@ -2,6 +2,7 @@ package streams
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -55,22 +56,26 @@ func partitionOfSubject(subj string) (string, int, bool) {
 	return f[1], p, true
 }
 
+// errCutShort is a multi_last answer that left messages out (too many
+// subjects, or too many bytes): asked again in smaller pieces.
+var errCutShort = errors.New("answer cut short")
+
 // lastsOf returns, for each origin region and partition of parts, the last
 // message stream holds at or below upTo (0: its last), by batch direct gets
-// of the last message per subject (multi_last), 32 partitions at a time.
-func lastsOf(ctx context.Context, nc *nats.Conn, stream string, parts []int, upTo uint64) (map[lastKey]sourcedLast, error) {
+// of the last message per subject (multi_last), 32 partitions at a time,
+// fewer when an answer is cut short (nats-server answers at most 1,024
+// messages and 64 MiB): a partition alone is asked region by region
+// (regions).
+func lastsOf(ctx context.Context, nc *nats.Conn, stream string, parts []int, regions []string, upTo uint64) (map[lastKey]sourcedLast, error) {
 	out := map[lastKey]sourcedLast{}
-	for chunk := range slices.Chunk(parts, 32) {
-		var subjects []string
-		for _, p := range chunk {
-			part := "onceplane.*.part." + strconv.Itoa(p)
-			subjects = append(subjects, part, part+".*")
-		}
+	var ask func(subjects []string) error
+	ask = func(subjects []string) error {
 		req := map[string]any{"multi_last": subjects, "batch": 1024}
 		if upTo > 0 {
 			req["up_to_seq"] = upTo
 		}
-		err := DirectBatch(ctx, nc, stream, req, 10*time.Second, func(m *nats.Msg) error {
+		got := map[lastKey]sourcedLast{}
+		end, err := DirectBatch(ctx, nc, stream, req, 10*time.Second, func(m *nats.Msg) error {
 			region, p, ok := partitionOfSubject(m.Header.Get("Nats-Subject")) // the reply's subject is the inbox
 			if !ok {
 				return nil // not an event
@@ -80,18 +85,51 @@ func lastsOf(ctx context.Context, nc *nats.Conn, stream string, parts []int, upT
 			if origin == "" {
 				return fmt.Errorf("%s holds %s without a source header", stream, m.Subject)
 			}
-			f := strings.Fields(h)
+			// The source: origin stream, filter and transforms (fields 0,
+			// 2 and 3; the transform lists are joined by form feeds).
+			f := strings.Split(h, " ")
 			source := origin
 			if len(f) >= 4 {
 				source = strings.Join([]string{f[0], f[2], f[3]}, " ")
 			}
 			k := lastKey{region, p}
-			if cur, ok := out[k]; !ok || seq > cur.seq {
-				out[k] = sourcedLast{stream: origin, seq: seq, source: source}
+			if cur, ok := got[k]; !ok || seq > cur.seq {
+				got[k] = sourcedLast{stream: origin, seq: seq, source: source}
 			}
 			return nil
 		})
+		switch {
+		case err == nil && end.Status == "404" && end.Description != "No Results":
+			err = fmt.Errorf("%s: %s", end.Status, end.Description) // a message failed to load
+		case err == nil && end.Pending > 0, err != nil && end.Status == "413":
+			err = errCutShort
+		}
+		if errors.Is(err, errCutShort) && len(subjects) > 1 {
+			half := len(subjects) / 2
+			if err := ask(subjects[:half]); err != nil {
+				return err
+			}
+			return ask(subjects[half:])
+		}
 		if err != nil {
+			return err
+		}
+		for k, l := range got {
+			if cur, ok := out[k]; !ok || l.seq > cur.seq {
+				out[k] = l
+			}
+		}
+		return nil
+	}
+	for chunk := range slices.Chunk(parts, 32) {
+		var subjects []string
+		for _, p := range chunk {
+			for _, r := range regions {
+				part := "onceplane." + r + ".part." + strconv.Itoa(p)
+				subjects = append(subjects, part, part+".*")
+			}
+		}
+		if err := ask(subjects); err != nil {
 			return nil, fmt.Errorf("last events in %s: %w", stream, err)
 		}
 	}
@@ -111,7 +149,7 @@ func resumeSources(ctx context.Context, nc *nats.Conn, stream string, rc Config,
 		}
 	}
 	slices.Sort(parts)
-	lasts, err := lastsOf(ctx, nc, stream, parts, 0)
+	lasts, err := lastsOf(ctx, nc, stream, parts, append([]string{rc.Region}, rc.Peers...), 0)
 	if err != nil {
 		return nil, err
 	}
