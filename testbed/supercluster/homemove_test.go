@@ -32,6 +32,7 @@ import (
 func TestHomeMovedByCommand(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
+	began := time.Now()
 	top := topology.Default()
 	top.Mode = topology.Strict
 	c, err := Start(ctx, top, Options{DataDir: t.TempDir(), Logger: coretest.Quiet})
@@ -125,8 +126,8 @@ func TestHomeMovedByCommand(t *testing.T) {
 		if err != nil {
 			t.Fatalf("move p%d to %s: %v", moved, to, err)
 		}
-		t.Logf("moved p%d %s -> %s: fenced at %d, %d IDs carried in %d records (%d uncertain), position %d, starts %v",
-			moved, res.From, res.To, res.Through, res.Carried, res.CarriedRecords, res.Uncertain, res.Position, res.Starts)
+		t.Logf("[%.1fs] moved p%d %s -> %s: fenced at %d, %d IDs carried in %d records (%d uncertain), position %d, starts %v",
+			time.Since(began).Seconds(), moved, res.From, res.To, res.Through, res.Carried, res.CarriedRecords, res.Uncertain, res.Position, res.Starts)
 		return res
 	}
 
@@ -227,5 +228,5 @@ func TestHomeMovedByCommand(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d IDs (each published 3 times), %d not run exactly once", len(all), bad)
+	t.Logf("[%.1fs] %d IDs (each published 3 times), %d not run exactly once", time.Since(began).Seconds(), len(all), bad)
 }
