@@ -215,11 +215,7 @@ func AdoptHome(ctx context.Context, js jetstream.JetStream, c Config, p int, sta
 			never := rn.Partition(p) + ".moved.v" + strconv.Itoa(version)
 			cfg.Sources = append(cfg.Sources, &jetstream.StreamSource{
 				Name: rn.IngestShard(rn.ShardOf(p)), OptStartSeq: starts[r] + 1,
-				SubjectTransforms: []jetstream.SubjectTransformConfig{
-					{Source: rn.Partition(p), Destination: rn.Partition(p)},
-					{Source: rn.Partition(p) + ".*", Destination: rn.Partition(p) + ".{{wildcard(1)}}"},
-					{Source: never, Destination: never},
-				},
+				SubjectTransforms: append(homeTransforms(rn, p), jetstream.SubjectTransformConfig{Source: never, Destination: never}),
 			})
 		}
 	})

@@ -61,11 +61,7 @@ func sourcedHomes(cfg jetstream.StreamConfig) string {
 	var ps []int
 	for _, src := range cfg.Sources {
 		for _, t := range src.SubjectTransforms {
-			i := strings.LastIndex(t.Source, ".part.")
-			if i < 0 {
-				continue
-			}
-			if p, err := strconv.Atoi(t.Source[i+len(".part."):]); err == nil {
+			if p := transformPartition(t); p >= 0 {
 				ps = append(ps, p)
 			}
 		}

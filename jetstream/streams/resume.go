@@ -182,9 +182,7 @@ func resumeSources(ctx context.Context, nc *nats.Conn, stream string, rc Config,
 			g := groups[key]
 			src := &jetstream.StreamSource{Name: read(r, g.shard), OptStartSeq: g.start + 1}
 			for _, p := range g.parts {
-				src.SubjectTransforms = append(src.SubjectTransforms,
-					jetstream.SubjectTransformConfig{Source: rn.Partition(p), Destination: rn.Partition(p)},
-					jetstream.SubjectTransformConfig{Source: rn.Partition(p) + ".*", Destination: rn.Partition(p) + ".{{wildcard(1)}}"})
+				src.SubjectTransforms = append(src.SubjectTransforms, homeTransforms(rn, p)...)
 			}
 			srcs = append(srcs, src)
 		}

@@ -594,14 +594,21 @@ func (c Config) homeSources(s int) []*jetstream.StreamSource {
 			}
 			src := &jetstream.StreamSource{Name: rn.IngestShard(t)}
 			for _, p := range both {
-				src.SubjectTransforms = append(src.SubjectTransforms,
-					jetstream.SubjectTransformConfig{Source: rn.Partition(p), Destination: rn.Partition(p)},
-					jetstream.SubjectTransformConfig{Source: rn.Partition(p) + ".*", Destination: rn.Partition(p) + ".{{wildcard(1)}}"})
+				src.SubjectTransforms = append(src.SubjectTransforms, homeTransforms(rn, p)...)
 			}
 			srcs = append(srcs, src)
 		}
 	}
 	return srcs
+}
+
+// homeTransforms carry region rn's events of partition p into a home
+// stream, as they are: every tenant's, and those stored before tenants.
+func homeTransforms(rn Names, p int) []jetstream.SubjectTransformConfig {
+	return []jetstream.SubjectTransformConfig{
+		{Source: rn.Partition(p), Destination: rn.Partition(p)},
+		{Source: rn.Partition(p) + ".*", Destination: rn.Partition(p) + ".{{wildcard(1)}}"},
+	}
 }
 
 // ErrPartitionsChanged is returned when existing streams were made for a
