@@ -67,7 +67,6 @@ func TestStrictRegionFailover(t *testing.T) {
 		}
 	}
 	runs := map[string]*verify.Runs{"east": verify.NewRuns(), "failover": verify.NewRuns(), "east-2": verify.NewRuns()}
-	count := func(name, id string) int { return runs[name].Account([]string{id}).Runs }
 	run := func(region string, o edge.Options, name string) func() {
 		o.Name, o.Strict, o.Partitions = name, true, homes
 		o.Peers = []string{"eu-west", "ap-south"}
@@ -75,16 +74,7 @@ func TestStrictRegionFailover(t *testing.T) {
 		_, stop := runEdge(t, ctx, c, region, runs[name], o)
 		return stop
 	}
-	handled := func(name string, ids []string) func() bool {
-		return func() bool {
-			for _, id := range ids {
-				if count(name, id) == 0 {
-					return false
-				}
-			}
-			return true
-		}
-	}
+	handled := func(name string, ids []string) func() bool { return handledAll(runs[name], ids) }
 
 	publish(1, "us-east", "ap-south")
 	stop := run("us-east", edge.Options{Region: "us-east"}, "east")
@@ -150,15 +140,35 @@ func TestStrictRegionFailover(t *testing.T) {
 	}
 	publish(4, "us-east", "ap-south")
 	coretest.Eventually(t, 2*time.Minute, "us-east decides round 4 after the failback", handled("east-2", rounds[4]))
-	for k, name := range map[int]string{1: "east", 2: "failover", 3: "failover", 4: "east-2"} {
+	checkStrictRounds(t, rounds[1:], runs, top.Partitions)
+}
+
+// handledAll reports whether every one of ids has run in r.
+func handledAll(r *verify.Runs, ids []string) func() bool {
+	return func() bool {
+		for _, id := range ids {
+			if r.Account([]string{id}).Runs == 0 {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+// checkStrictRounds checks a strict failover's four rounds: the first and
+// the fourth ran once in us-east ("east", "east-2"), the second and third
+// once in the failover, each nowhere else.
+func checkStrictRounds(t *testing.T, rounds [][]string, runs map[string]*verify.Runs, partitions int) {
+	t.Helper()
+	for k, name := range []string{"east", "failover", "failover", "east-2"} {
 		for _, id := range rounds[k] {
 			for _, who := range []string{"east", "failover", "east-2"} {
 				want := 0
 				if who == name {
 					want = 1
 				}
-				if got := count(who, id); got != want {
-					t.Errorf("round %d's %s ran %d times in %s, want %d", k, id, got, who, want)
+				if got := runs[who].Account([]string{id}).Runs; got != want {
+					t.Errorf("round %d's %s (p%d) ran %d times in %s, want %d", k+1, id, event.Partition(id, partitions), got, who, want)
 				}
 			}
 		}

@@ -70,21 +70,7 @@ func TestEdgesLearnClaimsSoonAfterHeals(t *testing.T) {
 
 	// us-east's claims, as its edges would append them (none runs there:
 	// conditional appends are not needed).
-	k := 0
-	claim := func() (string, uint64) {
-		p := k % top.Partitions
-		rec := dedupe.Record{Kind: dedupe.KindClaim, Epoch: 1, Writer: "east-heal", Time: time.Now(), IDs: []event.Hash{event.HashID(fmt.Sprintf("heal-%d", k))}}
-		k++
-		data, err := rec.Append(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ack, err := eastAdmin.Publish(ctx, east.Claims(p), data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ack.Stream, ack.Sequence
-	}
+	claim := eastClaims(t, ctx, eastAdmin, east, top.Partitions, "heal")
 	// A claim in every partition first: the tail reads a peer's log only
 	// after the xclaims stream has brought some of it (where to start).
 	for range top.Partitions {
@@ -173,21 +159,7 @@ func TestEdgesLearnClaimsThroughAStalledSource(t *testing.T) {
 		Logger: coretest.Quiet})
 	defer stop()
 	coretest.Eventually(t, time.Minute, "eu-west's edge owns every partition", func() bool { return len(e.Owned()) == top.Partitions })
-	k := 0
-	claim := func() (string, uint64) {
-		p := k % top.Partitions
-		rec := dedupe.Record{Kind: dedupe.KindClaim, Epoch: 1, Writer: "east-stall", Time: time.Now(), IDs: []event.Hash{event.HashID(fmt.Sprintf("stall-%d", k))}}
-		k++
-		data, err := rec.Append(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ack, err := eastAdmin.Publish(ctx, east.Claims(p), data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ack.Stream, ack.Sequence
-	}
+	claim := eastClaims(t, ctx, eastAdmin, east, top.Partitions, "stall")
 	for range top.Partitions {
 		claim()
 	}
@@ -267,5 +239,27 @@ func TestEdgesLearnClaimsThroughAStalledSource(t *testing.T) {
 	}
 	if got := after.TailMerged - before.TailMerged; got != int64(len(learned)) {
 		t.Errorf("%d claims made during the stall, %d merged by the tail", len(learned), got)
+	}
+}
+
+// eastClaims returns a function that appends a claim of one new ID
+// (<name>-<k>) to us-east's claim log, partition after partition, as its
+// edges would (none runs there: no conditional append), and returns the
+// claim stream and sequence.
+func eastClaims(t *testing.T, ctx context.Context, js jetstream.JetStream, east streams.Names, partitions int, name string) func() (string, uint64) {
+	k := 0
+	return func() (string, uint64) {
+		p := k % partitions
+		rec := dedupe.Record{Kind: dedupe.KindClaim, Epoch: 1, Writer: "east-" + name, Time: time.Now(), IDs: []event.Hash{event.HashID(fmt.Sprintf("%s-%d", name, k))}}
+		k++
+		data, err := rec.Append(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ack, err := js.Publish(ctx, east.Claims(p), data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ack.Stream, ack.Sequence
 	}
 }
