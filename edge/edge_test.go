@@ -283,7 +283,7 @@ func TestWindowExpiry(t *testing.T) {
 	// After window + window/8: first time again.
 	coretest.Eventually(t, 10*time.Second, "window to pass", func() bool { return time.Since(first) > window+window/8+100*time.Millisecond })
 	send("order-1")
-	coretest.Eventually(t, 10*time.Second, "re-processed after the window", func() bool { return c.Stats().First == 2 })
+	coretest.Eventually(t, 10*time.Second, "re-processed after the window", func() bool { return c.Stats().First == 2 && c.Stats().Done == 3 })
 	counts, _ := ledgerCounts(t, ledger)
 	if counts["order-1"] != 2 {
 		t.Fatalf("ledger invocations = %d, want 2", counts["order-1"])

@@ -53,7 +53,7 @@ func TestHostileHeadersCannotStopAPartition(t *testing.T) {
 		t.Fatal(err)
 	}
 	coretest.Eventually(t, 20*time.Second, "both dead-lettered and the next event handled", func() bool {
-		return c.Stats().DLQ == 2 && c.Stats().First == 1
+		return c.Stats().DLQ == 2 && c.Stats().Done == 3
 	})
 	dead, err := verify.ReadStream(ctx, r.js, r.cfg.DLQStream())
 	if err != nil || len(dead) != 2 {
@@ -182,7 +182,7 @@ func TestConsumerLostNotFenced(t *testing.T) {
 	if _, err := producer.New(r.js, "local").Publish(ctx, "later", nil); err != nil {
 		t.Fatal(err)
 	}
-	coretest.Eventually(t, 20*time.Second, "the event after the loss handled", func() bool { return c.Stats().First == 1 })
+	coretest.Eventually(t, 20*time.Second, "the event after the loss handled", func() bool { return c.Stats().Done == 1 })
 	if f := c.Stats().Fenced; f != 0 {
 		t.Fatalf("fenced %d times by its own lost consumer", f)
 	}
