@@ -33,15 +33,20 @@ type Batch struct {
 
 // Decide is a batch's first step: it classifies hs (the batch's events'
 // ID hashes, in order; at is the newest ingest time among them) and, when
-// any event is to run, builds the claim record writer must append. b's
-// slices are reused.
-func (s *State) Decide(hs []event.Hash, at time.Time, writer string, b *Batch) {
+// any event is to run, builds the claim record writer must append, whose
+// Seq is the highest of seqs (the events' ingest sequences, in the same
+// order; nil when unknown) among the events to run. b's slices are reused.
+func (s *State) Decide(hs []event.Hash, seqs []uint64, at time.Time, writer string, b *Batch) {
 	b.Paths = s.Classify(hs, at, b.Paths[:0])
 	b.Run, b.ids, b.seq = b.Run[:0], b.ids[:0], 0
+	var last uint64
 	for i, p := range b.Paths {
 		if p.First() {
 			b.Run = append(b.Run, i)
 			b.ids = append(b.ids, hs[i])
+			if i < len(seqs) {
+				last = max(last, seqs[i])
+			}
 		}
 	}
 	b.Claims = len(b.ids) > 0
@@ -51,6 +56,7 @@ func (s *State) Decide(hs []event.Hash, at time.Time, writer string, b *Batch) {
 		// pending claim until a later record says it is done, while b.ids
 		// is reused by the next batch.
 		b.Claim = s.Claim(slices.Clone(b.ids), writer)
+		b.Claim.Seq = last
 	}
 }
 

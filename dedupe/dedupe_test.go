@@ -40,6 +40,12 @@ func FuzzDecode(f *testing.F) {
 	f.Add(b)
 	f.Add([]byte("OC\x01\x01"))
 	f.Add([]byte{})
+	r2 := Record{Kind: KindTakeover, Epoch: 4, Writer: "w", Time: time.UnixMilli(6), IDs: []event.Hash{hid(9)}, Source: "in@1", Owed: []event.Hash{hid(10)}}
+	b2, _ := r2.Append(nil)
+	f.Add(b2)
+	c2 := Record{Kind: KindClaim, Epoch: 4, Writer: "w", Time: time.UnixMilli(7), IDs: []event.Hash{hid(11)}, Seq: 300}
+	b3, _ := c2.Append(nil)
+	f.Add(b3)
 	f.Fuzz(func(t *testing.T, in []byte) {
 		r, err := Decode(in)
 		if err != nil {
@@ -215,15 +221,17 @@ func runModel(t *testing.T, seed uint64) {
 				break
 			}
 			hs := make([]event.Hash, len(idx))
+			seqs := make([]uint64, len(idx))
 			for i, j := range idx {
 				hs[i] = hid(msgs[j])
+				seqs[i] = uint64(j + 1)
 			}
 			now = now.Add(time.Millisecond)
 			// The batch steps the edge takes (Decide, Committed, Finished),
 			// with and without the Bloom pre-check.
 			var bOn, bOff Batch
-			on.Decide(hs, now, name, &bOn)
-			off.Decide(hs, now, name, &bOff)
+			on.Decide(hs, seqs, now, name, &bOn)
+			off.Decide(hs, seqs, now, name, &bOff)
 			pOn := bOn.Paths
 			var firstIDs []int
 			for i := range pOn {

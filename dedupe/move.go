@@ -1,6 +1,7 @@
 package dedupe
 
 import (
+	"slices"
 	"strings"
 	"time"
 )
@@ -85,7 +86,11 @@ func MoveClaims(old []Record, last Record, from string, maxIDs int) []Record {
 // starts after it), its uncertain set the old home's (away's IDs), its
 // epoch one past last's.
 func MoveIn(away, last Record, from string, through uint64) Record {
-	return Record{Kind: KindTakeover, Epoch: last.Epoch + 1, Writer: movedFromPrefix + from, Time: away.Time, Through: through, IDs: away.IDs}
+	// The old home's owed IDs (its sink had not applied them) travel as
+	// uncertain: the new home's sink may be another, and a flagged run is
+	// never a silent second effect.
+	ids := append(slices.Clone(away.IDs), away.Owed...)
+	return Record{Kind: KindTakeover, Epoch: last.Epoch + 1, Writer: movedFromPrefix + from, Time: away.Time, Through: through, IDs: ids}
 }
 
 // IsMoveAway reports whether r is a MoveAway record, and to where.

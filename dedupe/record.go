@@ -54,11 +54,26 @@ type Record struct {
 	Through uint64
 	// IDs are the claimed hashes (KindClaim) or the carried uncertain set (KindTakeover).
 	IDs []event.Hash
+	// Seq (claims) is the highest ingest sequence among the claimed events:
+	// the batch is applied by a transactional sink once the sink's position
+	// reaches it. Zero means unknown.
+	Seq uint64
+	// Source (takeovers) names the input whose sequences the epoch's claims'
+	// Seq count, when its owner's sink keeps positions (see State.Resolve);
+	// empty otherwise. At most MaxWriter bytes.
+	Source string
+	// Owed (takeovers) are IDs claimed by earlier owners that a
+	// transactional sink is known not to have applied: they run again as
+	// first runs, not flagged.
+	Owed []event.Hash
 }
 
 const (
 	magic0, magic1 = 'O', 'C'
-	version        = 1
+	// version 1 records end with their IDs; version 2 records (written only
+	// when Seq, Source or Owed is set, so that a record without them reads
+	// in an edge that predates them) carry those after the IDs.
+	version1, version2 = 1, 2
 	// MaxIDsPerRecord bounds a record's ID count (16 bytes each).
 	MaxIDsPerRecord = 1 << 16
 )
@@ -92,10 +107,18 @@ func (r Record) Append(b []byte) ([]byte, error) {
 	if len(r.Writer) > MaxWriter {
 		return b, fmt.Errorf("encode record: writer %d bytes > %d", len(r.Writer), MaxWriter)
 	}
-	if len(r.IDs) > MaxIDsPerRecord {
-		return b, fmt.Errorf("encode record: %d ids > %d", len(r.IDs), MaxIDsPerRecord)
+	if len(r.Source) > MaxWriter {
+		return b, fmt.Errorf("encode record: source %d bytes > %d", len(r.Source), MaxWriter)
 	}
-	b = append(b, magic0, magic1, version, byte(r.Kind))
+	if len(r.IDs)+len(r.Owed) > MaxIDsPerRecord {
+		return b, fmt.Errorf("encode record: %d ids > %d", len(r.IDs)+len(r.Owed), MaxIDsPerRecord)
+	}
+	v2 := r.Seq != 0 || r.Source != "" || len(r.Owed) > 0
+	v := byte(version1)
+	if v2 {
+		v = version2
+	}
+	b = append(b, magic0, magic1, v, byte(r.Kind))
 	b = binary.AppendUvarint(b, r.Epoch)
 	b = append(b, byte(len(r.Writer)))
 	b = append(b, r.Writer...)
@@ -103,11 +126,40 @@ func (r Record) Append(b []byte) ([]byte, error) {
 	b = binary.AppendUvarint(b, r.DoneThrough)
 	b = binary.AppendUvarint(b, r.Through)
 	b = binary.AppendUvarint(b, uint64(len(r.IDs)))
-	for _, h := range r.IDs {
+	b = appendHashes(b, r.IDs)
+	if v2 {
+		b = binary.AppendUvarint(b, r.Seq)
+		b = append(b, byte(len(r.Source)))
+		b = append(b, r.Source...)
+		b = binary.AppendUvarint(b, uint64(len(r.Owed)))
+		b = appendHashes(b, r.Owed)
+	}
+	return b, nil
+}
+
+func appendHashes(b []byte, hs []event.Hash) []byte {
+	for _, h := range hs {
 		b = binary.LittleEndian.AppendUint64(b, h.Hi)
 		b = binary.LittleEndian.AppendUint64(b, h.Lo)
 	}
-	return b, nil
+	return b
+}
+
+// readHashes reads a count and that many hashes off b; at most limit.
+func readHashes(b []byte, limit uint64) ([]event.Hash, []byte, bool) {
+	count, n := binary.Uvarint(b)
+	if n <= 0 || count > limit || uint64(len(b)-n) < count*16 {
+		return nil, b, false
+	}
+	b = b[n:]
+	var hs []event.Hash
+	if count > 0 {
+		hs = make([]event.Hash, count)
+		for i := range hs {
+			hs[i] = event.Hash{Hi: binary.LittleEndian.Uint64(b[16*i:]), Lo: binary.LittleEndian.Uint64(b[16*i+8:])}
+		}
+	}
+	return hs, b[16*count:], true
 }
 
 // Decode parses one record. Any malformed input returns an error wrapping ErrCorrupt.
@@ -120,8 +172,9 @@ func Decode(b []byte) (Record, error) {
 	if len(b) < 4 {
 		return fail("short")
 	}
-	if b[2] != version {
-		return fail(fmt.Sprintf("version %d", b[2]))
+	v := b[2]
+	if v != version1 && v != version2 {
+		return fail(fmt.Sprintf("version %d", v))
 	}
 	r.Kind = Kind(b[3])
 	if r.Kind < KindClaim || r.Kind > KindDone {
@@ -150,19 +203,25 @@ func Decode(b []byte) (Record, error) {
 		return fail("through")
 	}
 	b = b[n:]
-	count, n := binary.Uvarint(b)
-	if n <= 0 {
-		return fail("count")
+	var ok bool
+	if r.IDs, b, ok = readHashes(b, MaxIDsPerRecord); !ok {
+		return fail("ids")
 	}
-	b = b[n:]
-	if count > MaxIDsPerRecord || uint64(len(b)) != count*16 {
-		return fail(fmt.Sprintf("count %d for %d bytes", count, len(b)))
-	}
-	if count > 0 {
-		r.IDs = make([]event.Hash, count)
-		for i := range r.IDs {
-			r.IDs[i] = event.Hash{Hi: binary.LittleEndian.Uint64(b[16*i:]), Lo: binary.LittleEndian.Uint64(b[16*i+8:])}
+	if v == version2 {
+		if r.Seq, n = binary.Uvarint(b); n <= 0 {
+			return fail("seq")
 		}
+		b = b[n:]
+		if len(b) < 1 || len(b) < 1+int(b[0]) {
+			return fail("source")
+		}
+		r.Source, b = string(b[1:1+int(b[0])]), b[1+int(b[0]):]
+		if r.Owed, b, ok = readHashes(b, MaxIDsPerRecord-uint64(len(r.IDs))); !ok {
+			return fail("owed")
+		}
+	}
+	if len(b) != 0 {
+		return fail(fmt.Sprintf("%d bytes after the record", len(b)))
 	}
 	return r, nil
 }

@@ -37,6 +37,7 @@ type Path uint8
 const (
 	PathBloomNegative  Path = iota // first time: the Bloom pre-check was negative
 	PathExactMiss                  // first time: Bloom positive (or off), exact set miss
+	PathOwed                       // claimed by an owner whose transactional sink had not applied it: a first run
 	PathUncertainRerun             // claimed by an owner that did not finish; run again
 	PathExactHit                   // duplicate: in the exact set
 	PathInBatch                    // duplicate: earlier in the same batch
@@ -45,7 +46,7 @@ const (
 	NumPaths                       // the number of paths
 )
 
-var pathNames = [...]string{"bloom-negative", "exact-miss", "uncertain-rerun", "exact-hit", "in-batch", "uncertain-skip", "remote-claim"}
+var pathNames = [...]string{"bloom-negative", "exact-miss", "owed", "uncertain-rerun", "exact-hit", "in-batch", "uncertain-skip", "remote-claim"}
 
 func (p Path) String() string {
 	if int(p) < len(pathNames) {
@@ -140,8 +141,11 @@ type State struct {
 	remote     map[string]*remoteLog // other regions' claims, merged from their replicated logs
 	conflicts  []Conflict
 	bloom      *bloom.Filter           // local claims only
-	pending    map[uint64][]event.Hash // claim seq -> IDs claimed there, not yet done
+	pending    map[uint64]pendingClaim // claim seq -> the claim there, not yet done
 	uncertain  map[event.Hash]struct{}
+	owed       map[event.Hash]struct{} // claimed, known not applied by the sink (Resolve): first runs
+	sources    map[uint64]string       // epoch -> the input its claims' Seq count (Record.Source)
+	source     string                  // the input the last Resolve was for: the next takeover's Source
 	batch      map[event.Hash]struct{}
 	clock      time.Time // latest JetStream stored time decided or applied
 	lastSeq    uint64
@@ -166,8 +170,10 @@ func New(o Options) *State {
 		opt:       o,
 		set:       idset.New(idset.Options{Window: o.Window, Slices: o.Slices, ExpectedIDs: o.ExpectedIDs}),
 		remote:    map[string]*remoteLog{},
-		pending:   map[uint64][]event.Hash{},
+		pending:   map[uint64]pendingClaim{},
 		uncertain: map[event.Hash]struct{}{},
+		owed:      map[event.Hash]struct{}{},
+		sources:   map[uint64]string{},
 		batch:     map[event.Hash]struct{}{},
 	}
 	return s
@@ -384,7 +390,8 @@ func (s *State) Classify(hs []event.Hash, at time.Time, out []Path) []Path {
 				out = append(out, PathExactMiss)
 			}
 		default:
-			if _, unc := s.uncertain[h]; unc {
+			_, owed := s.owed[h]
+			if _, unc := s.uncertain[h]; unc || owed {
 				// Claimed in another region too, and handled there: running
 				// it again here could only add a second effect (the double
 				// claim is already a recorded conflict). Not known done
@@ -393,9 +400,12 @@ func (s *State) Classify(hs []event.Hash, at time.Time, out []Path) []Path {
 					out = append(out, PathRemoteHit)
 					continue
 				}
-				if s.opt.Policy == PolicySkip {
+				switch {
+				case owed:
+					out = append(out, PathOwed)
+				case s.opt.Policy == PolicySkip:
 					out = append(out, PathUncertainSkip)
-				} else {
+				default:
 					out = append(out, PathUncertainRerun)
 				}
 			} else {
@@ -414,25 +424,30 @@ func (s *State) Claim(ids []event.Hash, writer string) Record {
 }
 
 // Takeover returns the record that opens a new epoch for writer. It carries
-// the uncertain set: IDs claimed by earlier owners and not known done.
+// the uncertain set (IDs claimed by earlier owners and not known done) and
+// the owed set (claimed, and known not applied: see Resolve), and the
+// source of the last Resolve.
 func (s *State) Takeover(writer string) Record {
-	var ids []event.Hash
+	var ids, owed []event.Hash
 	seen := map[event.Hash]struct{}{}
-	add := func(h event.Hash) {
+	add := func(to *[]event.Hash, h event.Hash) {
 		if _, ok := seen[h]; !ok && s.set.Contains(h, s.clock) {
 			seen[h] = struct{}{}
-			ids = append(ids, h)
+			*to = append(*to, h)
 		}
 	}
 	for h := range s.uncertain {
-		add(h)
+		add(&ids, h)
 	}
-	for _, hs := range s.pending {
-		for _, h := range hs {
-			add(h)
+	for _, c := range s.pending {
+		for _, h := range c.ids {
+			add(&ids, h)
 		}
 	}
-	return Record{Kind: KindTakeover, Epoch: s.epoch + 1, Writer: writer, Time: s.clock, Through: s.through, IDs: ids}
+	for h := range s.owed {
+		add(&owed, h)
+	}
+	return Record{Kind: KindTakeover, Epoch: s.epoch + 1, Writer: writer, Time: s.clock, Through: s.through, IDs: ids, Owed: owed, Source: s.source}
 }
 
 // Done returns a done-only record when the done watermark is ahead of the log.
@@ -530,15 +545,25 @@ func (s *State) Apply(seq uint64, r Record, stored time.Time) {
 			}
 			s.addBloom(h, at)
 			delete(s.uncertain, h)
+			delete(s.owed, h)
 		}
 		if len(r.IDs) > 0 {
-			s.pending[seq] = r.IDs
+			s.pending[seq] = pendingClaim{ids: r.IDs, seq: r.Seq, epoch: r.Epoch}
 		}
 	case KindTakeover:
 		clear(s.pending)
 		clear(s.uncertain)
+		clear(s.owed)
 		for _, h := range r.IDs {
 			s.uncertain[h] = struct{}{}
+		}
+		for _, h := range r.Owed {
+			if _, unc := s.uncertain[h]; !unc {
+				s.owed[h] = struct{}{}
+			}
+		}
+		if r.Source != "" {
+			s.sources[r.Epoch] = r.Source
 		}
 		s.doneLocal, s.doneLog = 0, 0
 		s.movedTo, _ = IsMoveAway(r)

@@ -92,7 +92,7 @@ type validated struct {
 // w.hashes; the invalid ones go to w.dead with their reason.
 func (pt *partition) validate(batch []inMsg) validated {
 	c, p, w := pt.c, pt.p, pt.w
-	w.valid, w.hashes, w.dead = w.valid[:0], w.hashes[:0], w.dead[:0]
+	w.valid, w.hashes, w.seqs, w.dead = w.valid[:0], w.hashes[:0], w.seqs[:0], w.dead[:0]
 	var v validated
 	for _, in := range batch {
 		var seq uint64
@@ -151,6 +151,7 @@ func (pt *partition) validate(batch []inMsg) validated {
 		}
 		w.valid = append(w.valid, vm)
 		w.hashes = append(w.hashes, h)
+		w.seqs = append(w.seqs, seq)
 	}
 	return v
 }
@@ -161,7 +162,7 @@ func (pt *partition) validate(batch []inMsg) validated {
 func (pt *partition) decide(ctx context.Context, at time.Time) error {
 	c, p, st, w := pt.c, pt.p, pt.st, pt.w
 	_, pre := c.tracer.Start(ctx, "onceplane.precheck")
-	st.Decide(w.hashes, at, c.o.Name, &w.batch)
+	st.Decide(w.hashes, w.seqs, at, c.o.Name, &w.batch)
 	pre.End()
 	w.evs = w.evs[:0]
 	// A failover edge runs what the lost region accepted: it may have run
@@ -171,7 +172,7 @@ func (pt *partition) decide(ctx context.Context, at time.Time) error {
 	for _, i := range w.batch.Run {
 		v := w.valid[i]
 		w.evs = append(w.evs, event.Event{ID: v.id, Tenant: v.tenant, Hash: v.h, Partition: p, Data: v.in.m.Data(), Headers: v.in.m.Headers(), StreamSeq: v.seq,
-			Uncertain: failover || w.batch.Paths[i] == dedupe.PathUncertainRerun})
+			Uncertain: failover || w.batch.Paths[i] == dedupe.PathUncertainRerun, Epoch: st.Epoch(), Source: pt.source})
 	}
 	if !w.batch.Claims {
 		return nil
@@ -253,6 +254,7 @@ func (pt *partition) handle(ctx context.Context) error {
 type work struct {
 	valid  []validMsg
 	hashes []event.Hash
+	seqs   []uint64 // the valid events' ingest sequences
 	batch  dedupe.Batch  // the decisions; batch.Run[i] is the index in valid of evs[i]
 	evs    []event.Event // the events the handler runs
 	dead   []deadMsg
@@ -283,7 +285,7 @@ type deadMsg struct {
 }
 
 func newWork(n int) *work {
-	return &work{valid: make([]validMsg, 0, n), hashes: make([]event.Hash, 0, n), evs: make([]event.Event, 0, n)}
+	return &work{valid: make([]validMsg, 0, n), hashes: make([]event.Hash, 0, n), seqs: make([]uint64, 0, n), evs: make([]event.Event, 0, n)}
 }
 
 // observeDedupeLatency records, per origin region, the time from each

@@ -59,6 +59,7 @@ var ErrMoved = errors.New("partition's home moved to another region")
 type Consumer struct {
 	js    jetstream.JetStream
 	h     Handler
+	tx    Transactional // h, when it keeps positions; nil otherwise
 	o     Options
 	names streams.Names
 	// here names the region whose streams this edge writes its conflicts
@@ -145,8 +146,9 @@ func New(js jetstream.JetStream, h Handler, o Options) (*Consumer, error) {
 	if o.Host != "" {
 		here = streams.Names{Region: o.Host}
 	}
+	tx, _ := h.(Transactional)
 	return &Consumer{
-		js: js, h: h, o: o, names: names, here: here, c: newCounters(o.Metrics, o.Region),
+		js: js, h: h, tx: tx, o: o, names: names, here: here, c: newCounters(o.Metrics, o.Region),
 		decisionSec: o.Metrics.DecisionSec.WithLabelValues(o.Region),
 		tracer:      tp.Tracer("github.com/onceplane/onceplane/edge"),
 		lg:          o.Logger.With("edge", o.Name, "region", o.Region),

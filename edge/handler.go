@@ -91,7 +91,8 @@ type handlerResult struct {
 
 // runHandler calls h for evs until each event succeeded or gave up. It returns
 // the final error of every event that gave up (nil entries succeeded) and
-// what it did beyond one call per event. It returns early only when ctx ends.
+// what it did beyond one call per event. It returns early only when ctx
+// ends or the sink refuses the owner (ErrSinkFenced).
 func runHandler(ctx context.Context, h Handler, evs []event.Event, r Retry) (final []error, res handlerResult, err error) {
 	final = make([]error, len(evs))
 	todo := make([]int, len(evs))
@@ -113,6 +114,13 @@ func runHandler(ctx context.Context, h Handler, evs []event.Event, r Retry) (fin
 					evs[i].Uncertain = true
 					res.flagged++
 				}
+			}
+		}
+		for _, e := range errs {
+			if errors.Is(e, ErrSinkFenced) {
+				// A later owner fenced the sink: nothing of this batch
+				// landed, and nothing more will; the partition stops.
+				return final, res, e
 			}
 		}
 		var next []int

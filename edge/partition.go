@@ -39,6 +39,9 @@ type partition struct {
 	liveSince time.Time         // remote records stored after this are live (their lag is measured)
 
 	w *work // one batch's scratch, reused across batches
+
+	source   string         // the input's name for a transactional sink's positions (inputSource)
+	resolved resolvedCounts // what the takeover settled against the sink's position
 }
 
 // own takes partition p over and consumes it until ctx ends, release is
@@ -54,7 +57,7 @@ func (c *Consumer) own(ctx context.Context, p int, release <-chan struct{}) erro
 	c.o.Metrics.TakeoverSec.WithLabelValues(c.o.Region).Observe(took.Seconds())
 	c.o.Metrics.OwnershipChanges.WithLabelValues(c.o.Region, "acquired").Inc()
 	c.lg.Info("partition owned", "partition", p, "epoch", st.Epoch(), "tracked", st.Tracked(),
-		"uncertain", st.Uncertain(), "resume_after", st.Through(), "took", took)
+		"uncertain", st.Uncertain(), "owed", st.Owed(), "resolved_done", pt.resolved.Done, "resume_after", st.Through(), "took", took)
 	c.setState(p, partState{phase: owned})
 	c.notify(OwnershipEvent{Partition: p, Change: "acquired", At: time.Now(), Took: took, Epoch: st.Epoch(), Uncertain: st.Uncertain(), Tracked: st.Tracked(), Phases: phases})
 	c.c.owned.add(1)
@@ -138,6 +141,13 @@ func (pt *partition) fence(phase func(string, func(context.Context) error) error
 		c.promoted.rebase(st, c.names.ShardOf(p))
 		if to := st.MovedTo(); to != "" {
 			return 0, fmt.Errorf("p%d: %w: to %s", p, ErrMoved, to)
+		}
+		// A transactional sink: fenced with the coming epoch, and what
+		// earlier owners claimed settled against its position.
+		if c.tx != nil {
+			if err := phase("sink", pt.fenceSink); err != nil {
+				return 0, err
+			}
 		}
 		// Fence: the takeover record, conditional on the replayed tail.
 		rec := st.Takeover(c.o.Name)
@@ -284,7 +294,7 @@ func (pt *partition) run(ctx context.Context) error {
 			c.lg.Warn("consumer gone while the claim log is still ours; making it again", "partition", p, "consumer", pt.name, "err", err, "log_err", lerr)
 		case errors.Is(err, errGap):
 			c.lg.Warn("delivery gap; rewinding the consumer to the done position", "partition", p, "through", pt.st.Through(), "err", err)
-		case errors.Is(err, claimlog.ErrFenced):
+		case errors.Is(err, claimlog.ErrFenced), errors.Is(err, ErrSinkFenced):
 			return &FencedError{Partition: p, Cause: err}
 		default:
 			return err

@@ -169,6 +169,13 @@ type Event struct {
 	// Uncertain is true when the event is re-run because an earlier owner
 	// claimed it and may or may not have completed it.
 	Uncertain bool
+	// Epoch is the owner epoch of the edge handing the event over: a
+	// transactional sink refuses an epoch older than the one that last
+	// fenced it (edge.Transactional).
+	Epoch uint64
+	// Source names the input the event was consumed from, for a
+	// transactional sink's positions; empty when the handler keeps none.
+	Source string
 }
 
 // Key is the event's dedupe identity, Key(Tenant, ID).

@@ -479,7 +479,7 @@ func bytesPerID(n int) float64 {
 		for i := range hs {
 			hs[i] = event.Hash{Hi: rng.Uint64(), Lo: rng.Uint64()}
 		}
-		st.Decide(hs, now, "calibration", &b)
+		st.Decide(hs, nil, now, "calibration", &b)
 		st.Committed(&b, seq)
 		st.Finished(&b, seq)
 	}
