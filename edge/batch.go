@@ -254,7 +254,7 @@ func (pt *partition) handle(ctx context.Context) error {
 type work struct {
 	valid  []validMsg
 	hashes []event.Hash
-	seqs   []uint64 // the valid events' ingest sequences
+	seqs   []uint64      // the valid events' ingest sequences
 	batch  dedupe.Batch  // the decisions; batch.Run[i] is the index in valid of evs[i]
 	evs    []event.Event // the events the handler runs
 	dead   []deadMsg
