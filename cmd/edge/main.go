@@ -30,6 +30,7 @@ import (
 	"github.com/onceplane/onceplane/internal/cli"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/sink"
+	"github.com/onceplane/onceplane/sink/pgsink"
 	"github.com/onceplane/onceplane/telemetry"
 )
 
@@ -61,7 +62,7 @@ func main() {
 	go exitAfterBound(ctx, o.ShutdownGrace, log)
 	nc, js := connect(f, log)
 	defer nc.Close()
-	h, closeSinks, err := buildSinks(f.sinks, js, o, f.ledger, f.httpURL, &f.test)
+	h, closeSinks, err := buildSinks(ctx, &f, js, o)
 	if err != nil {
 		cli.Fatal(log, "sinks", err)
 	}
@@ -120,6 +121,7 @@ type flags struct {
 	gossipProfile, peers, adminTokenFile      string
 	failoverOf                                string
 	adminCert, adminKey                       string
+	pg                                        pgsink.Options
 	insecure                                  *bool
 	test                                      testFlags
 }
@@ -147,7 +149,11 @@ func (f *flags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.policy, "uncertain", "rerun", "policy for uncertain IDs: rerun or skip")
 	fs.IntVar(&o.Limits.MaxPayload, "max-payload", def.Limits.MaxPayload, "largest accepted payload in bytes")
 	fs.IntVar(&o.Retry.Attempts, "retry-attempts", def.Retry.Attempts, "handler attempts before dead-lettering")
-	fs.StringVar(&f.sinks, "sink", "nats", "comma-separated sinks, run in order: nats, http, ledger, stdout, chaos (drills)")
+	fs.StringVar(&f.sinks, "sink", "nats", "comma-separated sinks, run in order: nats, http, ledger, stdout, postgres, chaos (drills); postgres alone is transactional (exactly-once effects)")
+	fs.StringVar(&f.pg.URL, "pg-url", "", "postgres sink: connection string (or set ONCEPLANE_PG_URL), e.g. postgres://user@host:5432/db")
+	fs.StringVar(&f.pg.Table, "pg-table", "onceplane_events", "postgres sink: table of the default effect (one row per event key, with an apply counter)")
+	fs.StringVar(&f.pg.Statement, "pg-statement", "", "postgres sink: your effect instead, one SQL statement per event with @id, @tenant, @payload, @headers, @partition, @seq, @epoch, @uncertain")
+	fs.DurationVar(&f.pg.IdleInTransaction, "pg-idle-in-transaction", 10*time.Second, "postgres sink: PostgreSQL ends a transaction whose edge went quiet this long (a paused owner); a takeover waits about that long for it")
 	fs.StringVar(&f.ledger, "ledger", "ledger.jsonl", "ledger sink file")
 	fs.StringVar(&f.httpURL, "http-url", "", "http sink URL")
 	fs.StringVar(&f.admin, "admin", "127.0.0.1:9222", "admin HTTP address for /metrics, /healthz, /readyz (empty: off)")
@@ -285,10 +291,19 @@ func writeStats(log *slog.Logger, path string, s edge.Stats) {
 	}
 }
 
-func buildSinks(list string, js jetstream.JetStream, o edge.Options, ledger, httpURL string, test *testFlags) (edge.Handler, func(), error) {
+// buildSinks makes the handler the -sink list names. One sink alone is the
+// handler itself, so that a transactional one (postgres) keeps its
+// contract with the edge; in a chain it is applied at least once.
+func buildSinks(ctx context.Context, f *flags, js jetstream.JetStream, o edge.Options) (edge.Handler, func(), error) {
 	var chain []edge.Handler
 	closers := []func(){}
-	for _, name := range strings.Split(list, ",") {
+	ledger, httpURL, test := f.ledger, f.httpURL, &f.test
+	closeAll := func() {
+		for _, c := range closers {
+			c()
+		}
+	}
+	for _, name := range strings.Split(f.sinks, ",") {
 		switch strings.TrimSpace(name) {
 		case "nats":
 			// Into the output stream of the region the edge runs in.
@@ -307,6 +322,23 @@ func buildSinks(list string, js jetstream.JetStream, o edge.Options, ledger, htt
 			closers = append(closers, func() { l.Close() })
 		case "stdout":
 			chain = append(chain, &sink.Writer{W: os.Stdout})
+		case "postgres":
+			po := f.pg
+			po.URL = cmp.Or(po.URL, os.Getenv("ONCEPLANE_PG_URL"))
+			if po.URL == "" {
+				closeAll()
+				return nil, nil, fmt.Errorf("sink postgres needs -pg-url or ONCEPLANE_PG_URL")
+			}
+			po.Logger = o.Logger
+			pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			pg, err := pgsink.Open(pctx, po)
+			cancel()
+			if err != nil {
+				closeAll()
+				return nil, nil, err
+			}
+			chain = append(chain, pg)
+			closers = append(closers, pg.Close)
 		case "chaos":
 			c, err := test.chaosSink(o.Logger)
 			if err != nil {
@@ -314,12 +346,12 @@ func buildSinks(list string, js jetstream.JetStream, o edge.Options, ledger, htt
 			}
 			chain = append(chain, c)
 		default:
-			return nil, nil, fmt.Errorf("unknown sink %q (want nats, http, ledger, stdout, chaos)", name)
+			closeAll()
+			return nil, nil, fmt.Errorf("unknown sink %q (want nats, http, ledger, stdout, postgres, chaos)", name)
 		}
 	}
-	return sink.NewChain(chain...), func() {
-		for _, c := range closers {
-			c()
-		}
-	}, nil
+	if len(chain) == 1 {
+		return chain[0], closeAll, nil
+	}
+	return sink.NewChain(chain...), closeAll, nil
 }

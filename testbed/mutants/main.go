@@ -280,6 +280,27 @@ var mutants = []mutant{
 		new:  "\t\t\tif r.Time.Before(cur.Time) {\n",
 		pkgs: []string{"./dedupe"}, tests: []string{"TestMoveHandsClaimsOver"},
 	},
+	{
+		name: "Z/resolve-owed", what: "dedupe: a claim above the sink's position is taken as applied (its events are lost)",
+		file: "dedupe/resolve.go",
+		old:  "\t\t\tdefault:\n\t\t\t\towed[h] = struct{}{}\n",
+		new:  "\t\t\tdefault:\n\t\t\t\tdone[h] = struct{}{}\n",
+		pkgs: []string{"./dedupe"}, tests: []string{"TestResolveSettlesClaimsAgainstThePosition", "TestTransactionalModel"},
+	},
+	{
+		name: "Z/resolve-source", what: "dedupe: claims counted in another input's sequences are settled against this one's position",
+		file: "dedupe/resolve.go",
+		old:  "\t\tknown := source != \"\" && c.seq != 0 && s.sources[c.epoch] == source\n",
+		new:  "\t\tknown := source != \"\" && c.seq != 0\n",
+		pkgs: []string{"./dedupe"}, tests: []string{"TestResolveSettlesClaimsAgainstThePosition"},
+	},
+	{
+		name: "Z/sink-fence", what: "pgsink: a stale owner's transaction is not refused (it lands after a takeover read the position)",
+		file: "sink/pgsink/pgsink.go",
+		old:  "\t\t\tcase uint64(held) > epoch:\n",
+		new:  "\t\t\tcase uint64(held) > epoch+1000:\n",
+		pkgs: []string{"./sink/pgsink"}, tests: []string{"TestFenceRefusesAStaleOwner", "TestPausedOwnerIsRefusedAfterATakeover"},
+	},
 }
 
 func main() {

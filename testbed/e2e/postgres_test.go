@@ -1,0 +1,154 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/onceplane/onceplane/jetstream/streams"
+	"github.com/onceplane/onceplane/sink/pgsink"
+	"github.com/onceplane/onceplane/testbed/coretest"
+	"github.com/onceplane/onceplane/testbed/pgtest"
+	"github.com/onceplane/onceplane/testbed/proc"
+	"github.com/onceplane/onceplane/testbed/workload"
+)
+
+// pgAccount is what the default effects table says.
+type pgAccount struct {
+	rows, twice, flagged int // IDs applied, applied more than once, applied flagged uncertain
+}
+
+func pgCount(t *testing.T, c *pgx.Conn) pgAccount {
+	t.Helper()
+	var a pgAccount
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := c.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE applies > 1), count(*) FILTER (WHERE uncertain) FROM onceplane_events`).Scan(&a.rows, &a.twice, &a.flagged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+var ownedLine = regexp.MustCompile(`partition owned.*uncertain=(\d+) owed=(\d+) resolved_done=(\d+)`)
+
+// takeoverAccount sums, over an edge's takeovers, the IDs left uncertain,
+// owed and settled done against the sink's position.
+func takeoverAccount(log string) (uncertain, owed, done int) {
+	for _, m := range ownedLine.FindAllStringSubmatch(log, -1) {
+		u, _ := strconv.Atoi(m[1])
+		o, _ := strconv.Atoi(m[2])
+		d, _ := strconv.Atoi(m[3])
+		uncertain, owed, done = uncertain+u, owed+o, done+d
+	}
+	return
+}
+
+// TestEdgeKill9PostgresExactlyOnce kills the edge process with SIGKILL 20
+// times, each at a random point of a load with 30 % duplicates, with the
+// PostgreSQL sink; every fifth time it first pauses the edge (SIGSTOP) and
+// lets the next one take over before killing it. The table must hold every
+// unique ID exactly once, none applied twice (its apply counter) and none
+// flagged uncertain: every takeover settled what the dead owner claimed
+// against the sink's position.
+func TestEdgeKill9PostgresExactlyOnce(t *testing.T) {
+	const partitions, batch, kills = 8, 100, 20
+	db := pgtest.Start(t)
+	n := coretest.Start(t)
+	r := newRun(t, n.ClientURL(), streams.Config{Partitions: partitions, IngestDuplicates: -1}, true)
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	// The sink's tables, as the first edge would make them.
+	if s, err := pgsink.Open(ctx, pgsink.Options{URL: db.URL}); err != nil {
+		t.Fatal(err)
+	} else {
+		s.Close()
+	}
+	edgeArgs := []string{"-sink", "postgres", "-pg-url", db.URL, "-batch", strconv.Itoa(batch), "-pg-idle-in-transaction", "2s"}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 16))
+	r.publish(workload.Plan{Events: 40_000, DupRate: 0.3, Gap: 10_000, Seed: 16})
+	var logs []*proc.Proc
+	var paused *proc.Proc
+	for i := range kills {
+		e := r.edge(fmt.Sprintf("edge-%02d", i), edgeArgs...)
+		logs = append(logs, e)
+		if paused != nil {
+			// The next owner took over from a paused one: let the paused
+			// edge run again (its transaction in flight is refused, its
+			// claims fenced), then kill it.
+			coretest.Eventually(t, time.Minute, "the next edge applying", func() bool { return pgCount(t, c).rows > 0 })
+			if err := paused.Resume(); err != nil {
+				t.Fatal(err)
+			}
+			paused.Kill9()
+			paused = nil
+		}
+		before := pgCount(t, c).rows
+		step := 200 + rng.IntN(1200)
+		if before+step >= r.unique {
+			step = max(1, (r.unique-before)/2)
+		}
+		coretest.Eventually(t, 2*time.Minute, "the edge applying", func() bool { return pgCount(t, c).rows >= before+step })
+		if i%5 == 4 {
+			if err := e.Pause(); err != nil {
+				t.Fatal(err)
+			}
+			paused = e
+			continue
+		}
+		e.Kill9()
+	}
+	last := r.edge("edge-last", edgeArgs...)
+	logs = append(logs, last)
+	if paused != nil {
+		paused.Resume()
+		paused.Kill9()
+	}
+	if err := <-r.pubDone; err != nil {
+		t.Fatal(err)
+	}
+	coretest.Eventually(t, 3*time.Minute, "every unique ID applied", func() bool { return pgCount(t, c).rows >= r.unique })
+	if err := last.Stop(10 * time.Second); err != nil {
+		t.Fatalf("last edge exit: %v", err)
+	}
+	a := pgCount(t, c)
+	var unc, owed, done int
+	for _, p := range logs {
+		u, o, d := takeoverAccount(p.Output())
+		unc, owed, done = unc+u, owed+o, done+d
+	}
+	t.Logf("%d events, %d unique IDs, %d kills (4 after a pause); rows %d, applied twice %d, flagged %d; takeovers settled %d done and %d owed, left %d uncertain",
+		len(r.ids), r.unique, kills, a.rows, a.twice, a.flagged, done, owed, unc)
+	if a.rows != r.unique || a.twice != 0 || a.flagged != 0 || unc != 0 {
+		t.Fatalf("want %d rows, none twice, none flagged, none uncertain", r.unique)
+	}
+	// Every published ID is there.
+	rows, err := c.Query(ctx, `SELECT id FROM onceplane_events`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for rows.Next() {
+		var id string
+		rows.Scan(&id)
+		have[id] = true
+	}
+	for _, id := range r.ids {
+		if !have[id] {
+			t.Fatalf("id %s lost", id)
+		}
+	}
+	if done+owed == 0 {
+		t.Fatal("no takeover settled anything: the kills missed every batch in flight")
+	}
+}
