@@ -234,6 +234,9 @@ type LedgerLine struct {
 	Edge      string    `json:"edge"`
 	Uncertain bool      `json:"uncertain,omitempty"`
 	Time      time.Time `json:"time"`
+	// Batch is the token of the batch the run belongs to, in a positioned
+	// ledger: the run took effect if the batch's commit line follows.
+	Batch string `json:"batch,omitempty"`
 }
 
 // Ledger appends one JSON line per handler invocation to a file, written
@@ -315,6 +318,9 @@ func ScanLedger(path string) (lines []LedgerLine, bad int, err error) {
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		b := sc.Bytes()
+		if bytes.HasPrefix(b, []byte(`{"commit":`)) || bytes.HasPrefix(b, []byte(`{"fence":`)) {
+			continue // a positioned ledger's marks (LedgerMark), not runs
+		}
 		var l LedgerLine
 		if json.Unmarshal(b, &l) == nil {
 			lines = append(lines, l)

@@ -55,16 +55,22 @@ func (r runResult) rate() float64 { return float64(r.events) / r.elapsed.Seconds
 // batching), hands each batch to the same NATS sink and acks it: JetStream
 // with no dedupe.
 func rawRun(ctx context.Context, b *testing.B, js jetstream.JetStream, names, out streams.Names, total int64) runResult {
+	return consumeRaw(ctx, b, js, names, &sink.NATS{JS: js, Names: out}, "raw", total)
+}
+
+// consumeRaw consumes every partition with a plain pull consumer (durables
+// <durable>-<p>, AckAll, the edge's batching), hands each batch to s until
+// it succeeds, and acks it.
+func consumeRaw(ctx context.Context, b *testing.B, js jetstream.JetStream, names streams.Names, s edge.Handler, durable string, total int64) runResult {
 	lat := sim.NewLatency()
 	var done atomic.Int64
-	s := &sink.NATS{JS: js, Names: out}
 	start := time.Now()
 	var wg sync.WaitGroup
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	for p := 0; p < *partitions; p++ {
 		cons, err := js.CreateOrUpdateConsumer(ctx, names.IngestStream(), jetstream.ConsumerConfig{
-			Durable: fmt.Sprintf("raw-%d", p), FilterSubjects: names.PartitionFilters(p), AckPolicy: jetstream.AckAllPolicy,
+			Durable: fmt.Sprintf("%s-%d", durable, p), FilterSubjects: names.PartitionFilters(p), AckPolicy: jetstream.AckAllPolicy,
 			MaxAckPending: 8 * *batchSize, AckWait: time.Minute,
 		})
 		if err != nil {
@@ -118,7 +124,11 @@ func rawRun(ctx context.Context, b *testing.B, js jetstream.JetStream, names, ou
 				evs = evs[:0]
 				for _, m := range batch {
 					id := m.Headers().Get(event.HeaderID)
-					evs = append(evs, event.Event{ID: id, Partition: p, Data: m.Data()})
+					var seq uint64
+					if md, err := m.Metadata(); err == nil {
+						seq = md.Sequence.Stream
+					}
+					evs = append(evs, event.Event{ID: id, Tenant: event.DefaultTenant, Partition: p, Data: m.Data(), StreamSeq: seq})
 				}
 				for errs := s.Handle(ctx, evs); errs != nil; errs = s.Handle(ctx, evs) {
 				}
