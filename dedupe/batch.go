@@ -40,13 +40,28 @@ func (s *State) Decide(hs []event.Hash, seqs []uint64, at time.Time, writer stri
 	b.Paths = s.Classify(hs, at, b.Paths[:0])
 	b.Run, b.ids, b.seq = b.Run[:0], b.ids[:0], 0
 	var last uint64
+	reruns := 0
 	for i, p := range b.Paths {
 		if p.First() {
 			b.Run = append(b.Run, i)
-			b.ids = append(b.ids, hs[i])
+			if p == PathUncertainRerun {
+				reruns++
+			}
 			if i < len(seqs) {
 				last = max(last, seqs[i])
 			}
+		}
+	}
+	// The claim's IDs: uncertain re-runs first (Record.Reruns), then the
+	// others, each group in batch order.
+	for _, i := range b.Run {
+		if b.Paths[i] == PathUncertainRerun {
+			b.ids = append(b.ids, hs[i])
+		}
+	}
+	for _, i := range b.Run {
+		if b.Paths[i] != PathUncertainRerun {
+			b.ids = append(b.ids, hs[i])
 		}
 	}
 	b.Claims = len(b.ids) > 0
@@ -56,7 +71,9 @@ func (s *State) Decide(hs []event.Hash, seqs []uint64, at time.Time, writer stri
 		// pending claim until a later record says it is done, while b.ids
 		// is reused by the next batch.
 		b.Claim = s.Claim(slices.Clone(b.ids), writer)
-		b.Claim.Seq = last
+		if seqs != nil {
+			b.Claim.Seq, b.Claim.Reruns = last, reruns
+		}
 	}
 }
 

@@ -43,7 +43,7 @@ func FuzzDecode(f *testing.F) {
 	r2 := Record{Kind: KindTakeover, Epoch: 4, Writer: "w", Time: time.UnixMilli(6), IDs: []event.Hash{hid(9)}, Source: "in@1", Owed: []event.Hash{hid(10)}}
 	b2, _ := r2.Append(nil)
 	f.Add(b2)
-	c2 := Record{Kind: KindClaim, Epoch: 4, Writer: "w", Time: time.UnixMilli(7), IDs: []event.Hash{hid(11)}, Seq: 300}
+	c2 := Record{Kind: KindClaim, Epoch: 4, Writer: "w", Time: time.UnixMilli(7), IDs: []event.Hash{hid(11), hid(12)}, Seq: 300, Reruns: 1}
 	b3, _ := c2.Append(nil)
 	f.Add(b3)
 	f.Fuzz(func(t *testing.T, in []byte) {

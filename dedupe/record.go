@@ -58,6 +58,10 @@ type Record struct {
 	// the batch is applied by a transactional sink once the sink's position
 	// reaches it. Zero means unknown.
 	Seq uint64
+	// Reruns (claims) is how many of IDs, at its start, are uncertain
+	// re-runs: an earlier owner may have applied them, so a batch of them
+	// the sink did not apply leaves them uncertain, not owed.
+	Reruns int
 	// Source (takeovers) names the input whose sequences the epoch's claims'
 	// Seq count, when its owner's sink keeps positions (see State.Resolve);
 	// empty otherwise. At most MaxWriter bytes.
@@ -113,7 +117,10 @@ func (r Record) Append(b []byte) ([]byte, error) {
 	if len(r.IDs)+len(r.Owed) > MaxIDsPerRecord {
 		return b, fmt.Errorf("encode record: %d ids > %d", len(r.IDs)+len(r.Owed), MaxIDsPerRecord)
 	}
-	v2 := r.Seq != 0 || r.Source != "" || len(r.Owed) > 0
+	if r.Reruns < 0 || r.Reruns > len(r.IDs) {
+		return b, fmt.Errorf("encode record: %d re-runs of %d ids", r.Reruns, len(r.IDs))
+	}
+	v2 := r.Seq != 0 || r.Reruns != 0 || r.Source != "" || len(r.Owed) > 0
 	v := byte(version1)
 	if v2 {
 		v = version2
@@ -129,6 +136,7 @@ func (r Record) Append(b []byte) ([]byte, error) {
 	b = appendHashes(b, r.IDs)
 	if v2 {
 		b = binary.AppendUvarint(b, r.Seq)
+		b = binary.AppendUvarint(b, uint64(r.Reruns))
 		b = append(b, byte(len(r.Source)))
 		b = append(b, r.Source...)
 		b = binary.AppendUvarint(b, uint64(len(r.Owed)))
@@ -212,6 +220,11 @@ func Decode(b []byte) (Record, error) {
 			return fail("seq")
 		}
 		b = b[n:]
+		reruns, n := binary.Uvarint(b)
+		if n <= 0 || reruns > uint64(len(r.IDs)) {
+			return fail("re-runs")
+		}
+		r.Reruns, b = int(reruns), b[n:]
 		if len(b) < 1 || len(b) < 1+int(b[0]) {
 			return fail("source")
 		}

@@ -14,7 +14,9 @@ import "github.com/onceplane/onceplane/event"
 //     duplicates;
 //   - a claim above it was not applied (a batch is one transaction, and a
 //     partition's batches are applied in order): its IDs are owed, and run
-//     again as first runs (PathOwed), not flagged;
+//     again as first runs (PathOwed), not flagged; except its uncertain
+//     re-runs (Record.Reruns), which an owner before it may have applied:
+//     they stay uncertain;
 //   - a claim whose sequences count another input (Record.Source of its
 //     epoch's takeover differs: a failover's mirror, a promoted copy, a
 //     recreated stream) or that carries no Seq (an owner without the
@@ -25,9 +27,10 @@ import "github.com/onceplane/onceplane/event"
 
 // pendingClaim is a claim record whose batch no later record marked done.
 type pendingClaim struct {
-	ids   []event.Hash
-	seq   uint64 // Record.Seq
-	epoch uint64
+	ids    []event.Hash
+	seq    uint64 // Record.Seq
+	reruns int    // Record.Reruns
+	epoch  uint64
 }
 
 // Resolution counts the IDs one Resolve settled.
@@ -51,12 +54,15 @@ func (s *State) Resolve(source string, applied uint64) Resolution {
 	owed := map[event.Hash]struct{}{}
 	for _, c := range s.pending {
 		known := source != "" && c.seq != 0 && s.sources[c.epoch] == source
-		for _, h := range c.ids {
+		for i, h := range c.ids {
 			switch {
 			case !known:
 				unsure[h] = struct{}{}
 			case c.seq <= applied:
 				done[h] = struct{}{}
+			case i < c.reruns:
+				// A re-run the sink did not apply: an earlier owner may have.
+				unsure[h] = struct{}{}
 			default:
 				owed[h] = struct{}{}
 			}

@@ -98,6 +98,40 @@ func TestResolveSettlesClaimsAgainstThePosition(t *testing.T) {
 	}
 }
 
+// TestRerunNotAppliedStaysUncertain: an uncertain ID (claimed by an owner
+// without the contract) that a transactional owner re-ran, flagged, and
+// died before its sink committed, is uncertain again, not owed: the first
+// owner may have applied it.
+func TestRerunNotAppliedStaysUncertain(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	s := New(Options{})
+	s.Apply(1, roundTrip(t, Record{Kind: KindTakeover, Epoch: 1, Writer: "a", Time: now}), now)
+	s.Apply(2, roundTrip(t, Record{Kind: KindClaim, Epoch: 1, Writer: "a", Time: now, IDs: []event.Hash{hid(1)}}), now)
+	if r := s.Resolve("in@1", 0); r.Uncertain != 1 {
+		t.Fatalf("first resolution %+v", r)
+	}
+	tk := s.Takeover("b")
+	s.Apply(3, roundTrip(t, tk), time.Time{})
+	var b Batch
+	s.Decide([]event.Hash{hid(2), hid(1)}, []uint64{40, 41}, now, "b", &b)
+	if b.Paths[1] != PathUncertainRerun || b.Claim.Reruns != 1 || b.Claim.IDs[0] != hid(1) || b.Claim.Seq != 41 {
+		t.Fatalf("decided %v, claim %+v", b.Paths, b.Claim)
+	}
+	s.Committed(&b, 4)
+	// b dies before its sink commits; the next owner resolves.
+	next := New(Options{})
+	next.Apply(1, roundTrip(t, Record{Kind: KindTakeover, Epoch: 1, Writer: "a", Time: now}), now)
+	next.Apply(2, roundTrip(t, Record{Kind: KindClaim, Epoch: 1, Writer: "a", Time: now, IDs: []event.Hash{hid(1)}}), now)
+	next.Apply(3, roundTrip(t, tk), now)
+	next.Apply(4, roundTrip(t, b.Claim), now)
+	if r := next.Resolve("in@1", 39); r != (Resolution{Owed: 1, Uncertain: 1}) {
+		t.Fatalf("resolution %+v", r)
+	}
+	if !next.IsUncertain(hid(1)) {
+		t.Fatal("the re-run is owed: it would run unflagged")
+	}
+}
+
 // TestRaiseEpoch: a sink's later epoch makes the next takeover's later.
 func TestRaiseEpoch(t *testing.T) {
 	s := New(Options{})

@@ -548,7 +548,7 @@ func (s *State) Apply(seq uint64, r Record, stored time.Time) {
 			delete(s.owed, h)
 		}
 		if len(r.IDs) > 0 {
-			s.pending[seq] = pendingClaim{ids: r.IDs, seq: r.Seq, epoch: r.Epoch}
+			s.pending[seq] = pendingClaim{ids: r.IDs, seq: r.Seq, reruns: r.Reruns, epoch: r.Epoch}
 		}
 	case KindTakeover:
 		clear(s.pending)

@@ -162,7 +162,14 @@ func (pt *partition) validate(batch []inMsg) validated {
 func (pt *partition) decide(ctx context.Context, at time.Time) error {
 	c, p, st, w := pt.c, pt.p, pt.st, pt.w
 	_, pre := c.tracer.Start(ctx, "onceplane.precheck")
-	st.Decide(w.hashes, w.seqs, at, c.o.Name, &w.batch)
+	// Claims carry their batch's ingest sequence (a version-2 record) only
+	// for a transactional sink: an edge without one writes records every
+	// earlier edge reads.
+	seqs := w.seqs
+	if c.tx == nil {
+		seqs = nil
+	}
+	st.Decide(w.hashes, seqs, at, c.o.Name, &w.batch)
 	pre.End()
 	w.evs = w.evs[:0]
 	// A failover edge runs what the lost region accepted: it may have run

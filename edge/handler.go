@@ -106,6 +106,12 @@ func runHandler(ctx context.Context, h Handler, evs []event.Event, r Retry) (fin
 			batch[j] = evs[i]
 		}
 		errs, panicked := handleIsolated(ctx, h, batch)
+		if _, tx := h.(Transactional); tx && panicked {
+			// A transactional sink's call commits whole or not at all: no
+			// event of it ran alone, none is flagged, and the call is
+			// retried (then dead-lettered) as one.
+			panicked = false
+		}
 		if panicked {
 			// The batch call may have had effects before it panicked: every
 			// later call of these events is a possible repeat, flagged.
@@ -159,14 +165,21 @@ func runHandler(ctx context.Context, h Handler, evs []event.Event, r Retry) (fin
 // handleIsolated calls h for the batch; if the call panics, it calls h once
 // per event, each flagged uncertain (the panicking call may have handled
 // some before it panicked), so that only the event that panics fails.
+//
+// A transactional handler's events are never called one by one: its
+// position is a high-water mark, and a call of a later event alone could
+// cover an earlier one that never ran. Every event of its panicking call
+// fails with the panic.
 func handleIsolated(ctx context.Context, h Handler, batch []event.Event) (errs []error, panicked bool) {
 	perr := callSafely(func() error { errs = h.Handle(ctx, batch); return nil })
 	if perr == nil {
 		return errs, false
 	}
 	errs = make([]error, len(batch))
-	if len(batch) == 1 {
-		errs[0] = perr
+	if _, tx := h.(Transactional); tx || len(batch) == 1 {
+		for i := range errs {
+			errs[i] = perr
+		}
 		return errs, true
 	}
 	for i := range batch {

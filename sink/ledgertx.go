@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"strconv"
 	"sync"
@@ -169,6 +170,7 @@ func (l *PositionedLedger) Handle(_ context.Context, evs []event.Event) []error 
 		// commits each apart.
 		var keys []ledgerKey
 		byKey := map[ledgerKey][]event.Event{}
+		next := map[ledgerKey]edge.Position{}
 		for _, ev := range evs {
 			k := ledgerKey{ev.Source, ev.Partition}
 			if _, ok := byKey[k]; !ok {
@@ -196,11 +198,12 @@ func (l *PositionedLedger) Handle(_ context.Context, evs []event.Event) []error 
 			}
 			pos = edge.Position{Epoch: epoch, Applied: max(pos.Applied, last)}
 			_ = enc.Encode(LedgerMark{Commit: token, Source: k.source, Partition: k.partition, Epoch: pos.Epoch, Applied: pos.Applied, Edge: l.edge})
-			defer func() { l.pos[k] = pos }()
+			next[k] = pos
 		}
 		if err := l.write(buf.Bytes()); err != nil {
 			return fmt.Errorf("%w: %w", edge.ErrUnavailable, err)
 		}
+		maps.Copy(l.pos, next)
 		return nil
 	})
 	if err == nil {

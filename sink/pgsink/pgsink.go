@@ -113,7 +113,16 @@ func Open(ctx context.Context, o Options) (*Sink, error) {
 		return nil, fmt.Errorf("pgsink: %w", err)
 	}
 	cfg.MaxConns = o.MaxConns
+	// An owner that stops talking inside its transaction holds its
+	// partition's position row: PostgreSQL ends the transaction when it
+	// went quiet between statements (idle_in_transaction_session_timeout),
+	// in the middle of one (statement_timeout), or behind a dead connection
+	// (keepalives), so that a takeover's fence waits a bounded time.
 	cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.FormatInt(o.IdleInTransaction.Milliseconds(), 10)
+	cfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(o.Timeout.Milliseconds(), 10)
+	cfg.ConnConfig.RuntimeParams["tcp_keepalives_idle"] = "10"
+	cfg.ConnConfig.RuntimeParams["tcp_keepalives_interval"] = "5"
+	cfg.ConnConfig.RuntimeParams["tcp_keepalives_count"] = "3"
 	cfg.ConnConfig.RuntimeParams["application_name"] = "onceplane-edge"
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -295,6 +295,13 @@ var mutants = []mutant{
 		pkgs: []string{"./dedupe"}, tests: []string{"TestResolveSettlesClaimsAgainstThePosition"},
 	},
 	{
+		name: "Z/resolve-reruns", what: "dedupe: an uncertain re-run the sink did not apply becomes owed (it runs again unflagged; an earlier owner may have applied it)",
+		file: "dedupe/resolve.go",
+		old:  "\t\t\tcase i < c.reruns:\n",
+		new:  "\t\t\tcase i < 0:\n",
+		pkgs: []string{"./dedupe"}, tests: []string{"TestRerunNotAppliedStaysUncertain"},
+	},
+	{
 		name: "Z/sink-fence", what: "pgsink: a stale owner's transaction is not refused (it lands after a takeover read the position)",
 		file: "sink/pgsink/pgsink.go",
 		old:  "\t\t\tcase uint64(held) > epoch:\n",
