@@ -122,6 +122,7 @@ type flags struct {
 	failoverOf                                string
 	adminCert, adminKey                       string
 	pg                                        pgsink.Options
+	ledgerPositions                           bool
 	insecure                                  *bool
 	test                                      testFlags
 }
@@ -155,6 +156,7 @@ func (f *flags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.pg.Statement, "pg-statement", "", "postgres sink: your effect instead, one SQL statement per event with @id, @tenant, @payload, @headers, @partition, @seq, @epoch, @uncertain")
 	fs.DurationVar(&f.pg.IdleInTransaction, "pg-idle-in-transaction", 10*time.Second, "postgres sink: PostgreSQL ends a transaction whose edge went quiet this long (a paused owner); a takeover waits about that long for it")
 	fs.StringVar(&f.ledger, "ledger", "ledger.jsonl", "ledger sink file")
+	fs.BoolVar(&f.ledgerPositions, "ledger-positions", false, "ledger sink: keep an fsync'd position per partition with each batch (exactly-once effects when the ledger is the only sink; the file is locked per batch)")
 	fs.StringVar(&f.httpURL, "http-url", "", "http sink URL")
 	fs.StringVar(&f.admin, "admin", "127.0.0.1:9222", "admin HTTP address for /metrics, /healthz, /readyz (empty: off)")
 	fs.StringVar(&f.adminCert, "admin-tls-cert", "", "PEM certificate for the admin port: HTTPS only, so the bearer token never crosses the network in clear (with -admin-tls-key)")
@@ -314,6 +316,16 @@ func buildSinks(ctx context.Context, f *flags, js jetstream.JetStream, o edge.Op
 			}
 			chain = append(chain, &sink.HTTP{URL: httpURL})
 		case "ledger":
+			if f.ledgerPositions {
+				l, err := sink.OpenPositionedLedger(ledger, o.Name)
+				if err != nil {
+					closeAll()
+					return nil, nil, err
+				}
+				chain = append(chain, l)
+				closers = append(closers, func() { l.Close() })
+				continue
+			}
 			l, err := sink.OpenLedger(ledger, o.Name)
 			if err != nil {
 				return nil, nil, err

@@ -273,6 +273,9 @@ func (s *Sink) apply(ctx context.Context, k groupKey, evs []event.Event) []error
 		errs, err = s.tx(ctx, k, evs, true)
 	}
 	if err != nil {
+		if !errors.Is(err, edge.ErrSinkFenced) {
+			s.o.Logger.Warn("postgres sink: batch not applied; the edge retries it", "partition", k.partition, "events", len(evs), "err", err)
+		}
 		errs = make([]error, len(evs))
 		for i := range errs {
 			errs[i] = fmt.Errorf("pgsink %s: %w", evs[i].ID, err)

@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"math/rand/v2"
 	"regexp"
 	"strconv"
@@ -12,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/onceplane/onceplane/jetstream/streams"
+	"github.com/onceplane/onceplane/sink"
 	"github.com/onceplane/onceplane/sink/pgsink"
 	"github.com/onceplane/onceplane/testbed/coretest"
 	"github.com/onceplane/onceplane/testbed/pgtest"
@@ -74,53 +78,9 @@ func TestEdgeKill9PostgresExactlyOnce(t *testing.T) {
 	} else {
 		s.Close()
 	}
-	edgeArgs := []string{"-sink", "postgres", "-pg-url", db.URL, "-batch", strconv.Itoa(batch), "-pg-idle-in-transaction", "2s"}
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 16))
 	r.publish(workload.Plan{Events: 40_000, DupRate: 0.3, Gap: 10_000, Seed: 16})
-	var logs []*proc.Proc
-	var paused *proc.Proc
-	for i := range kills {
-		e := r.edge(fmt.Sprintf("edge-%02d", i), edgeArgs...)
-		logs = append(logs, e)
-		if paused != nil {
-			// The next owner took over from a paused one: let the paused
-			// edge run again (its transaction in flight is refused, its
-			// claims fenced), then kill it.
-			coretest.Eventually(t, time.Minute, "the next edge applying", func() bool { return pgCount(t, c).rows > 0 })
-			if err := paused.Resume(); err != nil {
-				t.Fatal(err)
-			}
-			paused.Kill9()
-			paused = nil
-		}
-		before := pgCount(t, c).rows
-		step := 200 + rng.IntN(1200)
-		if before+step >= r.unique {
-			step = max(1, (r.unique-before)/2)
-		}
-		coretest.Eventually(t, 2*time.Minute, "the edge applying", func() bool { return pgCount(t, c).rows >= before+step })
-		if i%5 == 4 {
-			if err := e.Pause(); err != nil {
-				t.Fatal(err)
-			}
-			paused = e
-			continue
-		}
-		e.Kill9()
-	}
-	last := r.edge("edge-last", edgeArgs...)
-	logs = append(logs, last)
-	if paused != nil {
-		paused.Resume()
-		paused.Kill9()
-	}
-	if err := <-r.pubDone; err != nil {
-		t.Fatal(err)
-	}
-	coretest.Eventually(t, 3*time.Minute, "every unique ID applied", func() bool { return pgCount(t, c).rows >= r.unique })
-	if err := last.Stop(10 * time.Second); err != nil {
-		t.Fatalf("last edge exit: %v", err)
-	}
+	edgeArgs := []string{"-sink", "postgres", "-pg-url", db.URL, "-batch", strconv.Itoa(batch), "-pg-idle-in-transaction", "2s"}
+	logs := r.killLoop(kills, 5, edgeArgs, func() int { return pgCount(t, c).rows })
 	a := pgCount(t, c)
 	var unc, owed, done int
 	for _, p := range logs {
@@ -150,5 +110,118 @@ func TestEdgeKill9PostgresExactlyOnce(t *testing.T) {
 	}
 	if done+owed == 0 {
 		t.Fatal("no takeover settled anything: the kills missed every batch in flight")
+	}
+}
+
+// killLoop runs the load r published through kills edges in turn, each
+// killed with SIGKILL once applied() has grown by a random 200–1,400 IDs;
+// every pauseEvery-th is paused instead (SIGSTOP) and killed after the next
+// edge applied something. A last edge finishes the load. It returns every
+// edge's process, for their logs.
+func (r *run) killLoop(kills, pauseEvery int, edgeArgs []string, applied func() int) []*proc.Proc {
+	t := r.t
+	t.Helper()
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 16))
+	var procs []*proc.Proc
+	var paused *proc.Proc
+	for i := range kills {
+		e := r.edge(fmt.Sprintf("edge-%02d", i), edgeArgs...)
+		procs = append(procs, e)
+		if paused != nil {
+			// The next owner took over from a paused one: let the paused
+			// edge run again (its transaction in flight is refused, its
+			// claims fenced), then kill it.
+			was := applied()
+			coretest.Eventually(t, time.Minute, "the next edge applying", func() bool { return applied() > was })
+			if err := paused.Resume(); err != nil {
+				t.Fatal(err)
+			}
+			paused.Kill9()
+			paused = nil
+		}
+		before := applied()
+		step := 200 + rng.IntN(1200)
+		if before+step >= r.unique {
+			step = max(1, (r.unique-before)/2)
+		}
+		coretest.Eventually(t, 2*time.Minute, "the edge applying", func() bool { return applied() >= before+step })
+		if pauseEvery > 0 && i%pauseEvery == pauseEvery-1 {
+			if err := e.Pause(); err != nil {
+				t.Fatal(err)
+			}
+			paused = e
+			continue
+		}
+		e.Kill9()
+	}
+	last := r.edge("edge-last", edgeArgs...)
+	procs = append(procs, last)
+	if paused != nil {
+		paused.Resume()
+		paused.Kill9()
+	}
+	if err := <-r.pubDone; err != nil {
+		t.Fatal(err)
+	}
+	coretest.Eventually(t, 3*time.Minute, "every unique ID applied", func() bool { return applied() >= r.unique })
+	if err := last.Stop(10 * time.Second); err != nil {
+		t.Fatalf("last edge exit: %v", err)
+	}
+	return procs
+}
+
+// ledgerEffects reads a positioned ledger: effects per ID (runs of
+// committed batches), runs in all, and flagged effects.
+func ledgerEffects(t *testing.T, path string) (effects map[string]int, runs, flagged int) {
+	t.Helper()
+	lines, _, err := sink.ScanLedger(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	committed, err := sink.CommittedBatches(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	effects = map[string]int{}
+	for _, l := range lines {
+		if committed[l.Batch] {
+			effects[l.ID]++
+			if l.Uncertain {
+				flagged++
+			}
+		}
+	}
+	return effects, len(lines), flagged
+}
+
+// TestEdgeKill9LedgerEffectsOnce: the ledger sink with positions
+// (-ledger-positions), its edge process killed with SIGKILL 10 times under
+// load: each unique ID takes effect exactly once (runs of batches a kill
+// cut short, without their commit line, are runs, not effects), none
+// flagged, and no takeover leaves anything uncertain.
+func TestEdgeKill9LedgerEffectsOnce(t *testing.T) {
+	const partitions, batch, kills = 8, 100, 10
+	n := coretest.Start(t)
+	r := newRun(t, n.ClientURL(), streams.Config{Partitions: partitions, IngestDuplicates: -1}, true)
+	path := filepath.Join(r.dir, "ledger.jsonl")
+	r.publish(workload.Plan{Events: 30_000, DupRate: 0.3, Gap: 10_000, Seed: 17})
+	edgeArgs := []string{"-sink", "ledger", "-ledger-positions", "-batch", strconv.Itoa(batch)}
+	logs := r.killLoop(kills, 0, edgeArgs, func() int { e, _, _ := ledgerEffects(t, path); return len(e) })
+	effects, runs, flagged := ledgerEffects(t, path)
+	var unc, owed, done int
+	for _, p := range logs {
+		u, o, d := takeoverAccount(p.Output())
+		unc, owed, done = unc+u, owed+o, done+d
+	}
+	twice := 0
+	for _, k := range effects {
+		if k > 1 {
+			twice++
+		}
+	}
+	t.Logf("%d events, %d unique IDs, %d kills; %d runs, %d IDs took effect, %d twice, %d flagged; takeovers settled %d done and %d owed, left %d uncertain",
+		len(r.ids), r.unique, kills, runs, len(effects), twice, flagged, done, owed, unc)
+	if len(effects) != r.unique || twice != 0 || flagged != 0 || unc != 0 {
+		t.Fatalf("want %d IDs taking effect once, none flagged, none uncertain", r.unique)
 	}
 }
