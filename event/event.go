@@ -209,3 +209,26 @@ func Reason(err error) string {
 	}
 	return "invalid"
 }
+
+// ByInput splits evs by input (Source and Partition), in order of first
+// appearance: the indexes into evs of each group, in order. A
+// transactional sink commits each group apart (an edge hands it one).
+func ByInput(evs []Event) [][]int {
+	type key struct {
+		source    string
+		partition int
+	}
+	var out [][]int
+	at := map[key]int{}
+	for i, ev := range evs {
+		k := key{ev.Source, ev.Partition}
+		j, ok := at[k]
+		if !ok {
+			j = len(out)
+			at[k] = j
+			out = append(out, nil)
+		}
+		out[j] = append(out[j], i)
+	}
+	return out
+}

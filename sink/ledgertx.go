@@ -168,18 +168,13 @@ func (l *PositionedLedger) Handle(_ context.Context, evs []event.Event) []error 
 		now := time.Now().UTC()
 		// The edge hands one partition's batch; a call mixing partitions
 		// commits each apart.
-		var keys []ledgerKey
-		byKey := map[ledgerKey][]event.Event{}
 		next := map[ledgerKey]edge.Position{}
-		for _, ev := range evs {
-			k := ledgerKey{ev.Source, ev.Partition}
-			if _, ok := byKey[k]; !ok {
-				keys = append(keys, k)
+		for _, idx := range event.ByInput(evs) {
+			g := make([]event.Event, len(idx))
+			for j, i := range idx {
+				g[j] = evs[i]
 			}
-			byKey[k] = append(byKey[k], ev)
-		}
-		for _, k := range keys {
-			g := byKey[k]
+			k := ledgerKey{g[0].Source, g[0].Partition}
 			pos := l.pos[k]
 			var epoch, last uint64
 			for _, ev := range g {

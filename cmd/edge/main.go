@@ -122,7 +122,7 @@ type flags struct {
 	failoverOf                                string
 	adminCert, adminKey                       string
 	pg                                        pgsink.Options
-	ledgerPositions                           bool
+	ledgerPositions, natsPositions            bool
 	insecure                                  *bool
 	test                                      testFlags
 }
@@ -156,6 +156,7 @@ func (f *flags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.pg.Statement, "pg-statement", "", "postgres sink: your effect instead, one SQL statement per event with @id, @tenant, @payload, @headers, @partition, @seq, @epoch, @uncertain")
 	fs.DurationVar(&f.pg.IdleInTransaction, "pg-idle-in-transaction", 10*time.Second, "postgres sink: PostgreSQL ends a transaction whose edge went quiet this long (a paused owner); a takeover waits about that long for it")
 	fs.StringVar(&f.ledger, "ledger", "ledger.jsonl", "ledger sink file")
+	fs.BoolVar(&f.natsPositions, "nats-positions", false, "nats sink: commit each batch's outputs with the partition's position in one atomic batch publish (exactly-once outputs when nats is the only sink; outputs then carry no Nats-Msg-Id)")
 	fs.BoolVar(&f.ledgerPositions, "ledger-positions", false, "ledger sink: keep an fsync'd position per partition with each batch (exactly-once effects when the ledger is the only sink; the file is locked per batch)")
 	fs.StringVar(&f.httpURL, "http-url", "", "http sink URL")
 	fs.StringVar(&f.admin, "admin", "127.0.0.1:9222", "admin HTTP address for /metrics, /healthz, /readyz (empty: off)")
@@ -309,7 +310,12 @@ func buildSinks(ctx context.Context, f *flags, js jetstream.JetStream, o edge.Op
 		switch strings.TrimSpace(name) {
 		case "nats":
 			// Into the output stream of the region the edge runs in.
-			chain = append(chain, &sink.NATS{JS: js, Names: streams.Names{Region: cmp.Or(o.Host, o.Region)}})
+			out := streams.Names{Region: cmp.Or(o.Host, o.Region)}
+			if f.natsPositions {
+				chain = append(chain, &sink.PositionedNATS{JS: js, Names: out, Logger: o.Logger})
+				continue
+			}
+			chain = append(chain, &sink.NATS{JS: js, Names: out})
 		case "http":
 			if httpURL == "" {
 				return nil, nil, fmt.Errorf("sink http needs -http-url")

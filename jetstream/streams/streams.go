@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"maps"
 	"slices"
 	"strconv"
@@ -122,6 +123,15 @@ func (n Names) DLQ(p int) string { return n.prefix() + ".dlq." + strconv.Itoa(p)
 
 // Output is partition p's output subject.
 func (n Names) Output(p int) string { return n.prefix() + ".out." + strconv.Itoa(p) }
+
+// OutputPosition is the subject, in the output stream, of the positions a
+// positioned nats sink commits with each batch of partition p's outputs
+// consumed from input source (one token: a hash of the source's name).
+func (n Names) OutputPosition(source string, p int) string {
+	h := fnv.New64a()
+	h.Write([]byte(source))
+	return n.prefix() + ".outpos." + strconv.FormatUint(h.Sum64(), 36) + "." + strconv.Itoa(p)
+}
 
 // Conflict is the subject of the record of a conflict on ID hash hexHash
 // with region peer, raced by the local claim of generation gen
@@ -427,8 +437,11 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 		claims = append(claims, cl)
 	}
 	dlq := base(c.DLQStream(), c.prefix()+".dlq.*")
-	out := base(c.OutputStream(), c.prefix()+".out.*")
+	out := base(c.OutputStream(), c.prefix()+".out.*", c.prefix()+".outpos.*.*")
 	out.Duplicates = c.OutputDuplicates
+	// A positioned nats sink commits a batch's outputs and its position
+	// together (atomic batch publish).
+	out.AllowAtomicPublish = true
 	cfgs := append(append(ins, claims...), dlq, out)
 	if len(c.Peers) > 0 && c.Home == nil {
 		for s := range c.ShardCount() {

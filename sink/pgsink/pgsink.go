@@ -215,10 +215,14 @@ func (s *Sink) Position(ctx context.Context, source string, partition int) (edge
 func (s *Sink) Handle(ctx context.Context, evs []event.Event) []error {
 	errs := make([]error, len(evs))
 	failed := false
-	for _, g := range groups(evs) {
-		for j, err := range s.apply(ctx, g.key, g.evs) {
+	for _, idx := range event.ByInput(evs) {
+		g := make([]event.Event, len(idx))
+		for j, i := range idx {
+			g[j] = evs[i]
+		}
+		for j, err := range s.apply(ctx, groupKey{g[0].Source, g[0].Partition}, g) {
 			if err != nil {
-				errs[g.idx[j]], failed = err, true
+				errs[idx[j]], failed = err, true
 			}
 		}
 	}
@@ -231,36 +235,6 @@ func (s *Sink) Handle(ctx context.Context, evs []event.Event) []error {
 type groupKey struct {
 	source    string
 	partition int
-}
-
-type group struct {
-	key groupKey
-	evs []event.Event
-	idx []int
-}
-
-// groups splits evs by source and partition, in order of first appearance.
-func groups(evs []event.Event) []group {
-	var gs []group
-	for i, ev := range evs {
-		k := groupKey{ev.Source, ev.Partition}
-		j := len(gs) - 1
-		if j < 0 || gs[j].key != k {
-			j = -1
-			for n := range gs {
-				if gs[n].key == k {
-					j = n
-				}
-			}
-			if j < 0 {
-				gs = append(gs, group{key: k})
-				j = len(gs) - 1
-			}
-		}
-		gs[j].evs = append(gs[j].evs, ev)
-		gs[j].idx = append(gs[j].idx, i)
-	}
-	return gs
 }
 
 // apply runs one group's transaction: the fast path sends every statement

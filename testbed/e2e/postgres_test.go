@@ -13,13 +13,16 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/onceplane/onceplane/event"
 	"github.com/onceplane/onceplane/jetstream/streams"
 	"github.com/onceplane/onceplane/sink"
 	"github.com/onceplane/onceplane/sink/pgsink"
 	"github.com/onceplane/onceplane/testbed/coretest"
 	"github.com/onceplane/onceplane/testbed/pgtest"
 	"github.com/onceplane/onceplane/testbed/proc"
+	"github.com/onceplane/onceplane/testbed/verify"
 	"github.com/onceplane/onceplane/testbed/workload"
 )
 
@@ -223,5 +226,73 @@ func TestEdgeKill9LedgerEffectsOnce(t *testing.T) {
 		len(r.ids), r.unique, kills, runs, len(effects), twice, flagged, done, owed, unc)
 	if len(effects) != r.unique || twice != 0 || flagged != 0 || unc != 0 {
 		t.Fatalf("want %d IDs taking effect once, none flagged, none uncertain", r.unique)
+	}
+}
+
+// TestEdgeKill9NATSOutputsOnce: the nats sink with positions
+// (-nats-positions), its edge process killed with SIGKILL 10 times under
+// load: every unique ID is in the output stream exactly once (the outputs
+// carry no Nats-Msg-Id, so the stream's duplicate window hides nothing),
+// none flagged, and no takeover leaves anything uncertain.
+func TestEdgeKill9NATSOutputsOnce(t *testing.T) {
+	const partitions, batch, kills = 8, 100, 10
+	n := coretest.Start(t)
+	r := newRun(t, n.ClientURL(), streams.Config{Partitions: partitions, IngestDuplicates: -1}, true)
+	r.publish(workload.Plan{Events: 30_000, DupRate: 0.3, Gap: 10_000, Seed: 18})
+	edgeArgs := []string{"-sink", "nats", "-nats-positions", "-batch", strconv.Itoa(batch)}
+	count := func() map[string]int {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		counts, err := verify.OutputCounts(ctx, r.js, r.cfg.Names)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return counts
+	}
+	// Progress: messages on the output subjects (the positions excluded),
+	// from the stream's per-subject counts.
+	outputs := func() int {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		st, err := r.js.Stream(ctx, r.cfg.OutputStream())
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(ctx, jetstream.WithSubjectFilter(r.cfg.Output(0)[:len(r.cfg.Output(0))-1]+"*"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, k := range info.State.Subjects {
+			n += int(k)
+		}
+		return n
+	}
+	logs := r.killLoop(kills, 0, edgeArgs, outputs)
+	counts := count()
+	twice, flagged := 0, 0
+	for _, k := range counts {
+		if k > 1 {
+			twice++
+		}
+	}
+	msgs, err := verify.ReadStream(context.Background(), r.js, r.cfg.OutputStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		if len(m.Header[event.HeaderUncertain]) > 0 {
+			flagged++
+		}
+	}
+	var unc, owed, done int
+	for _, p := range logs {
+		u, o, d := takeoverAccount(p.Output())
+		unc, owed, done = unc+u, owed+o, done+d
+	}
+	t.Logf("%d events, %d unique IDs, %d kills; %d IDs output, %d twice, %d flagged; takeovers settled %d done and %d owed, left %d uncertain",
+		len(r.ids), r.unique, kills, len(counts), twice, flagged, done, owed, unc)
+	if len(counts) != r.unique || twice != 0 || flagged != 0 || unc != 0 {
+		t.Fatalf("want %d IDs output once, none flagged, none uncertain", r.unique)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -68,7 +69,11 @@ func readOnce(ctx context.Context, js jetstream.JetStream, stream string) ([]Msg
 			return out, fmt.Errorf("read %s after %d of %d: %w", stream, len(out), n, err)
 		}
 		h := m.Headers()
-		out = append(out, Msg{ID: h.Get(event.HeaderMsgID), Subject: m.Subject(), Header: h, Data: m.Data()})
+		id := h.Get(event.HeaderMsgID)
+		if id == "" { // a positioned nats sink's output carries no Nats-Msg-Id
+			id = event.Key(h.Get(event.HeaderTenant), h.Get(event.HeaderID))
+		}
+		out = append(out, Msg{ID: id, Subject: m.Subject(), Header: h, Data: m.Data()})
 	}
 	return out, nil
 }
@@ -81,6 +86,9 @@ func OutputCounts(ctx context.Context, js jetstream.JetStream, n streams.Names) 
 	}
 	counts := make(map[string]int, len(msgs))
 	for _, m := range msgs {
+		if m.ID == "" && strings.Contains(m.Subject, ".outpos.") {
+			continue // a positioned nats sink's position, not an output
+		}
 		counts[m.ID]++
 	}
 	return counts, nil

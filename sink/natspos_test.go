@@ -1,0 +1,102 @@
+package sink_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/onceplane/onceplane/edge"
+	"github.com/onceplane/onceplane/event"
+	"github.com/onceplane/onceplane/jetstream/streams"
+	"github.com/onceplane/onceplane/sink"
+	"github.com/onceplane/onceplane/testbed/coretest"
+)
+
+// outputs counts, per ID, the messages on the output subjects (not the
+// positions).
+func outputs(t *testing.T, js jetstream.JetStream, names streams.Names) map[string]int {
+	t.Helper()
+	ctx := context.Background()
+	c, err := js.OrderedConsumer(ctx, names.OutputStream(), jetstream.OrderedConsumerConfig{FilterSubjects: []string{names.Output(0)[:len(names.Output(0))-1] + "*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := js.Stream(ctx, names.OutputStream())
+	info, _ := st.Info(ctx)
+	out := map[string]int{}
+	if info.State.Msgs == 0 {
+		return out
+	}
+	for {
+		m, err := c.Next(jetstream.FetchMaxWait(500 * time.Millisecond))
+		if err != nil {
+			return out
+		}
+		out[m.Headers().Get(event.HeaderID)]++
+		if m.Headers().Get(event.HeaderMsgID) != "" {
+			t.Fatal("an output with Nats-Msg-Id: a repeat in the window would refuse the whole batch")
+		}
+	}
+}
+
+func natsBatch(from, n int, epoch uint64) []event.Event {
+	var evs []event.Event
+	for i := range n {
+		evs = append(evs, event.Event{ID: fmt.Sprintf("id-%d", from+i), Partition: 2, StreamSeq: uint64(from + i), Epoch: epoch, Source: "in@1", Data: []byte("x")})
+	}
+	return evs
+}
+
+// TestPositionedNATSFencesAndCommits: outputs and their position land
+// together; a batch handed again (or whose reply was lost) lands once; a
+// newer owner's fence refuses the older owner's next batch; a batch larger
+// than an atomic batch is committed in several, in order.
+func TestPositionedNATSFencesAndCommits(t *testing.T) {
+	n := coretest.Start(t)
+	_, js := coretest.Connect(t, n.ClientURL())
+	ctx := context.Background()
+	cfg := streams.Config{Partitions: 4}
+	if err := streams.Provision(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	a := &sink.PositionedNATS{JS: js, Names: cfg.Names, MaxBatch: 10}
+	if _, err := a.Fence(ctx, "in@1", 2, 1); err != nil {
+		t.Fatal(err)
+	}
+	if errs := a.Handle(ctx, natsBatch(1, 25, 1)); errs != nil {
+		t.Fatal(errs)
+	}
+	if errs := a.Handle(ctx, natsBatch(1, 25, 1)); errs != nil {
+		t.Fatal(errs)
+	}
+	a.ForgetPositions() // as after a lost reply
+	if errs := a.Handle(ctx, natsBatch(20, 10, 1)); errs != nil {
+		t.Fatal(errs)
+	}
+	b := &sink.PositionedNATS{JS: js, Names: cfg.Names}
+	pos, err := b.Fence(ctx, "in@1", 2, 2)
+	if err != nil || pos != (edge.Position{Epoch: 2, Applied: 29}) {
+		t.Fatalf("fence %+v %v", pos, err)
+	}
+	for _, e := range a.Handle(ctx, natsBatch(30, 3, 1)) {
+		if !errors.Is(e, edge.ErrSinkFenced) {
+			t.Fatalf("the fenced owner: %v", e)
+		}
+	}
+	if errs := b.Handle(ctx, natsBatch(30, 3, 2)); errs != nil {
+		t.Fatal(errs)
+	}
+	got := outputs(t, js, cfg.Names)
+	if len(got) != 32 {
+		t.Fatalf("%d outputs: %v", len(got), got)
+	}
+	for id, k := range got {
+		if k != 1 {
+			t.Fatalf("%s output %d times", id, k)
+		}
+	}
+}
