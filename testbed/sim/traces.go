@@ -146,7 +146,7 @@ func FollowEvents(spans []tracefile.Span) []EventTrace {
 // pathClaims reports whether a decision on path claims the ID (first time).
 func pathClaims(path string) bool {
 	switch path {
-	case "bloom-negative", "exact-miss", "uncertain-rerun":
+	case "bloom-negative", "exact-miss", "owed", "uncertain-rerun":
 		return true
 	}
 	return false
