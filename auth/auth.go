@@ -258,7 +258,7 @@ func Permissions(u User, shards int, f Regions) *server.Permissions {
 // of the region's own, but the failover's claims of each region it stands
 // by for and its standby streams.
 func edgePublish(n streams.Names, f Regions, failover bool) []string {
-	allow := []string{n.Prefix() + ".dlq.*", n.Prefix() + ".out.*", n.Prefix() + ".conflicts.>"}
+	allow := []string{n.Prefix() + ".dlq.*", n.Prefix() + ".out.*", n.Prefix() + ".outpos.*.*", n.Prefix() + ".conflicts.>"}
 	if !failover {
 		allow = append(allow, n.Prefix()+".claims.*")
 	}

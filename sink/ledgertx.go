@@ -169,6 +169,7 @@ func (l *PositionedLedger) Handle(_ context.Context, evs []event.Event) []error 
 		// The edge hands one partition's batch; a call mixing partitions
 		// commits each apart.
 		next := map[ledgerKey]edge.Position{}
+		var commits []LedgerMark
 		for _, idx := range event.ByInput(evs) {
 			g := make([]event.Event, len(idx))
 			for j, i := range idx {
@@ -192,8 +193,17 @@ func (l *PositionedLedger) Handle(_ context.Context, evs []event.Event) []error 
 				_ = enc.Encode(LedgerLine{ID: ev.Key(), Partition: ev.Partition, Seq: ev.StreamSeq, Edge: l.edge, Uncertain: ev.Uncertain, Time: now, Batch: token})
 			}
 			pos = edge.Position{Epoch: epoch, Applied: max(pos.Applied, last)}
-			_ = enc.Encode(LedgerMark{Commit: token, Source: k.source, Partition: k.partition, Epoch: pos.Epoch, Applied: pos.Applied, Edge: l.edge})
+			commits = append(commits, LedgerMark{Commit: token, Source: k.source, Partition: k.partition, Epoch: pos.Epoch, Applied: pos.Applied, Edge: l.edge})
 			next[k] = pos
+		}
+		// The lines durable first, then the commits: a commit line never
+		// covers lines a crash of the machine lost.
+		if err := l.write(buf.Bytes()); err != nil {
+			return fmt.Errorf("%w: %w", edge.ErrUnavailable, err)
+		}
+		buf.Reset()
+		for _, c := range commits {
+			_ = enc.Encode(c)
 		}
 		if err := l.write(buf.Bytes()); err != nil {
 			return fmt.Errorf("%w: %w", edge.ErrUnavailable, err)

@@ -70,7 +70,7 @@ func (s *PositionedNATS) timeout() time.Duration {
 }
 
 // read returns the last position on subj (zero when none).
-func (s *PositionedNATS) read(ctx context.Context, subj string) (marker, error) {
+func (s *PositionedNATS) read(ctx context.Context, subj, source string) (marker, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout())
 	defer cancel()
 	st, err := s.JS.Stream(ctx, s.Names.OutputStream())
@@ -85,6 +85,9 @@ func (s *PositionedNATS) read(ctx context.Context, subj string) (marker, error) 
 		return marker{}, err
 	}
 	var mk marker
+	if src := m.Header.Get(HeaderPositionSource); src != "" && src != source {
+		return marker{}, fmt.Errorf("position subject %s holds input %q's position, not %q", subj, src, source)
+	}
 	mk.seq = m.Sequence
 	mk.pos.Epoch, _ = strconv.ParseUint(m.Header.Get(HeaderPositionEpoch), 10, 64)
 	mk.pos.Applied, _ = strconv.ParseUint(m.Header.Get(HeaderPositionApplied), 10, 64)
@@ -116,6 +119,8 @@ func positionMsg(subj, source string, pos edge.Position) *nats.Msg {
 	m.Header.Set(HeaderPositionSource, source)
 	m.Header.Set(HeaderPositionEpoch, strconv.FormatUint(pos.Epoch, 10))
 	m.Header.Set(HeaderPositionApplied, strconv.FormatUint(pos.Applied, 10))
+	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject) // the subject keeps the last position only
+	m.Header.Set("Nats-TTL", "never")                             // outlives the stream's MaxAge
 	return m
 }
 
@@ -125,7 +130,7 @@ func positionMsg(subj, source string, pos edge.Position) *nats.Msg {
 func (s *PositionedNATS) Fence(ctx context.Context, source string, partition int, epoch uint64) (edge.Position, error) {
 	subj := s.Names.OutputPosition(source, partition)
 	for attempt := 0; ; attempt++ {
-		last, err := s.read(ctx, subj)
+		last, err := s.read(ctx, subj, source)
 		if err != nil {
 			return edge.Position{}, fmt.Errorf("nats fence p%d: %w: %w", partition, edge.ErrUnavailable, err)
 		}
@@ -180,6 +185,11 @@ func (s *PositionedNATS) Handle(ctx context.Context, evs []event.Event) []error 
 // position.
 func (s *PositionedNATS) commit(ctx context.Context, evs []event.Event) error {
 	source, p := evs[0].Source, evs[0].Partition
+	if source == "" {
+		// Handed events outside the contract (in a chain): the position
+		// would skip a retried event below it. Refused, never skipped.
+		return errors.New("positioned nats sink used without the transactional contract (it must be the edge's only sink)")
+	}
 	subj := s.Names.OutputPosition(source, p)
 	var epoch uint64
 	for _, ev := range evs {
@@ -188,7 +198,7 @@ func (s *PositionedNATS) commit(ctx context.Context, evs []event.Event) error {
 	last, ok := s.known(subj)
 	if !ok {
 		var err error
-		if last, err = s.read(ctx, subj); err != nil {
+		if last, err = s.read(ctx, subj, source); err != nil {
 			return fmt.Errorf("%w: %w", edge.ErrUnavailable, err)
 		}
 		s.remember(subj, last, true)
@@ -209,11 +219,14 @@ func (s *PositionedNATS) commit(ctx context.Context, evs []event.Event) error {
 	for len(todo) > 0 {
 		chunk := todo[:min(len(todo), size-1)]
 		todo = todo[len(chunk):]
-		pos := edge.Position{Epoch: epoch, Applied: max(last.pos.Applied, chunk[len(chunk)-1].StreamSeq)}
+		pos := edge.Position{Epoch: epoch, Applied: last.pos.Applied}
+		for _, ev := range chunk {
+			pos.Applied = max(pos.Applied, ev.StreamSeq)
+		}
 		seq, err := s.publishAtomic(ctx, chunk, subj, source, pos, last.seq)
 		if err != nil {
 			// What landed is what the position says.
-			now, rerr := s.read(ctx, subj)
+			now, rerr := s.read(ctx, subj, source)
 			switch {
 			case rerr != nil:
 				s.remember(subj, marker{}, false)

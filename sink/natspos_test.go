@@ -90,6 +90,15 @@ func TestPositionedNATSFencesAndCommits(t *testing.T) {
 	if errs := b.Handle(ctx, natsBatch(30, 3, 2)); errs != nil {
 		t.Fatal(errs)
 	}
+	// Each position replaces the last (rollup): one message on its subject.
+	st, err := js.Stream(ctx, cfg.OutputStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(cfg.OutputPosition("in@1", 2)))
+	if n := info.State.Subjects[cfg.OutputPosition("in@1", 2)]; err != nil || n != 1 {
+		t.Fatalf("position subject holds %d messages (%v), want 1", n, err)
+	}
 	got := outputs(t, js, cfg.Names)
 	if len(got) != 32 {
 		t.Fatalf("%d outputs: %v", len(got), got)

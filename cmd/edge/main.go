@@ -371,5 +371,11 @@ func buildSinks(ctx context.Context, f *flags, js jetstream.JetStream, o edge.Op
 	if len(chain) == 1 {
 		return chain[0], closeAll, nil
 	}
+	if f.natsPositions || f.ledgerPositions {
+		// In a chain the edge keeps no positions for the sinks (postgres
+		// then applies at least once).
+		closeAll()
+		return nil, nil, fmt.Errorf("sinks %q: -nats-positions and -ledger-positions need their sink alone (-sink nats or -sink ledger)", f.sinks)
+	}
 	return sink.NewChain(chain...), closeAll, nil
 }

@@ -440,8 +440,10 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 	out := base(c.OutputStream(), c.prefix()+".out.*", c.prefix()+".outpos.*.*")
 	out.Duplicates = c.OutputDuplicates
 	// A positioned nats sink commits a batch's outputs and its position
-	// together (atomic batch publish).
-	out.AllowAtomicPublish = true
+	// together (atomic batch publish); each position replaces the last on
+	// its subject (rollup) and never ages out (a per-message TTL of
+	// "never"), so a quiet partition's position outlives its claims.
+	out.AllowAtomicPublish, out.AllowRollup, out.AllowMsgTTL = true, true, true
 	cfgs := append(append(ins, claims...), dlq, out)
 	if len(c.Peers) > 0 && c.Home == nil {
 		for s := range c.ShardCount() {
