@@ -47,7 +47,8 @@ type Resolution struct {
 // transactional sink holds for source (the input this owner consumes,
 // named so that another input's sequences never count as its), read while
 // fencing the sink with the coming takeover's epoch. The next Takeover
-// record carries the owed set and source.
+// record carries the result (uncertain and owed sets, source) unless a
+// record is applied first. Resolve changes nothing else.
 func (s *State) Resolve(source string, applied uint64) Resolution {
 	unsure := map[event.Hash]struct{}{}
 	done := map[event.Hash]struct{}{}
@@ -71,22 +72,29 @@ func (s *State) Resolve(source string, applied uint64) Resolution {
 	for h := range s.uncertain {
 		unsure[h] = struct{}{}
 	}
+	for h := range s.owed {
+		if _, u := unsure[h]; !u {
+			owed[h] = struct{}{}
+		}
+	}
 	for h := range unsure {
-		s.uncertain[h] = struct{}{}
-		delete(s.owed, h)
 		delete(owed, h)
 		delete(done, h)
 	}
 	for h := range owed {
-		s.owed[h] = struct{}{}
 		delete(done, h)
 	}
-	for h := range s.owed {
-		delete(done, h)
-	}
-	clear(s.pending)
-	s.source = source
-	return Resolution{Done: len(done), Owed: len(s.owed), Uncertain: len(s.uncertain)}
+	// Kept aside for the takeover record: a record applied before it (the
+	// fence lost a race and the tail is replayed) drops it, and the next
+	// Resolve starts from the log again.
+	s.resolved = &resolution{source: source, unsure: unsure, owed: owed}
+	return Resolution{Done: len(done), Owed: len(owed), Uncertain: len(unsure)}
+}
+
+// resolution is what the last Resolve settled, for the next Takeover.
+type resolution struct {
+	source       string
+	unsure, owed map[event.Hash]struct{}
 }
 
 // RaiseEpoch makes e the highest epoch seen, when it is higher: a sink

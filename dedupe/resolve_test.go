@@ -59,6 +59,13 @@ func TestResolveSettlesClaimsAgainstThePosition(t *testing.T) {
 	if res != (Resolution{Done: 6, Owed: 3, Uncertain: 3}) {
 		t.Fatalf("resolution %+v", res)
 	}
+	// The takeover carries owed and uncertain apart.
+	tk := s.Takeover("c")
+	if len(tk.Owed) != 3 || len(tk.IDs) != 3 || tk.Source != "in@1" || tk.Epoch != 3 {
+		t.Fatalf("takeover %+v", tk)
+	}
+	add(tk)
+	s = replay()
 	paths := s.Classify([]event.Hash{hid(0), hid(10), hid(20), hid(30), hid(40)}, now, nil)
 	want := []Path{PathUncertainRerun, PathExactHit, PathExactHit, PathOwed, PathUncertainRerun}
 	for i := range want {
@@ -69,14 +76,7 @@ func TestResolveSettlesClaimsAgainstThePosition(t *testing.T) {
 	if !PathOwed.First() {
 		t.Fatal("an owed ID does not run")
 	}
-	// The takeover carries owed and uncertain apart; the next owner, dead
-	// before it ran anything, leaves them so.
-	tk := s.Takeover("c")
-	if len(tk.Owed) != 3 || len(tk.IDs) != 3 || tk.Source != "in@1" || tk.Epoch != 3 {
-		t.Fatalf("takeover %+v", tk)
-	}
-	add(tk)
-	s = replay()
+	// The next owner, dead before it ran anything, leaves them so.
 	if res := s.Resolve("in@1", 20); res != (Resolution{Owed: 3, Uncertain: 3}) {
 		t.Fatalf("second resolution %+v", res)
 	}
@@ -85,6 +85,13 @@ func TestResolveSettlesClaimsAgainstThePosition(t *testing.T) {
 	s = replay()
 	if res := s.Resolve("in@2", 100); res != (Resolution{Uncertain: 2 + 9 + 1}) {
 		t.Fatalf("another input: %+v", res)
+	}
+	// A record applied after a Resolve drops it (a fence that lost a race
+	// resolves again from the log): the takeover carries the log's sets.
+	s.Resolve("in@2", 100)
+	s.Apply(uint64(len(log)+1), Record{Kind: KindDone, Epoch: 2, Writer: "b", Time: now}, now)
+	if tk := s.Takeover("x"); tk.Source != "" || len(tk.Owed) != 0 {
+		t.Fatalf("a stale resolution in the takeover: %+v", tk)
 	}
 	// An owed ID claimed again (run by the next owner) is no longer owed.
 	log = append(log, roundTrip(t, tk))
@@ -112,6 +119,9 @@ func TestRerunNotAppliedStaysUncertain(t *testing.T) {
 	}
 	tk := s.Takeover("b")
 	s.Apply(3, roundTrip(t, tk), time.Time{})
+	if !s.IsUncertain(hid(1)) {
+		t.Fatal("the takeover lost the uncertain ID")
+	}
 	var b Batch
 	s.Decide([]event.Hash{hid(2), hid(1)}, []uint64{40, 41}, now, "b", &b)
 	if b.Paths[1] != PathUncertainRerun || b.Claim.Reruns != 1 || b.Claim.IDs[0] != hid(1) || b.Claim.Seq != 41 {
@@ -127,7 +137,8 @@ func TestRerunNotAppliedStaysUncertain(t *testing.T) {
 	if r := next.Resolve("in@1", 39); r != (Resolution{Owed: 1, Uncertain: 1}) {
 		t.Fatalf("resolution %+v", r)
 	}
-	if !next.IsUncertain(hid(1)) {
+	next.Apply(5, roundTrip(t, next.Takeover("c")), time.Time{})
+	if !next.IsUncertain(hid(1)) || next.Owed() != 1 {
 		t.Fatal("the re-run is owed: it would run unflagged")
 	}
 }

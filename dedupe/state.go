@@ -145,7 +145,7 @@ type State struct {
 	uncertain  map[event.Hash]struct{}
 	owed       map[event.Hash]struct{} // claimed, known not applied by the sink (Resolve): first runs
 	sources    map[uint64]string       // epoch -> the input its claims' Seq count (Record.Source)
-	source     string                  // the input the last Resolve was for: the next takeover's Source
+	resolved   *resolution             // the last Resolve's result, until a record is applied
 	batch      map[event.Hash]struct{}
 	clock      time.Time // latest JetStream stored time decided or applied
 	lastSeq    uint64
@@ -436,18 +436,29 @@ func (s *State) Takeover(writer string) Record {
 			*to = append(*to, h)
 		}
 	}
-	for h := range s.uncertain {
-		add(&ids, h)
-	}
-	for _, c := range s.pending {
-		for _, h := range c.ids {
+	source := ""
+	if r := s.resolved; r != nil {
+		source = r.source
+		for h := range r.unsure {
 			add(&ids, h)
 		}
+		for h := range r.owed {
+			add(&owed, h)
+		}
+	} else {
+		for h := range s.uncertain {
+			add(&ids, h)
+		}
+		for _, c := range s.pending {
+			for _, h := range c.ids {
+				add(&ids, h)
+			}
+		}
+		for h := range s.owed {
+			add(&owed, h)
+		}
 	}
-	for h := range s.owed {
-		add(&owed, h)
-	}
-	return Record{Kind: KindTakeover, Epoch: s.epoch + 1, Writer: writer, Time: s.clock, Through: s.through, IDs: ids, Owed: owed, Source: s.source}
+	return Record{Kind: KindTakeover, Epoch: s.epoch + 1, Writer: writer, Time: s.clock, Through: s.through, IDs: ids, Owed: owed, Source: source}
 }
 
 // Done returns a done-only record when the done watermark is ahead of the log.
@@ -518,6 +529,7 @@ func (s *State) Foreign(seq uint64) {
 // just appended (stored zero), or one read back from the log with the time
 // the claim stream stored it.
 func (s *State) Apply(seq uint64, r Record, stored time.Time) {
+	s.resolved = nil
 	at := s.RecordTime(r, stored)
 	s.observe(at)
 	if seq > s.lastSeq {
