@@ -238,7 +238,23 @@ func (pt *partition) handle(ctx context.Context) error {
 	hctx, hs := c.tracer.Start(ctx, "onceplane.handler", trace.WithAttributes(attribute.Int("onceplane.events", len(w.evs))))
 	t0 := time.Now()
 	c.busy(p, "running the handler")
-	final, res, err := runHandler(hctx, c.h, w.evs, c.o.Retry)
+	// A transactional handler's later call moves its position past an
+	// event that gave up: its dead letter goes first.
+	var gaveUp func(int, error) error
+	var early map[int]bool
+	if c.tx != nil {
+		early = map[int]bool{}
+		gaveUp = func(i int, e error) error {
+			ev := w.evs[i]
+			d := deadMsg{m: w.valid[w.batch.Run[i]].in.m, id: ev.ID, tenant: ev.Tenant, seq: ev.StreamSeq, reason: event.ErrHandlerFail.Error(), detail: e.Error()}
+			if err := pt.deadLetterOne(ctx, d); err != nil {
+				return err
+			}
+			early[i] = true
+			return nil
+		}
+	}
+	final, res, err := runHandler(hctx, c.h, w.evs, c.o.Retry, gaveUp)
 	c.o.Metrics.HandlerSec.WithLabelValues(c.o.Region).Observe(time.Since(t0).Seconds())
 	hs.End()
 	c.c.retries.add(int64(res.retries))
@@ -249,7 +265,7 @@ func (pt *partition) handle(ctx context.Context) error {
 		return err
 	}
 	for i, e := range final {
-		if e != nil {
+		if e != nil && !early[i] {
 			ev := w.evs[i]
 			w.dead = append(w.dead, deadMsg{m: w.valid[w.batch.Run[i]].in.m, id: ev.ID, tenant: ev.Tenant, seq: ev.StreamSeq, reason: event.ErrHandlerFail.Error(), detail: e.Error()})
 		}

@@ -133,31 +133,40 @@ func permanent(err error) bool {
 // failures are retried until ctx ends, and the partition shows as stuck
 // while they last (Ready, stuck_partitions).
 func (pt *partition) deadLetter(ctx context.Context) error {
-	c, p := pt.c, pt.p
 	for _, d := range pt.w.dead {
-		minimal := false
-		for b := poll.Backoff(20*time.Millisecond, time.Second); ; {
-			msg := deadLetterMsg(c.here.DLQ(p), c.o.Region, p, d, c.maxMsg, minimal)
-			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, err := c.js.PublishMsg(pctx, msg)
-			cancel()
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if permanent(err) && !minimal {
-				c.lg.Error("dead letter refused; sending it without the producer's content", "partition", p, "stream_seq", d.seq, "err", err)
-				minimal = true
-				continue
-			}
-			c.lg.Warn("dead-letter publish failed; retrying", "partition", p, "err", err)
-			if poll.Sleep(ctx, b.NextBackOff()) != nil {
-				return ctx.Err()
-			}
+		if err := pt.deadLetterOne(ctx, d); err != nil {
+			return err
 		}
-		c.c.dlq.addBy(d.reason, 1)
 	}
+	return nil
+}
+
+// deadLetterOne publishes d's dead letter, retrying until it is stored or
+// ctx ends.
+func (pt *partition) deadLetterOne(ctx context.Context, d deadMsg) error {
+	c, p := pt.c, pt.p
+	minimal := false
+	for b := poll.Backoff(20*time.Millisecond, time.Second); ; {
+		msg := deadLetterMsg(c.here.DLQ(p), c.o.Region, p, d, c.maxMsg, minimal)
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := c.js.PublishMsg(pctx, msg)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if permanent(err) && !minimal {
+			c.lg.Error("dead letter refused; sending it without the producer's content", "partition", p, "stream_seq", d.seq, "err", err)
+			minimal = true
+			continue
+		}
+		c.lg.Warn("dead-letter publish failed; retrying", "partition", p, "err", err)
+		if poll.Sleep(ctx, b.NextBackOff()) != nil {
+			return ctx.Err()
+		}
+	}
+	c.c.dlq.addBy(d.reason, 1)
 	return nil
 }

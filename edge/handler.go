@@ -93,7 +93,12 @@ type handlerResult struct {
 // the final error of every event that gave up (nil entries succeeded) and
 // what it did beyond one call per event. It returns early only when ctx
 // ends or the sink refuses the owner (ErrSinkFenced).
-func runHandler(ctx context.Context, h Handler, evs []event.Event, r Retry) (final []error, res handlerResult, err error) {
+//
+// gaveUp, when not nil, is told of each event that gives up as it does,
+// before the next call of the others: a transactional handler's later call
+// moves its position past the event, so its dead letter must be durable
+// first. An error from gaveUp ends runHandler.
+func runHandler(ctx context.Context, h Handler, evs []event.Event, r Retry, gaveUp func(i int, err error) error) (final []error, res handlerResult, err error) {
 	final = make([]error, len(evs))
 	todo := make([]int, len(evs))
 	for i := range todo {
@@ -143,6 +148,11 @@ func runHandler(ctx context.Context, h Handler, evs []event.Event, r Retry) (fin
 			if !errors.Is(e, ErrUnavailable) {
 				attempts[i]++
 				if attempts[i] >= r.Attempts {
+					if gaveUp != nil {
+						if err := gaveUp(i, e); err != nil {
+							return final, res, err
+						}
+					}
 					continue // gave up
 				}
 			}

@@ -30,9 +30,12 @@ import (
 //
 // A call either commits whole or not at all; an error for an event the
 // sink could not reach wraps ErrUnavailable (the batch is retried until it
-// clears). An event the sink refuses for good (a constraint it breaks) must
-// be recorded as refused in the same transaction, since the position then
-// covers it: a retry of it is applied if it succeeds.
+// clears). A call holding an event the sink refuses for good (a constraint
+// it breaks) must commit nothing: it fails that event (not ErrUnavailable)
+// and the others with ErrUnavailable. The edge retries the event, and when
+// it gives up dead-letters it before it hands the others again without it,
+// so the position never passes an event that is neither applied nor
+// dead-lettered.
 type Transactional interface {
 	Handler
 	// Fence makes epoch the owner epoch of (source, partition) unless the

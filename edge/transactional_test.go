@@ -30,7 +30,7 @@ func (h *panickyTx) Fence(context.Context, string, int, uint64) (Position, error
 func TestTransactionalPanicRetriesTheWholeCall(t *testing.T) {
 	h := &panickyTx{}
 	evs := []event.Event{{ID: "a", StreamSeq: 10}, {ID: "b", StreamSeq: 11}, {ID: "c", StreamSeq: 12}}
-	final, res, err := runHandler(context.Background(), h, evs, Retry{Attempts: 5, Initial: time.Millisecond, Max: time.Millisecond})
+	final, res, err := runHandler(context.Background(), h, evs, Retry{Attempts: 5, Initial: time.Millisecond, Max: time.Millisecond}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,9 +16,10 @@
 //	@epoch             the owner epoch applying it
 //	@uncertain         true when the edge could not rule out an earlier run
 //
-// The sink's own tables are <prefix>_positions (one row per input and
-// partition) and <prefix>_refused (events a statement refused for good:
-// their position is covered, and a later retry that succeeds removes them).
+// The sink's own table is <prefix>_positions (one row per input and
+// partition). A batch with an event the statement refuses for good
+// (SQLSTATE class 22 or 23) commits nothing: the edge retries the refused
+// event, dead-letters it, and hands the others again without it.
 package pgsink
 
 import (
@@ -93,8 +94,7 @@ type Sink struct {
 	o         Options
 	pool      *pgxpool.Pool
 	statement string
-	positions string // quoted table names
-	refused   string
+	positions string // quoted table name
 
 	beforeCommit func() // tests: runs inside each batch's transaction, before its commit
 }
@@ -131,7 +131,6 @@ func Open(ctx context.Context, o Options) (*Sink, error) {
 	s := &Sink{
 		o: o, pool: pool,
 		positions: pgx.Identifier{o.Prefix + "_positions"}.Sanitize(),
-		refused:   pgx.Identifier{o.Prefix + "_refused"}.Sanitize(),
 	}
 	table := pgx.Identifier{o.Table}.Sanitize()
 	s.statement = o.Statement
@@ -145,9 +144,6 @@ ON CONFLICT (tenant, id) DO UPDATE SET applies = t.applies + 1, seq = EXCLUDED.s
 		`CREATE TABLE IF NOT EXISTS ` + s.positions + ` (
   source text NOT NULL, partition int NOT NULL, epoch bigint NOT NULL, applied bigint NOT NULL,
   updated timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (source, partition))`,
-		`CREATE TABLE IF NOT EXISTS ` + s.refused + ` (
-  source text NOT NULL, partition int NOT NULL, seq bigint NOT NULL, tenant text NOT NULL, id text NOT NULL,
-  error text NOT NULL, at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (source, partition, seq))`,
 	}
 	if o.Statement == "" {
 		ddl = append(ddl, `CREATE TABLE IF NOT EXISTS `+table+` (
@@ -239,14 +235,25 @@ type groupKey struct {
 
 // apply runs one group's transaction: the fast path sends every statement
 // at once; when a statement refuses an event for good, the transaction is
-// rolled back and run again one event at a time, each behind a savepoint,
-// the refused ones recorded.
+// rolled back and run again one event at a time behind savepoints, to learn
+// every event refused, and rolled back again: nothing of a batch with a
+// refused event commits. The refused events fail (the edge retries them,
+// then dead-letters each before it hands the others again); the others fail
+// as unavailable, to be handed again without them.
 func (s *Sink) apply(ctx context.Context, k groupKey, evs []event.Event) []error {
 	errs, err := s.tx(ctx, k, evs, false)
 	if errors.Is(err, errRefused) {
 		errs, err = s.tx(ctx, k, evs, true)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, errRefused):
+		for i := range errs {
+			if errs[i] == nil {
+				errs[i] = fmt.Errorf("pgsink %s: %w: rolled back with its batch's refused event", evs[i].ID, edge.ErrUnavailable)
+			}
+		}
+		return errs
+	case err != nil:
 		if !errors.Is(err, edge.ErrSinkFenced) {
 			s.o.Logger.Warn("postgres sink: batch not applied; the edge retries it", "partition", k.partition, "events", len(evs), "err", err)
 		}
@@ -254,24 +261,24 @@ func (s *Sink) apply(ctx context.Context, k groupKey, evs []event.Event) []error
 		for i := range errs {
 			errs[i] = fmt.Errorf("pgsink %s: %w", evs[i].ID, err)
 		}
+		return errs
 	}
-	return errs
+	return nil
 }
 
-// errRefused ends a fast-path transaction that a statement refused.
+// errRefused ends a transaction that a statement refused an event in.
 var errRefused = errors.New("a statement refused an event")
 
-// tx is one transaction of group k. Its error is for the whole group (the
-// transaction did not commit); the per-event errors are refusals.
+// tx is one transaction of group k; its error is for the whole group (the
+// transaction did not commit). With slow, errRefused comes with the
+// refusal of each event refused.
 func (s *Sink) tx(ctx context.Context, k groupKey, evs []event.Event, slow bool) ([]error, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.o.Timeout)
 	defer cancel()
 	errs := make([]error, len(evs))
-	var epoch uint64
-	var last uint64
+	var epoch, last uint64
 	for _, ev := range evs {
-		epoch = max(epoch, ev.Epoch)
-		last = max(last, ev.StreamSeq)
+		epoch, last = max(epoch, ev.Epoch), max(last, ev.StreamSeq)
 	}
 	positioned := k.source != ""
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -279,14 +286,12 @@ func (s *Sink) tx(ctx context.Context, k groupKey, evs []event.Event, slow bool)
 		for i := range todo {
 			todo[i] = true
 		}
-		var retried bool
 		if positioned {
 			var held, applied int64
 			err := tx.QueryRow(ctx, `SELECT epoch, applied FROM `+s.positions+` WHERE source = $1 AND partition = $2 FOR UPDATE`, k.source, k.partition).Scan(&held, &applied)
 			switch {
 			case errors.Is(err, pgx.ErrNoRows):
-				// Not fenced yet (an edge that does not fence, or the
-				// table emptied): the row starts here.
+				// Not fenced yet (the table emptied): the row starts here.
 				if _, err := tx.Exec(ctx, `INSERT INTO `+s.positions+` (source, partition, epoch, applied) VALUES ($1, $2, $3, 0)`, k.source, k.partition, int64(epoch)); err != nil {
 					return err
 				}
@@ -295,49 +300,30 @@ func (s *Sink) tx(ctx context.Context, k groupKey, evs []event.Event, slow bool)
 			case uint64(held) > epoch:
 				return fmt.Errorf("p%d epoch %d < %d: %w", k.partition, epoch, held, edge.ErrSinkFenced)
 			default:
-				var below []int64
 				for i, ev := range evs {
-					if ev.StreamSeq <= uint64(applied) {
-						todo[i] = false
-						below = append(below, int64(ev.StreamSeq))
-					}
-				}
-				if len(below) > 0 {
-					retried = true
-					// At or below the position: applied, unless refused.
-					rows, err := tx.Query(ctx, `SELECT seq FROM `+s.refused+` WHERE source = $1 AND partition = $2 AND seq = ANY($3)`, k.source, k.partition, below)
-					if err != nil {
-						return err
-					}
-					again := map[uint64]bool{}
-					for rows.Next() {
-						var seq int64
-						if err := rows.Scan(&seq); err != nil {
-							rows.Close()
-							return err
-						}
-						again[uint64(seq)] = true
-					}
-					rows.Close()
-					if err := rows.Err(); err != nil {
-						return err
-					}
-					for i, ev := range evs {
-						if again[ev.StreamSeq] {
-							todo[i] = true
-						}
-					}
+					// At or below the position: applied already (a retry
+					// after a commit whose reply was lost).
+					todo[i] = ev.StreamSeq > uint64(applied)
 				}
 			}
 		}
 		if slow {
+			refused := false
 			for i, ev := range evs {
 				if !todo[i] {
 					continue
 				}
-				if errs[i] = s.applyOne(ctx, tx, k, ev, retried); errs[i] != nil && !isRefusal(errs[i]) {
-					return errs[i]
+				err := s.applyOne(ctx, tx, ev)
+				switch {
+				case err == nil:
+				case isRefusal(err):
+					errs[i], refused = fmt.Errorf("pgsink %s refused: %w", ev.ID, err), true
+				default:
+					return err
 				}
+			}
+			if refused {
+				return errRefused
 			}
 		} else {
 			b := &pgx.Batch{}
@@ -345,9 +331,6 @@ func (s *Sink) tx(ctx context.Context, k groupKey, evs []event.Event, slow bool)
 				if todo[i] {
 					b.Queue(s.statement, args(ev))
 				}
-			}
-			if retried {
-				b.Queue(`DELETE FROM `+s.refused+` WHERE source = $1 AND partition = $2 AND seq = ANY($3)`, k.source, k.partition, seqs(evs, todo))
 			}
 			if err := tx.SendBatch(ctx, b).Close(); err != nil {
 				if isRefusal(err) {
@@ -367,55 +350,33 @@ func (s *Sink) tx(ctx context.Context, k groupKey, evs []event.Event, slow bool)
 		}
 		return nil
 	})
-	if err != nil {
-		if errors.Is(err, errRefused) || errors.Is(err, edge.ErrSinkFenced) {
-			return nil, err
-		}
-		return nil, unavailable(err)
+	switch {
+	case err == nil:
+		return nil, nil
+	case errors.Is(err, errRefused):
+		return errs, err
+	case errors.Is(err, edge.ErrSinkFenced):
+		return nil, err
 	}
-	return errs, nil
+	return nil, unavailable(err)
 }
 
-// applyOne applies ev behind a savepoint; a refusal is rolled back to it
-// and recorded (in the same transaction as the position that covers it).
-func (s *Sink) applyOne(ctx context.Context, tx pgx.Tx, k groupKey, ev event.Event, retried bool) error {
+// applyOne applies ev behind a savepoint, rolled back to on a refusal.
+func (s *Sink) applyOne(ctx context.Context, tx pgx.Tx, ev event.Event) error {
 	if _, err := tx.Exec(ctx, "SAVEPOINT onceplane_event"); err != nil {
 		return err
 	}
 	_, err := tx.Exec(ctx, s.statement, args(ev))
 	if err == nil {
-		if retried {
-			if _, err := tx.Exec(ctx, `DELETE FROM `+s.refused+` WHERE source = $1 AND partition = $2 AND seq = $3`, k.source, k.partition, int64(ev.StreamSeq)); err != nil {
-				return err
-			}
-		}
 		_, err = tx.Exec(ctx, "RELEASE SAVEPOINT onceplane_event")
 		return err
 	}
-	if !isRefusal(err) {
-		return err
-	}
-	if _, rerr := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT onceplane_event"); rerr != nil {
-		return rerr
-	}
-	if k.source != "" {
-		if _, rerr := tx.Exec(ctx, `INSERT INTO `+s.refused+` (source, partition, seq, tenant, id, error) VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (source, partition, seq) DO UPDATE SET error = EXCLUDED.error, at = now()`,
-			k.source, k.partition, int64(ev.StreamSeq), ev.Tenant, ev.ID, err.Error()); rerr != nil {
+	if isRefusal(err) {
+		if _, rerr := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT onceplane_event"); rerr != nil {
 			return rerr
 		}
 	}
-	return fmt.Errorf("pgsink %s refused: %w", ev.ID, err)
-}
-
-func seqs(evs []event.Event, todo []bool) []int64 {
-	var out []int64
-	for i, ev := range evs {
-		if todo[i] {
-			out = append(out, int64(ev.StreamSeq))
-		}
-	}
-	return out
+	return err
 }
 
 // args are an event's named arguments.

@@ -302,6 +302,13 @@ var mutants = []mutant{
 		pkgs: []string{"./dedupe"}, tests: []string{"TestRerunNotAppliedStaysUncertain"},
 	},
 	{
+		name: "Z/tx-dlq-late", what: "edge: a transactional sink's refused event is dead-lettered after the rest of its batch commits (a kill between loses it)",
+		file: "edge/batch.go",
+		old:  "\tif c.tx != nil {\n\t\tearly = map[int]bool{}\n",
+		new:  "\tif false {\n\t\tearly = map[int]bool{}\n",
+		pkgs: []string{"./edge"}, tests: []string{"TestTransactionalRefusalDeadLetteredBeforeTheRest"},
+	},
+	{
 		name: "Z/sink-fence", what: "pgsink: a stale owner's transaction is not refused (it lands after a takeover read the position)",
 		file: "sink/pgsink/pgsink.go",
 		old:  "\t\t\tcase uint64(held) > epoch:\n",
