@@ -152,11 +152,22 @@ ON CONFLICT (tenant, id) DO UPDATE SET applies = t.applies + 1, seq = EXCLUDED.s
   first_applied timestamptz NOT NULL DEFAULT now(), last_applied timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (tenant, id))`)
 	}
-	for _, q := range ddl {
-		if _, err := pool.Exec(ctx, q); err != nil {
-			pool.Close()
-			return nil, fmt.Errorf("pgsink: tables: %w", err)
+	// CREATE TABLE IF NOT EXISTS fails against a concurrent one: edges
+	// starting together make the tables one at a time.
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('onceplane-pgsink-tables'))`); err != nil {
+			return err
 		}
+		for _, q := range ddl {
+			if _, err := tx.Exec(ctx, q); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("pgsink: tables: %w", err)
 	}
 	return s, nil
 }

@@ -259,3 +259,24 @@ func TestDatabaseDownThenBack(t *testing.T) {
 		t.Fatalf("applied %v", got)
 	}
 }
+
+// TestOpenedByManyAtOnce: edges starting together all open the sink (a
+// CREATE TABLE IF NOT EXISTS racing another fails in PostgreSQL).
+func TestOpenedByManyAtOnce(t *testing.T) {
+	db := pgtest.Start(t)
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() {
+			s, err := pgsink.Open(context.Background(), pgsink.Options{URL: db.URL})
+			if err == nil {
+				s.Close()
+			}
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
