@@ -65,7 +65,11 @@ func takeoverAccount(log string) (uncertain, owed, done int) {
 // flagged uncertain: every takeover settled what the dead owner claimed
 // against the sink's position.
 func TestEdgeKill9PostgresExactlyOnce(t *testing.T) {
-	const partitions, batch, kills = 8, 100, 20
+	const partitions, batch = 8, 100
+	kills := 20
+	if n, err := strconv.Atoi(os.Getenv("ONCEPLANE_PG_KILLS")); err == nil && n > 0 {
+		kills = n // a longer run: ONCEPLANE_PG_KILLS=100 (the load grows with it)
+	}
 	db := pgtest.Start(t)
 	n := coretest.Start(t)
 	r := newRun(t, n.ClientURL(), streams.Config{Partitions: partitions, IngestDuplicates: -1}, true)
@@ -81,17 +85,17 @@ func TestEdgeKill9PostgresExactlyOnce(t *testing.T) {
 	} else {
 		s.Close()
 	}
-	r.publish(workload.Plan{Events: 40_000, DupRate: 0.3, Gap: 10_000, Seed: 16})
+	r.publish(workload.Plan{Events: 2_000 * kills, DupRate: 0.3, Gap: 10_000, Seed: 16})
 	edgeArgs := []string{"-sink", "postgres", "-pg-url", db.URL, "-batch", strconv.Itoa(batch), "-pg-idle-in-transaction", "2s"}
-	logs := r.killLoop(kills, 5, edgeArgs, func() int { return pgCount(t, c).rows })
+	logs, mid := r.killLoop(kills, 5, edgeArgs, func() int { return pgCount(t, c).rows })
 	a := pgCount(t, c)
 	var unc, owed, done int
 	for _, p := range logs {
 		u, o, d := takeoverAccount(p.Output())
 		unc, owed, done = unc+u, owed+o, done+d
 	}
-	t.Logf("%d events, %d unique IDs, %d kills (4 after a pause); rows %d, applied twice %d, flagged %d; takeovers settled %d done and %d owed, left %d uncertain",
-		len(r.ids), r.unique, kills, a.rows, a.twice, a.flagged, done, owed, unc)
+	t.Logf("%d events, %d unique IDs, %d kills (%d with events left to apply; every 5th after a pause); rows %d, applied twice %d, flagged %d; takeovers settled %d done and %d owed, left %d uncertain",
+		len(r.ids), r.unique, kills, mid, a.rows, a.twice, a.flagged, done, owed, unc)
 	if a.rows != r.unique || a.twice != 0 || a.flagged != 0 || unc != 0 {
 		t.Fatalf("want %d rows, none twice, none flagged, none uncertain", r.unique)
 	}
@@ -120,12 +124,12 @@ func TestEdgeKill9PostgresExactlyOnce(t *testing.T) {
 // killed with SIGKILL once applied() has grown by a random 200–1,400 IDs;
 // every pauseEvery-th is paused instead (SIGSTOP) and killed after the next
 // edge applied something. A last edge finishes the load. It returns every
-// edge's process, for their logs.
-func (r *run) killLoop(kills, pauseEvery int, edgeArgs []string, applied func() int) []*proc.Proc {
+// edge's process, for their logs, and how many kills came while events
+// were left to apply.
+func (r *run) killLoop(kills, pauseEvery int, edgeArgs []string, applied func() int) (procs []*proc.Proc, midLoad int) {
 	t := r.t
 	t.Helper()
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 16))
-	var procs []*proc.Proc
 	var paused *proc.Proc
 	for i := range kills {
 		e := r.edge(fmt.Sprintf("edge-%02d", i), edgeArgs...)
@@ -135,7 +139,7 @@ func (r *run) killLoop(kills, pauseEvery int, edgeArgs []string, applied func() 
 			// edge run again (its transaction in flight is refused, its
 			// claims fenced), then kill it.
 			was := applied()
-			coretest.Eventually(t, time.Minute, "the next edge applying", func() bool { return applied() > was })
+			coretest.Eventually(t, time.Minute, "the next edge applying", func() bool { n := applied(); return n > was || n >= r.unique })
 			if err := paused.Resume(); err != nil {
 				t.Fatal(err)
 			}
@@ -145,9 +149,12 @@ func (r *run) killLoop(kills, pauseEvery int, edgeArgs []string, applied func() 
 		before := applied()
 		step := 200 + rng.IntN(1200)
 		if before+step >= r.unique {
-			step = max(1, (r.unique-before)/2)
+			step = (r.unique - before) / 2
 		}
-		coretest.Eventually(t, 2*time.Minute, "the edge applying", func() bool { return applied() >= before+step })
+		if step > 0 { // else the load is all applied: the kill lands on an idle edge
+			coretest.Eventually(t, 2*time.Minute, "the edge applying", func() bool { return applied() >= before+step })
+			midLoad++
+		}
 		if pauseEvery > 0 && i%pauseEvery == pauseEvery-1 {
 			if err := e.Pause(); err != nil {
 				t.Fatal(err)
@@ -170,7 +177,7 @@ func (r *run) killLoop(kills, pauseEvery int, edgeArgs []string, applied func() 
 	if err := last.Stop(10 * time.Second); err != nil {
 		t.Fatalf("last edge exit: %v", err)
 	}
-	return procs
+	return procs, midLoad
 }
 
 // ledgerEffects reads a positioned ledger: effects per ID (runs of
@@ -209,7 +216,7 @@ func TestEdgeKill9LedgerEffectsOnce(t *testing.T) {
 	path := filepath.Join(r.dir, "ledger.jsonl")
 	r.publish(workload.Plan{Events: 30_000, DupRate: 0.3, Gap: 10_000, Seed: 17})
 	edgeArgs := []string{"-sink", "ledger", "-ledger-positions", "-batch", strconv.Itoa(batch)}
-	logs := r.killLoop(kills, 0, edgeArgs, func() int { e, _, _ := ledgerEffects(t, path); return len(e) })
+	logs, _ := r.killLoop(kills, 0, edgeArgs, func() int { e, _, _ := ledgerEffects(t, path); return len(e) })
 	effects, runs, flagged := ledgerEffects(t, path)
 	var unc, owed, done int
 	for _, p := range logs {
@@ -268,7 +275,7 @@ func TestEdgeKill9NATSOutputsOnce(t *testing.T) {
 		}
 		return n
 	}
-	logs := r.killLoop(kills, 0, edgeArgs, outputs)
+	logs, _ := r.killLoop(kills, 0, edgeArgs, outputs)
 	counts := count()
 	twice, flagged := 0, 0
 	for _, k := range counts {
