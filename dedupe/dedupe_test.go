@@ -149,19 +149,39 @@ func FuzzOwnersModel(f *testing.F) {
 	f.Fuzz(func(t *testing.T, seed uint64) { runModel(t, seed) })
 }
 
-func runModel(t *testing.T, seed uint64) {
-	r := rand.New(rand.NewPCG(seed, 7))
-	const unique, maxBatch = 400, 20
-	// msgs models one partition of the ingest stream (sequence = index+1); a
-	// new owner consumes after the Through position recorded in the log.
-	var msgs []int
-	for i := 0; i < 1000; i++ {
+// modelStream is n messages of one partition: IDs 0..unique-1 first, then
+// IDs drawn again at random (re-sends).
+func modelStream(r *rand.Rand, unique, n int) []int {
+	msgs := make([]int, 0, n)
+	for i := range n {
 		id := r.IntN(unique)
 		if i < unique {
 			id = i
 		}
 		msgs = append(msgs, id)
 	}
+	return msgs
+}
+
+// nextModelBatch cuts the next batch of up to maxBatch messages at
+// *cursor: their indexes, ID hashes and ingest sequences (index+1).
+func nextModelBatch(r *rand.Rand, msgs []int, cursor *int, maxBatch int) (idx []int, hs []event.Hash, seqs []uint64) {
+	for n := 1 + r.IntN(maxBatch); n > 0 && *cursor < len(msgs); n-- {
+		idx = append(idx, *cursor)
+		*cursor++
+	}
+	for _, j := range idx {
+		hs, seqs = append(hs, hid(msgs[j])), append(seqs, uint64(j+1))
+	}
+	return idx, hs, seqs
+}
+
+func runModel(t *testing.T, seed uint64) {
+	r := rand.New(rand.NewPCG(seed, 7))
+	const unique, maxBatch = 400, 20
+	// msgs models one partition of the ingest stream (sequence = index+1); a
+	// new owner consumes after the Through position recorded in the log.
+	msgs := modelStream(r, unique, 1000)
 	finished := false
 	var log []Record
 	runs := map[int]int{}
@@ -211,20 +231,10 @@ func runModel(t *testing.T, seed uint64) {
 			return seq
 		}
 		for step := 0; ; step++ {
-			var idx []int
-			for n := 1 + r.IntN(maxBatch); n > 0 && cursor < len(msgs); n-- {
-				idx = append(idx, cursor)
-				cursor++
-			}
+			idx, hs, seqs := nextModelBatch(r, msgs, &cursor, maxBatch)
 			if len(idx) == 0 {
 				finished = true
 				break
-			}
-			hs := make([]event.Hash, len(idx))
-			seqs := make([]uint64, len(idx))
-			for i, j := range idx {
-				hs[i] = hid(msgs[j])
-				seqs[i] = uint64(j + 1)
 			}
 			now = now.Add(time.Millisecond)
 			// The batch steps the edge takes (Decide, Committed, Finished),

@@ -206,14 +206,7 @@ func (k *sinkModel) commit(t *testing.T, e uint64, ids []int, seqs []uint64, ret
 func runTransactionalModel(t *testing.T, seed uint64) {
 	r := rand.New(rand.NewPCG(seed, 11))
 	const unique, maxBatch = 300, 16
-	var msgs []int
-	for i := 0; i < 800; i++ {
-		id := r.IntN(unique)
-		if i < unique {
-			id = i
-		}
-		msgs = append(msgs, id)
-	}
+	msgs := modelStream(r, unique, 800)
 	const source = "in@1"
 	sink := &sinkModel{effects: map[int]int{}}
 	var log []Record
@@ -246,19 +239,10 @@ func runTransactionalModel(t *testing.T, seed uint64) {
 			st.Apply(uint64(len(log)), rec, time.Time{})
 		}
 		for step := 0; ; step++ {
-			var idx []int
-			for n := 1 + r.IntN(maxBatch); n > 0 && cursor < len(msgs); n-- {
-				idx = append(idx, cursor)
-				cursor++
-			}
+			idx, hs, seqs := nextModelBatch(r, msgs, &cursor, maxBatch)
 			if len(idx) == 0 {
 				finished = true
 				break
-			}
-			hs := make([]event.Hash, len(idx))
-			seqs := make([]uint64, len(idx))
-			for i, j := range idx {
-				hs[i], seqs[i] = hid(msgs[j]), uint64(j+1)
 			}
 			now = now.Add(time.Millisecond)
 			var b Batch
