@@ -195,13 +195,19 @@ func edgeRun(ctx context.Context, b *testing.B, js jetstream.JetStream, region s
 	return runResult{name: name, events: st.Done, elapsed: elapsed, decision: decision.Quantiles(), batch: batchLat.Quantiles(), appends: st.ClaimAppends, runs: runs}
 }
 
-// timedSink records the sink's time per batch (the edge's handler span).
+// timedSink records the sink's time per batch (the edge's handler span)
+// and counts its calls (lat may be nil).
 type timedSink struct {
 	inner edge.Handler
 	lat   *sim.Latency
+	calls atomic.Int64
 }
 
 func (t *timedSink) Handle(ctx context.Context, evs []event.Event) []error {
+	t.calls.Add(1)
+	if t.lat == nil {
+		return t.inner.Handle(ctx, evs)
+	}
 	t0 := time.Now()
 	errs := t.inner.Handle(ctx, evs)
 	t.lat.Record(time.Since(t0))

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"sync/atomic"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -36,27 +35,11 @@ var pgEvents = flag.Int("pg-events", 100_000, "events in the PostgresSink load (
 // keeps its Fence, so the edge still sees the contract.
 type countedTx struct {
 	*pgsink.Sink
-	txns atomic.Int64
-	lat  *sim.Latency
+	timed *timedSink
 }
 
-func (c *countedTx) Handle(ctx context.Context, evs []event.Event) []error {
-	t0 := time.Now()
-	errs := c.Sink.Handle(ctx, evs)
-	c.txns.Add(1)
-	c.lat.Record(time.Since(t0))
-	return errs
-}
-
-// countedHandler counts a plain handler's batches.
-type countedHandler struct {
-	edge.Handler
-	txns atomic.Int64
-}
-
-func (c *countedHandler) Handle(ctx context.Context, evs []event.Event) []error {
-	c.txns.Add(1)
-	return c.Handler.Handle(ctx, evs)
+func (c countedTx) Handle(ctx context.Context, evs []event.Event) []error {
+	return c.timed.Handle(ctx, evs)
 }
 
 // userDedupe is the consumer a user would write on the same database
@@ -176,8 +159,9 @@ func comparePostgres(b *testing.B) {
 	b.ResetTimer()
 
 	// The edge with the transactional sink.
-	es := &countedTx{Sink: open("bench_edge"), lat: sim.NewLatency()}
-	defer es.Close()
+	pg := open("bench_edge")
+	defer pg.Close()
+	es := countedTx{Sink: pg, timed: &timedSink{inner: pg, lat: sim.NewLatency()}}
 	c, err := edge.New(js, es, edge.Options{Region: "bench", Name: "edge-pg", BatchSize: *batchSize, ExpectedIDs: int(stored) / *partitions,
 		Metrics: telemetry.NewMetrics(), Logger: coretest.Quiet})
 	if err != nil {
@@ -197,7 +181,7 @@ func comparePostgres(b *testing.B) {
 			b.Fatalf("edge: %d of %d in 10 minutes", c.Stats().Done, stored)
 		}
 	}
-	edgeRes := pgResult{runResult: runResult{name: "edge + postgres sink (exactly once)", events: int64(stored), elapsed: time.Since(start), batch: es.lat.Quantiles()}, txns: es.txns.Load()}
+	edgeRes := pgResult{runResult: runResult{name: "edge + postgres sink (exactly once)", events: int64(stored), elapsed: time.Since(start), batch: es.timed.lat.Quantiles()}, txns: es.timed.calls.Load()}
 	cancel()
 	<-errc
 	if si, err := js.Stream(ctx, in.ClaimStream()); err == nil {
@@ -211,8 +195,8 @@ func comparePostgres(b *testing.B) {
 	if _, err := pool.Exec(ctx, `CREATE TABLE bench_user_processed (id text PRIMARY KEY)`); err != nil {
 		b.Fatal(err)
 	}
-	uh := &countedHandler{Handler: &userDedupe{pool: pool, processed: "bench_user_processed", table: "bench_user"}}
-	userRes := pgResult{runResult: consumeRaw(ctx, b, js, in.Names, uh, "user", int64(stored)), txns: uh.txns.Load()}
+	uh := &timedSink{inner: &userDedupe{pool: pool, processed: "bench_user_processed", table: "bench_user"}}
+	userRes := pgResult{runResult: consumeRaw(ctx, b, js, in.Names, uh, "user", int64(stored)), txns: uh.calls.Load()}
 	userRes.name = "raw consumer + ON CONFLICT DO NOTHING (exactly once)"
 	userRes.rows, userRes.applies = count("bench_user")
 	var processedBytes int64
@@ -223,8 +207,8 @@ func comparePostgres(b *testing.B) {
 	// second effect.
 	rs := open("bench_raw")
 	defer rs.Close()
-	rh := &countedHandler{Handler: rs}
-	rawRes := pgResult{runResult: consumeRaw(ctx, b, js, in.Names, rh, "rawpg", int64(stored)), txns: rh.txns.Load()}
+	rh := &timedSink{inner: rs}
+	rawRes := pgResult{runResult: consumeRaw(ctx, b, js, in.Names, rh, "rawpg", int64(stored)), txns: rh.calls.Load()}
 	rawRes.name = "raw consumer + same sink (no dedupe)"
 	rawRes.rows, rawRes.applies = count("bench_raw")
 	b.StopTimer()
