@@ -50,8 +50,9 @@ type PositionedNATS struct {
 	// slog.Default().
 	Logger *slog.Logger
 
-	mu   sync.Mutex
-	last map[string]marker // position subject -> its last position, as this sink knows it
+	mu    sync.Mutex
+	last  map[string]marker // position subject -> its last position, as this sink knows it
+	limit int               // the largest output message (sizeLimit); 0 until read
 }
 
 // marker is a position message: the position and its stream sequence.
@@ -162,6 +163,22 @@ func (s *PositionedNATS) Handle(ctx context.Context, evs []event.Event) []error 
 		for j, i := range idx {
 			g[j] = evs[i]
 		}
+		if tooBig := s.oversized(ctx, g); tooBig != nil {
+			// An output the stream would refuse for good (a producer's
+			// payload at the ingest limit, plus the output's headers):
+			// nothing of the call commits; the edge retries it, dead-letters
+			// it, and hands the rest again without it.
+			if errs == nil {
+				errs = make([]error, len(evs))
+			}
+			for j, i := range idx {
+				errs[i] = tooBig[j]
+				if errs[i] == nil {
+					errs[i] = fmt.Errorf("output %s: %w: held back with an output too large", evs[i].ID, edge.ErrUnavailable)
+				}
+			}
+			continue
+		}
 		if err := s.commit(ctx, g); err != nil {
 			if !errors.Is(err, edge.ErrSinkFenced) && ctx.Err() == nil {
 				lg := s.Logger
@@ -179,6 +196,54 @@ func (s *PositionedNATS) Handle(ctx context.Context, evs []event.Event) []error 
 		}
 	}
 	return errs
+}
+
+// outputOverhead bounds the headers an output carries in an atomic batch
+// beyond outputHeader's: the batch's ID and sequence, and on its first
+// message the expected sequence and its subject.
+const outputOverhead = 256
+
+// oversized returns, when an event's output would exceed the output
+// stream's largest message (or the server's largest payload), an error for
+// it (and nil for the others); nil when every output fits.
+func (s *PositionedNATS) oversized(ctx context.Context, evs []event.Event) []error {
+	limit := s.sizeLimit(ctx)
+	var errs []error
+	for i, ev := range evs {
+		size := len(ev.Data) + len(s.Names.Output(ev.Partition)) + outputOverhead
+		for k, vs := range outputHeader(ev) {
+			for _, v := range vs {
+				size += len(k) + len(v) + 4
+			}
+		}
+		if size > limit {
+			if errs == nil {
+				errs = make([]error, len(evs))
+			}
+			errs[i] = fmt.Errorf("output %s: %d bytes with its headers, more than the output stream takes (%d)", ev.ID, size, limit)
+		}
+	}
+	return errs
+}
+
+// sizeLimit is the largest output message: the output stream's limit
+// (read once) or the server's largest payload, whichever is smaller.
+func (s *PositionedNATS) sizeLimit(ctx context.Context) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.limit > 0 {
+		return s.limit
+	}
+	limit := int(s.JS.Conn().MaxPayload())
+	st, err := s.JS.Stream(ctx, s.Names.OutputStream())
+	if err != nil {
+		return limit // not cached: read again next time
+	}
+	if m := int(st.CachedInfo().Config.MaxMsgSize); m > 0 && m < limit {
+		limit = m
+	}
+	s.limit = limit
+	return limit
 }
 
 // commit publishes one partition's events (in ingest order) and their

@@ -109,3 +109,37 @@ func TestPositionedNATSFencesAndCommits(t *testing.T) {
 		}
 	}
 }
+
+// TestPositionedNATSOversizedOutputHeldBack: an output the stream would
+// refuse (a payload at the limit plus the output's headers) fails for good
+// and nothing of its call commits (the edge dead-letters it, then hands the
+// rest again); the rest then commits without it.
+func TestPositionedNATSOversizedOutputHeldBack(t *testing.T) {
+	n := coretest.Start(t)
+	_, js := coretest.Connect(t, n.ClientURL())
+	ctx := context.Background()
+	cfg := streams.Config{Partitions: 4, MaxMsgSize: 4096}
+	if err := streams.Provision(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	s := &sink.PositionedNATS{JS: js, Names: cfg.Names}
+	if _, err := s.Fence(ctx, "in@1", 2, 1); err != nil {
+		t.Fatal(err)
+	}
+	evs := natsBatch(1, 3, 1)
+	evs[1].Data = make([]byte, 4000)
+	errs := s.Handle(ctx, evs)
+	if errs == nil || errs[1] == nil || errors.Is(errs[1], edge.ErrUnavailable) ||
+		!errors.Is(errs[0], edge.ErrUnavailable) || !errors.Is(errs[2], edge.ErrUnavailable) {
+		t.Fatalf("errors %v", errs)
+	}
+	if got := outputs(t, js, cfg.Names); len(got) != 0 {
+		t.Fatalf("outputs of a held-back call: %v", got)
+	}
+	if errs := s.Handle(ctx, []event.Event{evs[0], evs[2]}); errs != nil {
+		t.Fatal(errs)
+	}
+	if got := outputs(t, js, cfg.Names); len(got) != 2 {
+		t.Fatalf("outputs %v", got)
+	}
+}
